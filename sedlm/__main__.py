@@ -1,0 +1,5 @@
+import sys
+
+from sedlm.cli import main
+
+sys.exit(main())

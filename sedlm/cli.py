@@ -1,0 +1,182 @@
+"""The ``sedlm`` command line: each subcommand is a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from sedlm.errors import SedlmError
+
+CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
+OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200 model.d_model=256"
+
+
+def resolve_config_path(name: str | None) -> Path | None:
+    """A path as given, else a bundled config of that name (``tiny`` -> sedlm/configs/tiny.yaml)."""
+    if name is None:
+        return None
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    bundled = resources.files("sedlm") / "configs" / f"{name}.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    return p
+
+
+def _load_config(args: argparse.Namespace, default: str | None = None):
+    from sedlm.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data.source={args.data}")
+    return load_config(resolve_config_path(args.config or default), overrides)
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from sedlm.data.corpora import CORPORA, DEFAULT_CORPUS, corpus_stats
+
+    print(f"{'name':<12} {'documents':>9} {'words':>9}  description / origin")
+    for c in CORPORA.values():
+        stats = corpus_stats(c.loader()) if not args.no_stats else {"documents": "-", "words": "-"}
+        mark = " (default)" if c.name == DEFAULT_CORPUS else ""
+        print(f"{c.name:<12} {stats['documents']:>9} {stats['words']:>9}  {c.description}{mark}")
+        print(f"{'':<12} {'':>9} {'':>9}  from {c.origin}")
+    print("use one with --data corpus:NAME")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from sedlm.data.dataset import prepare_data
+    from sedlm.sed import resolve_device
+    from sedlm.train.embed import save_embedding, train_embedding
+
+    cfg = _load_config(args, "tiny")
+    out = Path(args.out)
+    data = prepare_data(cfg.data)
+    table = train_embedding(cfg.embed, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device))
+    out.mkdir(parents=True, exist_ok=True)
+    data.tokenizer.save(out / "tokenizer.json")
+    save_embedding(out / "embeddings.safetensors", table)
+    print(f"wrote {out / 'embeddings.safetensors'} ({tuple(table.shape)}) and {out / 'tokenizer.json'}")
+    print(f"use it with: sedlm train embed.path={out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sedlm.config import apply_overrides, validate
+    from sedlm.train.checkpoint import load_checkpoint
+    from sedlm.train.trainer import train
+
+    out = Path(args.out or f"runs/{Path(args.config or 'tiny').stem}")
+    if args.resume:
+        cfg = load_checkpoint(out)[0]
+        apply_overrides(cfg, list(args.overrides) + ([f"data.source={args.data}"] if args.data else []))
+        validate(cfg)
+    else:
+        cfg = _load_config(args, "tiny")
+    cfg.method = args.method
+    result = train(cfg, out, resume=args.resume)
+    val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
+    return 130 if result.interrupted else 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from sedlm.sed import SED
+
+    model = SED.from_pretrained(args.ckpt, device=args.device)
+    texts = model.generate(n=args.n, steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed)
+    s = model.config.sample
+    if args.json:
+        print(json.dumps({
+            "samples": texts, "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps,
+            "guidance": s.guidance if args.guidance is None else args.guidance,
+            "seed": s.seed if args.seed is None else args.seed,
+        }, indent=2))
+    else:
+        for i, t in enumerate(texts):
+            print(f"--- sample {i}\n{t}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from sedlm.quickstart import quickstart
+
+    quickstart(out=Path(args.out), minutes=args.minutes, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sedlm import __version__
+    from sedlm.config import METHODS
+    from sedlm.sampling.samplers import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="sedlm", description="Continuous diffusion language models (Self-conditioned Embedding Diffusion).")
+    p.add_argument("--version", action="version", version=f"sedlm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", help="train a tiny model on the default corpus and show samples (minutes on a CPU)",
+                       description="Train tokenizer, embedding space and a tiny SED model on the bundled Shakespeare "
+                                   "corpus, print samples and a summary, and save a checkpoint.")
+    q.add_argument("--out", default="runs/quickstart", help="checkpoint folder to write (default: runs/quickstart)")
+    q.add_argument("--minutes", type=float, default=3.75, help="wall-clock budget for the diffusion training stage (default: 3.75)")
+    q.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    q.set_defaults(func=cmd_quickstart)
+
+    c = sub.add_parser("corpora", help="list the bundled corpora with their size and origin",
+                       description="List the bundled corpora, their size and where their text comes from.")
+    c.add_argument("--no-stats", action="store_true", help="skip loading the corpora to count documents and words")
+    c.set_defaults(func=cmd_corpora)
+
+    e = sub.add_parser("embed", help="train the masked LM whose embedding table SED freezes",
+                       description="Train a tokenizer and a small factorised masked LM; save its V x d_embed table.")
+    e.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
+    e.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
+    e.add_argument("--out", default="runs/embed", help="folder for embeddings.safetensors and tokenizer.json")
+    e.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
+    e.set_defaults(func=cmd_embed)
+
+    t = sub.add_parser("train", help="train a model", description="Train a model and write a checkpoint folder + metrics.jsonl.")
+    t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
+    t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
+    t.add_argument("--out", help="run folder (default: runs/<config name>)")
+    t.add_argument("--method", default="sed", choices=METHODS, help="model family (default: sed)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder.")
+    s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
+    s.add_argument("--n", type=int, help="number of samples (default: the checkpoint's sample.n)")
+    s.add_argument("--steps", type=int, help="denoising steps = network calls (default: sample.steps)")
+    s.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)} (default: sample.sampler)")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = none (default: sample.guidance)")
+    s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    s.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except SedlmError as e:
+        print(f"sedlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sedlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

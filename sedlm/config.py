@@ -1,0 +1,254 @@
+"""Nested dataclass configuration.
+
+Defaults live here only; YAML files and ``section.key=value`` overrides change them.
+Everything is validated at start so that a bad value fails with one clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sedlm.errors import SedlmError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Denoiser backbone (DESIGN.md §1.4)."""
+
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    d_embed: int = 64
+    dropout: float = 0.0
+    time_cond: str = "add"  # "add" (paper: sinusoidal -> MLP added to the input) or "adaln" (DiT)
+    vocab_size: int = 0  # filled from the tokenizer when 0
+
+
+@dataclass
+class EmbedConfig:
+    """The frozen embedding space E (DESIGN.md §1.1) and the masked LM that learns it."""
+
+    kind: str = "mlm"  # "mlm" (trained by `sedlm embed`), "random" (frozen random), "learned"
+    path: str = ""  # an embeddings.safetensors written by `sedlm embed`; trained on the fly if empty
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    mask_prob: float = 0.15
+    max_minutes: float = 0.0  # wall-clock cap for the masked LM stage; 0 means no cap
+    seed: int = 1
+
+
+@dataclass
+class DiffusionConfig:
+    """Forward process and SED objective (DESIGN.md §1.2-§1.5, §1.7)."""
+
+    schedule: str = "cosine"
+    sigma0: float = 1e-2
+    timesteps: int = 1000  # T of the discrete-time (ancestral) sampler
+    self_cond: str = "both"  # "both" (paper), "half_nograd" (Analog Bits), "off"
+    mse_weight: float = 1.0
+    ce_weight: float = 1.0
+    p_uncond: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """Text source, tokenizer and packing."""
+
+    source: str = "corpus:shakespeare"
+    tokenizer: str = "bpe"  # "bpe" (train), "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder
+    vocab_size: int = 4096
+    seq_len: int = 64
+    pad_fraction: float = 0.1
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    max_chars: int = 0  # use at most this many characters of training text; 0 means all
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation loop."""
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 8
+    checkpoint_every: int = 500
+    max_minutes: float = 0.0  # wall-clock budget; 0 means run max_steps
+    device: str = "auto"
+
+
+@dataclass
+class SampleConfig:
+    """Defaults for `sedlm sample` and `SED.generate`."""
+
+    sampler: str = "ddpm"
+    steps: int = 1000
+    n: int = 4
+    guidance: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    method: str = "sed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def copy(self) -> "Config":
+        return from_dict(self.to_dict())
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
+METHODS = ("sed",)
+CHOICES = {
+    ("model", "time_cond"): ("add", "adaln"),
+    ("embed", "kind"): ("mlm", "random", "learned"),
+    ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
+    ("train", "device"): ("auto", "cpu", "cuda", "mps"),
+}
+
+
+def _coerce(value: Any, typ: type, name: str) -> Any:
+    """Check ``value`` against a field type; ints are accepted where floats are expected."""
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if typ is bool and isinstance(value, bool):
+        return value
+    if isinstance(value, typ) and not isinstance(value, bool):
+        return value
+    raise SedlmError(f"config key '{name}' expects {typ.__name__}, got {value!r}; fix the value in the YAML file or override")
+
+
+def _set(section_obj: Any, section: str, key: str, value: Any) -> None:
+    hints = typing.get_type_hints(type(section_obj))
+    if key not in hints:
+        valid = ", ".join(f"{section}.{k}" for k in hints)
+        raise SedlmError(f"unknown config key '{section}.{key}'; valid keys: {valid}")
+    setattr(section_obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a Config from a nested dict, rejecting unknown sections and keys."""
+    cfg = Config()
+    for name, value in d.items():
+        if name in _SECTIONS:
+            if not isinstance(value, dict):
+                raise SedlmError(f"config section '{name}' must be a mapping of keys to values")
+            for key, v in value.items():
+                _set(getattr(cfg, name), name, key, v)
+        elif name == "method":
+            cfg.method = _coerce(value, str, "method")
+        elif name == "format_version":
+            cfg.format_version = _coerce(value, int, "format_version")
+        else:
+            valid = ", ".join(["method", *_SECTIONS])
+            raise SedlmError(f"unknown config section '{name}'; valid sections: {valid}")
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise SedlmError(f"override '{item}' is not of the form section.key=value (e.g. train.max_steps=100)")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        if section not in _SECTIONS:
+            raise SedlmError(f"unknown config section '{section}' in '{item}'; valid sections: {', '.join(_SECTIONS)}")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if value is None:
+            value = ""
+        hints = typing.get_type_hints(type(getattr(cfg, section)))
+        if hints.get(key) is str and not isinstance(value, str):
+            value = raw  # e.g. data.tokenizer=gpt2 stays a string even if YAML would read a number
+        _set(getattr(cfg, section), section, key, value)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    if path is None:
+        cfg = Config()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise SedlmError(f"config file '{p}' not found; pass an existing YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SedlmError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+        if not isinstance(data, dict):
+            raise SedlmError(f"config file '{p}' must hold a mapping of sections (model:, train:, ...)")
+        cfg = from_dict(data)
+    apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise SedlmError naming the first inconsistent value."""
+    if cfg.method not in METHODS:
+        raise SedlmError(f"unknown method '{cfg.method}'; valid methods: {', '.join(METHODS)}")
+    for (section, key), valid in CHOICES.items():
+        v = getattr(getattr(cfg, section), key)
+        if v not in valid:
+            raise SedlmError(f"{section}.{key}='{v}' is not valid; choose one of: {', '.join(valid)}")
+    m = cfg.model
+    if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
+        raise SedlmError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes")
+    e = cfg.embed
+    if e.d_model % e.n_heads or (e.d_model // e.n_heads) % 2:
+        raise SedlmError(f"embed.d_model={e.d_model} must be divisible by embed.n_heads={e.n_heads} into even head sizes")
+    positive = {
+        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.d_embed": m.d_embed,
+        "data.seq_len": cfg.data.seq_len, "train.batch_size": cfg.train.batch_size,
+        "train.max_steps": cfg.train.max_steps, "train.lr": cfg.train.lr,
+        "diffusion.timesteps": cfg.diffusion.timesteps, "sample.steps": cfg.sample.steps,
+        "data.vocab_size": cfg.data.vocab_size, "train.log_every": cfg.train.log_every,
+        "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+    }
+    for name, v in positive.items():
+        if v <= 0:
+            raise SedlmError(f"{name} must be positive, got {v}")
+    for name, v in {"data.pad_fraction": cfg.data.pad_fraction, "data.val_fraction": cfg.data.val_fraction,
+                    "diffusion.p_uncond": cfg.diffusion.p_uncond, "embed.mask_prob": cfg.embed.mask_prob}.items():
+        if not 0.0 <= v < 1.0:
+            raise SedlmError(f"{name} must be in [0, 1), got {v}")

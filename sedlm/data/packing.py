@@ -1,0 +1,84 @@
+"""Tokenise documents, pack them into fixed-length rows and insert random padding.
+
+Random padding (DESIGN.md §1.8) teaches the model variable length: a padding token stands
+at ~``pad_fraction`` of positions, and the content tokens fill the rest in order. A sample
+that decodes to fewer real tokens is simply one whose model put more padding in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sedlm.data.tokenizer import Tokenizer
+from sedlm.errors import SedlmError
+
+
+def tokenize_documents(tok: Tokenizer, docs: list[str]) -> np.ndarray:
+    """Concatenate the token ids of all documents, each followed by the end-of-document id."""
+    chunks = []
+    for ids in tok.encode_batch(docs):
+        chunks.append(np.asarray(ids, dtype=np.int64))
+        chunks.append(np.asarray([tok.eos_id], dtype=np.int64))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+
+
+def pack_rows(ids: np.ndarray, seq_len: int) -> torch.Tensor:
+    """Cut a 1-D id stream into (N, seq_len) rows; the tail shorter than a row is dropped."""
+    n = len(ids) // seq_len
+    if n == 0:
+        raise SedlmError(f"the text holds {len(ids)} tokens, fewer than one row of data.seq_len={seq_len}; add text")
+    return torch.from_numpy(ids[: n * seq_len].reshape(n, seq_len).copy())
+
+
+def insert_padding(rows: torch.Tensor, pad_id: int, pad_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Put padding at random positions (each with probability ``pad_fraction``) and shift the
+    content right to fill the others, dropping the content that no longer fits.
+
+    rows: (B, L) content ids -> (B, L) ids with padding.
+    """
+    if pad_fraction <= 0:
+        return rows
+    is_pad = torch.rand(rows.shape, generator=generator, device=rows.device) < pad_fraction  # (B, L)
+    src = (torch.cumsum(~is_pad, dim=1) - 1).clamp(min=0)  # index of the content token for each slot
+    return torch.where(is_pad, torch.full_like(rows, pad_id), rows.gather(1, src))
+
+
+class PackedRows:
+    """Fixed-length rows with deterministic, step-addressable batches.
+
+    The batch for optimiser step ``s`` depends only on (seed, s), so a resumed run sees
+    exactly the data an uninterrupted run would have seen, with no loader state to save.
+    """
+
+    def __init__(self, rows: torch.Tensor, pad_id: int, pad_fraction: float):
+        self.rows = rows  # (N, L)
+        self.pad_id = pad_id
+        self.pad_fraction = pad_fraction
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def _epoch_order(self, epoch: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return torch.randperm(len(self), generator=g)
+
+    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        """Rows for step ``step`` (epoch-wise shuffled, wrapping across epochs), with padding. (B, L)"""
+        n = len(self)
+        start = step * batch_size
+        idx = []
+        while len(idx) < batch_size:
+            epoch, offset = divmod(start + len(idx), n)
+            order = self._epoch_order(epoch, seed)
+            idx.extend(order[offset : offset + batch_size - len(idx)].tolist())
+        g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
+        return insert_padding(self.rows[idx], self.pad_id, self.pad_fraction, g)
+
+    def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345) -> list[torch.Tensor]:
+        """The first rows, padded with a fixed seed: the same validation batches every time."""
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(0, min(len(self), batch_size * n_batches), batch_size):
+            out.append(insert_padding(self.rows[i : i + batch_size], self.pad_id, self.pad_fraction, g))
+        return out

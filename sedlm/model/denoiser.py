@@ -1,0 +1,72 @@
+"""The SED denoiser (DESIGN.md §1.4).
+
+    h_in   = W_in [x_t ; x0_sc ; c ; m]              per position, -> d_model
+    h      = Transformer(h_in + MLP(sin(t)))        ("add", the paper) or adaLN(MLP(sin(t))) (DiT)
+    x0_hat = W_out h                                (B, L, d_embed)
+    logits = R x0_hat,  R initialised to E^T        (B, L, V)
+
+``c`` is the clean embedding of given (conditioning) positions and ``m`` marks them; both are
+zero for unconditional generation. No loss, device or autocast logic lives here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sedlm.config import ModelConfig
+from sedlm.model.embedding import EmbeddingSpace
+from sedlm.model.transformer import Transformer
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DDPM). (B,) -> (B, dim)"""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class SEDDenoiser(nn.Module):
+    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace):
+        super().__init__()
+        self.cfg = cfg
+        d, de = cfg.d_model, cfg.d_embed
+        self.embedding = embedding
+        self.inp = nn.Linear(3 * de + 1, d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.backbone = Transformer(
+            d, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False, adaln=cfg.time_cond == "adaln"
+        )
+        self.out = nn.Linear(d, de)
+        self.readout = nn.Linear(de, cfg.vocab_size)
+        with torch.no_grad():
+            self.readout.weight.copy_(embedding.weight)  # R = E^T: logits_i = <x0_hat, E_i>
+            self.readout.bias.zero_()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)  # (B, L) -> (B, L, d_embed)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,  # (B, L, De)
+        t: torch.Tensor,  # (B,) in [0, 1]
+        self_cond: torch.Tensor | None = None,  # (B, L, De) previous x0 estimate, or zeros
+        cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
+        cond_mask: torch.Tensor | None = None,  # (B, L) 1 where the position is given
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L, _ = x_t.shape
+        zeros = torch.zeros_like(x_t)
+        self_cond = zeros if self_cond is None else self_cond
+        cond = zeros if cond is None else cond
+        mask = x_t.new_zeros(B, L, 1) if cond_mask is None else cond_mask[..., None].to(x_t.dtype)
+        h = self.inp(torch.cat([x_t, self_cond, cond, mask], dim=-1))  # (B, L, D)
+        temb = self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))  # (B, D)
+        if self.cfg.time_cond == "add":
+            h = self.backbone(h + temb[:, None])
+        else:
+            h = self.backbone(h, cond=temb)
+        x0_hat = self.out(h)  # (B, L, De)
+        return x0_hat, self.readout(x0_hat)  # (B, L, De), (B, L, V)

@@ -1,0 +1,86 @@
+"""The embedding space E in which SED diffuses (DESIGN.md §1.1).
+
+``EmbeddingSpace`` holds a V x d_embed table whose rows are scaled to norm sqrt(d_embed).
+Kinds:
+    mlm      a table learned by the factorised masked LM of ``sedlm embed``; frozen
+    random   a frozen random table (the paper's ablation)
+    learned  trained jointly with the denoiser; re-normalised on every use (CDCD/Difformer)
+``MaskedLM`` is the small model that learns the ``mlm`` table: its input embedding is
+factorised as V x d_embed -> d_model, and its output logits are tied to the same table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from sedlm.errors import SedlmError
+from sedlm.model.transformer import Transformer
+
+
+def normalize_rows(table: torch.Tensor) -> torch.Tensor:
+    """Scale every row to L2 norm sqrt(d): E_i <- sqrt(d) * E_i / ||E_i||. (V, d) -> (V, d)"""
+    return F.normalize(table, dim=-1) * table.shape[-1] ** 0.5
+
+
+def random_table(vocab_size: int, d_embed: int, generator: torch.Generator) -> torch.Tensor:
+    return normalize_rows(torch.randn(vocab_size, d_embed, generator=generator))
+
+
+def load_table(path: str | Path, vocab_size: int, d_embed: int) -> torch.Tensor:
+    """Load the ``embedding`` tensor of an embeddings.safetensors and check its shape."""
+    p = Path(path)
+    if not p.is_file():
+        raise SedlmError(f"embedding file '{p}' not found; run `sedlm embed` first or set embed.kind=random")
+    table = load_file(str(p)).get("embedding")
+    if table is None or table.ndim != 2:
+        raise SedlmError(f"'{p}' holds no 2-D 'embedding' tensor; pass a file written by `sedlm embed`")
+    if tuple(table.shape) != (vocab_size, d_embed):
+        raise SedlmError(
+            f"embedding table '{p}' is {tuple(table.shape)} but the model needs ({vocab_size}, {d_embed}); "
+            "train it with the same tokenizer and model.d_embed"
+        )
+    return normalize_rows(table.float())
+
+
+class EmbeddingSpace(nn.Module):
+    """w -> E[w] with rows of norm sqrt(d_embed); frozen unless ``learned``."""
+
+    def __init__(self, table: torch.Tensor, learned: bool = False):
+        super().__init__()
+        self.learned = learned
+        if learned:
+            self.table = nn.Parameter(table.clone())
+        else:
+            self.register_buffer("table", normalize_rows(table.clone()))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The normalised table (V, d_embed)."""
+        return normalize_rows(self.table) if self.learned else self.table
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)  # (B, L) -> (B, L, d_embed)
+
+
+class MaskedLM(nn.Module):
+    """Bidirectional masked LM with a factorised, tied V x d_embed table (for ``sedlm embed``)."""
+
+    def __init__(self, vocab_size: int, d_embed: int, d_model: int, n_layers: int, n_heads: int, generator: torch.Generator):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(vocab_size, d_embed, generator=generator))
+        self.inp = nn.Linear(d_embed, d_model)
+        self.backbone = Transformer(d_model, n_layers, n_heads)
+        self.out = nn.Linear(d_model, d_embed)
+
+    def embedding(self) -> torch.Tensor:
+        return normalize_rows(self.table)  # train in the same geometry SED will see
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        E = self.embedding()
+        h = self.backbone(self.inp(F.embedding(ids, E)))  # (B, L, d_model)
+        return self.out(h) @ E.t() / E.shape[1] ** 0.5  # (B, L, V)

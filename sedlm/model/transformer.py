@@ -1,0 +1,115 @@
+"""The Transformer backbone shared by every model family.
+
+Pre-LayerNorm blocks with rotary position embeddings (RoPE, Su et al. 2021) and
+``scaled_dot_product_attention``; bidirectional by default, causal for autoregressive use.
+With ``adaln=True`` each block is modulated by a conditioning vector (DiT, Peebles & Xie 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables, each (L, head_dim/2), for angles pos * base^(-2i/head_dim)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (x1, x2) of x: (B, H, L, Dh) by position-dependent angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool):
+        super().__init__()
+        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, L, Dh)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(round(mlp_ratio * d_model))
+        self.fc = nn.Linear(d_model, hidden)
+        self.out = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.out(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool, adaln: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=not adaln)
+        self.attn = Attention(d_model, n_heads, dropout, causal)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=not adaln)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+        self.modulation = None
+        if adaln:
+            self.modulation = nn.Linear(d_model, 6 * d_model)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        if self.modulation is None:
+            x = x + self.attn(self.norm1(x), cos, sin)
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D) each
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class Transformer(nn.Module):
+    """Stack of blocks + final LayerNorm. (B, L, D) -> (B, L, D)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        causal: bool = False,
+        adaln: bool = False,
+    ):
+        super().__init__()
+        self.head_dim = d_model // n_heads
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout, causal, adaln) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.apply(self._init)
+        for block in self.blocks:  # GPT-2 style scaled init of residual projections
+            nn.init.normal_(block.attn.proj.weight, std=0.02 / (2 * n_layers) ** 0.5)
+            nn.init.normal_(block.mlp.out.weight, std=0.02 / (2 * n_layers) ** 0.5)
+            if block.modulation is not None:  # adaLN-Zero: every block starts as the identity
+                nn.init.zeros_(block.modulation.weight)
+                nn.init.zeros_(block.modulation.bias)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        cos, sin = rope_tables(x.shape[1], self.head_dim, x.device)
+        for block in self.blocks:
+            x = block(x, cos, sin, cond)
+        return self.norm(x)

@@ -1,0 +1,74 @@
+"""Turn a denoiser into text: starting noise, guidance, a sampler from the registry, argmax decoding.
+
+Classifier-free guidance (DESIGN.md §1.7), with both passes in one batched forward:
+    x0 = x0(x_t, 0, 0) + s * (x0(x_t, c, sc) - x0(x_t, 0, 0)),   s = 1: no guidance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from sedlm.diffusion.schedules import get_schedule, time_grid
+from sedlm.model.denoiser import SEDDenoiser
+from sedlm.sampling.samplers import Callback, DenoiseFn, get_sampler
+
+
+def make_denoise_fn(
+    model: SEDDenoiser,
+    cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
+    cond_mask: torch.Tensor | None = None,  # (B, L) 1 at given positions
+    guidance: float = 1.0,
+) -> DenoiseFn:
+    """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied."""
+
+    def plain(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
+        return model(x, t, sc, cond, cond_mask)[0]
+
+    if guidance == 1.0:
+        return plain
+
+    def guided(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        zeros = torch.zeros_like(x)
+        c = zeros if cond is None else cond
+        m = x.new_zeros(x.shape[:2]) if cond_mask is None else cond_mask.to(x.dtype)
+        out = model(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, zeros]), torch.cat([m, torch.zeros_like(m)])
+        )[0]
+        x0_c, x0_u = out[:B], out[B:]
+        return x0_u + guidance * (x0_c - x0_u)
+
+    return guided
+
+
+@torch.inference_mode()
+def sample_ids(
+    model: SEDDenoiser,
+    *,
+    n: int,
+    seq_len: int,
+    steps: int,
+    sampler: str = "ddpm",
+    schedule: str = "cosine",
+    guidance: float = 1.0,
+    seed: int = 0,
+    callback: Callback | None = None,
+    **sampler_kw: Any,
+) -> torch.Tensor:
+    """Sample ``n`` rows of ``seq_len`` token ids (padding included). (n, L)"""
+    fn = get_sampler(sampler)
+    device = next(model.parameters()).device
+    # A generator of its own, so sampling noise never coincides with any initialisation draw.
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
+    ts = time_grid(steps, device=device)
+    x0 = fn(make_denoise_fn(model, guidance=guidance), x, ts, alpha_bar=get_schedule(schedule),
+            generator=g, callback=callback, **sampler_kw)
+    return model.readout(x0).argmax(-1)  # (n, L)
+
+
+def decode_rows(ids: torch.Tensor, decode: Callable[[list[int]], str]) -> list[str]:
+    """Decode each row, padding stripped by the tokenizer's decode."""
+    return [decode(row.tolist()) for row in ids.cpu()]

@@ -1,0 +1,101 @@
+import json
+import os
+
+import pytest
+import torch
+
+from sedlm import SED
+from sedlm.config import load_config
+from sedlm.errors import SedlmError
+from sedlm.train import checkpoint as ckpt
+from sedlm.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_file):
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    cfg = load_config(None, [*TINY, f"data.source={corpus_file}"])
+    result = train(cfg, out, progress=False, log=lambda s: None)
+    return out, result
+
+
+def test_run_folder_layout(trained):
+    out, result = trained
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl",
+                 "training_state/model.safetensors", "training_state/optimizer.safetensors", "training_state/state.json"]:
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["format_version"] == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all({"step", "loss", "lr", "tokens_per_s"} <= set(r) for r in rows)
+    assert any("val_loss" in r for r in rows)
+    assert not list(out.glob(".pending-*")) and not (out / ".ready").exists()
+
+
+def test_round_trip_gives_bit_identical_samples(trained, tmp_path):
+    out, _ = trained
+    model = SED.from_pretrained(out)
+    a = model.generate_ids(n=2, steps=8, seed=3)
+    model.save_pretrained(tmp_path / "copy")
+    b = SED.from_pretrained(tmp_path / "copy").generate_ids(n=2, steps=8, seed=3)
+    assert torch.equal(a, b)
+    assert torch.equal(a, SED.from_pretrained(out).generate_ids(n=2, steps=8, seed=3))
+    assert not torch.equal(a, model.generate_ids(n=2, steps=8, seed=4))
+    texts = model.generate(n=2, steps=8, seed=3)
+    assert len(texts) == 2 and all("<pad>" not in t for t in texts)
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(SedlmError, match="not a sedlm checkpoint folder"):
+        SED.from_pretrained(tmp_path)
+
+
+def test_failed_save_keeps_previous_checkpoint(trained, tmp_path, monkeypatch):
+    out, _ = trained
+    model = SED.from_pretrained(out)
+    target = tmp_path / "c"
+    model.save_pretrained(target)
+    before = (target / "model.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model.tokenizer, "save", boom)
+    with pytest.raises(OSError):
+        model.save_pretrained(target)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert not list(target.glob(".pending-*"))
+
+
+def test_committed_save_is_rolled_forward(trained, tmp_path):
+    out, _ = trained
+    model = SED.from_pretrained(out)
+    target = tmp_path / "c"
+    model.save_pretrained(target)
+    # Simulate a crash right after the commit point: entries still in .ready
+    ready = target / ".ready"
+    ready.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        os.replace(target / name, ready / name)
+    again = SED.from_pretrained(target)
+    assert torch.equal(again.generate_ids(n=1, steps=4), model.generate_ids(n=1, steps=4))
+    assert not ready.exists()
+
+
+def test_resume_continues_with_the_same_losses(corpus_file, tmp_path):
+    from conftest import TINY
+
+    over = [*TINY, f"data.source={corpus_file}", "train.log_every=1", "train.eval_every=100"]
+    full = train(load_config(None, over), tmp_path / "full", progress=False, log=lambda s: None)
+    part_cfg = load_config(None, [*over, "train.max_steps=3"])
+    train(part_cfg, tmp_path / "part", progress=False, log=lambda s: None)
+    resumed_cfg = ckpt.load_checkpoint(tmp_path / "part")[0]
+    resumed_cfg.train.max_steps = 6
+    resumed = train(resumed_cfg, tmp_path / "part", resume=True, progress=False, log=lambda s: None)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history[3:]]
+    rows = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(SedlmError, match="already holds a run"):
+        train(load_config(None, over), tmp_path / "full", progress=False, log=lambda s: None)

@@ -1,0 +1,106 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sedlm.cli import build_parser, main
+
+SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "sample"]
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_subcommand_has_help(capsys):
+    names = set(build_parser()._subparsers._group_actions[0].choices)
+    assert names == set(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert "usage: sedlm " + name in capsys.readouterr().out
+
+
+def test_module_entry_point_help():
+    res = subprocess.run([sys.executable, "-m", "sedlm", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "quickstart" in res.stdout
+
+
+def test_corpora_lists_bundled(capsys):
+    code, out, _ = run(["corpora", "--no-stats"], capsys)
+    assert code == 0 and "shakespeare" in out and "wiki" in out and "(default)" in out
+
+
+def test_train_then_sample_end_to_end(tmp_path, tiny_overrides, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(["train", "--out", str(out), *tiny_overrides], capsys)
+    assert code == 0 and "checkpoint in" in stdout
+    code, stdout, _ = run(["sample", "--ckpt", str(out), "--n", "3", "--steps", "6", "--seed", "1", "--json"], capsys)
+    assert code == 0
+    result = json.loads(stdout)
+    assert len(result["samples"]) == 3 and result["steps"] == 6 and result["sampler"] == "ddpm"
+    code, again, _ = run(["sample", "--ckpt", str(out), "--n", "3", "--steps", "6", "--seed", "1", "--json"], capsys)
+    assert json.loads(again)["samples"] == result["samples"]
+    code, text, _ = run(["sample", "--ckpt", str(out), "--n", "2", "--steps", "4", "--sampler", "ddim"], capsys)
+    assert code == 0 and text.count("--- sample") == 2
+    # resume: continue the same run to more steps
+    code, stdout, _ = run(["train", "--out", str(out), "--resume", "train.max_steps=8"], capsys)
+    assert code == 0 and "step 8" in stdout
+
+
+def test_embed_then_train_with_the_table(tmp_path, tiny_overrides, capsys):
+    emb = tmp_path / "emb"
+    over = [o for o in tiny_overrides if not o.startswith("embed.kind")] + ["embed.steps=3", "embed.d_model=16", "embed.n_layers=1"]
+    code, stdout, _ = run(["embed", "--out", str(emb), *over], capsys)
+    assert code == 0 and (emb / "embeddings.safetensors").is_file() and (emb / "tokenizer.json").is_file()
+    code, stdout, _ = run(["train", "--out", str(tmp_path / "run"), *over, f"embed.path={emb}"], capsys)
+    assert code == 0
+
+
+def _one_line_error(code, err, fragment):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--data", "/nonexistent/file.txt"], "not found"),
+        (["train", "--data", "corpus:nope"], "unknown corpus 'nope'"),
+        (["train", "--config", "/nonexistent.yaml"], "config file"),
+        (["train", "train.bogus=1"], "unknown config key 'train.bogus'"),
+        (["train", "train.max_steps=many"], "expects int"),
+        (["sample", "--ckpt", "/tmp"], "not a sedlm checkpoint folder"),
+    ],
+)
+def test_user_errors_are_one_line(args, fragment, capsys, tmp_path):
+    if args[0] == "train":
+        args = [*args, "--out", str(tmp_path / "out")]
+    code, _, err = run(args, capsys)
+    _one_line_error(code, err, fragment)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_empty_data_and_unknown_sampler(tmp_path, tiny_overrides, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    code, _, err = run(["train", "--out", str(tmp_path / "o"), *tiny_overrides, "--data", str(empty)], capsys)
+    _one_line_error(code, err, "contains no text")
+    assert not (tmp_path / "o").exists()
+    out = tmp_path / "run"
+    assert run(["train", "--out", str(out), *tiny_overrides], capsys)[0] == 0
+    code, _, err = run(["sample", "--ckpt", str(out), "--sampler", "nope"], capsys)
+    _one_line_error(code, err, "valid samplers")
+    code, _, err = run(["train", "--out", str(out), *tiny_overrides], capsys)
+    _one_line_error(code, err, "already holds a run")
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    exe = [sys.executable, "-m", "sedlm"]
+    res = subprocess.run([*exe, "sample", "--ckpt", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "checkpoint" in res.stderr
