@@ -15,7 +15,7 @@ coin comes from a seeded generator, so about half of its timed steps pay for the
 
 Rerun (writes benchmarks/results/train-throughput-<config>.json and .md):
     python benchmarks/train_throughput.py                       # tiny config, 10 timed steps
-    python benchmarks/train_throughput.py --config sed-s --batch-size 4 --steps 3
+    python benchmarks/train_throughput.py --config sed-s --batch-size 4 --steps 3 --warmup 1  # ~10 min on 2 cores
     python benchmarks/train_throughput.py --device cuda --config sed-s
 """
 
@@ -39,6 +39,7 @@ from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import Config, load_config  # noqa: E402
 from sedlm.diffusion.objective import sed_loss  # noqa: E402
 from sedlm.diffusion.schedules import get_schedule  # noqa: E402
+from sedlm.errors import SedlmError  # noqa: E402
 from sedlm.sed import build_denoiser  # noqa: E402
 
 VARIANTS = [("plain", None), ("sed", "both"), ("sed", "half_nograd"), ("sed", "off")]
@@ -79,28 +80,36 @@ def make_step(variant: str, mode: str | None, model: torch.nn.Module, opt: torch
     return step
 
 
-def time_interleaved(steps: list[Callable[[], None]], n: int, warmup: int, device: torch.device) -> list[float]:
-    """Mean seconds per step of each callable. Variants run in rounds (order rotated every round) so
-    that a slow spell on a shared machine, or the process's slow first steps, hit all of them alike."""
+def time_interleaved(steps: list[Callable[[], None]], n: int, warmup: int, warmup_s: float,
+                     device: torch.device) -> list[float]:
+    """Mean seconds per step of each callable over ``n`` rounds. Variants run in rounds (order rotated
+    each round) so that a slow spell on a shared machine hits all of them alike; the untimed warm-up
+    lasts ``warmup`` rounds and at least ``warmup_s`` seconds (a fresh process's first steps are slow)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    totals = [0.0] * len(steps)
-    for r in tqdm(range(warmup + n), desc="rounds", leave=False, dynamic_ncols=True):
+    totals, r, t_start = [0.0] * len(steps), 0, time.perf_counter()
+    bar = tqdm(total=n, desc="warm-up", leave=False, dynamic_ncols=True)
+    while r < warmup or time.perf_counter() - t_start < warmup_s or bar.n < n:
+        timed = r >= warmup and time.perf_counter() - t_start >= warmup_s
+        bar.set_description("timing" if timed else "warm-up")
         for j in [(r + k) % len(steps) for k in range(len(steps))]:
             sync()
             t0 = time.perf_counter()
             steps[j]()
             sync()
-            if r >= warmup:  # the progress bar's own cost stays outside the timed region
-                totals[j] += time.perf_counter() - t0
+            totals[j] += (time.perf_counter() - t0) if timed else 0.0
+        r += 1
+        bar.update(int(timed))
+    bar.close()
     return [t / n for t in totals]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Overrides are section.key=value pairs, as for `sedlm train`.")
     ap.add_argument("--config", default="tiny", help="bundled config name (tiny, sed-s, ...) or YAML path (default: tiny)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: 10)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed rounds before timing (default: 3)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed rounds of all variants before timing (default: 3)")
+    ap.add_argument("--warmup-seconds", type=float, default=10.0, help="minimum warm-up time (default: 10)")
     ap.add_argument("--batch-size", type=int, help="batch size B (default: the config's train.batch_size)")
     ap.add_argument("--seq-len", type=int, help="sequence length L (default: the config's data.seq_len)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
              for v, m in VARIANTS]  # a generator each, so every variant sees the same t / noise / coin draws
     print(f"{args.config}: {params / 1e6:.2f}M parameters, batch {B} x {L}, {args.warmup} + {args.steps} rounds "
           f"of {len(VARIANTS)} steps on {device}", file=sys.stderr)
-    secs = time_interleaved(steps, args.steps, args.warmup, device)
+    secs = time_interleaved(steps, args.steps, args.warmup, args.warmup_seconds, device)
     rows = [{"variant": v, "self_cond": m, "batch_size": B, "seq_len": L, "params": params,
              "seconds_per_step": round(sps, 5), "tokens_per_s": round(B * L / sps, 1),
              "cost_vs_plain": round(sps / secs[0], 3)}  # VARIANTS[0] is the plain step
@@ -147,4 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except SedlmError as e:  # a bad config name, override or sampler: one line, no traceback
+        raise SystemExit(f"error: {e}") from None

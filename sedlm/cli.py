@@ -88,9 +88,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from sedlm.sed import SED
 
+    from tqdm.auto import tqdm
+
     model = SED.from_pretrained(args.ckpt, device=args.device)
-    texts = model.generate(n=args.n, steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed)
     s = model.config.sample
+    # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
+    with tqdm(total=args.steps or s.steps, desc="sampling", disable=None, leave=False) as bar:
+        texts = model.generate(n=args.n, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                               seed=args.seed, callback=lambda info: bar.update(1))
     if args.json:
         print(json.dumps({
             "samples": texts, "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps,

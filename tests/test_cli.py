@@ -104,3 +104,28 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     exe = [sys.executable, "-m", "sedlm"]
     res = subprocess.run([*exe, "sample", "--ckpt", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "checkpoint" in res.stderr
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, tiny_overrides):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    over = [o for o in tiny_overrides if not o.startswith(("train.max_steps", "train.checkpoint_every"))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sedlm", "train", "--out", str(out), *over, "train.max_steps=100000",
+         "train.checkpoint_every=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stdout
+    state = json.loads((out / "training_state" / "state.json").read_text())
+    assert state["step"] >= 2
+    assert not list(out.glob(".pending-*"))

@@ -63,11 +63,16 @@ def _wiki_plaintext(markup: str) -> str:
         except ValueError:
             pass
     text = code.strip_code(normalize=True, collapse=True)
+    # Markup the parser leaves behind where the sample's wikitext is unbalanced.
+    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<[^>\n]+>", "", text)
     lines = []
     for line in text.split("\n"):
         line = line.strip()
         # Section headers, list debris and table/file leftovers carry no prose.
         if not line or line.startswith(("==", "|", "{", "!", "Category:", "File:", "Image:", "thumb")):
+            continue
+        if any(m in line for m in ("[[", "]]", "{{", "}}")):
             continue
         if len(line.split()) < 4:
             continue
