@@ -15,7 +15,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -88,3 +88,20 @@ def write_results(
     md = f"# {name}\n\nCommand: `{command}`\n\nMachine: {summary}\n\n{markdown_table(rows, columns)}\n"
     _write_atomic(md_path, md)
     return json_path, md_path
+
+
+def publish(name: str, script: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Write the results files and print the table with where it went."""
+    json_path, md_path = write_results(name, command_line(script), rows, columns)
+    print(markdown_table(rows, columns))
+    print(f"\nwrote {json_path} and {md_path}")
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a benchmark's main(); a user error (bad config, override, sampler) is one line, no traceback."""
+    from sedlm.errors import SedlmError
+
+    try:
+        raise SystemExit(main())
+    except SedlmError as e:
+        raise SystemExit(f"error: {e}") from None

@@ -30,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import command_line, markdown_table, write_results  # noqa: E402
+from benchmarks.common import publish, run_main  # noqa: E402
 from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import load_config  # noqa: E402
-from sedlm.errors import SedlmError  # noqa: E402
 from sedlm.sampling.generate import sample_ids  # noqa: E402
 from sedlm.sed import build_denoiser  # noqa: E402
 
@@ -120,14 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                              "seconds_per_sample": round(total / B, 5), "tokens_per_s": round(B * L / total, 1)})
         del model
 
-    json_path, md_path = write_results(args.name, command_line("sampling_speed.py"), rows, COLUMNS)
-    print(markdown_table(rows, COLUMNS))
-    print(f"\nwrote {json_path} and {md_path}")
+    publish(args.name, "sampling_speed.py", rows, COLUMNS)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except SedlmError as e:  # a bad config name, override or sampler: one line, no traceback
-        raise SystemExit(f"error: {e}") from None
+    run_main(main)

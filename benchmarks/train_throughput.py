@@ -34,12 +34,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import command_line, markdown_table, write_results  # noqa: E402
+from benchmarks.common import publish, run_main  # noqa: E402
 from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import Config, load_config  # noqa: E402
 from sedlm.diffusion.objective import sed_loss  # noqa: E402
 from sedlm.diffusion.schedules import get_schedule  # noqa: E402
-from sedlm.errors import SedlmError  # noqa: E402
 from sedlm.sed import build_denoiser  # noqa: E402
 
 VARIANTS = [("plain", None), ("sed", "both"), ("sed", "half_nograd"), ("sed", "off")]
@@ -149,14 +148,9 @@ def main(argv: list[str] | None = None) -> int:
              "cost_vs_plain": round(sps / secs[0], 3)}  # VARIANTS[0] is the plain step
             for (v, m), sps in zip(VARIANTS, secs)]
 
-    json_path, md_path = write_results(name, command_line("train_throughput.py"), rows, COLUMNS)
-    print(markdown_table(rows, COLUMNS))
-    print(f"\nwrote {json_path} and {md_path}")
+    publish(name, "train_throughput.py", rows, COLUMNS)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except SedlmError as e:  # a bad config name, override or sampler: one line, no traceback
-        raise SystemExit(f"error: {e}") from None
+    run_main(main)

@@ -165,7 +165,8 @@ def train(
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
 
-    tokenizer = load_checkpoint(out)[2] if resume else _tokenizer_for(cfg)
+    saved = load_checkpoint(out) if resume else None  # (config, EMA weights, tokenizer)
+    tokenizer = saved[2] if saved else _tokenizer_for(cfg)
     if data is None:
         log(f"loading data from {cfg.data.source}")
         data = prepare_data(cfg.data, tokenizer)
@@ -190,7 +191,7 @@ def train(
     metrics_path = out / "metrics.jsonl"
     if state:
         model.load_state_dict(state["model"])
-        ema.state = {k: v.to(device) for k, v in load_checkpoint(out)[1].items()}
+        ema.state = {k: v.to(device) for k, v in saved[1].items()}
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed_s"]
