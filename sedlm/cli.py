@@ -51,7 +51,7 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from sedlm.data.dataset import prepare_data
-    from sedlm.sed import resolve_device
+    from sedlm.pretrained import resolve_device
     from sedlm.train.embed import save_embedding, train_embedding
 
     cfg = _load_config(args, "tiny")
@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         validate(cfg)
     else:
         cfg = _load_config(args, "tiny")
-    cfg.method = args.method
+        if args.method:
+            cfg.method = args.method
     result = train(cfg, out, resume=args.resume)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
@@ -86,25 +87,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from sedlm.sed import SED
-
     from tqdm.auto import tqdm
 
-    model = SED.from_pretrained(args.ckpt, device=args.device)
+    from sedlm.api import load_pretrained
+
+    model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
+    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed}
+    if model.method == "sed":
+        options.update(sampler=args.sampler or s.sampler, guidance=s.guidance if args.guidance is None else args.guidance)
+    elif model.method == "ar":
+        options.update(temperature=s.temperature if args.temperature is None else args.temperature,
+                       top_p=s.top_p if args.top_p is None else args.top_p)
     # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
-    with tqdm(total=args.steps or s.steps, desc="sampling", disable=None, leave=False) as bar:
-        texts = model.generate(n=args.n, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                               seed=args.seed, callback=lambda info: bar.update(1))
+    with tqdm(total=options["steps"], desc="sampling", disable=None if model.method != "ar" else True, leave=False) as bar:
+        texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **options)
     if args.json:
-        print(json.dumps({
-            "samples": texts, "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps,
-            "guidance": s.guidance if args.guidance is None else args.guidance,
-            "seed": s.seed if args.seed is None else args.seed,
-        }, indent=2))
+        print(json.dumps({"method": model.method, "samples": texts, **options}, indent=2))
     else:
         for i, t in enumerate(texts):
             print(f"--- sample {i}\n{t}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sedlm.api import load_pretrained
+    from sedlm.eval.harness import evaluate_model
+    from sedlm.eval.judge import get_judge
+    from sedlm.eval.results import markdown_table, write_atomic
+
+    model = load_pretrained(args.ckpt, device=args.device)
+    judge = get_judge(args.judge)
+    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed)
+    print(markdown_table(rows))
+    out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
+    write_atomic(out, json.dumps({"ckpt": str(args.ckpt), "judge": args.judge, "rows": rows, "samples": samples}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sedlm.eval.bench import compare
+
+    command = shlex.join(["sedlm", "bench", *sys.argv[sys.argv.index("bench") + 1:]]) if "bench" in sys.argv else "sedlm bench compare"
+    compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
+            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, command=command)
     return 0
 
 
@@ -149,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")
-    t.add_argument("--method", default="sed", choices=METHODS, help="model family (default: sed)")
+    t.add_argument("--method", choices=METHODS, help="model family: sed (default), ar or mdlm; overrides the config's method")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
@@ -158,12 +187,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
     s.add_argument("--n", type=int, help="number of samples (default: the checkpoint's sample.n)")
     s.add_argument("--steps", type=int, help="denoising steps = network calls (default: sample.steps)")
-    s.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)} (default: sample.sampler)")
-    s.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = none (default: sample.guidance)")
+    s.add_argument("--sampler", help=f"sed only: one of {', '.join(SAMPLERS)} (default: sample.sampler)")
+    s.add_argument("--guidance", type=float, help="sed only: classifier-free guidance scale; 1 = none (default: sample.guidance)")
     s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
+    s.add_argument("--temperature", type=float, help="ar only: sampling temperature; 0 = greedy (default: sample.temperature)")
+    s.add_argument("--top-p", type=float, help="ar only: nucleus sampling mass (default: sample.top_p)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_sample)
+
+    v = sub.add_parser("eval", help="score a checkpoint's samples with a judge LM next to real text",
+                       description="Sample N texts and report judge NLL, unigram entropy, distinct-n, self-BLEU, MAUVE "
+                                   "and validation loss, next to the same metrics on held-out text (the data row).")
+    v.add_argument("--ckpt", required=True, help="checkpoint folder of any method (sed, ar, mdlm)")
+    v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
+    v.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
+    v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
+    v.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks that train and compare models",
+                       description="Benchmarks that train and compare model families.")
+    bsub = b.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    bc = bsub.add_parser("compare", help="sed vs ar vs mdlm at matched size and equal training tokens",
+                         description="Train sed, ar and mdlm at matched parameter count on equal training tokens, "
+                                     "sample and judge them, and write benchmarks/results/compare-<corpus>.{json,md,png}.")
+    bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
+    bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
+    bc.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    bc.add_argument("--n", type=int, default=64, help="samples per method (default: 64)")
+    bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
+    bc.add_argument("--runs-dir", default="runs/compare", help="where the three runs are written")
+    bc.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to all three configs")
+    bc.set_defaults(func=cmd_bench)
     return p
 
 

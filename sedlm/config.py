@@ -108,6 +108,8 @@ class SampleConfig:
     n: int = 4
     guidance: float = 1.0
     seed: int = 0
+    temperature: float = 1.0  # autoregressive baseline
+    top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
 
 
 @dataclass
@@ -132,7 +134,7 @@ class Config:
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
-METHODS = ("sed",)
+METHODS = ("sed", "ar", "mdlm")
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
     ("embed", "kind"): ("mlm", "random", "learned"),

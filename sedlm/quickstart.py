@@ -19,7 +19,7 @@ from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.metrics import real_word_share, unigram_entropy, vocabulary
 from sedlm.sampling.generate import decode_rows
-from sedlm.sed import SED
+from sedlm.api import SED
 from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
 

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 SUBJECTS = ["the king", "a fool", "my lord", "the queen", "good sir", "the ghost", "our army", "the night"]
 VERBS = ["speaks", "waits", "sleeps", "fights", "laughs", "returns", "weeps", "falls"]
@@ -42,3 +43,36 @@ TINY = [
 @pytest.fixture
 def tiny_overrides(corpus_file) -> list[str]:
     return [*TINY, f"data.source={corpus_file}"]
+
+
+# Sentences for the tiny judge LM built in tests (a real causal LM, trained on nothing).
+CORPUS = [
+    "The king speaks in the castle.", "A fool waits by the sea.", "My lord sleeps at the gate.",
+    "The queen fights under the moon.", "Good sir laughs in the field.", "The ghost returns on the hill.",
+] * 20
+
+
+def _tokenizer(with_specials: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    kw = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"} if with_specials else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tk, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_dir(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    path = tmp_path_factory.mktemp("judge") / "tiny-gpt2"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -4,7 +4,7 @@ import torch
 from sedlm.cli import resolve_config_path
 from sedlm.config import Config, apply_overrides, from_dict, load_config
 from sedlm.errors import SedlmError
-from sedlm.sed import build_denoiser
+from sedlm.methods import build_denoiser
 
 
 def test_defaults_and_overrides():

@@ -34,12 +34,24 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """x: (B, L, D). With ``cache`` (causal decoding), keys/values of earlier positions are read
+        from it and this call's are appended; cos/sin then cover only this call's positions."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        is_causal = self.causal
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                # One new position attends to every cached one; a longer chunk after a prefix is not supported.
+                assert L == 1, "after the prefix, decode one position per call"
+                is_causal = False
+            cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, L, Dh)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
@@ -67,12 +79,13 @@ class Block(nn.Module):
         if adaln:
             self.modulation = nn.Linear(d_model, 6 * d_model)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cond: torch.Tensor | None,
+                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.modulation is None:
-            x = x + self.attn(self.norm1(x), cos, sin)
+            x = x + self.attn(self.norm1(x), cos, sin, cache)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D) each
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
@@ -108,8 +121,14 @@ class Transformer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        cos, sin = rope_tables(x.shape[1], self.head_dim, x.device)
-        for block in self.blocks:
-            x = block(x, cos, sin, cond)
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None, cache: list[dict[str, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """x: (B, L, D) -> (B, L, D). ``cache``: one dict per block (start with empty dicts) for
+        incremental causal decoding; positions continue from the cached length."""
+        start = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        cos, sin = rope_tables(start + x.shape[1], self.head_dim, x.device)
+        cos, sin = cos[start:], sin[start:]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cond, None if cache is None else cache[i])
         return self.norm(x)

@@ -22,13 +22,12 @@ from tqdm.auto import tqdm
 
 from sedlm.config import Config
 from sedlm.data.dataset import PreparedData, prepare_data
-from sedlm.data.tokenizer import load_tokenizer
-from sedlm.diffusion.objective import sed_loss
-from sedlm.diffusion.schedules import get_schedule
+from sedlm.data.packing import PackedRows
+from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
+from sedlm.methods import Method, get_method
 from sedlm.model.embedding import load_table, random_table
-from sedlm.model.denoiser import SEDDenoiser
-from sedlm.sed import build_denoiser, resolve_device
+from sedlm.pretrained import resolve_device
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.embed import save_embedding, train_embedding
 
@@ -76,13 +75,15 @@ class EMA:
 
 
 @torch.no_grad()
-def validation_loss(model: SEDDenoiser, batches: list[torch.Tensor], cfg: Config, device: torch.device) -> float:
-    """Mean SED loss on fixed validation batches with fixed noise (comparable across steps)."""
+def validation_loss(model: torch.nn.Module, batches: list[torch.Tensor], cfg: Config, tokenizer: Tokenizer,
+                    device: torch.device) -> float:
+    """Mean training loss of the model's family on fixed validation batches with fixed noise
+    (comparable across steps): SED loss, next-token NLL, or the MDLM bound."""
+    method = get_method(cfg.method)
     was_training = model.training
     model.eval()
-    schedule = get_schedule(cfg.diffusion.schedule)
     g = torch.Generator(device=device).manual_seed(2024)
-    total = sum(sed_loss(model, b.to(device), cfg.diffusion, schedule, g)[0].item() for b in batches)
+    total = sum(method.loss(model, b.to(device), cfg, g, tokenizer)[0].item() for b in batches)
     model.train(was_training)
     return total / max(1, len(batches))
 
@@ -156,7 +157,7 @@ def train(
     log: Callable[[str], None] = print,
     data: PreparedData | None = None,
 ) -> TrainResult:
-    """Train an SED model as configured and write the run (checkpoint + metrics.jsonl) to ``out``."""
+    """Train a model of family ``cfg.method`` and write the run (checkpoint + metrics.jsonl) to ``out``."""
     out = Path(out)
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
@@ -171,12 +172,21 @@ def train(
         log(f"loading data from {cfg.data.source}")
         data = prepare_data(cfg.data, tokenizer)
     cfg.model.vocab_size = data.tokenizer.vocab_size
+    method: Method = get_method(cfg.method)
+    # Families that end text with EOS train on unpadded rows (the shared pipeline pads for the others).
+    pad = cfg.data.pad_fraction if method.pads else 0.0
+    train_rows = PackedRows(data.train.rows, data.tokenizer.pad_id, pad)
+    val_rows = PackedRows(data.val.rows, data.tokenizer.pad_id, pad) if data.val else None
     state = load_training_state(out) if resume else None
     out.mkdir(parents=True, exist_ok=True)
-    table = state["model"]["embedding.table"] if state else _embedding_table(cfg, data, out, device, progress, log)
-    model = build_denoiser(cfg, table).to(device)
+    table = None
+    if method.uses_embedding_table:
+        table = state["model"]["embedding.table"] if state else _embedding_table(cfg, data, out, device, progress, log)
+    tok = data.tokenizer
+    model = method.build(cfg, tok, table).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"model: {n_params / 1e6:.2f}M trainable parameters; {len(data.train)} training rows of {cfg.data.seq_len} tokens")
+    log(f"{method.name} ({method.description}): {n_params / 1e6:.2f}M trainable parameters; "
+        f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens")
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -205,8 +215,7 @@ def train(
             "meta": {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t0},
         })
 
-    schedule = get_schedule(cfg.diffusion.schedule)
-    val_batches = data.val.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches) if data.val else []
+    val_batches = val_rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches) if val_rows else []
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     t0 = time.perf_counter()
     window_t, window_steps = t0, 0
@@ -218,8 +227,8 @@ def train(
         while step < cfg.train.max_steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            batch = data.train.batch(step, cfg.train.batch_size, cfg.train.seed).to(device)
-            loss, m = sed_loss(model, batch, cfg.diffusion, schedule, _step_generator(device, cfg.train.seed, step))
+            batch = train_rows.batch(step, cfg.train.batch_size, cfg.train.seed).to(device)
+            loss, m = method.loss(model, batch, cfg, _step_generator(device, cfg.train.seed, step), tok)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -241,9 +250,9 @@ def train(
                     "elapsed_s": round(elapsed_before + now - t0, 2),
                 }
                 if val_batches and (step % cfg.train.eval_every == 0 or last):
-                    ema_model = build_denoiser(cfg, table).to(device)
+                    ema_model = method.build(cfg, tok, table).to(device)
                     ema_model.load_state_dict(ema.state)
-                    val_loss = validation_loss(ema_model, val_batches, cfg, device)
+                    val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
                     row["val_loss"] = round(val_loss, 5)
                 mlog.write(json.dumps(row) + "\n")
                 mlog.flush()

@@ -1,0 +1,97 @@
+"""User-facing model classes.
+
+    from sedlm import SED, AR, MDLM, load_pretrained
+    model = SED.from_pretrained("runs/quickstart")
+    texts = model.generate(n=4, steps=200, sampler="ddpm", seed=0)
+    any_model = load_pretrained("runs/ar")       # the class follows config.method
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sedlm.baselines.ar import ar_generate
+from sedlm.baselines.mdlm import mdlm_sample
+from sedlm.errors import SedlmError
+from sedlm.pretrained import PretrainedLM
+from sedlm.sampling.generate import sample_ids
+from sedlm.sampling.samplers import Callback
+from sedlm.train.checkpoint import load_checkpoint
+
+
+class SED(PretrainedLM):
+    """A self-conditioned embedding diffusion LM."""
+
+    method = "sed"
+
+    @property
+    def denoiser(self):
+        return self.model
+
+    def generate_ids(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        guidance: float | None = None,
+        seq_len: int | None = None,
+        callback: Callback | None = None,
+        **sampler_kw: Any,
+    ) -> torch.Tensor:
+        """Token ids (n, seq_len) including padding; unset options come from ``config.sample``."""
+        s = self.config.sample
+        n, steps = self._n_steps(n, steps)
+        return sample_ids(
+            self.model, n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
+            sampler=sampler or s.sampler, schedule=self.config.diffusion.schedule,
+            guidance=s.guidance if guidance is None else guidance, seed=s.seed if seed is None else seed,
+            callback=callback, **sampler_kw,
+        )
+
+
+class AR(PretrainedLM):
+    """The autoregressive baseline: continues the end-of-document token (a fresh document)."""
+
+    method = "ar"
+
+    def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
+                     seq_len: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                     use_cache: bool = True, **_: Any) -> torch.Tensor:
+        """(n, seq_len) ids; ``steps`` is ignored (one network call per token)."""
+        s = self.config.sample
+        n = self._n_steps(n, 1)[0]
+        length = seq_len or self.config.data.seq_len
+        g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
+        start = torch.full((n, 1), self.tokenizer.eos_id, dtype=torch.long, device=self.device)
+        ids = ar_generate(self.model, start, length, temperature=s.temperature if temperature is None else temperature,
+                          top_p=s.top_p if top_p is None else top_p, generator=g, use_cache=use_cache)
+        return ids[:, 1:]
+
+
+class MDLM(PretrainedLM):
+    """The masked discrete diffusion baseline."""
+
+    method = "mdlm"
+
+    def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
+                     seq_len: int | None = None, callback: Callback | None = None, **_: Any) -> torch.Tensor:
+        s = self.config.sample
+        n, steps = self._n_steps(n, steps)
+        g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
+        ids, _ = mdlm_sample(self.model, n, seq_len or self.config.data.seq_len, steps, generator=g, callback=callback)
+        return ids
+
+
+CLASSES: dict[str, type[PretrainedLM]] = {"sed": SED, "ar": AR, "mdlm": MDLM}
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedLM:
+    """Load any checkpoint folder as the class its ``config.method`` names."""
+    method = load_checkpoint(path)[0].method
+    if method not in CLASSES:
+        raise SedlmError(f"'{path}' holds an unknown method '{method}'")
+    return CLASSES[method].from_pretrained(path, device=device)

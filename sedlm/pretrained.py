@@ -1,0 +1,85 @@
+"""Loading and saving trained models of any family, and the shared user-facing base class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sedlm.config import Config
+from sedlm.data.tokenizer import Tokenizer
+from sedlm.errors import SedlmError
+from sedlm.methods import get_method
+from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SedlmError(f"device '{name}' asked for but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
+    """Rebuild a family's network from its config and load ``weights`` strictly."""
+    method = get_method(config.method)
+    table = weights.get("embedding.table") if method.uses_embedding_table else None
+    if method.uses_embedding_table and table is None:
+        raise SedlmError("the checkpoint holds no SED embedding table; is it an SED checkpoint?")
+    model = method.build(config, tokenizer, table)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise SedlmError(f"checkpoint weights do not match the {config.method} model "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+class PretrainedLM:
+    """A trained network with its tokenizer and config. Subclasses add ``generate_ids``."""
+
+    method: str = ""
+
+    def __init__(self, config: Config, model: nn.Module, tokenizer: Tokenizer):
+        self.config = config
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "PretrainedLM":
+        """Load a checkpoint folder written by training or ``save_pretrained``."""
+        config, weights, tokenizer = load_checkpoint(path)
+        if cls.method and config.method != cls.method:
+            raise SedlmError(f"'{path}' holds a '{config.method}' model, not '{cls.method}'; "
+                             f"load it with sedlm.load_pretrained or the {config.method.upper()} class")
+        model = build_from_weights(config, weights, tokenizer)
+        return cls(config, model.to(resolve_device(str(device))), tokenizer)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config, weights and tokenizer as a checkpoint folder (atomically)."""
+        save_checkpoint(path, self.config, self.model.state_dict(), self.tokenizer)
+
+    def to(self, device: str | torch.device) -> "PretrainedLM":
+        self.model.to(device)
+        return self
+
+    def generate_ids(self, n: int | None = None, **kw: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, n: int | None = None, **kw: Any) -> list[str]:
+        """Generate ``n`` texts (padding and special tokens stripped); options as ``generate_ids``."""
+        ids = self.generate_ids(n, **kw)
+        return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+
+    def _n_steps(self, n: int | None, steps: int | None) -> tuple[int, int]:
+        s = self.config.sample
+        n, steps = n or s.n, steps or s.steps
+        if n <= 0 or steps <= 0:
+            raise SedlmError(f"n and steps must be positive (got n={n}, steps={steps})")
+        return n, steps
