@@ -19,6 +19,7 @@ from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
 from sedlm.sampling.generate import sample_ids
 from sedlm.sampling.samplers import Callback
+from sedlm.sampling.templates import Layout
 from sedlm.train.checkpoint import load_checkpoint
 
 
@@ -40,16 +41,18 @@ class SED(PretrainedLM):
         guidance: float | None = None,
         seq_len: int | None = None,
         callback: Callback | None = None,
+        layout: Layout | None = None,
         **sampler_kw: Any,
     ) -> torch.Tensor:
-        """Token ids (n, seq_len) including padding; unset options come from ``config.sample``."""
+        """Token ids (n, seq_len) including padding; unset options come from ``config.sample``.
+        ``layout`` (see ``sedlm.sampling.templates``) gives tokens to condition on."""
         s = self.config.sample
         n, steps = self._n_steps(n, steps)
         return sample_ids(
             self.model, n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
             sampler=sampler or s.sampler, schedule=self.config.diffusion.schedule,
             guidance=s.guidance if guidance is None else guidance, seed=s.seed if seed is None else seed,
-            callback=callback, **sampler_kw,
+            callback=callback, layout=layout, pad_id=self.tokenizer.pad_id, **sampler_kw,
         )
 
 
@@ -60,14 +63,22 @@ class AR(PretrainedLM):
 
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                      seq_len: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                     use_cache: bool = True, **_: Any) -> torch.Tensor:
-        """(n, seq_len) ids; ``steps`` is ignored (one network call per token)."""
+                     use_cache: bool = True, layout: Layout | None = None, **_: Any) -> torch.Tensor:
+        """(n, seq_len) ids; ``steps`` is ignored (one network call per token). A ``layout`` must be
+        a prefix (a prompt or a seq2seq source): the model continues it."""
         s = self.config.sample
         n = self._n_steps(n, 1)[0]
         length = seq_len or self.config.data.seq_len
+        prefix: list[int] = []
+        if layout is not None:
+            k = int(layout.given.sum())
+            if not bool(layout.given[:k].all()) or layout.no_pad.any():
+                raise SedlmError("the autoregressive baseline can only continue a prefix; use sed or mdlm to infill")
+            prefix = layout.ids[:k].tolist()
         g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
-        start = torch.full((n, 1), self.tokenizer.eos_id, dtype=torch.long, device=self.device)
-        ids = ar_generate(self.model, start, length, temperature=s.temperature if temperature is None else temperature,
+        start = torch.tensor([[self.tokenizer.eos_id, *prefix]], device=self.device).expand(n, -1)
+        ids = ar_generate(self.model, start, length - len(prefix),
+                          temperature=s.temperature if temperature is None else temperature,
                           top_p=s.top_p if top_p is None else top_p, generator=g, use_cache=use_cache)
         return ids[:, 1:]
 
@@ -78,11 +89,14 @@ class MDLM(PretrainedLM):
     method = "mdlm"
 
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
-                     seq_len: int | None = None, callback: Callback | None = None, **_: Any) -> torch.Tensor:
+                     seq_len: int | None = None, callback: Callback | None = None, layout: Layout | None = None,
+                     **_: Any) -> torch.Tensor:
+        """(n, seq_len) ids; a ``layout``'s given tokens start (and stay) unmasked."""
         s = self.config.sample
         n, steps = self._n_steps(n, steps)
         g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
-        ids, _ = mdlm_sample(self.model, n, seq_len or self.config.data.seq_len, steps, generator=g, callback=callback)
+        ids, _ = mdlm_sample(self.model, n, seq_len or self.config.data.seq_len, steps, generator=g, callback=callback,
+                             layout=layout, pad_id=self.tokenizer.pad_id)
         return ids
 
 

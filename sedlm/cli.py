@@ -33,6 +33,8 @@ def _load_config(args: argparse.Namespace, default: str | None = None):
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.source={args.data}")
+    if getattr(args, "task", None):
+        overrides.append(f"data.task={args.task}")
     return load_config(resolve_config_path(args.config or default), overrides)
 
 
@@ -99,11 +101,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif model.method == "ar":
         options.update(temperature=s.temperature if args.temperature is None else args.temperature,
                        top_p=s.top_p if args.top_p is None else args.top_p)
+    conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
     with tqdm(total=options["steps"], desc="sampling", disable=None if model.method != "ar" else True, leave=False) as bar:
-        texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **options)
+        if template := getattr(args, "template", None):
+            texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
+        else:
+            texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
     if args.json:
-        print(json.dumps({"method": model.method, "samples": texts, **options}, indent=2))
+        print(json.dumps({"method": model.method, **conditioning, "samples": texts, **options}, indent=2))
     else:
         for i, t in enumerate(texts):
             print(f"--- sample {i}\n{t}")
@@ -118,7 +124,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     judge = get_judge(args.judge)
-    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed)
+    options = {"sampler": args.sampler, "guidance": args.guidance} if model.method == "sed" else {}
+    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **options)
     print(markdown_table(rows))
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
     write_atomic(out, json.dumps({"ckpt": str(args.ckpt), "judge": args.judge, "rows": rows, "samples": samples}, indent=2))
@@ -147,7 +154,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from sedlm import __version__
     from sedlm.config import METHODS
-    from sedlm.sampling.samplers import SAMPLERS
 
     p = argparse.ArgumentParser(prog="sedlm", description="Continuous diffusion language models (Self-conditioned Embedding Diffusion).")
     p.add_argument("--version", action="version", version=f"sedlm {__version__}")
@@ -179,13 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")
     t.add_argument("--method", choices=METHODS, help="model family: sed (default), ar or mdlm; overrides the config's method")
+    t.add_argument("--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder.")
+    _sampling_options(s, n_help="number of samples (default: the checkpoint's sample.n)")
+    s.add_argument("--prompt", help="text to continue (it is kept verbatim at the start of each sample)")
+    s.add_argument("--src", help="seq2seq source text (for a model trained with data.task=seq2seq)")
+    s.set_defaults(func=cmd_sample)
+
+    f = sub.add_parser("infill", help="fill the blanks of a template", description="Fill the blanks of TEMPLATE: "
+                       "[___] lets the model choose the length, [___:N] asks for exactly N tokens; the rest is kept verbatim.")
+    f.add_argument("template", help='e.g. "The [___] of Denmark [___:12] revenge."')
+    _sampling_options(f, n_help="number of fillings (default: 1)")
+    f.set_defaults(func=cmd_sample, prompt=None, src=None)
+    _add_eval_and_bench(sub)
+    return p
+
+
+def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
+    from sedlm.sampling.samplers import SAMPLERS
+
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
-    s.add_argument("--n", type=int, help="number of samples (default: the checkpoint's sample.n)")
+    s.add_argument("--n", type=int, help=n_help)
     s.add_argument("--steps", type=int, help="denoising steps = network calls (default: sample.steps)")
     s.add_argument("--sampler", help=f"sed only: one of {', '.join(SAMPLERS)} (default: sample.sampler)")
     s.add_argument("--guidance", type=float, help="sed only: classifier-free guidance scale; 1 = none (default: sample.guidance)")
@@ -194,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, help="ar only: nucleus sampling mass (default: sample.top_p)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
-    s.set_defaults(func=cmd_sample)
 
+
+def _add_eval_and_bench(sub) -> None:
     v = sub.add_parser("eval", help="score a checkpoint's samples with a judge LM next to real text",
                        description="Sample N texts and report judge NLL, unigram entropy, distinct-n, self-BLEU, MAUVE "
                                    "and validation loss, next to the same metrics on held-out text (the data row).")
@@ -203,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
     v.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
+    v.add_argument("--sampler", help="sed only: sampler (default: sample.sampler)")
+    v.add_argument("--guidance", type=float, help="sed only: guidance scale (default: sample.guidance)")
     v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
@@ -223,7 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
     bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to all three configs")
     bc.set_defaults(func=cmd_bench)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

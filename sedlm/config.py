@@ -62,6 +62,9 @@ class DiffusionConfig:
     mse_weight: float = 1.0
     ce_weight: float = 1.0
     p_uncond: float = 0.1
+    # Conditioning masks trained on (sedlm/data/masks.py): SED's span masking (which includes
+    # unconditional rows, n = 1) plus prompt prefixes; "none" trains unconditional generation only.
+    cond_masks: str = "span:0.8,prefix:0.2"
 
 
 @dataclass
@@ -69,6 +72,7 @@ class DataConfig:
     """Text source, tokenizer and packing."""
 
     source: str = "corpus:shakespeare"
+    task: str = "lm"  # "lm" (packed text) or "seq2seq" (a .jsonl of {"src", "tgt"} pairs, one per row)
     tokenizer: str = "bpe"  # "bpe" (train), "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder
     vocab_size: int = 4096
     seq_len: int = 64
@@ -138,6 +142,7 @@ METHODS = ("sed", "ar", "mdlm")
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
     ("embed", "kind"): ("mlm", "random", "learned"),
+    ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
 }
@@ -233,6 +238,9 @@ def validate(cfg: Config) -> None:
         v = getattr(getattr(cfg, section), key)
         if v not in valid:
             raise SedlmError(f"{section}.{key}='{v}' is not valid; choose one of: {', '.join(valid)}")
+    from sedlm.data.masks import parse_mixture
+
+    parse_mixture(cfg.diffusion.cond_masks)
     m = cfg.model
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
         raise SedlmError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes")

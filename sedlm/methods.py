@@ -16,6 +16,7 @@ from torch import nn
 from sedlm.baselines.ar import ARModel, ar_loss
 from sedlm.baselines.mdlm import MDLMModel, mdlm_loss
 from sedlm.config import Config
+from sedlm.data.masks import mixture_mask
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import get_schedule
@@ -36,23 +37,28 @@ class Method:
     name: str
     description: str
     build: Callable[[Config, Tokenizer, torch.Tensor | None], nn.Module]
-    loss: Callable[[nn.Module, torch.Tensor, Config, torch.Generator, Tokenizer], Loss]
+    # (model, ids, config, generator, tokenizer, given positions or None) -> loss
+    loss: Callable[[nn.Module, torch.Tensor, Config, torch.Generator, Tokenizer, torch.Tensor | None], Loss]
     uses_embedding_table: bool
     pads: bool
     loss_name: str  # what the validation loss is
 
 
-def _sed_loss(model, ids, cfg, gen, tok) -> Loss:
-    return sed_loss(model, ids, cfg.diffusion, get_schedule(cfg.diffusion.schedule), gen)
+def _sed_loss(model, ids, cfg, gen, tok, given=None) -> Loss:
+    """SED loss conditioned on ``given`` positions (seq2seq sources), else on positions drawn from
+    the configured conditioning-mask mixture."""
+    if given is None and cfg.diffusion.cond_masks != "none":
+        given = mixture_mask(cfg.diffusion.cond_masks, ids.shape[0], ids.shape[1], gen, ids.device)
+    return sed_loss(model, ids, cfg.diffusion, get_schedule(cfg.diffusion.schedule), gen, cond_mask=given)
 
 
 METHODS: dict[str, Method] = {
     "sed": Method("sed", "self-conditioned embedding diffusion", lambda cfg, tok, table: build_denoiser(cfg, table),
                   _sed_loss, True, True, "SED loss (x0 MSE + CE)"),
     "ar": Method("ar", "autoregressive causal Transformer", lambda cfg, tok, table: ARModel(cfg.model),
-                 lambda m, ids, cfg, gen, tok: ar_loss(m, ids), False, False, "next-token NLL (nats/token)"),
+                 lambda m, ids, cfg, gen, tok, given=None: ar_loss(m, ids), False, False, "next-token NLL (nats/token)"),
     "mdlm": Method("mdlm", "masked discrete diffusion (MDLM)", lambda cfg, tok, table: MDLMModel(cfg.model, tok.mask_id),
-                   lambda m, ids, cfg, gen, tok: mdlm_loss(m, ids, gen), False, True, "NELBO (nats/token)"),
+                   lambda m, ids, cfg, gen, tok, given=None: mdlm_loss(m, ids, gen), False, True, "NELBO (nats/token)"),
 }
 
 

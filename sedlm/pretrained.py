@@ -12,6 +12,7 @@ from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.methods import get_method
+from sedlm.sampling.templates import layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -72,9 +73,25 @@ class PretrainedLM:
     def generate_ids(self, n: int | None = None, **kw: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def generate(self, n: int | None = None, **kw: Any) -> list[str]:
-        """Generate ``n`` texts (padding and special tokens stripped); options as ``generate_ids``."""
-        ids = self.generate_ids(n, **kw)
+    def generate(self, n: int | None = None, prompt: str | None = None, src: str | None = None, **kw: Any) -> list[str]:
+        """Generate ``n`` texts (padding and special tokens stripped): unconditional, continuing
+        ``prompt`` (the prompt is part of each text), or the target for a seq2seq source ``src``
+        (only the target is returned). Other options as the family's ``generate_ids``."""
+        if prompt is not None and src is not None:
+            raise SedlmError("pass either prompt or src, not both")
+        L = kw.pop("seq_len", None) or self.config.data.seq_len
+        if prompt is not None:
+            kw["layout"] = layout_prompt(prompt, self.tokenizer, L)
+        elif src is not None:
+            kw["layout"] = layout_source(src, self.tokenizer, L)
+        ids = self.generate_ids(n, seq_len=L, **kw)
+        start = int(kw["layout"].given.sum()) if src is not None else 0
+        return [self.tokenizer.decode(row.tolist()) for row in ids[:, start:].cpu()]
+
+    def infill(self, template: str, n: int = 1, **kw: Any) -> list[str]:
+        """Fill the blanks of ``template`` (``[___]``: the model picks the length; ``[___:N]``: N tokens)."""
+        L = kw.pop("seq_len", None) or self.config.data.seq_len
+        ids = self.generate_ids(n, seq_len=L, layout=layout_template(template, self.tokenizer, L), **kw)
         return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
     def _n_steps(self, n: int | None, steps: int | None) -> tuple[int, int]:

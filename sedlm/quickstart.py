@@ -1,7 +1,7 @@
 """`sedlm quickstart`: the whole pipeline on the bundled default corpus, on a CPU, in minutes.
 
 Trains a BPE tokenizer, the masked-LM embedding space and a tiny SED model (configs/tiny.yaml),
-prints samples, and ends with a one-line summary: validation loss, the share of generated words
+prints samples and one infilled template, and ends with a one-line summary: validation loss, the share of generated words
 that occur in the training corpus, and the unigram entropy of the samples next to that of real
 validation text of the same size.
 """
@@ -24,6 +24,7 @@ from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
 
 N_SHOWN, N_SCORED = 4, 16
+INFILL_TEMPLATE = "To be, or not to be, [___] the question: [___:12] suffer"
 
 
 def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force: bool = False,
@@ -46,7 +47,10 @@ def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force
     for i, text in enumerate(samples[:N_SHOWN]):
         log(f"--- sample {i} ({model.config.sample.sampler}, {model.config.sample.steps} steps)\n{text}")
 
-    val_rows = data.val.fixed_batches(N_SCORED, 1)[0] if data.val else data.train.fixed_batches(N_SCORED, 1)[0]
+    filled = model.infill(INFILL_TEMPLATE, n=1, seed=0)[0]
+    log(f"--- infill of {INFILL_TEMPLATE!r}\n{filled}")
+
+    val_rows = (data.val or data.train).fixed_batches(N_SCORED, 1)[0][0]
     real = decode_rows(val_rows, data.tokenizer.decode)
     summary = {
         "val_loss": result.val_loss if result.val_loss is not None else float("nan"),

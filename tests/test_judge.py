@@ -154,3 +154,13 @@ def test_mauve_with_judge_features(smollm2):
     same = mauve_score(verse[:20], verse[20:], features="judge", judge=smollm2)
     other = mauve_score(verse[:20], junk, features="judge", judge=smollm2)
     assert other < 0.2 < 0.8 < same
+
+
+def test_conditional_nll_scores_only_the_continuation(tiny_judge_dir):
+    judge = get_judge(str(tiny_judge_dir))
+    ctx, cont = ["The king speaks in the castle."], [" A fool waits by the sea."]
+    sums, counts, _ = judge._token_nll([ctx[0] + cont[0]], 8, None, False)
+    csum, ccount, _ = judge._token_nll(ctx, 8, None, False)
+    expected = (sums[0] - csum[0]) / (counts[0] - ccount[0])
+    assert judge.conditional_nll(ctx, cont) == pytest.approx(expected)
+    assert math.isfinite(expected) and counts[0] > ccount[0]

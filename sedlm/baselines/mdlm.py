@@ -23,6 +23,7 @@ from torch import nn
 
 from sedlm.config import ModelConfig
 from sedlm.model.transformer import Transformer
+from sedlm.sampling.templates import Layout
 
 
 class MDLMModel(nn.Module):
@@ -67,10 +68,19 @@ def mdlm_sample(
     *,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
+    layout: Layout | None = None,
+    pad_id: int | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Sample (n, length) ids with ``steps`` reveal steps; also return the network calls made."""
+    """Sample (n, length) ids with ``steps`` reveal steps; also return the network calls made.
+    A ``layout``'s given tokens are unmasked from the start (infilling); its ``no_pad`` positions
+    never reveal ``pad_id``."""
     device = next(model.parameters()).device
     z = torch.full((n, length), model.mask_id, dtype=torch.long, device=device)
+    no_pad = None
+    if layout is not None:
+        z = torch.where(layout.given.to(device), layout.ids.to(device), z)
+        if pad_id is not None and layout.no_pad.any():
+            no_pad = layout.no_pad.to(device)
     ts = torch.linspace(1.0, 0.0, steps + 1)
     probs, nfe = None, 0
     for i in range(steps):
@@ -79,12 +89,15 @@ def mdlm_sample(
         if not masked.any():
             break
         if probs is None:
-            probs = torch.softmax(model(z).float(), dim=-1)  # (n, L, V)
+            logits = model(z).float()  # (n, L, V)
+            if no_pad is not None:
+                logits[:, no_pad, pad_id] = float("-inf")
+            probs = torch.softmax(logits, dim=-1)
             nfe += 1
         reveal = masked & (torch.rand(z.shape, generator=generator, device=device) < (t - s) / t)
         if reveal.any():
-            draw = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator).view(z.shape)
-            z = torch.where(reveal, draw, z)
+            z = z.clone()
+            z[reveal] = torch.multinomial(probs[reveal], 1, generator=generator).squeeze(-1)  # draw only where revealed
             probs = None  # the input changed: the next step needs a fresh prediction
         if callback is not None:
             callback({"i": i, "t": t, "z": z})

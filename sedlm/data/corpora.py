@@ -238,3 +238,16 @@ def split_documents(docs: list[str], val_fraction: float, seed: int = 0) -> tupl
 
 def corpus_stats(docs: list[str]) -> dict[str, int]:
     return {"documents": len(docs), "words": sum(len(d.split()) for d in docs), "chars": sum(len(d) for d in docs)}
+
+
+def load_pairs(source: str) -> list[tuple[str, str]]:
+    """seq2seq pairs from a .jsonl file whose lines hold ``src`` and ``tgt`` strings."""
+    path = Path(source).expanduser()
+    if path.suffix != ".jsonl" or not path.is_file():
+        raise SedlmError(f"seq2seq data '{source}' must be an existing .jsonl file with \"src\" and \"tgt\" fields")
+    srcs, tgts = _jsonl_documents(path, "src"), _jsonl_documents(path, "tgt")
+    if len(srcs) != len(tgts):
+        raise SedlmError(f"{path}: every line needs a non-empty \"src\" and \"tgt\"")
+    if not srcs:
+        raise SedlmError(f"data source '{source}' contains no pairs; add lines like {{\"src\": \"...\", \"tgt\": \"...\"}}")
+    return list(zip(srcs, tgts))

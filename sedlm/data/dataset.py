@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sedlm.config import DataConfig
-from sedlm.data.corpora import load_documents, split_documents
-from sedlm.data.packing import PackedRows, pack_rows, tokenize_documents
+from sedlm.data.corpora import load_documents, load_pairs, split_documents
+from sedlm.data.packing import PackedRows, pack_pairs, pack_rows, tokenize_documents
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer, train_bpe
 
 
@@ -17,6 +17,8 @@ class PreparedData:
     val: PackedRows | None
     train_docs: list[str]
     val_docs: list[str]
+    train_pairs: list[tuple[str, str]] = field(default_factory=list)  # seq2seq only
+    val_pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _truncate(docs: list[str], max_chars: int) -> list[str]:
@@ -34,6 +36,8 @@ def _truncate(docs: list[str], max_chars: int) -> list[str]:
 def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
     """Load ``cfg.source``, split by document, get a tokenizer (the one given, else per
     ``cfg.tokenizer``: train a BPE on the training documents, or load one) and pack rows."""
+    if cfg.task == "seq2seq":
+        return _prepare_pairs(cfg, tokenizer)
     docs = load_documents(cfg.source)
     train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
     train_docs = _truncate(train_docs, cfg.max_chars)
@@ -46,3 +50,23 @@ def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Prepare
         if len(val_ids) >= cfg.seq_len:
             val = PackedRows(pack_rows(val_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
     return PreparedData(tokenizer, train, val, train_docs, val_docs)
+
+
+def _prepare_pairs(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:
+    """seq2seq: split pairs (never a pair on both sides), one pair per row, sources given."""
+    pairs = load_pairs(cfg.source)
+    joined = [f"{a}\t{b}" for a, b in pairs]
+    train_j, val_j = split_documents(joined, cfg.val_fraction, cfg.split_seed)
+    train_p = [tuple(j.split("\t", 1)) for j in train_j]
+    val_p = [tuple(j.split("\t", 1)) for j in val_j]
+    texts = [t for p in train_p for t in p]
+    if tokenizer is None:
+        tokenizer = train_bpe(texts, cfg.vocab_size) if cfg.tokenizer == "bpe" else load_tokenizer(cfg.tokenizer)
+    train = PackedRows(*_rows(tokenizer, train_p, cfg.seq_len))
+    val = PackedRows(*_rows(tokenizer, val_p, cfg.seq_len)) if val_p else None
+    return PreparedData(tokenizer, train, val, texts, [t for p in val_p for t in p], train_p, val_p)
+
+
+def _rows(tok: Tokenizer, pairs, seq_len: int):
+    ids, given = pack_pairs(tok, pairs, seq_len)
+    return ids, tok.pad_id, 0.0, given  # no random padding: trailing padding sets the target's length

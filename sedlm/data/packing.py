@@ -51,10 +51,11 @@ class PackedRows:
     exactly the data an uninterrupted run would have seen, with no loader state to save.
     """
 
-    def __init__(self, rows: torch.Tensor, pad_id: int, pad_fraction: float):
+    def __init__(self, rows: torch.Tensor, pad_id: int, pad_fraction: float, given: torch.Tensor | None = None):
         self.rows = rows  # (N, L)
         self.pad_id = pad_id
         self.pad_fraction = pad_fraction
+        self.given = given  # (N, L) bool: positions given as the condition (seq2seq sources), or None
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -63,22 +64,49 @@ class PackedRows:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         return torch.randperm(len(self), generator=g)
 
-    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
-        """Rows for step ``step`` (epoch-wise shuffled, wrapping across epochs), with padding. (B, L)"""
+    def _indices(self, step: int, batch_size: int, seed: int) -> list[int]:
         n = len(self)
         start = step * batch_size
-        idx = []
+        idx: list[int] = []
         while len(idx) < batch_size:
             epoch, offset = divmod(start + len(idx), n)
             order = self._epoch_order(epoch, seed)
             idx.extend(order[offset : offset + batch_size - len(idx)].tolist())
-        g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
-        return insert_padding(self.rows[idx], self.pad_id, self.pad_fraction, g)
+        return idx
 
-    def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345) -> list[torch.Tensor]:
-        """The first rows, padded with a fixed seed: the same validation batches every time."""
+    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        """Rows for step ``step`` (epoch-wise shuffled, wrapping across epochs), with padding. (B, L)"""
+        g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
+        return insert_padding(self.rows[self._indices(step, batch_size, seed)], self.pad_id, self.pad_fraction, g)
+
+    def batch_given(self, step: int, batch_size: int, seed: int) -> torch.Tensor | None:
+        """The given-position masks of ``batch(step, ...)``'s rows (B, L), or None for plain text."""
+        return None if self.given is None else self.given[self._indices(step, batch_size, seed)]
+
+    def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345
+                      ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The first rows, padded with a fixed seed, and their given masks: the same validation
+        batches every time."""
         g = torch.Generator().manual_seed(seed)
         out = []
         for i in range(0, min(len(self), batch_size * n_batches), batch_size):
-            out.append(insert_padding(self.rows[i : i + batch_size], self.pad_id, self.pad_fraction, g))
+            ids = insert_padding(self.rows[i : i + batch_size], self.pad_id, self.pad_fraction, g)
+            out.append((ids, None if self.given is None else self.given[i : i + batch_size]))
         return out
+
+
+def pack_pairs(tok: Tokenizer, pairs: list[tuple[str, str]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """seq2seq rows: ``src <eos> tgt <eos>`` then padding, one pair per row; the source and its
+    ``<eos>`` are given. Targets that do not fit are cut; pairs whose source alone fills the
+    row are dropped. Returns ids (N, L) and given (N, L)."""
+    ids, given = [], []
+    for src, tgt in zip(tok.encode_batch([p[0] for p in pairs]), tok.encode_batch([p[1] for p in pairs])):
+        head = [*src, tok.eos_id]
+        if len(head) >= seq_len:
+            continue
+        row = (head + [*tgt, tok.eos_id])[:seq_len]
+        ids.append(row + [tok.pad_id] * (seq_len - len(row)))
+        given.append([True] * len(head) + [False] * (seq_len - len(head)))
+    if not ids:
+        raise SedlmError(f"no source fits in data.seq_len={seq_len} tokens; raise data.seq_len or shorten the sources")
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(given, dtype=torch.bool)

@@ -90,12 +90,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         if r["method"] == "data":
-            ax.axhline(r["judge_nll"], color="grey", ls="--", label=f"real text ({r['judge_nll']:.2f})")
+            ax.axhline(r["judge_nll"], color="grey", ls="--",
+                       label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)")
         else:
             ax.scatter(r["sample_tokens_per_s_b32"], r["judge_nll"], s=60)
             ax.annotate(f"{r['method']} (H={r['unigram_entropy']:.2f} bits)", (r["sample_tokens_per_s_b32"], r["judge_nll"]),
                         textcoords="offset points", xytext=(6, 4))
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.15)  # room for the labels
     ax.set_xlabel(f"sampling tokens/s (batch 32, length {THROUGHPUT_LEN})")
     ax.set_ylabel("judge NLL (nats/token, lower is better)")
     ax.set_title("quality vs sampling speed")

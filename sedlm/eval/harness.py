@@ -61,13 +61,15 @@ def evaluate_model(
     steps: int | None = None,
     seed: int = 0,
     label: str | None = None,
+    **gen_options: Any,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for ``model`` and for real held-out text (judge NLL, entropy, diversity, MAUVE, validation
-    loss), and the samples themselves."""
+    loss), and the samples themselves. ``gen_options`` (sampler, guidance, temperature, top_p)
+    go to the model's generate."""
     cfg = model.config
     data = data or prepare_data(cfg.data, tokenizer=model.tokenizer)
     vocab = vocabulary(data.train_docs)
-    gen_kw: dict[str, Any] = {"seed": seed}
+    gen_kw: dict[str, Any] = {"seed": seed, **{k: v for k, v in gen_options.items() if v is not None}}
     if steps:
         gen_kw["steps"] = steps
     samples, nfe, sec = sample_texts(model, n, **gen_kw)
@@ -83,5 +85,6 @@ def evaluate_model(
            "val_loss": round(val, 4), "val_loss_kind": get_method(cfg.method).loss_name}
     if cfg.method == "sed":
         row["sampler"] = gen_kw.get("sampler", cfg.sample.sampler)
+        row["guidance"] = gen_kw.get("guidance", cfg.sample.guidance)
     data_row = {"method": "data", **text_metrics(refs_b, refs, judge=judge, vocab=vocab)}
     return [row, data_row], samples

@@ -131,6 +131,16 @@ class Judge:
             "n_truncated": truncated,
         }
 
+    def conditional_nll(self, contexts: list[str], continuations: list[str], batch_size: int = 8) -> float:
+        """Token-weighted mean NLL (nats per judge token) of each continuation given its context:
+        [NLL(context + continuation) - NLL(context)] / [tokens(context + continuation) - tokens(context)],
+        pooled over all pairs. (Tokenising the joined text can merge tokens across the boundary;
+        the difference of totals keeps the estimate consistent with the judge's own tokenisation.)"""
+        joint_s, joint_c, _ = self._token_nll([c + x for c, x in zip(contexts, continuations)], batch_size, None, False)
+        ctx_s, ctx_c, _ = self._token_nll(list(contexts), batch_size, None, False)
+        n = sum(joint_c) - sum(ctx_c)
+        return (sum(joint_s) - sum(ctx_s)) / n if n > 0 else float("nan")
+
     def nll_per_text(self, texts: list[str], batch_size: int = 8, max_length: int | None = None) -> list[float]:
         """Mean NLL (nats per judge token) of each text, in input order; NaN for empty texts."""
         sums, counts, _ = self._token_nll(texts, batch_size, max_length, progress=False)

@@ -13,6 +13,7 @@ import torch
 from sedlm.diffusion.schedules import get_schedule, time_grid
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.samplers import Callback, DenoiseFn, get_sampler
+from sedlm.sampling.templates import Layout
 
 
 def make_denoise_fn(
@@ -55,18 +56,36 @@ def sample_ids(
     guidance: float = 1.0,
     seed: int = 0,
     callback: Callback | None = None,
+    layout: Layout | None = None,
+    pad_id: int | None = None,
     **sampler_kw: Any,
 ) -> torch.Tensor:
-    """Sample ``n`` rows of ``seq_len`` token ids (padding included). (n, L)"""
+    """Sample ``n`` rows of ``seq_len`` token ids (padding included). (n, L)
+
+    With a ``layout`` (prompt, template or seq2seq source), its given tokens condition every
+    network call through the clean-embedding channel and are copied into the output unchanged;
+    positions in ``layout.no_pad`` never decode to ``pad_id``.
+    """
     fn = get_sampler(sampler)
     device = next(model.parameters()).device
+    cond = mask = None
+    if layout is not None:
+        seq_len = layout.ids.shape[-1]  # ids/given may be (L,) or one row per sample (n, L)
+        given_ids = layout.ids.to(device).expand(n, seq_len)  # (n, L)
+        mask = layout.given.to(device).expand(n, seq_len).float()  # (n, L)
+        cond = model.embed(given_ids) * mask[..., None]  # (n, L, De)
     # A generator of its own, so sampling noise never coincides with any initialisation draw.
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
     ts = time_grid(steps, device=device)
-    x0 = fn(make_denoise_fn(model, guidance=guidance), x, ts, alpha_bar=get_schedule(schedule),
+    x0 = fn(make_denoise_fn(model, cond, mask, guidance), x, ts, alpha_bar=get_schedule(schedule),
             generator=g, callback=callback, **sampler_kw)
-    return model.readout(x0).argmax(-1)  # (n, L)
+    logits = model.readout(x0)  # (n, L, V)
+    if layout is None:
+        return logits.argmax(-1)
+    if pad_id is not None and layout.no_pad.any():
+        logits[:, layout.no_pad.to(device), pad_id] = float("-inf")
+    return torch.where(mask.bool(), given_ids, logits.argmax(-1))
 
 
 def decode_rows(ids: torch.Tensor, decode: Callable[[list[int]], str]) -> list[str]:

@@ -75,7 +75,7 @@ class EMA:
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, batches: list[torch.Tensor], cfg: Config, tokenizer: Tokenizer,
+def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor | None]], cfg: Config, tokenizer: Tokenizer,
                     device: torch.device) -> float:
     """Mean training loss of the model's family on fixed validation batches with fixed noise
     (comparable across steps): SED loss, next-token NLL, or the MDLM bound."""
@@ -83,7 +83,8 @@ def validation_loss(model: torch.nn.Module, batches: list[torch.Tensor], cfg: Co
     was_training = model.training
     model.eval()
     g = torch.Generator(device=device).manual_seed(2024)
-    total = sum(method.loss(model, b.to(device), cfg, g, tokenizer)[0].item() for b in batches)
+    total = sum(method.loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[0].item()
+                for ids, given in batches)
     model.train(was_training)
     return total / max(1, len(batches))
 
@@ -175,8 +176,8 @@ def train(
     method: Method = get_method(cfg.method)
     # Families that end text with EOS train on unpadded rows (the shared pipeline pads for the others).
     pad = cfg.data.pad_fraction if method.pads else 0.0
-    train_rows = PackedRows(data.train.rows, data.tokenizer.pad_id, pad)
-    val_rows = PackedRows(data.val.rows, data.tokenizer.pad_id, pad) if data.val else None
+    train_rows = PackedRows(data.train.rows, data.tokenizer.pad_id, pad, data.train.given)
+    val_rows = PackedRows(data.val.rows, data.tokenizer.pad_id, pad, data.val.given) if data.val else None
     state = load_training_state(out) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     table = None
@@ -228,7 +229,9 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             batch = train_rows.batch(step, cfg.train.batch_size, cfg.train.seed).to(device)
-            loss, m = method.loss(model, batch, cfg, _step_generator(device, cfg.train.seed, step), tok)
+            given = train_rows.batch_given(step, cfg.train.batch_size, cfg.train.seed)
+            given = None if given is None else given.to(device)
+            loss, m = method.loss(model, batch, cfg, _step_generator(device, cfg.train.seed, step), tok, given)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
