@@ -119,8 +119,7 @@ def smollm2():
     return judge
 
 
-@pytest.mark.slow
-def test_smollm2_prefers_real_english_to_shuffled_words(smollm2):
+def test_smollm2_prefers_real_english_to_shuffled_words(smollm2):  # loads the bundled judge (~25 s)
     rng = random.Random(0)
     shuffled = []
     for s in SENTENCES:
