@@ -28,10 +28,6 @@ class SED(PretrainedLM):
 
     method = "sed"
 
-    @property
-    def denoiser(self):
-        return self.model
-
     def generate_ids(
         self,
         n: int | None = None,

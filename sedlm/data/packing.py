@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sedlm.data.masks import seq2seq_mask
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 
@@ -99,14 +100,14 @@ def pack_pairs(tok: Tokenizer, pairs: list[tuple[str, str]], seq_len: int) -> tu
     """seq2seq rows: ``src <eos> tgt <eos>`` then padding, one pair per row; the source and its
     ``<eos>`` are given. Targets that do not fit are cut; pairs whose source alone fills the
     row are dropped. Returns ids (N, L) and given (N, L)."""
-    ids, given = [], []
+    ids, src_lens = [], []
     for src, tgt in zip(tok.encode_batch([p[0] for p in pairs]), tok.encode_batch([p[1] for p in pairs])):
         head = [*src, tok.eos_id]
         if len(head) >= seq_len:
             continue
         row = (head + [*tgt, tok.eos_id])[:seq_len]
         ids.append(row + [tok.pad_id] * (seq_len - len(row)))
-        given.append([True] * len(head) + [False] * (seq_len - len(head)))
+        src_lens.append(len(head))
     if not ids:
         raise SedlmError(f"no source fits in data.seq_len={seq_len} tokens; raise data.seq_len or shorten the sources")
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(given, dtype=torch.bool)
+    return torch.tensor(ids, dtype=torch.long), seq2seq_mask(torch.tensor(src_lens), seq_len)
