@@ -22,6 +22,17 @@ def command_line(script: str) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])
 
 
+def setup_device(ap: Any, device: str, threads: int | None) -> "torch.device":
+    """Check the requested device (a parser error if CUDA is missing) and set the thread count."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda was asked for but no CUDA device is available")
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.device(device)
+
+
 def publish(name: str, script: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
     """Write the results files and print the table with where it went."""
     json_path, md_path = write_results(name, command_line(script), rows, columns, RESULTS_DIR)

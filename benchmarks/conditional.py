@@ -52,10 +52,6 @@ def batch_layout(ids: torch.Tensor, given: torch.Tensor) -> Layout:
     return Layout(ids, given, torch.zeros(ids.shape[1], dtype=torch.bool))
 
 
-def decode(tok, rows: torch.Tensor) -> list[str]:
-    return [tok.decode(r.tolist()) for r in rows.cpu()]
-
-
 def suffix(args) -> list[dict]:
     sed, ar = load_pretrained(Path(args.runs) / "sed"), load_pretrained(Path(args.runs) / "ar")
     rows, _ = heldout_rows(sed, args.n)
@@ -64,20 +60,20 @@ def suffix(args) -> list[dict]:
     given = torch.zeros(n, L, dtype=torch.bool)
     given[:, :half] = True
     tok, judge = sed.tokenizer, get_judge(args.judge)
-    prefixes = decode(tok, rows[:, :half])
+    prefixes = tok.decode_batch(rows[:, :half])
 
     def row(method: str, conts: list[str], **extra) -> dict:
         return {"method": method, **extra, "judge_nll": round(judge.conditional_nll(prefixes, conts), 4),
                 "unigram_entropy": round(unigram_entropy(conts), 4), "n": n}
 
-    out = [row("data", decode(tok, rows[:, half:]))]
+    out = [row("data", tok.decode_batch(rows[:, half:]))]
     for s in GUIDANCE:
         ids = sed.generate_ids(n, steps=args.steps, guidance=s, seed=0, layout=batch_layout(rows, given))
-        out.append(row("sed", decode(tok, ids[:, half:]), guidance=s, nfe=args.steps))
+        out.append(row("sed", tok.decode_batch(ids[:, half:]), guidance=s, nfe=args.steps))
     start = torch.cat([torch.full((n, 1), tok.eos_id), rows[:, :half]], dim=1)
     ids = ar_generate(ar.model, start, L - half, temperature=ar.config.sample.temperature, top_p=ar.config.sample.top_p,
                       generator=torch.Generator().manual_seed(0))
-    out.append(row("ar", decode(tok, ids[:, 1 + half:]), nfe=L - half))
+    out.append(row("ar", tok.decode_batch(ids[:, 1 + half:]), nfe=L - half))
     return out
 
 
@@ -95,7 +91,7 @@ def middle(args) -> list[dict]:
 
     def row(method: str, filled: torch.Tensor, **extra) -> dict:
         acc = (filled[hole] == rows[hole]).float().mean().item()
-        texts = decode(tok, filled)
+        texts = tok.decode_batch(filled)
         middles = [tok.decode(f[h].tolist()) for f, h in zip(filled, hole)]
         return {"method": method, **extra, "token_accuracy": round(acc, 4),
                 "judge_nll": round(judge.nll(texts)["nll_per_token"], 4),

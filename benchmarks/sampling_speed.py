@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import publish, run_main  # noqa: E402
+from benchmarks.common import publish, run_main, setup_device  # noqa: E402
 from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import load_config  # noqa: E402
 from sedlm.sampling.generate import sample_ids  # noqa: E402
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     if min(args.batch_sizes) < 1 or args.repeats < 1:
         ap.error("--batch-sizes and --repeats must be positive")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda was asked for but no CUDA device is available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(ap, args.device, args.threads)
 
     rows: list[dict] = []
     for name in args.configs:

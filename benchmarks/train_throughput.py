@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import publish, run_main  # noqa: E402
+from benchmarks.common import publish, run_main, setup_device  # noqa: E402
 from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import Config, load_config  # noqa: E402
 from sedlm.diffusion.objective import sed_loss  # noqa: E402
@@ -119,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda was asked for but no CUDA device is available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(ap, args.device, args.threads)
     name = args.name or f"train-throughput-{Path(args.config).stem}"
 
     cfg = load(args)

@@ -86,13 +86,13 @@ class PretrainedLM:
             kw["layout"] = layout_source(src, self.tokenizer, L)
         ids = self.generate_ids(n, seq_len=L, **kw)
         start = int(kw["layout"].given.sum()) if src is not None else 0
-        return [self.tokenizer.decode(row.tolist()) for row in ids[:, start:].cpu()]
+        return self.tokenizer.decode_batch(ids[:, start:])
 
     def infill(self, template: str, n: int = 1, **kw: Any) -> list[str]:
         """Fill the blanks of ``template`` (``[___]``: the model picks the length; ``[___:N]``: N tokens)."""
         L = kw.pop("seq_len", None) or self.config.data.seq_len
         ids = self.generate_ids(n, seq_len=L, layout=layout_template(template, self.tokenizer, L), **kw)
-        return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        return self.tokenizer.decode_batch(ids)
 
     def _n_steps(self, n: int | None, steps: int | None) -> tuple[int, int]:
         s = self.config.sample

@@ -18,7 +18,6 @@ from sedlm.config import load_config
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.metrics import real_word_share, unigram_entropy, vocabulary
-from sedlm.sampling.generate import decode_rows
 from sedlm.api import SED
 from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
@@ -43,7 +42,7 @@ def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force
 
     model = SED.from_pretrained(out)
     ids = model.generate_ids(n=N_SCORED, seed=0)
-    samples = decode_rows(ids, model.tokenizer.decode)
+    samples = model.tokenizer.decode_batch(ids)
     for i, text in enumerate(samples[:N_SHOWN]):
         log(f"--- sample {i} ({model.config.sample.sampler}, {model.config.sample.steps} steps)\n{text}")
 
@@ -51,7 +50,7 @@ def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force
     log(f"--- infill of {INFILL_TEMPLATE!r}\n{filled}")
 
     val_rows = (data.val or data.train).fixed_batches(N_SCORED, 1)[0][0]
-    real = decode_rows(val_rows, data.tokenizer.decode)
+    real = data.tokenizer.decode_batch(val_rows)
     summary = {
         "val_loss": result.val_loss if result.val_loss is not None else float("nan"),
         "real_word_share": real_word_share(samples, vocabulary(data.train_docs)),

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -53,6 +54,10 @@ class Tokenizer:
         """Decode, dropping padding and other special tokens (DESIGN.md §1.8)."""
         keep = [int(i) for i in ids if int(i) not in self.special_ids]
         return self.tok.decode(keep, skip_special_tokens=True)
+
+    def decode_batch(self, rows: torch.Tensor) -> list[str]:
+        """Decode each row of a (N, L) id tensor, padding stripped."""
+        return [self.decode(row.tolist()) for row in rows.cpu()]
 
     def save(self, path: str | Path) -> None:
         self.tok.save(str(path))

@@ -21,7 +21,7 @@ from sedlm.train.trainer import validation_loss
 def heldout_texts(data: PreparedData, n: int, offset: int = 0) -> list[str]:
     """``n`` decoded validation rows (no padding), starting at row ``offset``."""
     rows = data.val if data.val is not None and len(data.val) >= offset + n else data.train
-    return [data.tokenizer.decode(r.tolist()) for r in rows.rows[offset : offset + n]]
+    return data.tokenizer.decode_batch(rows.rows[offset : offset + n])
 
 
 class CallCounter:

@@ -6,7 +6,7 @@ Classifier-free guidance (DESIGN.md §1.7), with both passes in one batched forw
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -86,8 +86,3 @@ def sample_ids(
     if pad_id is not None and layout.no_pad.any():
         logits[:, layout.no_pad.to(device), pad_id] = float("-inf")
     return torch.where(mask.bool(), given_ids, logits.argmax(-1))
-
-
-def decode_rows(ids: torch.Tensor, decode: Callable[[list[int]], str]) -> list[str]:
-    """Decode each row, padding stripped by the tokenizer's decode."""
-    return [decode(row.tolist()) for row in ids.cpu()]

@@ -216,6 +216,7 @@ def train(
             "meta": {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t0},
         })
 
+    ema_model = method.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
     val_batches = val_rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches) if val_rows else []
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     t0 = time.perf_counter()
@@ -253,7 +254,6 @@ def train(
                     "elapsed_s": round(elapsed_before + now - t0, 2),
                 }
                 if val_batches and (step % cfg.train.eval_every == 0 or last):
-                    ema_model = method.build(cfg, tok, table).to(device)
                     ema_model.load_state_dict(ema.state)
                     val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
                     row["val_loss"] = round(val_loss, 5)
