@@ -38,17 +38,25 @@ class SED(PretrainedLM):
         seq_len: int | None = None,
         callback: Callback | None = None,
         layout: Layout | None = None,
+        noise_temp: float | None = None,
+        score_temp: float | None = None,
+        clamp: bool | None = None,
+        time_grid: str | None = None,
         **sampler_kw: Any,
     ) -> torch.Tensor:
         """Token ids (n, seq_len) including padding; unset options come from ``config.sample``.
-        ``layout`` (see ``sedlm.sampling.templates``) gives tokens to condition on."""
+        ``layout`` (see ``sedlm.sampling.templates``) gives tokens to condition on; ``noise_temp``,
+        ``score_temp`` and ``clamp`` are described in ``SampleConfig``."""
         s = self.config.sample
         n, steps = self._n_steps(n, steps)
         return sample_ids(
             self.model, n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
             sampler=sampler or s.sampler, schedule=self.config.diffusion.schedule,
+            logsnr_shift=self.config.diffusion.logsnr_shift, time_grid=time_grid or s.time_grid, rho=s.rho,
             guidance=s.guidance if guidance is None else guidance, seed=s.seed if seed is None else seed,
-            callback=callback, layout=layout, pad_id=self.tokenizer.pad_id, **sampler_kw,
+            score_temp=s.score_temp if score_temp is None else score_temp, clamp=s.clamp if clamp is None else clamp,
+            callback=callback, layout=layout, pad_id=self.tokenizer.pad_id,
+            noise_temp=s.noise_temp if noise_temp is None else noise_temp, **sampler_kw,
         )
 
 

@@ -54,17 +54,17 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from sedlm.data.dataset import prepare_data
     from sedlm.pretrained import resolve_device
-    from sedlm.train.embed import save_embedding, train_embedding
+    from sedlm.train.embed import build_table, save_embedding
 
     cfg = _load_config(args, "tiny")
     out = Path(args.out)
     data = prepare_data(cfg.data)
-    table = train_embedding(cfg.embed, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device))
+    table = build_table(cfg.embed, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device))
     out.mkdir(parents=True, exist_ok=True)
     data.tokenizer.save(out / "tokenizer.json")
     save_embedding(out / "embeddings.safetensors", table)
     print(f"wrote {out / 'embeddings.safetensors'} ({tuple(table.shape)}) and {out / 'tokenizer.json'}")
-    print(f"use it with: sedlm train embed.path={out}")
+    print(f"use it with: sedlm train embed.kind={cfg.embed.kind} embed.path={out}")
     return 0
 
 
@@ -97,7 +97,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     s = model.config.sample
     options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed}
     if model.method == "sed":
-        options.update(sampler=args.sampler or s.sampler, guidance=s.guidance if args.guidance is None else args.guidance)
+        options.update(sampler=args.sampler or s.sampler, guidance=s.guidance if args.guidance is None else args.guidance,
+                       **_sed_knobs(args))
     elif model.method == "ar":
         options.update(temperature=s.temperature if args.temperature is None else args.temperature,
                        top_p=s.top_p if args.top_p is None else args.top_p)
@@ -116,6 +117,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sed_knobs(args: argparse.Namespace) -> dict:
+    """The SED sampling knobs given on the command line (unset ones fall back to config.sample)."""
+    knobs = {"time_grid": args.time_grid, "noise_temp": args.noise_temp, "score_temp": args.score_temp,
+             "clamp": True if args.clamp else None}
+    return {k: v for k, v in knobs.items() if v is not None}
+
+
+def _add_sed_knobs(p: argparse.ArgumentParser) -> None:
+    from sedlm.diffusion.schedules import TIME_GRIDS
+
+    p.add_argument("--time-grid", choices=list(TIME_GRIDS), help="sed only: where the steps sit (default: sample.time_grid)")
+    p.add_argument("--noise-temp", type=float, help="sed only: scale of the fresh noise of stochastic samplers (default: 1)")
+    p.add_argument("--score-temp", type=float, help="sed only: softmax temperature of interp estimates (default: 1)")
+    p.add_argument("--clamp", action="store_true", help="sed only: snap every x0 estimate to the nearest embedding row")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from sedlm.api import load_pretrained
     from sedlm.eval.harness import evaluate_model
@@ -124,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     judge = get_judge(args.judge)
-    options = {"sampler": args.sampler, "guidance": args.guidance} if model.method == "sed" else {}
+    options = {"sampler": args.sampler, "guidance": args.guidance, **_sed_knobs(args)} if model.method == "sed" else {}
     rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **options)
     print(markdown_table(rows))
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
@@ -133,14 +150,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def _bench_command(name: str) -> str:
     import shlex
 
+    return shlex.join(["sedlm", "bench", *sys.argv[sys.argv.index("bench") + 1:]]) if "bench" in sys.argv else f"sedlm bench {name}"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
     from sedlm.eval.bench import compare
 
-    command = shlex.join(["sedlm", "bench", *sys.argv[sys.argv.index("bench") + 1:]]) if "bench" in sys.argv else "sedlm bench compare"
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
-            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, command=command)
+            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, command=_bench_command("compare"))
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from sedlm.eval.steps import NFES, steps_bench
+
+    samplers = [x.strip() for x in args.samplers.split(",")] if args.samplers else None
+    nfes = tuple(int(x) for x in args.nfe.split(",")) if args.nfe else NFES
+    steps_bench(args.ckpt, ar_ckpt=args.ar_ckpt, samplers=samplers, nfes=nfes, n=args.n, guidance=args.guidance,
+                judge_name=args.judge, name=args.name, results_dir=args.results_dir, command=_bench_command("steps"))
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from sedlm.eval.ablate import VARIANTS, ablate, describe
+
+    if args.list:
+        for v in VARIANTS.values():
+            print(f"{v.name:32s} {v.group:10s} {describe(v)}" + (f"  (samples {v.reuse}'s model)" if v.reuse else ""))
+        return 0
+    ablate(args.corpus, args.minutes, variants=args.variants, judge_name=args.judge, n=args.n, steps=args.steps,
+           runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides,
+           command=_bench_command("ablate"), force=args.force)
     return 0
 
 
@@ -172,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-stats", action="store_true", help="skip loading the corpora to count documents and words")
     c.set_defaults(func=cmd_corpora)
 
-    e = sub.add_parser("embed", help="train the masked LM whose embedding table SED freezes",
-                       description="Train a tokenizer and a small factorised masked LM; save its V x d_embed table.")
+    e = sub.add_parser("embed", help="build the embedding table SED freezes (masked LM or PPMI)",
+                       description="Train a tokenizer and build the V x d_embed table: a small factorised masked LM "
+                                   "(embed.kind=mlm, the paper) or a truncated SVD of PPMI co-occurrences (embed.kind=ppmi).")
     e.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     e.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     e.add_argument("--out", default="runs/embed", help="folder for embeddings.safetensors and tokenizer.json")
@@ -210,9 +254,10 @@ def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
 
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
     s.add_argument("--n", type=int, help=n_help)
-    s.add_argument("--steps", type=int, help="denoising steps = network calls (default: sample.steps)")
+    s.add_argument("--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)")
     s.add_argument("--sampler", help=f"sed only: one of {', '.join(SAMPLERS)} (default: sample.sampler)")
     s.add_argument("--guidance", type=float, help="sed only: classifier-free guidance scale; 1 = none (default: sample.guidance)")
+    _add_sed_knobs(s)
     s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
     s.add_argument("--temperature", type=float, help="ar only: sampling temperature; 0 = greedy (default: sample.temperature)")
     s.add_argument("--top-p", type=float, help="ar only: nucleus sampling mass (default: sample.top_p)")
@@ -230,6 +275,7 @@ def _add_eval_and_bench(sub) -> None:
     v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
     v.add_argument("--sampler", help="sed only: sampler (default: sample.sampler)")
     v.add_argument("--guidance", type=float, help="sed only: guidance scale (default: sample.guidance)")
+    _add_sed_knobs(v)
     v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
@@ -250,6 +296,41 @@ def _add_eval_and_bench(sub) -> None:
     bc.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
     bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to all three configs")
     bc.set_defaults(func=cmd_bench)
+
+    bs = bsub.add_parser("steps", help="judge NLL and entropy against NFE for every sampler; speed against AR",
+                         description="For each sampler and NFE budget, sample N texts from an SED checkpoint and score "
+                                     "judge NLL, unigram entropy and time per sample; then time the cheapest setting that "
+                                     "meets the target (NLL within 5%% and entropy within 2%% of 1000-step ancestral) "
+                                     "against an AR checkpoint at batch 1 and 32, length 128. Writes "
+                                     "benchmarks/results/steps-<name>.{json,md,png} and steps-<name>-speed.{json,md}.")
+    bs.add_argument("--ckpt", required=True, help="SED checkpoint folder")
+    bs.add_argument("--ar-ckpt", help="autoregressive checkpoint to time against (same size)")
+    bs.add_argument("--samplers", help="comma-separated samplers (default: ddpm,ddim,euler,heun,dpmpp_2m)")
+    bs.add_argument("--nfe", help="comma-separated NFE budgets (default: 4,8,16,32,64,128,256,1000)")
+    bs.add_argument("--n", type=int, default=64, help="samples per row (default: 64)")
+    bs.add_argument("--guidance", type=float, default=1.0, help="guidance scale; != 1 doubles the NFE per step (default: 1)")
+    bs.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    bs.add_argument("--name", help="results name (default: the checkpoint folder's name)")
+    bs.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    bs.set_defaults(func=cmd_steps)
+
+    ba = bsub.add_parser("ablate", help="SED design choices, one at a time, at an equal CPU budget",
+                         description="Train variants of the tiny SED config (embedding space, d_embed, noise schedule, "
+                                     "self-conditioning, loss, sampling knobs) for the same CPU minutes each, score them "
+                                     "with the judge next to the AR baseline and real text, and write "
+                                     "benchmarks/results/ablation-<corpus>.{json,md}. Finished variants are reused on reruns.")
+    ba.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
+    ba.add_argument("--minutes", type=float, default=2.0, help="training minutes per variant (default: 2)")
+    ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
+    ba.add_argument("--list", action="store_true", help="list the variants and exit")
+    ba.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    ba.add_argument("--n", type=int, default=64, help="samples per variant (default: 64)")
+    ba.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200)")
+    ba.add_argument("--runs-dir", default="runs/ablate", help="where the runs are written")
+    ba.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    ba.add_argument("--force", action="store_true", help="retrain variants even when a matching finished run exists")
+    ba.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every variant")
+    ba.set_defaults(func=cmd_ablate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,10 @@ class ModelConfig:
 class EmbedConfig:
     """The frozen embedding space E (DESIGN.md §1.1) and the masked LM that learns it."""
 
-    kind: str = "mlm"  # "mlm" (trained by `sedlm embed`), "random" (frozen random), "learned"
-    path: str = ""  # an embeddings.safetensors written by `sedlm embed`; trained on the fly if empty
+    # "mlm" (masked LM of `sedlm embed`, the paper), "ppmi" (truncated SVD of the training text's PPMI
+    # co-occurrence matrix: seconds, no training), "random" (frozen random), "learned" (joint, normalised)
+    kind: str = "mlm"
+    path: str = ""  # an embeddings.safetensors written by `sedlm embed`; built on the fly if empty
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
@@ -49,6 +51,7 @@ class EmbedConfig:
     mask_prob: float = 0.15
     max_minutes: float = 0.0  # wall-clock cap for the masked LM stage; 0 means no cap
     seed: int = 1
+    window: int = 4  # ppmi: co-occurrence window (tokens on each side)
 
 
 @dataclass
@@ -56,9 +59,16 @@ class DiffusionConfig:
     """Forward process and SED objective (DESIGN.md §1.2-§1.5, §1.7)."""
 
     schedule: str = "cosine"
+    logsnr_shift: float = 0.0  # added to the schedule's log-SNR; negative = more time at high noise
+    # CDCD time warping: fit the loss as a function of t during training, draw t where it changes fastest,
+    # and offer the fitted warp as a sampling grid (sample.time_grid=warped); stored in the checkpoint
+    time_warp: bool = False
     sigma0: float = 1e-2
     timesteps: int = 1000  # T of the discrete-time (ancestral) sampler
     self_cond: str = "both"  # "both" (paper), "half_nograd" (Analog Bits), "off"
+    # "direct": x0_hat is regressed (the paper); "interp": x0_hat = softmax(logits) E, the expected
+    # embedding under the model's token distribution (CDCD score interpolation; train with mse_weight=0)
+    x0_estimate: str = "direct"
     mse_weight: float = 1.0
     ce_weight: float = 1.0
     p_uncond: float = 0.1
@@ -109,9 +119,14 @@ class SampleConfig:
 
     sampler: str = "ddpm"
     steps: int = 1000
+    time_grid: str = "uniform"  # uniform | karras | cosine: where the steps sit in [0, 1]
+    rho: float = 7.0  # karras grid: higher rho puts more steps at low noise
     n: int = 4
     guidance: float = 1.0
     seed: int = 0
+    noise_temp: float = 1.0  # scale of the fresh noise of stochastic samplers (< 1 trades diversity for NLL)
+    score_temp: float = 1.0  # softmax temperature of interp x0 estimates (diffusion.x0_estimate=interp)
+    clamp: bool = False  # snap every x0 estimate to its nearest embedding row (Diffusion-LM clamping)
     temperature: float = 1.0  # autoregressive baseline
     top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
 
@@ -141,10 +156,12 @@ _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dat
 METHODS = ("sed", "ar", "mdlm")
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
-    ("embed", "kind"): ("mlm", "random", "learned"),
+    ("embed", "kind"): ("mlm", "ppmi", "random", "learned"),
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
+    ("diffusion", "x0_estimate"): ("direct", "interp"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
+    ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
 }
 
 
@@ -254,10 +271,13 @@ def validate(cfg: Config) -> None:
         "diffusion.timesteps": cfg.diffusion.timesteps, "sample.steps": cfg.sample.steps,
         "data.vocab_size": cfg.data.vocab_size, "train.log_every": cfg.train.log_every,
         "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+        "embed.window": e.window, "sample.score_temp": cfg.sample.score_temp,
     }
     for name, v in positive.items():
         if v <= 0:
             raise SedlmError(f"{name} must be positive, got {v}")
+    if cfg.sample.noise_temp < 0:
+        raise SedlmError(f"sample.noise_temp must be >= 0, got {cfg.sample.noise_temp}")
     for name, v in {"data.pad_fraction": cfg.data.pad_fraction, "data.val_fraction": cfg.data.val_fraction,
                     "diffusion.p_uncond": cfg.diffusion.p_uncond, "embed.mask_prob": cfg.embed.mask_prob}.items():
         if not 0.0 <= v < 1.0:

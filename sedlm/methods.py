@@ -29,7 +29,8 @@ Loss = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 def build_denoiser(cfg: Config, table: torch.Tensor) -> SEDDenoiser:
     """A denoiser over the embedding ``table`` (V, d_embed); frozen unless embed.kind=learned."""
-    return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"))
+    return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
+                       time_warp=cfg.diffusion.time_warp)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _sed_loss(model, ids, cfg, gen, tok, given=None) -> Loss:
     the configured conditioning-mask mixture."""
     if given is None and cfg.diffusion.cond_masks != "none":
         given = mixture_mask(cfg.diffusion.cond_masks, ids.shape[0], ids.shape[1], gen, ids.device)
-    return sed_loss(model, ids, cfg.diffusion, get_schedule(cfg.diffusion.schedule), gen, cond_mask=given)
+    return sed_loss(model, ids, cfg.diffusion, get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift), gen, cond_mask=given)
 
 
 METHODS: dict[str, Method] = {

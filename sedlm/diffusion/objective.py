@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from sedlm.config import DiffusionConfig
 from sedlm.diffusion.schedules import Schedule
+from sedlm.diffusion.timewarp import unwarp
 from sedlm.model.denoiser import SEDDenoiser
 
 
@@ -30,8 +31,10 @@ def _pass_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = gen.sum().clamp(min=1)
     mse = (((x0_hat - x0) ** 2).mean(-1) * gen).sum() / n
-    ce = (F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen).sum() / n
-    return cfg.mse_weight * mse + cfg.ce_weight * ce, mse, ce
+    ce_pos = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen  # (B, L)
+    ce = ce_pos.sum() / n
+    ce_rows = ce_pos.sum(1) / gen.sum(1).clamp(min=1)  # (B,) for the time-warping fit
+    return cfg.mse_weight * mse + cfg.ce_weight * ce, mse, ce, ce_rows
 
 
 def sed_loss(
@@ -42,8 +45,8 @@ def sed_loss(
     generator: torch.Generator,
     cond_mask: torch.Tensor | None = None,  # (B, L) bool, True where the token is given
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Return the scalar loss and detached metrics (mse, ce, token accuracy of the final pass);
-    metrics stay tensors so that a training step makes no host sync."""
+    """Return the scalar loss and detached metrics (mse, ce, token accuracy of the final pass, and the
+    per-example t and CE); metrics stay tensors so that a training step makes no host sync."""
     B, L = ids.shape
     dev = ids.device
     cond_mask = torch.zeros(B, L, dtype=torch.bool, device=dev) if cond_mask is None else cond_mask
@@ -52,6 +55,8 @@ def sed_loss(
     clean = model.embed(ids)  # (B, L, De)
     x0 = clean + cfg.sigma0 * torch.randn(clean.shape, generator=generator, device=dev)
     t = torch.rand(B, generator=generator, device=dev)
+    if getattr(model, "time_warp", None) is not None and cfg.time_warp:
+        t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
     ab = schedule(t)[:, None, None]
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, device=dev)
 
@@ -67,19 +72,20 @@ def sed_loss(
 
     if mode == "off":
         x0_hat, logits = model(x_t, t, zeros, cond, m)
-        loss, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
     elif mode == "sc_nograd":
         with torch.no_grad():
             first, _ = model(x_t, t, zeros, cond, m)
         x0_hat, logits = model(x_t, t, first * keep[:, None, None], cond, m)
-        loss, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
     else:  # both passes optimised
         first, logits1 = model(x_t, t, zeros, cond, m)
-        loss1, _, _ = _pass_loss(first, logits1, x0, ids, gen, cfg)
+        loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg)[0]
         x0_hat, logits = model(x_t, t, first.detach() * keep[:, None, None], cond, m)
-        loss2, mse, ce = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss2, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
         loss = 0.5 * (loss1 + loss2)
 
     with torch.no_grad():
         acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)
-    return loss, {"mse": mse.detach(), "ce": ce.detach(), "acc": acc}
+    # scalars are logged; the per-example (t, CE) pairs feed time warping
+    return loss, {"mse": mse.detach(), "ce": ce.detach(), "acc": acc, "t": t.detach(), "ce_rows": ce_rows.detach()}

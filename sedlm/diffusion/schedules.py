@@ -8,7 +8,7 @@ with abar_0 ~= 1 (clean) and abar_1 ~= 0 (pure noise). log-SNR is log(abar / (1 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -37,10 +37,29 @@ def sqrt(t: torch.Tensor, s: float = 1e-4) -> torch.Tensor:
 SCHEDULES: dict[str, Schedule] = {"cosine": cosine, "linear": linear, "sqrt": sqrt}
 
 
-def get_schedule(name: str) -> Schedule:
+def shift_log_snr(schedule: Schedule, shift: float) -> Schedule:
+    """Move a schedule along log-SNR: logit(abar'_t) = logit(abar_t) + shift, i.e.
+    abar'_t = sigmoid(log-SNR(t) + shift). A negative shift spends more of [0, 1] at high noise,
+    where embedding diffusion has its hard decisions to learn (low noise is easy: the nearest row
+    is already right). Written as abar' = abar e^s / (abar e^s + 1 - abar), which is monotone in
+    abar and maps exactly 1 to 1 and 0 to 0, so a clean start and a pure-noise end are kept (a schedule
+    that starts short of clean, like ``sqrt`` at abar = 0.99, starts noisier still when shifted down)."""
+    if shift == 0.0:
+        return schedule
+    gain = math.exp(shift)
+
+    def shifted(t: torch.Tensor) -> torch.Tensor:
+        ab = schedule(t)
+        return ab * gain / (ab * gain + (1 - ab))
+
+    return shifted
+
+
+def get_schedule(name: str, shift: float = 0.0) -> Schedule:
+    """The named schedule, optionally shifted by ``shift`` in log-SNR (see ``shift_log_snr``)."""
     if name not in SCHEDULES:
         raise SedlmError(f"unknown schedule '{name}'; valid schedules: {', '.join(SCHEDULES)}")
-    return SCHEDULES[name]
+    return shift_log_snr(SCHEDULES[name], shift)
 
 
 def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -48,6 +67,64 @@ def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     return torch.log(ab) - torch.log1p(-ab)
 
 
-def time_grid(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Uniform decreasing grid t_0 = 1 > t_1 > ... > t_K = 0 with K = steps. (K + 1,)"""
-    return torch.linspace(1.0, 0.0, steps + 1, device=device)
+def time_of(schedule: Schedule, alpha_bar: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """Invert a decreasing schedule by bisection: the t in [0, 1] with schedule(t) = alpha_bar. (N,)"""
+    target = alpha_bar.double()
+    lo, hi = torch.zeros_like(target), torch.ones_like(target)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = schedule(mid) > target  # still too clean: the answer lies later
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    return (lo + hi) / 2
+
+
+def _uniform(steps: int, schedule: Schedule, **_) -> torch.Tensor:
+    return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+
+
+def _karras(steps: int, schedule: Schedule, rho: float = 7.0, sigma_min: float = 0.01, sigma_max: float = 80.0,
+            **_) -> torch.Tensor:
+    """Karras et al. 2022, eq. 5: sigma_i = (smax^(1/rho) + i/(K-1) (smin^(1/rho) - smax^(1/rho)))^rho, i < K,
+    then sigma_K = 0; times are found by inverting the schedule at abar = 1 / (1 + sigma^2). The sigma
+    range is narrowed to what the schedule reaches on [1e-3, 1] so that every time is distinct."""
+    ends = schedule(torch.tensor([1e-3, 1.0], dtype=torch.float64)).clamp(1e-8, 1.0)
+    reach = ((1 - ends) / ends).sqrt().tolist()
+    sigma_min, sigma_max = max(sigma_min, reach[0]), min(sigma_max, reach[1])
+    i = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    sig = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    ts = time_of(schedule, 1 / (1 + sig**2))
+    return torch.cat([ts, ts.new_zeros(1)])
+
+
+def _cosine_logsnr(steps: int, schedule: Schedule, **_) -> torch.Tensor:
+    """Steps spaced as the cosine schedule spaces log-SNR, mapped onto this schedule: t_i = s^-1(cosine(u_i))
+    for uniform u_i (the uniform grid when the schedule is cosine itself)."""
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    ts = time_of(schedule, cosine(u))
+    ts[0], ts[-1] = 1.0, 0.0
+    return ts
+
+
+def _warped(steps: int, schedule: Schedule, knots: torch.Tensor | None = None, **_) -> torch.Tensor:
+    """Steps uniform in the time warp F learned in training (CDCD): t_i = F^-1(1 - i / K)."""
+    from sedlm.diffusion.timewarp import unwarp
+
+    if knots is None:
+        raise SedlmError("time grid 'warped' needs a model trained with diffusion.time_warp=true; use uniform or karras")
+    ts = unwarp(knots.detach().cpu().double(), torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
+    ts[0], ts[-1] = 1.0, 0.0
+    return ts
+
+
+TIME_GRIDS: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform, "karras": _karras, "cosine": _cosine_logsnr,
+                                                      "warped": _warped}
+
+
+def time_grid(steps: int, device: torch.device | str = "cpu", kind: str = "uniform", schedule: Schedule | None = None,
+              **kw: Any) -> torch.Tensor:
+    """Decreasing grid t_0 > t_1 > ... > t_K = 0 with K = steps (t_0 = 1 except for karras, which starts
+    at sigma_max). ``kind``: uniform | karras (rho, sigma_min, sigma_max) | cosine | warped (knots). (K + 1,) float32"""
+    if kind not in TIME_GRIDS:
+        raise SedlmError(f"unknown time grid '{kind}'; valid grids: {', '.join(TIME_GRIDS)}")
+    ts = TIME_GRIDS[kind](steps, schedule or cosine, **kw)
+    return ts.to(device=device, dtype=torch.float32)

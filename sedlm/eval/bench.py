@@ -22,7 +22,7 @@ from sedlm.config import Config, load_config
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model
-from sedlm.eval.results import markdown_table, write_results
+from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.methods import count_parameters, get_method
 from sedlm.train.trainer import train
 
@@ -103,10 +103,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("quality vs sampling speed")
     ax.legend(loc="best")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def compare(

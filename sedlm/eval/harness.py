@@ -25,21 +25,25 @@ def heldout_texts(data: PreparedData, n: int, offset: int = 0) -> list[str]:
 
 
 class CallCounter:
-    """Counts forward calls of a module: the honest number of function evaluations (NFE)."""
+    """Counts forward calls of a module and the rows they processed. Rows per sample is the honest
+    number of function evaluations (NFE): a guided call runs every sample twice (conditional and
+    unconditional in one batch) and counts twice."""
 
     def __init__(self, module: torch.nn.Module):
         self.calls = 0
+        self.rows = 0
         self._handle = module.register_forward_hook(self._hook)
 
-    def _hook(self, *_: Any) -> None:
+    def _hook(self, module: torch.nn.Module, inputs: tuple, *_: Any) -> None:
         self.calls += 1
+        self.rows += inputs[0].shape[0] if inputs and isinstance(inputs[0], torch.Tensor) else 1
 
     def close(self) -> None:
         self._handle.remove()
 
 
 def sample_texts(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -> tuple[list[str], float, float]:
-    """Generate ``n`` texts in batches; return them, network calls per batch and seconds per text."""
+    """Generate ``n`` texts in batches; return them, network evaluations per text (NFE) and seconds per text."""
     counter, texts = CallCounter(model.model), []
     start = time.perf_counter()
     try:
@@ -48,8 +52,7 @@ def sample_texts(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -
             texts += model.generate(n=min(batch_size, n - i), **kw_i)
     finally:
         counter.close()
-    n_batches = (n + batch_size - 1) // batch_size
-    return texts, counter.calls / n_batches, (time.perf_counter() - start) / n
+    return texts, counter.rows / max(n, 1), (time.perf_counter() - start) / n
 
 
 def evaluate_model(

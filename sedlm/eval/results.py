@@ -77,3 +77,17 @@ def write_results(
     md = f"# {name}\n\nCommand: `{command}`\n\nMachine: {summary}\n\n{markdown_table(rows, columns)}\n"
     write_atomic(md_path, md)
     return json_path, md_path
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

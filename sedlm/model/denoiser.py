@@ -5,6 +5,11 @@
     x0_hat = W_out h                                (B, L, d_embed)
     logits = R x0_hat,  R initialised to E^T        (B, L, V)
 
+With ``x0_estimate="interp"`` (CDCD's score interpolation, Dieleman et al. 2022) the estimate is
+instead the expected embedding under the predicted token distribution,
+    logits = R W_out h,   x0_hat = softmax(logits / tau) E,
+so every estimate lies in the convex hull of the embedding rows; tau is the score temperature.
+
 ``c`` is the clean embedding of given (conditioning) positions and ``m`` marks them; both are
 zero for unconditional generation. No loss, device or autocast logic lives here.
 """
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 
 from sedlm.config import ModelConfig
+from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.model.embedding import EmbeddingSpace
 from sedlm.model.transformer import Transformer
 
@@ -30,9 +36,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class SEDDenoiser(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace):
+    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace, x0_estimate: str = "direct", time_warp: bool = False):
         super().__init__()
         self.cfg = cfg
+        self.x0_estimate = x0_estimate
+        if time_warp:  # CDCD time warping state (sedlm/diffusion/timewarp.py); saved with the weights
+            self.register_buffer("time_warp", torch.linspace(0, 1, WARP_BINS + 1))
+            self.register_buffer("warp_sums", torch.zeros(WARP_BINS))
+            self.register_buffer("warp_counts", torch.zeros(WARP_BINS))
+        else:
+            self.time_warp = None
         d, de = cfg.d_model, cfg.d_embed
         self.embedding = embedding
         self.inp = nn.Linear(3 * de + 1, d)
@@ -48,6 +61,15 @@ class SEDDenoiser(nn.Module):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids)  # (B, L) -> (B, L, d_embed)
+
+    def interpolate(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Expected embedding softmax(logits / temperature) E. (B, L, V) -> (B, L, De)"""
+        return torch.softmax(logits.float() / temperature, dim=-1).to(logits.dtype) @ self.embedding.weight
+
+    def decode_logits(self, x0: torch.Tensor) -> torch.Tensor:
+        """Token scores of a final estimate: the readout for direct estimates; for interpolated ones
+        the nearest embedding row (rows have equal norms, so <x0, E_i> ranks by distance). (B, L, V)"""
+        return self.readout(x0) if self.x0_estimate == "direct" else x0 @ self.embedding.weight.t()
 
     def forward(
         self,
@@ -69,4 +91,7 @@ class SEDDenoiser(nn.Module):
         else:
             h = self.backbone(h, cond=temb)
         x0_hat = self.out(h)  # (B, L, De)
-        return x0_hat, self.readout(x0_hat)  # (B, L, De), (B, L, V)
+        logits = self.readout(x0_hat)  # (B, L, V)
+        if self.x0_estimate == "interp":
+            x0_hat = self.interpolate(logits)
+        return x0_hat, logits

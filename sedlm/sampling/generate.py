@@ -2,6 +2,9 @@
 
 Classifier-free guidance (DESIGN.md §1.7), with both passes in one batched forward:
     x0 = x0(x_t, 0, 0) + s * (x0(x_t, c, sc) - x0(x_t, 0, 0)),   s = 1: no guidance.
+Estimate post-processing, applied to every network call's x0 before guidance combines them:
+    score_temp  interp models: x0 = softmax(logits / score_temp) E (CDCD's score temperature)
+    clamp       x0 -> the nearest embedding row (Diffusion-LM's clamping trick)
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from typing import Any
 
 import torch
 
-from sedlm.diffusion.schedules import get_schedule, time_grid
+from sedlm.diffusion.schedules import get_schedule
+from sedlm.diffusion.schedules import time_grid as make_time_grid
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.samplers import Callback, DenoiseFn, get_sampler
 from sedlm.sampling.templates import Layout
@@ -21,11 +25,23 @@ def make_denoise_fn(
     cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
     cond_mask: torch.Tensor | None = None,  # (B, L) 1 at given positions
     guidance: float = 1.0,
+    score_temp: float = 1.0,
+    clamp: bool = False,
 ) -> DenoiseFn:
     """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied."""
+    interp = model.x0_estimate == "interp" and score_temp != 1.0
+
+    def estimate(*args: torch.Tensor) -> torch.Tensor:
+        x0, logits = model(*args)
+        if interp:
+            x0 = model.interpolate(logits, score_temp)
+        if clamp:  # rows have equal norms, so the largest inner product is the nearest row
+            E = model.embedding.weight
+            x0 = E[(x0 @ E.t()).argmax(-1)]
+        return x0
 
     def plain(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
-        return model(x, t, sc, cond, cond_mask)[0]
+        return estimate(x, t, sc, cond, cond_mask)
 
     if guidance == 1.0:
         return plain
@@ -35,9 +51,9 @@ def make_denoise_fn(
         zeros = torch.zeros_like(x)
         c = zeros if cond is None else cond
         m = x.new_zeros(x.shape[:2]) if cond_mask is None else cond_mask.to(x.dtype)
-        out = model(
+        out = estimate(
             torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, zeros]), torch.cat([m, torch.zeros_like(m)])
-        )[0]
+        )
         x0_c, x0_u = out[:B], out[B:]
         return x0_u + guidance * (x0_c - x0_u)
 
@@ -53,7 +69,12 @@ def sample_ids(
     steps: int,
     sampler: str = "ddpm",
     schedule: str = "cosine",
+    logsnr_shift: float = 0.0,
+    time_grid: str = "uniform",
+    rho: float = 7.0,
     guidance: float = 1.0,
+    score_temp: float = 1.0,
+    clamp: bool = False,
     seed: int = 0,
     callback: Callback | None = None,
     layout: Layout | None = None,
@@ -77,10 +98,12 @@ def sample_ids(
     # A generator of its own, so sampling noise never coincides with any initialisation draw.
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
-    ts = time_grid(steps, device=device)
-    x0 = fn(make_denoise_fn(model, cond, mask, guidance), x, ts, alpha_bar=get_schedule(schedule),
-            generator=g, callback=callback, **sampler_kw)
-    logits = model.readout(x0)  # (n, L, V)
+    alpha_bar = get_schedule(schedule, logsnr_shift)
+    grid_kw = {"rho": rho} if time_grid == "karras" else {"knots": model.time_warp} if time_grid == "warped" else {}
+    ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, **grid_kw)
+    x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp), x, ts,
+            alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
+    logits = model.decode_logits(x0)  # (n, L, V)
     if layout is None:
         return logits.argmax(-1)
     if pad_id is not None and layout.no_pad.any():

@@ -3,7 +3,7 @@
 Signature: ``sampler(denoise_fn, x, ts, *, alpha_bar, generator=None, callback=None, **kw) -> x0``
     denoise_fn(x_t, t, self_cond) -> x0_hat    x_t, self_cond: (B, L, D); t: (B,)
     x       starting noise x_{t_0}, (B, L, D)
-    ts      decreasing times t_0 = 1 > ... > t_K = 0, (K + 1,); K network calls
+    ts      decreasing times t_0 = 1 > ... > t_K = 0, (K + 1,); K network calls (heun: 2K - 1)
     alpha_bar  the schedule, t -> abar_t
 Self-conditioning feeds each step's x0_hat into the next call; it is a loop variable, not state.
 ``callback(info)`` is called after every step with {"i", "t", "x", "x0_hat"}.
@@ -11,6 +11,7 @@ Self-conditioning feeds each step's x0_hat into the next call; it is a loop vari
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Protocol
 
 import torch
@@ -64,12 +65,13 @@ def _step_loop(
 
 @torch.no_grad()
 def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         self_condition: bool = True) -> torch.Tensor:
+         self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0 = x0_hat) (Ho et al. 2020, eq. 6-7):
 
         alpha_{t|s} = abar_t / abar_s,  beta = 1 - alpha_{t|s}
         mean = sqrt(abar_s) beta / (1 - abar_t) x0_hat + sqrt(alpha_{t|s}) (1 - abar_s) / (1 - abar_t) x_t
         var  = beta (1 - abar_s) / (1 - abar_t)
+    ``noise_temp`` scales the standard deviation of the fresh noise (1 = the posterior's).
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -78,19 +80,19 @@ def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
         one_m = (1 - ab_t).clamp(min=1e-12)
         mean = ab_s.sqrt() * beta / one_m * x0_hat + alpha_ts.sqrt() * (1 - ab_s) / one_m * x
         var = (beta * (1 - ab_s) / one_m).clamp(min=0.0)
-        return mean + var.sqrt() * _noise(x, generator)
+        return mean + noise_temp * var.sqrt() * _noise(x, generator)
 
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
 
 
 @torch.no_grad()
 def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         eta: float = 0.0, self_condition: bool = True) -> torch.Tensor:
+         eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12): with eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t),
 
         x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,
         sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s).
-    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance.
+    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance; ``noise_temp`` scales z.
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -98,12 +100,151 @@ def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
         eps = (x - ab_t.sqrt() * x0_hat) / one_m.sqrt()
         sigma = eta * ((1 - ab_s) / one_m * (1 - ab_t / ab_s)).clamp(min=0.0).sqrt()
         x = ab_s.sqrt() * x0_hat + (1 - ab_s - sigma**2).clamp(min=0.0).sqrt() * eps
-        return x + sigma * _noise(x, generator) if eta > 0 else x
+        return x + noise_temp * sigma * _noise(x, generator) if eta > 0 else x
 
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
 
 
-SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim}
+# --- Samplers of the probability-flow ODE / SDE in sigma space (Karras et al. 2022) -----------------
+# With sigma_t = sqrt((1 - abar_t) / abar_t) and x~ = x / sqrt(abar_t), the VP process becomes
+# x~ = x0 + sigma eps, and the ODE is dx~/dsigma = (x~ - D(x~, sigma)) / sigma with D the x0 estimate.
+# The state is kept in x~; the network still sees x = x~ sqrt(abar) at time t.
+
+_AB_MIN = 1e-8  # abar at t = 1 can underflow to 0; sigma_max = 1e4 is noise enough for any embedding
+
+
+def _sigmas(ts: torch.Tensor, alpha_bar: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[float], list[float]]:
+    """(abar_i, sigma_i) on the grid as Python floats (float64), computed once: the step coefficients
+    then need no device-to-host sync inside the loop. sigma is 0 exactly where abar = 1."""
+    ab = alpha_bar(ts.detach().to("cpu", torch.float64)).clamp(_AB_MIN, 1.0)
+    return ab.tolist(), ((1 - ab) / ab).sqrt().tolist()
+
+
+class _SigmaDenoiser:
+    """D(x~, i): the x0 estimate at grid point i, feeding each estimate back as self-conditioning."""
+
+    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: torch.Tensor, B: int, self_condition: bool):
+        self.fn, self.ts, self.ab, self.B, self.sc_on = denoise_fn, ts, ab, B, self_condition
+        self.sc: torch.Tensor | None = None
+
+    def __call__(self, x_tilde: torch.Tensor, i: int) -> torch.Tensor:
+        scale = math.sqrt(self.ab[i])
+        sc = self.sc if self.sc_on and self.sc is not None else torch.zeros_like(x_tilde)
+        x0 = self.fn(x_tilde * scale, self.ts[i].to(x_tilde.device).expand(self.B), sc)
+        self.sc = x0
+        return x0
+
+
+def _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition) -> torch.Tensor:
+    """Shared loop: x~_{i+1} = step(D, x~_i, i, sigma, history); returns the last x0 estimate.
+    ``step`` returns (x~_next, x0_hat); ``history`` is a dict of loop variables for multistep methods."""
+    ab, sigma = _sigmas(ts, alpha_bar)
+    D = _SigmaDenoiser(denoise_fn, ts, ab, x.shape[0], self_condition)
+    x_tilde = x / math.sqrt(ab[0])
+    history: dict[str, Any] = {}
+    x0_hat = torch.zeros_like(x)
+    for i in range(len(ts) - 1):
+        x_tilde, x0_hat = step(D, x_tilde, i, sigma, history)
+        if callback is not None:
+            callback({"i": i, "t": ts[i], "x": x_tilde * math.sqrt(ab[i + 1]), "x0_hat": x0_hat})
+    return x0_hat
+
+
+def _churn_gamma(churn: float, steps: int) -> float:
+    return min(churn / steps, 2**0.5 - 1) if churn > 0 else 0.0
+
+
+def _raise_noise(xt: torch.Tensor, s_t: float, gamma: float, noise_temp: float, generator) -> tuple[torch.Tensor, float]:
+    """Karras et al. 2022, Alg. 2 lines 5-6: sigma_hat = (1 + gamma) sigma_t, x~ += sqrt(sigma_hat^2 - sigma_t^2) z."""
+    if gamma == 0:
+        return xt, s_t
+    s_hat = s_t * (1 + gamma)
+    return xt + noise_temp * math.sqrt(s_hat**2 - s_t**2) * _noise(xt, generator), s_hat
+
+
+def _karras_step(gamma: float, noise_temp: float, generator, second_order: bool):
+    """One step of Karras et al. 2022, Alg. 2: optional churn, an Euler step, and Heun's correction
+    when ``second_order`` (skipped on the last step, to sigma = 0)."""
+
+    def step(D, xt, i, sigma, h):
+        s_t, s_s = sigma[i], sigma[i + 1]
+        if s_s > 0:
+            xt, s_t = _raise_noise(xt, s_t, gamma, noise_temp, generator)
+        x0 = D(xt, i)
+        if s_s == 0:
+            return x0, x0
+        d = (xt - x0) / s_t
+        x_euler = xt + (s_s - s_t) * d
+        if not second_order:
+            return x_euler, x0
+        x0_s = D(x_euler, i + 1)
+        d_s = (x_euler - x0_s) / s_s
+        return xt + (s_s - s_t) * 0.5 * (d + d_s), x0_s
+
+    return step
+
+
+@torch.no_grad()
+def euler(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
+          churn: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+    """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the Heun correction):
+        x~_s = x~_t + (sigma_s - sigma_t) (x~_t - D(x~_t)) / sigma_t.
+    With ``churn`` > 0 each step first raises sigma by (1 + gamma), gamma = min(churn / K, sqrt(2) - 1),
+    adding fresh noise (S_churn; the raised level is evaluated at the grid time t_i)."""
+    step = _karras_step(_churn_gamma(churn, len(ts) - 1), noise_temp, generator, second_order=False)
+    return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
+
+
+@torch.no_grad()
+def heun(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
+         churn: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+    """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1; Alg. 2 with churn):
+        d = (x~_t - D(x~_t, t)) / sigma_t,  x' = x~_t + (sigma_s - sigma_t) d,
+        x~_s = x~_t + (sigma_s - sigma_t) (d + (x' - D(x', s)) / sigma_s) / 2.
+    Two network calls per step except the last (to sigma = 0), which is an Euler step: NFE = 2K - 1."""
+    step = _karras_step(_churn_gamma(churn, len(ts) - 1), noise_temp, generator, second_order=True)
+    return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
+
+
+@torch.no_grad()
+def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
+             eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(2M) for x0 prediction (Lu et al. 2022, Alg. 2), in lambda = -log sigma, h = lambda_s - lambda_t:
+        D' = (1 + 1 / (2r)) D_t - 1 / (2r) D_prev,   r = h_prev / h   (D' = D_t on the first step)
+        x~_s = (sigma_s / sigma_t) x~_t - expm1(-h) D'.
+    With ``eta`` > 0 it is the SDE variant (DPM-Solver++(2M) SDE): the deterministic part decays by
+    exp(-eta h) more and sigma_s sqrt(-expm1(-2 eta h)) of fresh noise is added back."""
+
+    def step(D, xt, i, sigma, h):
+        s_t, s_s = sigma[i], sigma[i + 1]
+        x0 = D(xt, i)
+        if s_s == 0:
+            return x0, x0
+        lam_t, lam_s = -math.log(s_t), -math.log(s_s)
+        hh = lam_s - lam_t
+        d = x0
+        if "x0_prev" in h:
+            r = h["h_prev"] / hh
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * h["x0_prev"] if eta == 0 else x0
+        decay = math.exp(-eta * hh)
+        x_next = s_s / s_t * decay * xt - math.expm1(-hh - eta * hh) * d
+        if eta > 0:
+            if "x0_prev" in h:  # second-order correction of the SDE form (midpoint)
+                r = h["h_prev"] / hh
+                x_next = x_next - 0.5 * math.expm1(-hh - eta * hh) / r * (x0 - h["x0_prev"])
+            x_next = x_next + noise_temp * s_s * math.sqrt(-math.expm1(-2 * eta * hh)) * _noise(xt, generator)
+        h["x0_prev"], h["h_prev"] = x0, hh
+        return x_next, x0
+
+    return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
+
+
+SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
+
+
+def nfe(sampler: str, steps: int) -> int:
+    """Network evaluations per sample for ``steps`` grid intervals (guidance doubles it)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def get_sampler(name: str) -> Sampler:

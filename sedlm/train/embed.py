@@ -1,9 +1,14 @@
-"""`sedlm embed`: learn the embedding table E with a small factorised masked LM.
+"""`sedlm embed`: build the embedding table E that SED diffuses in.
 
-The masked LM (``MaskedLM``) replaces ``mask_prob`` of the tokens of each row with the mask
-token and predicts them through logits tied to E, so E's geometry has to carry what predicts a
-token from its context. The table is saved as ``embeddings.safetensors`` (key ``embedding``,
-V x d_embed, rows of norm sqrt(d_embed)) beside the ``tokenizer.json`` it indexes.
+Two ways:
+- ``mlm`` (the paper): a small factorised masked LM (``MaskedLM``) replaces ``mask_prob`` of the
+  tokens of each row with the mask token and predicts them through logits tied to E, so E's
+  geometry has to carry what predicts a token from its context.
+- ``ppmi``: corpus statistics instead of training (Levy & Goldberg 2014; Levy et al. 2015):
+  symmetric co-occurrence counts within ``window`` tokens, positive PMI with context-distribution
+  smoothing (alpha = 0.75), then E = U_d sqrt(S_d) from a truncated SVD. Seconds on a CPU.
+The table is saved as ``embeddings.safetensors`` (key ``embedding``, V x d_embed, rows of norm
+sqrt(d_embed)) beside the ``tokenizer.json`` it indexes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +26,7 @@ from tqdm.auto import tqdm
 from sedlm.config import EmbedConfig
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
+from sedlm.errors import SedlmError
 from sedlm.model.embedding import MaskedLM, normalize_rows
 
 
@@ -60,6 +67,68 @@ def train_embedding(
         if cfg.max_minutes and time.perf_counter() - start > 60 * cfg.max_minutes:
             break
     return normalize_rows(model.table.detach().float().cpu())
+
+
+def ppmi_table(
+    rows: torch.Tensor,  # (N, L) token ids
+    vocab_size: int,
+    d_embed: int,
+    window: int = 4,
+    ignore: tuple[int, ...] = (),
+    alpha: float = 0.75,
+    seed: int = 0,
+) -> torch.Tensor:
+    """E (V, d_embed) from the truncated SVD of the PPMI matrix
+        PPMI(a, b) = max(0, log P(a, b) / (P(a) P_alpha(b))),  P_alpha(b) = c(b)^alpha / sum c^alpha.
+    Tokens in ``ignore`` (padding, special ids) and tokens never seen get random rows."""
+    ids = rows.long()
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    for i in ignore:
+        keep &= ids != i
+    pairs = []
+    for k in range(1, window + 1):
+        a, b = ids[:, :-k].reshape(-1), ids[:, k:].reshape(-1)
+        ok = (keep[:, :-k] & keep[:, k:]).reshape(-1)
+        pairs += [a[ok] * vocab_size + b[ok], b[ok] * vocab_size + a[ok]]  # both directions
+    keys, counts = torch.unique(torch.cat(pairs), return_counts=True)
+    rows_i, cols_i = keys // vocab_size, keys % vocab_size
+    counts = counts.double()
+    row_sum = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, rows_i, counts)
+    ctx = row_sum**alpha
+    pmi = torch.log(counts * ctx.sum() / (row_sum[rows_i] * ctx[cols_i]))  # log P(a,b) / (P(a) P_alpha(b))
+    pos = pmi > 0
+    matrix = torch.sparse_coo_tensor(torch.stack([rows_i[pos], cols_i[pos]]), pmi[pos].float(), (vocab_size, vocab_size),
+                                     check_invariants=True)
+    g = torch.Generator().manual_seed(seed)
+    q = min(vocab_size, d_embed + 10)
+    with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global generator; leave it as it was
+        torch.manual_seed(seed)
+        U, S, _ = torch.svd_lowrank(matrix.coalesce(), q=q, niter=4)
+    table = U[:, :d_embed] * S[:d_embed].sqrt()  # (V, d_embed)
+    unseen = row_sum == 0
+    unseen[list(ignore)] = True
+    table[unseen] = torch.randn(int(unseen.sum()), d_embed, generator=g) * table[~unseen].norm(dim=-1).mean() / d_embed**0.5
+    return normalize_rows(table)
+
+
+def build_table(
+    cfg: EmbedConfig,
+    rows: PackedRows,
+    tokenizer: Tokenizer,
+    d_embed: int,
+    device: torch.device,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> torch.Tensor:
+    """The ``mlm`` or ``ppmi`` table for ``cfg.kind``. (V, d_embed)"""
+    if cfg.kind == "ppmi":
+        log(f"building the embedding space: PPMI + SVD, window {cfg.window}, d_embed={d_embed}")
+        special = tuple(i for i in (tokenizer.pad_id, tokenizer.mask_id) if i is not None)
+        return ppmi_table(rows.rows, tokenizer.vocab_size, d_embed, cfg.window, ignore=special, seed=cfg.seed)
+    if cfg.kind != "mlm":
+        raise SedlmError(f"embed.kind='{cfg.kind}' has no table to build; use mlm or ppmi")
+    log(f"training the embedding space: masked LM, {cfg.steps} steps, d_embed={d_embed}")
+    return train_embedding(cfg, rows, tokenizer, d_embed, device, progress)
 
 
 def save_embedding(path: str | Path, table: torch.Tensor) -> None:

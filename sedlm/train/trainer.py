@@ -24,12 +24,13 @@ from sedlm.config import Config
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
+from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.methods import Method, get_method
 from sedlm.model.embedding import load_table, random_table
 from sedlm.pretrained import resolve_device
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
-from sedlm.train.embed import save_embedding, train_embedding
+from sedlm.train.embed import build_table, save_embedding
 
 
 @dataclass
@@ -52,6 +53,17 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+WARP_START, WARP_EVERY = 100, 50  # steps before the first time-warp fit, and between refits
+
+
+@torch.no_grad()
+def update_time_warp(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
+    """Record this step's per-example (t, CE) and refit the warp every WARP_EVERY steps (CDCD §3.3)."""
+    record(model.warp_sums, model.warp_counts, metrics["t"], metrics["ce_rows"])
+    if step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0:
+        model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
+
+
 def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
 
@@ -67,10 +79,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
+        params = {k for k, _ in model.named_parameters()}
         for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+            if k in params and v.dtype.is_floating_point:
                 self.state[k].lerp_(v.detach(), 1 - d)
-            else:
+            else:  # buffers (frozen table, time-warp state) are copied, not averaged
                 self.state[k].copy_(v)
 
 
@@ -95,8 +108,7 @@ def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.d
         return random_table(V, De, torch.Generator().manual_seed(cfg.embed.seed))
     if cfg.embed.path:
         return load_table(_embedding_file(cfg.embed.path), V, De)
-    log(f"training the embedding space: masked LM, {cfg.embed.steps} steps, d_embed={De}")
-    table = train_embedding(cfg.embed, data.train, data.tokenizer, De, device, progress)
+    table = build_table(cfg.embed, data.train, data.tokenizer, De, device, progress, log)
     save_embedding(out / "embeddings.safetensors", table)
     return table
 
@@ -109,7 +121,7 @@ def _embedding_file(path: str) -> Path:
 def _tokenizer_for(cfg: Config):
     """A tokenizer saved beside a pretrained embedding table wins over data.tokenizer=bpe,
     since the table's rows are indexed by it."""
-    if cfg.embed.kind == "mlm" and cfg.embed.path and cfg.data.tokenizer == "bpe":
+    if cfg.embed.kind in ("mlm", "ppmi") and cfg.embed.path and cfg.data.tokenizer == "bpe":
         beside = _embedding_file(cfg.embed.path).parent / "tokenizer.json"
         if beside.is_file():
             return load_tokenizer(beside)
@@ -237,6 +249,8 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
+            if getattr(model, "time_warp", None) is not None:
+                update_time_warp(model, m, step)
             ema.update(model, step)
             step += 1
             window_steps += 1
@@ -250,7 +264,7 @@ def train(
                 window_t, window_steps = now, 0
                 row: dict[str, Any] = {
                     "step": step, "loss": round(loss.item(), 5), "lr": group["lr"], "tokens_per_s": round(rate, 1),
-                    **{k: round(v.item(), 5) for k, v in m.items()},
+                    **{k: round(v.item(), 5) for k, v in m.items() if v.ndim == 0},
                     "elapsed_s": round(elapsed_before + now - t0, 2),
                 }
                 if val_batches and (step % cfg.train.eval_every == 0 or last):

@@ -1,0 +1,87 @@
+"""Time warping (CDCD, Dieleman et al. 2022, §3.3): learn where in [0, 1] the noise levels that matter are.
+
+The cross-entropy of the denoiser's token prediction rises with t. A monotone piecewise-linear function
+F is fitted to the observed loss as a function of t and normalised to F(0) = 0, F(1) = 1 (a CDF):
+
+    training   t = F^-1(u),  u ~ U[0, 1]   (density dF/dt: noise levels where the loss changes fastest)
+    sampling   t_i = F^-1(1 - i / K)       (steps spaced uniformly in F)
+
+F is mixed with the identity, F <- (1 - floor) F + floor t, so every noise level keeps some probability
+and F stays invertible. The running statistics and the knots are buffers of the denoiser, so they are
+saved in every checkpoint and a resumed run continues with the same warp.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BINS = 64
+FLOOR = 0.1
+
+
+def isotonic(y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """The non-decreasing sequence closest to ``y`` in weighted least squares (pool adjacent violators). (N,)"""
+    w = torch.ones_like(y) if w is None else w
+    vals, wts, sizes = [], [], []
+    for v, wt in zip(y.tolist(), w.tolist()):
+        vals.append(v), wts.append(wt), sizes.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            v2, w2, n2 = vals.pop(), wts.pop(), sizes.pop()
+            total = wts[-1] + w2
+            vals[-1] = (vals[-1] * wts[-1] + v2 * w2) / total if total > 0 else (vals[-1] + v2) / 2
+            wts[-1], sizes[-1] = total, sizes[-1] + n2
+    out = [v for v, n in zip(vals, sizes) for _ in range(n)]
+    return torch.tensor(out, dtype=y.dtype)
+
+
+def fit_warp(sums: torch.Tensor, counts: torch.Tensor, floor: float = FLOOR) -> torch.Tensor:
+    """Knots F(k / B), k = 0..B, from per-bin loss sums and counts (B,). (B + 1,), F(0) = 0, F(1) = 1."""
+    sums, counts = sums.double().cpu(), counts.double().cpu()
+    B = len(sums)
+    grid = torch.linspace(0, 1, B + 1, dtype=torch.float64)
+    seen = counts > 0
+    if int(seen.sum()) < 2:
+        return grid.float()
+    centres = (grid[:-1] + grid[1:]) / 2
+    means = torch.zeros(B, dtype=torch.float64)
+    means[seen] = sums[seen] / counts[seen]
+    # empty bins: linear interpolation between the nearest seen bins (constant beyond the ends)
+    idx = torch.nonzero(seen).squeeze(1)
+    pos = torch.searchsorted(centres[idx].contiguous(), centres).clamp(1, len(idx) - 1)
+    lo, hi = idx[pos - 1], idx[pos]
+    frac = ((centres - centres[lo]) / (centres[hi] - centres[lo])).clamp(0, 1)
+    means = torch.where(seen, means, means[lo] + frac * (means[hi] - means[lo]))
+    mono = isotonic(means, counts.clamp(min=1e-3))
+    # knots at bin edges: F(0) = loss at the first centre, F(1) = at the last; then normalise
+    edges = torch.cat([mono[:1], (mono[:-1] + mono[1:]) / 2, mono[-1:]])
+    span = edges[-1] - edges[0]
+    F = (edges - edges[0]) / span if span > 1e-12 else grid
+    return ((1 - floor) * F + floor * grid).float()
+
+
+def warp(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """u = F(t), piecewise linear through the knots. (N,) -> (N,)"""
+    B = len(knots) - 1
+    x = t.clamp(0, 1) * B
+    i = x.floor().clamp(max=B - 1).long()
+    k = knots.to(t.device, t.dtype)
+    return k[i] + (x - i) * (k[i + 1] - k[i])
+
+
+def unwarp(knots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """t = F^-1(u) for strictly increasing knots. (N,) -> (N,)"""
+    B = len(knots) - 1
+    k = knots.to(u.device, u.dtype)
+    i = (torch.searchsorted(k.contiguous(), u.clamp(0, 1).contiguous(), right=True) - 1).clamp(0, B - 1)
+    frac = (u - k[i]) / (k[i + 1] - k[i]).clamp(min=1e-12)
+    return ((i + frac.clamp(0, 1)) / B).clamp(0, 1)
+
+
+@torch.no_grad()
+def record(sums: torch.Tensor, counts: torch.Tensor, t: torch.Tensor, loss: torch.Tensor, decay: float = 0.999) -> None:
+    """Add per-example losses (B,) at times t (B,) to decaying per-bin statistics, in place, on device
+    (no host sync)."""
+    B = len(sums)
+    i = (t.detach() * B).long().clamp(0, B - 1)
+    sums.mul_(decay).index_add_(0, i, loss.detach().to(sums.dtype))
+    counts.mul_(decay).index_add_(0, i, torch.ones_like(t, dtype=counts.dtype))

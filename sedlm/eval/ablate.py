@@ -1,0 +1,261 @@
+"""`sedlm bench ablate`: SED variants of the tiny config trained at an equal CPU budget and scored by
+the evaluation harness, next to the autoregressive baseline (same budget, matched size) and real text.
+
+Every variant is the paper's recipe (``PAPER``) with one change, except the ``combined`` group, which
+stacks the changes that helped, and ``default``, the tiny config as shipped. Sampling-side variants
+reuse another variant's trained model and change only how it is sampled. The budget is the diffusion
+training time; building the embedding table (masked LM or PPMI) is reported apart (``table_s``)
+because a table is built once per tokenizer and reused by every run.
+
+Each finished variant leaves ``row.json`` in its run folder with a fingerprint of everything that
+produced it; a rerun with the same settings reuses it, so variants can be added one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sedlm.api import load_pretrained
+from sedlm.cli import resolve_config_path
+from sedlm.config import Config, apply_overrides, load_config, validate
+from sedlm.data.dataset import PreparedData, prepare_data
+from sedlm.errors import SedlmError
+from sedlm.eval.bench import _params, _time_steps, match_width
+from sedlm.eval.harness import evaluate_model
+from sedlm.eval.results import markdown_table, write_atomic, write_results
+from sedlm.pretrained import resolve_device
+from sedlm.train.embed import build_table, save_embedding
+from sedlm.train.trainer import train
+
+# The SED paper's recipe, pinned so that changing the library's defaults does not move the baseline.
+PAPER = ("embed.kind=mlm", "model.d_embed=64", "diffusion.schedule=cosine", "diffusion.logsnr_shift=0",
+         "diffusion.self_cond=both", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1", "diffusion.ce_weight=1",
+         "sample.noise_temp=1", "sample.score_temp=1", "sample.clamp=false", "sample.guidance=1")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    group: str
+    overrides: tuple[str, ...] = ()  # on top of PAPER (or of the tiny config for group "default")
+    sample: dict[str, Any] = field(default_factory=dict)  # generation options for the harness
+    reuse: str | None = None  # sampling-only: evaluate this variant's trained model instead of training
+
+
+def _v(name: str, group: str, *overrides: str, sample: dict[str, Any] | None = None, reuse: str | None = None) -> Variant:
+    return Variant(name, group, tuple(overrides), sample or {}, reuse)
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    _v("paper", "reference"),
+    _v("default", "reference"),  # the shipped tiny config, whatever its defaults are
+    _v("embed-random", "embedding", "embed.kind=random"),
+    _v("embed-learned", "embedding", "embed.kind=learned"),
+    _v("embed-ppmi", "embedding", "embed.kind=ppmi"),
+    _v("d_embed-16", "d_embed", "model.d_embed=16"),
+    _v("d_embed-32", "d_embed", "model.d_embed=32"),
+    _v("d_embed-128", "d_embed", "model.d_embed=128"),
+    _v("shift-2", "noise", "diffusion.logsnr_shift=-2"),
+    _v("shift-4", "noise", "diffusion.logsnr_shift=-4"),
+    _v("sqrt-schedule", "noise", "diffusion.schedule=sqrt"),
+    _v("self-cond-off", "self_cond", "diffusion.self_cond=off"),
+    _v("self-cond-half", "self_cond", "diffusion.self_cond=half_nograd"),
+    _v("ce-weight-0.2", "loss", "diffusion.ce_weight=0.2"),
+    _v("ce-weight-5", "loss", "diffusion.ce_weight=5"),
+    _v("interp-ce", "loss", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
+    _v("noise-temp-0.8", "sampling", sample={"noise_temp": 0.8}, reuse="paper"),
+    _v("clamp", "sampling", sample={"clamp": True}, reuse="paper"),
+    _v("guidance-2.5", "sampling", sample={"guidance": 2.5}, reuse="paper"),
+    _v("ddim", "sampling", sample={"sampler": "ddim"}, reuse="paper"),
+    _v("interp-score-temp-0.8", "sampling", sample={"score_temp": 0.8}, reuse="interp-ce"),
+    _v("interp-score-temp-0.6", "sampling", sample={"score_temp": 0.6}, reuse="interp-ce"),
+    _v("ppmi-interp", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
+    _v("ppmi-interp-shift-2", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0",
+       "diffusion.logsnr_shift=-2"),
+    _v("ppmi-interp-half", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0",
+       "diffusion.self_cond=half_nograd"),
+    *[_v(f"{base}-score-temp-{t}", "combined", sample={"score_temp": t}, reuse=base)
+      for base in ("ppmi-interp", "ppmi-interp-half") for t in (0.8, 0.6)],
+]}
+COLUMNS = ["variant", "group", "changes", "params", "train_steps", "train_minutes", "table_s", "val_loss", "nfe",
+           "judge_nll", "unigram_entropy", "entropy_vs_data", "mauve", "distinct_2", "real_word_share"]
+
+
+def get_variants(names: str | None) -> list[Variant]:
+    """Variants named in a comma-separated list (all when None); unknown names list the valid ones."""
+    if not names:
+        return list(VARIANTS.values())
+    out = []
+    for n in (x.strip() for x in names.split(",") if x.strip()):
+        if n not in VARIANTS:
+            raise SedlmError(f"unknown variant '{n}'; valid variants: {', '.join(VARIANTS)}")
+        out.append(VARIANTS[n])
+    return out
+
+
+def describe(v: Variant) -> str:
+    """The variant's changes to the paper recipe, a reused model's training changes included."""
+    trained = VARIANTS[v.reuse].overrides if v.reuse and v.reuse in VARIANTS else v.overrides
+    return ", ".join([*trained, *(f"sample {k}={x}" for k, x in v.sample.items())]) or "–"
+
+
+def variant_config(base: Config, v: Variant) -> Config:
+    cfg = base.copy()
+    apply_overrides(cfg, [] if v.group == "reference" and v.name == "default" else [*PAPER, *v.overrides])
+    validate(cfg)
+    return cfg
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cached_row(run: Path, key: str) -> dict[str, Any] | None:
+    f = run / "row.json"
+    if f.is_file():
+        saved = json.loads(f.read_text())
+        if saved.get("fingerprint") == key:
+            return saved["row"]
+    return None
+
+
+def _table_file(cfg: Config, data: PreparedData, tables_dir: Path, log: Callable[[str], None]) -> tuple[str, float]:
+    """Build (or reuse) the mlm / ppmi table this config asks for; return its path and build seconds."""
+    if cfg.embed.kind not in ("mlm", "ppmi"):
+        return "", 0.0
+    e = cfg.embed
+    key = _fingerprint(e.kind, cfg.model.d_embed, e.steps, e.max_minutes, e.window, e.d_model, e.n_layers, e.seed, cfg.data)
+    path = tables_dir / f"{e.kind}-{cfg.model.d_embed}-{key}.safetensors"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        return str(path), json.loads(meta.read_text())["seconds"]
+    start = time.perf_counter()
+    table = build_table(e, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device), progress=False, log=log)
+    seconds = time.perf_counter() - start
+    save_embedding(path, table)
+    write_atomic(meta, json.dumps({"seconds": round(seconds, 1)}))
+    return str(path), round(seconds, 1)
+
+
+def _train_for(cfg: Config, data: PreparedData, minutes: float, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train ``cfg`` for as many steps as ``minutes`` of CPU buys (timed on this machine); the step
+    count is fixed up front so the learning-rate schedule runs its full course."""
+    per_step = _time_steps(cfg, data)
+    steps = max(10, int(60 * minutes / per_step))
+    t = cfg.train
+    t.max_steps, t.max_minutes = steps, 0.0
+    t.eval_every = t.checkpoint_every = steps
+    t.warmup_steps = min(t.warmup_steps, steps // 10 + 1)
+    if out.exists():
+        shutil.rmtree(out)
+    result = train(cfg, out, data=data, log=log, progress=False)
+    return {"train_steps": steps, "train_minutes": round(result.elapsed_s / 60, 2)}
+
+
+def ablate(
+    corpus: str = "shakespeare",
+    minutes: float = 2.0,
+    *,
+    variants: str | None = None,
+    judge_name: str = "smollm2",
+    n: int = 64,
+    steps: int = 200,
+    runs_dir: str | Path = "runs/ablate",
+    results_dir: str | Path = "benchmarks/results",
+    overrides: list[str] | None = None,
+    command: str = "sedlm bench ablate",
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train and score the chosen variants (all by default), the AR baseline and the data row; write
+    ablation-<corpus>.{json,md} after every variant; return the rows."""
+    from sedlm.eval.judge import get_judge
+
+    start = time.perf_counter()
+    runs_dir = Path(runs_dir)
+    chosen = get_variants(variants)
+    base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
+    data = prepare_data(base.data)
+    base.model.vocab_size = data.tokenizer.vocab_size
+    judge = get_judge(judge_name)
+    log(f"bench ablate on corpus:{corpus}: {len(chosen)} variants, {minutes:g} min of training each")
+
+    rows: list[dict[str, Any]] = []
+    data_row: dict[str, Any] | None = None
+    name = f"ablation-{corpus}"
+
+    def evaluate(run: Path, label: str, sample: dict[str, Any]) -> dict[str, Any]:
+        nonlocal data_row
+        (row, drow), _ = evaluate_model(load_pretrained(run), data, judge=judge, n=n, steps=steps, seed=0, label=label, **sample)
+        data_row = data_row or drow
+        return row
+
+    def finish_row(row: dict[str, Any], v: Variant | None) -> None:
+        row["variant"] = row.pop("method") if v is None else v.name
+        row["group"] = "baseline" if v is None else v.group
+        rows.append(row)
+        log(f"{row['variant']}: judge NLL {row.get('judge_nll')}, entropy {row['unigram_entropy']:.2f} bits")
+        publish()
+
+    def publish() -> None:
+        out = [*rows, *([{**data_row, "variant": "data", "group": "reference"}] if data_row else [])]
+        ref = data_row["unigram_entropy"] if data_row else None
+        for r in out:
+            if ref and r.get("unigram_entropy") is not None:
+                r["entropy_vs_data"] = round(r["unigram_entropy"] / ref - 1, 4)
+        write_results(name, command, out, COLUMNS, results_dir)
+
+    budget_key = (minutes, n, steps, judge_name, base.to_dict())
+    for v in chosen:
+        run = runs_dir / (v.reuse or v.name)
+        key = _fingerprint(budget_key, v.name, v.overrides, v.sample, v.reuse)
+        cached = None if force else _cached_row(run / ("eval-" + v.name if v.reuse else ""), key)
+        if cached:
+            log(f"{v.name}: reusing the row in {run}")
+            data_row = data_row or cached.pop("_data_row", None)
+            cached.pop("_data_row", None)
+            finish_row(cached, v)
+            continue
+        cfg = variant_config(base, v)
+        info: dict[str, Any] = {}
+        if v.reuse:
+            if not (runs_dir / v.reuse / "row.json").is_file():
+                raise SedlmError(f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)")
+            info = {k: json.loads((runs_dir / v.reuse / "row.json").read_text())["row"].get(k)
+                    for k in ("params", "train_steps", "train_minutes", "table_s")}
+        else:
+            cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
+            log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
+            info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": _params(cfg, data)}
+        row = {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
+        row_dir = run / ("eval-" + v.name if v.reuse else "")
+        write_atomic(row_dir / "row.json", json.dumps({"fingerprint": key, "row": {**row, "_data_row": data_row}}, default=str))
+        finish_row(row, v)
+
+    # The autoregressive baseline: the same CPU minutes, its width matched to the paper variant's size.
+    ar_cfg = variant_config(base, VARIANTS["paper"])
+    ar_cfg.method = "ar"
+    ar_run = runs_dir / "ar"
+    key = _fingerprint(budget_key, "ar")
+    row = None if force else _cached_row(ar_run, key)
+    if row is None:
+        target = _params(variant_config(base, VARIANTS["paper"]), data)
+        params = match_width(ar_cfg, target, data)
+        log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model})")
+        info = {**_train_for(ar_cfg, data, minutes, ar_run, log), "params": params, "table_s": 0.0}
+        row = {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
+        write_atomic(ar_run / "row.json", json.dumps({"fingerprint": key, "row": {**row, "_data_row": data_row}}, default=str))
+    data_row = data_row or row.pop("_data_row", None)
+    row.pop("_data_row", None)
+    finish_row(row, None)
+    log(markdown_table(rows, COLUMNS))
+    log(f"wrote {Path(results_dir) / name}.{{json,md}} in {(time.perf_counter() - start) / 60:.1f} min")
+    return rows
