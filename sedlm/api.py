@@ -42,15 +42,16 @@ class SED(PretrainedLM):
         score_temp: float | None = None,
         clamp: bool | None = None,
         time_grid: str | None = None,
+        compile: bool | None = None,
         **sampler_kw: Any,
     ) -> torch.Tensor:
         """Token ids (n, seq_len) including padding; unset options come from ``config.sample``.
         ``layout`` (see ``sedlm.sampling.templates``) gives tokens to condition on; ``noise_temp``,
-        ``score_temp`` and ``clamp`` are described in ``SampleConfig``."""
+        ``score_temp``, ``clamp``, ``time_grid`` and ``compile`` are described in ``SampleConfig``."""
         s = self.config.sample
         n, steps = self._n_steps(n, steps)
         return sample_ids(
-            self.model, n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
+            self._sampling_module(s.compile if compile is None else compile), n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
             sampler=sampler or s.sampler, schedule=self.config.diffusion.schedule,
             logsnr_shift=self.config.diffusion.logsnr_shift, time_grid=time_grid or s.time_grid, rho=s.rho,
             guidance=s.guidance if guidance is None else guidance, seed=s.seed if seed is None else seed,
@@ -58,6 +59,15 @@ class SED(PretrainedLM):
             callback=callback, layout=layout, pad_id=self.tokenizer.pad_id,
             noise_temp=s.noise_temp if noise_temp is None else noise_temp, **sampler_kw,
         )
+
+
+    def _sampling_module(self, compile: bool) -> torch.nn.Module:
+        """The denoiser, or a cached ``torch.compile`` of it (shapes may vary between calls)."""
+        if not compile:
+            return self.model
+        if getattr(self, "_compiled", None) is None:
+            self._compiled = torch.compile(self.model, dynamic=True)
+        return self._compiled
 
 
 class AR(PretrainedLM):

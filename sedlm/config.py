@@ -127,6 +127,7 @@ class SampleConfig:
     noise_temp: float = 1.0  # scale of the fresh noise of stochastic samplers (< 1 trades diversity for NLL)
     score_temp: float = 1.0  # softmax temperature of interp x0 estimates (diffusion.x0_estimate=interp)
     clamp: bool = False  # snap every x0 estimate to its nearest embedding row (Diffusion-LM clamping)
+    compile: bool = False  # torch.compile the denoiser for sampling (pays off for long runs on a GPU)
     temperature: float = 1.0  # autoregressive baseline
     top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
 

@@ -155,3 +155,19 @@ def test_training_with_time_warp_fits_saves_and_samples(tmp_path, tiny_overrides
     train(load_config(None, tiny_overrides), plain, progress=False, log=lambda s: None)
     with pytest.raises(SedlmError, match="time_warp"):
         SED.from_pretrained(plain).generate(n=1, steps=3, time_grid="warped")
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_asymmetric_time_intervals_shift_the_network_time(name):
+    x0 = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(0))
+    times = []
+
+    def oracle(x, t, sc):
+        times.append(float(t[0]))
+        return x0.expand_as(x)
+
+    ts = time_grid(10)
+    out = get_sampler(name)(oracle, torch.randn(2, 3, 4), ts, alpha_bar=get_schedule("cosine"), time_delta=0.05,
+                            generator=torch.Generator().manual_seed(1))
+    assert times[0] == 1.0 and times[1] == pytest.approx(float(ts[1]) + 0.05) and times[-1] == pytest.approx(float(ts[-2]) + 0.05)
+    assert torch.allclose(out, x0.expand_as(out))

@@ -23,3 +23,18 @@ def test_wiki_corpus_is_prose_without_markup():
     assert sum(len(d.split()) for d in docs) > 400_000
     for marker in ("[[", "]]", "{{", "}}", "<ref"):
         assert marker not in text
+
+
+@pytest.mark.slow
+def test_compiled_sampling_matches_eager(tmp_path, tiny_overrides):
+    import torch
+
+    from sedlm.api import SED
+    from sedlm.config import load_config
+    from sedlm.train.trainer import train
+
+    train(load_config(None, tiny_overrides), tmp_path / "run", progress=False, log=lambda s: None)
+    model = SED.from_pretrained(tmp_path / "run")
+    eager = model.generate_ids(n=2, steps=4, sampler="ddim", seed=0)
+    compiled = model.generate_ids(n=2, steps=4, sampler="ddim", seed=0, compile=True)
+    assert torch.equal(eager, compiled)

@@ -66,6 +66,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     _v("shift-2", "noise", "diffusion.logsnr_shift=-2"),
     _v("shift-4", "noise", "diffusion.logsnr_shift=-4"),
     _v("sqrt-schedule", "noise", "diffusion.schedule=sqrt"),
+    _v("time-warp", "noise", "diffusion.time_warp=true"),
+    _v("time-warp-grid", "noise", sample={"time_grid": "warped"}, reuse="time-warp"),
     _v("self-cond-off", "self_cond", "diffusion.self_cond=off"),
     _v("self-cond-half", "self_cond", "diffusion.self_cond=half_nograd"),
     _v("ce-weight-0.2", "loss", "diffusion.ce_weight=0.2"),
@@ -112,6 +114,19 @@ def variant_config(base: Config, v: Variant) -> Config:
     apply_overrides(cfg, [] if v.group == "reference" and v.name == "default" else [*PAPER, *v.overrides])
     validate(cfg)
     return cfg
+
+
+def config_key(cfg: Config) -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from the library defaults, as dotted keys: a fingerprint
+    that stays put when a new option (with a neutral default) is added to the library."""
+    defaults = Config().to_dict()
+    out = {}
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items() if v != defaults[section][k]})
+        elif values != defaults[section]:
+            out[section] = values
+    return out
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -213,10 +228,11 @@ def ablate(
                 r["entropy_vs_data"] = round(r["unigram_entropy"] / ref - 1, 4)
         write_results(name, command, out, COLUMNS, results_dir)
 
-    budget_key = (minutes, n, steps, judge_name, base.to_dict())
+    budget_key = (minutes, n, steps, judge_name)
     for v in chosen:
         run = runs_dir / (v.reuse or v.name)
-        key = _fingerprint(budget_key, v.name, v.overrides, v.sample, v.reuse)
+        trained = VARIANTS[v.reuse] if v.reuse else v
+        key = _fingerprint(budget_key, v.name, config_key(variant_config(base, trained)), v.sample, v.reuse)
         cached = None if force else _cached_row(run / ("eval-" + v.name if v.reuse else ""), key)
         if cached:
             log(f"{v.name}: reusing the row in {run}")
@@ -244,7 +260,7 @@ def ablate(
     ar_cfg = variant_config(base, VARIANTS["paper"])
     ar_cfg.method = "ar"
     ar_run = runs_dir / "ar"
-    key = _fingerprint(budget_key, "ar")
+    key = _fingerprint(budget_key, "ar", config_key(ar_cfg))
     row = None if force else _cached_row(ar_run, key)
     if row is None:
         target = _params(variant_config(base, VARIANTS["paper"]), data)

@@ -48,14 +48,17 @@ def _step_loop(
     update: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     callback: Callback | None,
     self_condition: bool,
+    time_delta: float = 0.0,
 ) -> torch.Tensor:
-    """Shared loop of the one-step samplers: x0_hat = D(x_t, t, sc); x_s = update(x_t, x0_hat, abar_t, abar_s).
-    The last step returns x0_hat itself."""
+    """Shared loop of the one-step samplers: x0_hat = D(x_t, t + td, sc); x_s = update(x_t, x0_hat, abar_t, abar_s).
+    ``time_delta`` td > 0 gives the network a later (noisier) time than the state's: Analog Bits'
+    asymmetric time intervals (Chen et al. 2022, §3.3). The last step returns x0_hat itself."""
     B = x.shape[0]
     abars = alpha_bar(ts.to(x.device)).clamp(0.0, 1.0)
+    t_eval = (ts + time_delta).clamp(max=1.0).to(x.device)
     x0_hat = torch.zeros_like(x)
     for i in range(len(ts) - 1):
-        t = ts[i].to(x.device).expand(B)
+        t = t_eval[i].expand(B)
         x0_hat = denoise_fn(x, t, x0_hat if self_condition else torch.zeros_like(x))
         x = x0_hat if i == len(ts) - 2 else update(x, x0_hat, abars[i], abars[i + 1])
         if callback is not None:
@@ -65,13 +68,14 @@ def _step_loop(
 
 @torch.no_grad()
 def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+         self_condition: bool = True, noise_temp: float = 1.0, time_delta: float = 0.0) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0 = x0_hat) (Ho et al. 2020, eq. 6-7):
 
         alpha_{t|s} = abar_t / abar_s,  beta = 1 - alpha_{t|s}
         mean = sqrt(abar_s) beta / (1 - abar_t) x0_hat + sqrt(alpha_{t|s}) (1 - abar_s) / (1 - abar_t) x_t
         var  = beta (1 - abar_s) / (1 - abar_t)
-    ``noise_temp`` scales the standard deviation of the fresh noise (1 = the posterior's).
+    ``noise_temp`` scales the standard deviation of the fresh noise (1 = the posterior's);
+    ``time_delta`` > 0 uses asymmetric time intervals (see ``_step_loop``).
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -82,17 +86,18 @@ def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
         var = (beta * (1 - ab_s) / one_m).clamp(min=0.0)
         return mean + noise_temp * var.sqrt() * _noise(x, generator)
 
-    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
+    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
 
 
 @torch.no_grad()
 def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+         eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0, time_delta: float = 0.0) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12): with eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t),
 
         x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,
         sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s).
-    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance; ``noise_temp`` scales z.
+    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance; ``noise_temp`` scales z;
+    ``time_delta`` > 0 uses asymmetric time intervals (see ``_step_loop``).
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -102,7 +107,7 @@ def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
         x = ab_s.sqrt() * x0_hat + (1 - ab_s - sigma**2).clamp(min=0.0).sqrt() * eps
         return x + noise_temp * sigma * _noise(x, generator) if eta > 0 else x
 
-    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
+    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
 
 
 # --- Samplers of the probability-flow ODE / SDE in sigma space (Karras et al. 2022) -----------------
