@@ -1,6 +1,6 @@
 """`sedlm quickstart`: the whole pipeline on the bundled default corpus, on a CPU, in minutes.
 
-Trains a BPE tokenizer, the masked-LM embedding space and a tiny SED model (configs/tiny.yaml),
+Trains a BPE tokenizer, the embedding space (PPMI-SVD) and a tiny SED model (configs/tiny.yaml),
 prints samples and one infilled template, and ends with a one-line summary: validation loss, the share of generated words
 that occur in the training corpus, and the unigram entropy of the samples next to that of real
 validation text of the same size.

@@ -111,6 +111,9 @@ def ppmi_table(
     return normalize_rows(table)
 
 
+PPMI_MAX_TOKENS = 8_000_000  # co-occurrences are counted on at most this many tokens
+
+
 def build_table(
     cfg: EmbedConfig,
     rows: PackedRows,
@@ -124,7 +127,11 @@ def build_table(
     if cfg.kind == "ppmi":
         log(f"building the embedding space: PPMI + SVD, window {cfg.window}, d_embed={d_embed}")
         special = tuple(i for i in (tokenizer.pad_id, tokenizer.mask_id) if i is not None)
-        return ppmi_table(rows.rows, tokenizer.vocab_size, d_embed, cfg.window, ignore=special, seed=cfg.seed)
+        ids = rows.rows
+        if ids.numel() > PPMI_MAX_TOKENS:  # counts settle long before; evenly spaced rows keep memory bounded
+            keep = torch.linspace(0, len(ids) - 1, PPMI_MAX_TOKENS // ids.shape[1]).long()
+            ids = ids[keep]
+        return ppmi_table(ids, tokenizer.vocab_size, d_embed, cfg.window, ignore=special, seed=cfg.seed)
     if cfg.kind != "mlm":
         raise SedlmError(f"embed.kind='{cfg.kind}' has no table to build; use mlm or ppmi")
     log(f"training the embedding space: masked LM, {cfg.steps} steps, d_embed={d_embed}")
