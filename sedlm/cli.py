@@ -128,9 +128,16 @@ def _add_sed_knobs(p: argparse.ArgumentParser) -> None:
     from sedlm.diffusion.schedules import TIME_GRIDS
 
     p.add_argument("--time-grid", choices=list(TIME_GRIDS), help="sed only: where the steps sit (default: sample.time_grid)")
-    p.add_argument("--noise-temp", type=float, help="sed only: scale of the fresh noise of stochastic samplers (default: 1)")
-    p.add_argument("--score-temp", type=float, help="sed only: softmax temperature of interp estimates (default: 1)")
+    p.add_argument("--noise-temp", type=float, help="sed only: scale of the fresh noise of stochastic samplers (default: sample.noise_temp)")
+    p.add_argument("--score-temp", type=float, help="sed only: softmax temperature of interp estimates (default: sample.score_temp)")
     p.add_argument("--clamp", action="store_true", help="sed only: snap every x0 estimate to the nearest embedding row")
+
+
+def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
+    """Options every judged benchmark shares."""
+    p.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    p.add_argument("--n", type=int, default=64, help=f"{n_help} (default: 64)")
+    p.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -289,11 +296,9 @@ def _add_eval_and_bench(sub) -> None:
                                      "sample and judge them, and write benchmarks/results/compare-<corpus>.{json,md,png}.")
     bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
-    bc.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    bc.add_argument("--n", type=int, default=64, help="samples per method (default: 64)")
+    _add_judge_options(bc, "samples per method")
     bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
     bc.add_argument("--runs-dir", default="runs/compare", help="where the three runs are written")
-    bc.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
     bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to all three configs")
     bc.set_defaults(func=cmd_bench)
 
@@ -307,11 +312,9 @@ def _add_eval_and_bench(sub) -> None:
     bs.add_argument("--ar-ckpt", help="autoregressive checkpoint to time against (same size)")
     bs.add_argument("--samplers", help="comma-separated samplers (default: ddpm,ddim,euler,heun,dpmpp_2m)")
     bs.add_argument("--nfe", help="comma-separated NFE budgets (default: 4,8,16,32,64,128,256,1000)")
-    bs.add_argument("--n", type=int, default=64, help="samples per row (default: 64)")
+    _add_judge_options(bs, "samples per row")
     bs.add_argument("--guidance", type=float, default=1.0, help="guidance scale; != 1 doubles the NFE per step (default: 1)")
-    bs.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
     bs.add_argument("--name", help="results name (default: the checkpoint folder's name)")
-    bs.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
     bs.set_defaults(func=cmd_steps)
 
     ba = bsub.add_parser("ablate", help="SED design choices, one at a time, at an equal CPU budget",
@@ -323,11 +326,9 @@ def _add_eval_and_bench(sub) -> None:
     ba.add_argument("--minutes", type=float, default=2.0, help="training minutes per variant (default: 2)")
     ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
     ba.add_argument("--list", action="store_true", help="list the variants and exit")
-    ba.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    ba.add_argument("--n", type=int, default=64, help="samples per variant (default: 64)")
+    _add_judge_options(ba, "samples per variant")
     ba.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200)")
     ba.add_argument("--runs-dir", default="runs/ablate", help="where the runs are written")
-    ba.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
     ba.add_argument("--force", action="store_true", help="retrain variants even when a matching finished run exists")
     ba.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every variant")
     ba.set_defaults(func=cmd_ablate)

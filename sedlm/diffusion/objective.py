@@ -55,7 +55,7 @@ def sed_loss(
     clean = model.embed(ids)  # (B, L, De)
     x0 = clean + cfg.sigma0 * torch.randn(clean.shape, generator=generator, device=dev)
     t = torch.rand(B, generator=generator, device=dev)
-    if getattr(model, "time_warp", None) is not None and cfg.time_warp:
+    if model.time_warp is not None:  # built with diffusion.time_warp
         t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
     ab = schedule(t)[:, None, None]
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, device=dev)

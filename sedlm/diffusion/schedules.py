@@ -123,7 +123,8 @@ TIME_GRIDS: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform, "karr
 def time_grid(steps: int, device: torch.device | str = "cpu", kind: str = "uniform", schedule: Schedule | None = None,
               **kw: Any) -> torch.Tensor:
     """Decreasing grid t_0 > t_1 > ... > t_K = 0 with K = steps (t_0 = 1 except for karras, which starts
-    at sigma_max). ``kind``: uniform | karras (rho, sigma_min, sigma_max) | cosine | warped (knots). (K + 1,) float32"""
+    at sigma_max). ``kind``: uniform | karras (rho, sigma_min, sigma_max) | cosine | warped (knots); each grid
+    ignores the options that are not its own. (K + 1,) float32"""
     if kind not in TIME_GRIDS:
         raise SedlmError(f"unknown time grid '{kind}'; valid grids: {', '.join(TIME_GRIDS)}")
     ts = TIME_GRIDS[kind](steps, schedule or cosine, **kw)

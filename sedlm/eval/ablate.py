@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from sedlm.api import load_pretrained
 from sedlm.cli import resolve_config_path
 from sedlm.config import Config, apply_overrides, load_config, validate
@@ -111,7 +109,7 @@ def describe(v: Variant) -> str:
 
 def variant_config(base: Config, v: Variant) -> Config:
     cfg = base.copy()
-    apply_overrides(cfg, [] if v.group == "reference" and v.name == "default" else [*PAPER, *v.overrides])
+    apply_overrides(cfg, [] if v.name == "default" else [*PAPER, *v.overrides])
     validate(cfg)
     return cfg
 
@@ -133,13 +131,15 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cached_row(run: Path, key: str) -> dict[str, Any] | None:
-    f = run / "row.json"
-    if f.is_file():
-        saved = json.loads(f.read_text())
-        if saved.get("fingerprint") == key:
-            return saved["row"]
-    return None
+def _saved_row(row_dir: Path, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """(row, data row) saved in ``row_dir/row.json`` (when ``key`` is given, only if it matches)."""
+    f = row_dir / "row.json"
+    if not f.is_file():
+        return None
+    saved = json.loads(f.read_text())
+    if key is not None and saved.get("fingerprint") != key:
+        return None
+    return saved["row"], saved.get("data_row")
 
 
 def _table_file(cfg: Config, data: PreparedData, tables_dir: Path, log: Callable[[str], None]) -> tuple[str, float]:
@@ -229,49 +229,52 @@ def ablate(
         write_results(name, command, out, COLUMNS, results_dir)
 
     budget_key = (minutes, n, steps, judge_name)
+
+    def run_once(row_dir: Path, key: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The row saved under ``key`` in ``row_dir``, else ``produce()`` it and save it with the data row."""
+        nonlocal data_row
+        saved = None if force else _saved_row(row_dir, key)
+        if saved:
+            log(f"{row_dir.name}: reusing the saved row")
+            row, data_row = saved[0], data_row or saved[1]
+            return row
+        row = produce()
+        write_atomic(row_dir / "row.json", json.dumps({"fingerprint": key, "row": row, "data_row": data_row}, default=str))
+        return row
+
     for v in chosen:
-        run = runs_dir / (v.reuse or v.name)
         trained = VARIANTS[v.reuse] if v.reuse else v
-        key = _fingerprint(budget_key, v.name, config_key(variant_config(base, trained)), v.sample, v.reuse)
-        cached = None if force else _cached_row(run / ("eval-" + v.name if v.reuse else ""), key)
-        if cached:
-            log(f"{v.name}: reusing the row in {run}")
-            data_row = data_row or cached.pop("_data_row", None)
-            cached.pop("_data_row", None)
-            finish_row(cached, v)
-            continue
-        cfg = variant_config(base, v)
-        info: dict[str, Any] = {}
-        if v.reuse:
-            if not (runs_dir / v.reuse / "row.json").is_file():
-                raise SedlmError(f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)")
-            info = {k: json.loads((runs_dir / v.reuse / "row.json").read_text())["row"].get(k)
-                    for k in ("params", "train_steps", "train_minutes", "table_s")}
-        else:
-            cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
-            log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
-            info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": _params(cfg, data)}
-        row = {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
-        row_dir = run / ("eval-" + v.name if v.reuse else "")
-        write_atomic(row_dir / "row.json", json.dumps({"fingerprint": key, "row": {**row, "_data_row": data_row}}, default=str))
-        finish_row(row, v)
+        cfg = variant_config(base, trained)
+        run = runs_dir / trained.name
+        key = _fingerprint(budget_key, v.name, config_key(cfg), v.sample, v.reuse)
+
+        def produce(v: Variant = v, cfg: Config = cfg, run: Path = run) -> dict[str, Any]:
+            if v.reuse:
+                saved = _saved_row(run)
+                if saved is None:
+                    raise SedlmError(f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)")
+                info = {k: saved[0].get(k) for k in ("params", "train_steps", "train_minutes", "table_s")}
+            else:
+                cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
+                log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
+                info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": _params(cfg, data)}
+            return {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
+
+        finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce), v)
 
     # The autoregressive baseline: the same CPU minutes, its width matched to the paper variant's size.
-    ar_cfg = variant_config(base, VARIANTS["paper"])
+    paper = variant_config(base, VARIANTS["paper"])
+    ar_cfg = paper.copy()
     ar_cfg.method = "ar"
     ar_run = runs_dir / "ar"
-    key = _fingerprint(budget_key, "ar", config_key(ar_cfg))
-    row = None if force else _cached_row(ar_run, key)
-    if row is None:
-        target = _params(variant_config(base, VARIANTS["paper"]), data)
-        params = match_width(ar_cfg, target, data)
+
+    def produce_ar() -> dict[str, Any]:
+        params = match_width(ar_cfg, _params(paper, data), data)
         log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model})")
         info = {**_train_for(ar_cfg, data, minutes, ar_run, log), "params": params, "table_s": 0.0}
-        row = {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
-        write_atomic(ar_run / "row.json", json.dumps({"fingerprint": key, "row": {**row, "_data_row": data_row}}, default=str))
-    data_row = data_row or row.pop("_data_row", None)
-    row.pop("_data_row", None)
-    finish_row(row, None)
+        return {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
+
+    finish_row(run_once(ar_run, _fingerprint(budget_key, "ar", config_key(ar_cfg)), produce_ar), None)
     log(markdown_table(rows, COLUMNS))
     log(f"wrote {Path(results_dir) / name}.{{json,md}} in {(time.perf_counter() - start) / 60:.1f} min")
     return rows

@@ -21,7 +21,7 @@ from sedlm.cli import resolve_config_path
 from sedlm.config import Config, load_config
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import evaluate_model
+from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.methods import count_parameters, get_method
 from sedlm.train.trainer import train
@@ -75,9 +75,7 @@ def _time_steps(cfg: Config, data: PreparedData, n: int = 3) -> float:
 
 def sampling_tokens_per_s(model: Any, batch: int, steps: int) -> float:
     """Tokens per second generating ``batch`` sequences of THROUGHPUT_LEN tokens."""
-    start = time.perf_counter()
-    model.generate_ids(n=batch, steps=steps, seq_len=THROUGHPUT_LEN, seed=0)
-    return batch * THROUGHPUT_LEN / (time.perf_counter() - start)
+    return batch * THROUGHPUT_LEN / generation_seconds(model, batch, THROUGHPUT_LEN, steps=steps)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

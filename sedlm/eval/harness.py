@@ -55,6 +55,15 @@ def sample_texts(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -
     return texts, counter.rows / max(n, 1), (time.perf_counter() - start) / n
 
 
+def generation_seconds(model: PretrainedLM, batch: int, seq_len: int, **kw: Any) -> float:
+    """Wall seconds for one ``generate_ids`` call of ``batch`` rows of ``seq_len`` tokens, after a
+    warm-up call that pays the one-off costs."""
+    model.generate_ids(n=batch, seq_len=seq_len, seed=1, **kw)
+    start = time.perf_counter()
+    model.generate_ids(n=batch, seq_len=seq_len, seed=0, **kw)
+    return time.perf_counter() - start
+
+
 def evaluate_model(
     model: PretrainedLM,
     data: PreparedData | None = None,

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from sedlm.api import load_pretrained
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import sample_texts
+from sedlm.eval.harness import generation_seconds, sample_texts
 from sedlm.eval.metrics import unigram_entropy
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.sampling.samplers import SAMPLERS
@@ -37,12 +37,11 @@ def steps_for(sampler: str, nfe: int, guidance: float = 1.0) -> int:
     return max(1, (calls + 1) // 2 if sampler == "heun" else calls)
 
 
-def _time_generation(model: Any, batch: int, **kw: Any) -> float:
-    """Seconds to generate ``batch`` sequences of SPEED_LEN tokens (after one warm-up call)."""
-    model.generate_ids(n=batch, seq_len=SPEED_LEN, seed=1, **kw)
-    start = time.perf_counter()
-    model.generate_ids(n=batch, seq_len=SPEED_LEN, seed=0, **kw)
-    return time.perf_counter() - start
+def _speed_row(model: Any, method: str, label: str, nfe: float, batch: int, /, **kw: Any) -> dict[str, Any]:
+    """Latency and throughput of ``batch`` samples of SPEED_LEN tokens; ``kw`` go to generate_ids."""
+    sec = generation_seconds(model, batch, SPEED_LEN, **kw)
+    return {"method": method, "sampler": label, "nfe": nfe, "batch_size": batch, "seq_len": SPEED_LEN,
+            "seconds_per_sample": round(sec / batch, 4), "latency_s": round(sec, 4), "tokens_per_s": round(batch * SPEED_LEN / sec, 1)}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -98,10 +97,9 @@ def steps_bench(
     rows: list[dict[str, Any]] = []
     for s in samplers:
         for budget in nfes:
-            k = steps_for(s, budget, guidance)
-            texts, nfe, sec = sample_texts(model, n, steps=k, sampler=s, time_grid=GRIDS.get(s, "uniform"),
-                                           guidance=guidance, seed=0)
-            row = {"sampler": s, "time_grid": GRIDS.get(s, "uniform"), "steps": k, "nfe": round(nfe, 1),
+            k, grid = steps_for(s, budget, guidance), GRIDS.get(s, "uniform")
+            texts, nfe, sec = sample_texts(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
+            row = {"sampler": s, "time_grid": grid, "steps": k, "nfe": round(nfe, 1),
                    "judge_nll": round(judge.nll(texts)["nll_per_token"], 4), "unigram_entropy": round(unigram_entropy(texts), 4),
                    "seconds_per_sample": round(sec, 4)}
             rows.append(row)
@@ -123,15 +121,9 @@ def steps_bench(
     if ar is not None and ar.method != "ar":
         raise SedlmError(f"--ar-ckpt '{ar_ckpt}' holds a '{ar.method}' model; pass an autoregressive checkpoint")
     for batch in (1, 32):
-        sec = _time_generation(model, batch, **kw)
-        speed.append({"method": "sed", "sampler": best["sampler"], "nfe": best["nfe"], "batch_size": batch, "seq_len": SPEED_LEN,
-                      "seconds_per_sample": round(sec / batch, 4), "latency_s": round(sec, 4),
-                      "tokens_per_s": round(batch * SPEED_LEN / sec, 1)})
+        speed.append(_speed_row(model, "sed", best["sampler"], best["nfe"], batch, **kw))
         if ar is not None:
-            sec = _time_generation(ar, batch)
-            speed.append({"method": "ar", "sampler": "kv-cache, top-p", "nfe": SPEED_LEN, "batch_size": batch,
-                          "seq_len": SPEED_LEN, "seconds_per_sample": round(sec / batch, 4), "latency_s": round(sec, 4),
-                          "tokens_per_s": round(batch * SPEED_LEN / sec, 1)})
+            speed.append(_speed_row(ar, "ar", "kv-cache, top-p", SPEED_LEN, batch))
     results_dir = Path(results_dir)
     write_results(f"steps-{name}", command, rows, COLUMNS, results_dir)
     plot(rows, results_dir / f"steps-{name}.png")

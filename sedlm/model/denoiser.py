@@ -78,6 +78,7 @@ class SEDDenoiser(nn.Module):
         self_cond: torch.Tensor | None = None,  # (B, L, De) previous x0 estimate, or zeros
         cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
         cond_mask: torch.Tensor | None = None,  # (B, L) 1 where the position is given
+        score_temp: float = 1.0,  # tau of interpolated estimates (ignored for direct ones)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, L, _ = x_t.shape
         zeros = torch.zeros_like(x_t)
@@ -93,5 +94,5 @@ class SEDDenoiser(nn.Module):
         x0_hat = self.out(h)  # (B, L, De)
         logits = self.readout(x0_hat)  # (B, L, V)
         if self.x0_estimate == "interp":
-            x0_hat = self.interpolate(logits)
+            x0_hat = self.interpolate(logits, score_temp)
         return x0_hat, logits

@@ -29,12 +29,9 @@ def make_denoise_fn(
     clamp: bool = False,
 ) -> DenoiseFn:
     """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied."""
-    interp = model.x0_estimate == "interp" and score_temp != 1.0
 
     def estimate(*args: torch.Tensor) -> torch.Tensor:
-        x0, logits = model(*args)
-        if interp:
-            x0 = model.interpolate(logits, score_temp)
+        x0 = model(*args, score_temp=score_temp)[0]
         if clamp:  # rows have equal norms, so the largest inner product is the nearest row
             E = model.embedding.weight
             x0 = E[(x0 @ E.t()).argmax(-1)]
@@ -99,8 +96,7 @@ def sample_ids(
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
     alpha_bar = get_schedule(schedule, logsnr_shift)
-    grid_kw = {"rho": rho} if time_grid == "karras" else {"knots": model.time_warp} if time_grid == "warped" else {}
-    ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, **grid_kw)
+    ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, rho=rho, knots=model.time_warp)
     x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp), x, ts,
             alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
     logits = model.decode_logits(x0)  # (n, L, V)

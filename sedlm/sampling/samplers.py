@@ -128,7 +128,7 @@ def _sigmas(ts: torch.Tensor, alpha_bar: Callable[[torch.Tensor], torch.Tensor])
 class _SigmaDenoiser:
     """D(x~, i): the x0 estimate at grid point i, feeding each estimate back as self-conditioning."""
 
-    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: torch.Tensor, B: int, self_condition: bool):
+    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: list[float], B: int, self_condition: bool):
         self.fn, self.ts, self.ab, self.B, self.sc_on = denoise_fn, ts, ab, B, self_condition
         self.sc: torch.Tensor | None = None
 

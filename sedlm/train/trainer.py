@@ -75,13 +75,13 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.params = {k for k, _ in model.named_parameters()}  # averaged; buffers are copied
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        params = {k for k, _ in model.named_parameters()}
         for k, v in model.state_dict().items():
-            if k in params and v.dtype.is_floating_point:
+            if k in self.params and v.dtype.is_floating_point:
                 self.state[k].lerp_(v.detach(), 1 - d)
             else:  # buffers (frozen table, time-warp state) are copied, not averaged
                 self.state[k].copy_(v)
