@@ -84,8 +84,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.method = args.method
     result = train(cfg, out, resume=args.resume)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
-    print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
+    if result.main:
+        print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
     return 130 if result.interrupted else 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from sedlm.data.corpora import iter_documents
+    from sedlm.data.shards import prepare_shards
+    from sedlm.data.tokenizer import load_tokenizer, train_bpe
+
+    cfg = _load_config(args, "tiny")
+    d = cfg.data
+    tokenizer = (lambda docs: train_bpe(docs, d.vocab_size)) if d.tokenizer == "bpe" else load_tokenizer(d.tokenizer)
+    r = prepare_shards(lambda: iter_documents(d.source), args.out, tokenizer, val_fraction=d.val_fraction,
+                       split_seed=d.split_seed, shard_tokens=args.shard_tokens, max_memory_mb=args.max_memory_mb,
+                       tokenizer_chars=args.tokenizer_chars, source=d.source)
+    for split in ("train", "val"):
+        print(f"{split}: {r.documents[split]:,} documents, {r.tokens[split]:,} tokens in {r.shards[split]} shard(s) ({r.dtype})")
+    print(f"wrote {r.out}; train on it with: sedlm train --data {r.out} --config ...")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -240,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("prepare", help="tokenise a corpus once into memory-mapped token shards",
+                       description="Stream SRC, train the tokenizer (data.tokenizer=bpe) or load it, and write train/val "
+                                   "token shards (uint16 when the vocabulary fits, else uint32), tokenizer.json and "
+                                   "index.json to OUT, in bounded memory. Train on it with `sedlm train --data OUT`.")
+    r.add_argument("--data", required=True, help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG] (streamed)")
+    r.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    r.add_argument("--config", help=CONFIG_HELP + " (default: tiny); its data section sets tokenizer, vocabulary and split")
+    r.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard file (default: 100M)")
+    r.add_argument("--max-memory-mb", type=float, default=256.0, help="cap on text and tokens held in memory (default: 256)")
+    r.add_argument("--tokenizer-chars", type=int, default=50_000_000,
+                   help="characters of training text a BPE tokenizer is trained on (default: 50M)")
+    r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
+    r.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder.")
     _sampling_options(s, n_help="number of samples (default: the checkpoint's sample.n)")

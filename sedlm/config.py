@@ -111,6 +111,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     max_minutes: float = 0.0  # wall-clock budget; 0 means run max_steps
     device: str = "auto"
+    # batch_size is the global batch (rows of data.seq_len tokens) whatever the process count; each
+    # process splits its share into micro-batches of this many rows (gradient accumulation); 0 = no split
+    micro_batch_size: int = 0
+    strategy: str = "ddp"  # several processes: "ddp" (replicated model) or "fsdp" (sharded, for large models)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16", "fp32"
+    compile: bool = False  # torch.compile the model for training
 
 
 @dataclass
@@ -162,6 +168,8 @@ CHOICES = {
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("diffusion", "x0_estimate"): ("direct", "interp"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
+    ("train", "strategy"): ("ddp", "fsdp"),
+    ("train", "precision"): ("auto", "bf16", "fp32"),
     ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
 }
 
@@ -277,6 +285,8 @@ def validate(cfg: Config) -> None:
     for name, v in positive.items():
         if v <= 0:
             raise SedlmError(f"{name} must be positive, got {v}")
+    if cfg.train.micro_batch_size < 0:
+        raise SedlmError(f"train.micro_batch_size must be >= 0 (0: no split), got {cfg.train.micro_batch_size}")
     if cfg.sample.noise_temp < 0:
         raise SedlmError(f"sample.noise_temp must be >= 0, got {cfg.sample.noise_temp}")
     for name, v in {"data.pad_fraction": cfg.data.pad_fraction, "data.val_fraction": cfg.data.val_fraction,

@@ -23,7 +23,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 from sedlm.errors import SedlmError
@@ -133,13 +133,21 @@ def get_corpus(name: str) -> Corpus:
     return CORPORA[name]
 
 
-def _txt_documents(path: Path) -> list[str]:
-    text = _tidy(path.read_text(encoding="utf-8", errors="replace"))
-    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+def _txt_documents(path: Path) -> Iterator[str]:
+    """Blank-line-separated paragraphs, read line by line (the file is never held whole)."""
+    lines: list[str] = []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            elif lines:
+                yield _tidy("".join(lines))
+                lines = []
+    if lines:
+        yield _tidy("".join(lines))
 
 
-def _jsonl_documents(path: Path, field: str = "text") -> list[str]:
-    docs = []
+def _jsonl_documents(path: Path, field: str = "text") -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -151,11 +159,10 @@ def _jsonl_documents(path: Path, field: str = "text") -> list[str]:
             if not isinstance(row, dict) or not isinstance(row.get(field), str):
                 raise SedlmError(f"{path}:{i} has no string '{field}' field; give every line a \"{field}\": \"...\" entry")
             if row[field].strip():
-                docs.append(row[field].strip())
-    return docs
+                yield row[field].strip()
 
 
-def _hf_documents(spec: str) -> list[str]:
+def _hf_documents(spec: str, streaming: bool = False) -> Iterator[str]:
     name, _, query = spec.partition("?")
     name, _, config = name.partition(":")
     if not name:
@@ -167,21 +174,40 @@ def _hf_documents(spec: str) -> list[str]:
     except ImportError:
         raise SedlmError("hf: sources need the 'datasets' package; run: pip install datasets") from None
     try:
-        ds = datasets.load_dataset(name, config or None, split=split, **kwargs)
+        ds = datasets.load_dataset(name, config or None, split=split, streaming=streaming, **kwargs)
     except Exception as e:  # datasets raises many types; the message is what the user needs
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SedlmError(f"could not load Hugging Face dataset '{spec}': {msg}") from None
-    if "text" not in ds.column_names:
-        raise SedlmError(f"dataset '{spec}' has no 'text' column (columns: {', '.join(ds.column_names)})")
-    return [t.strip() for t in ds["text"] if t and t.strip()]
+    columns = ds.column_names or list(ds.features or [])  # a stream may not know its columns yet
+    if columns and "text" not in columns:
+        raise SedlmError(f"dataset '{spec}' has no 'text' column (columns: {', '.join(columns)})")
+    rows = (r.get("text") for r in ds) if streaming else ds["text"]
+    return (t.strip() for t in rows if t and t.strip())
 
 
-def load_documents(source: str) -> list[str]:
-    """Resolve a source string to a non-empty list of documents."""
+def _folder_documents(path: Path, source: str) -> Iterator[str]:
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+    if not files:
+        raise SedlmError(f"folder '{source}' holds no .txt or .jsonl files; add some text files")
+    one_txt = sum(p.suffix == ".txt" for p in files) == 1
+    for p in files:
+        if p.suffix == ".jsonl":
+            yield from _jsonl_documents(p)
+        elif one_txt:
+            yield from _txt_documents(p)
+        else:  # several .txt files: one document per file
+            text = _tidy(p.read_text(encoding="utf-8", errors="replace"))
+            if text:
+                yield text
+
+
+def iter_documents(source: str, streaming: bool = True) -> Iterator[str]:
+    """Documents of a source string, one at a time (files are read lazily; ``hf:`` datasets are
+    streamed when ``streaming``). Empty documents are skipped; an empty source yields nothing."""
     if source.startswith("corpus:"):
-        docs = get_corpus(source[len("corpus:"):]).loader()
+        docs: Iterable[str] = get_corpus(source[len("corpus:"):]).loader()
     elif source.startswith("hf:"):
-        docs = _hf_documents(source[3:])
+        docs = _hf_documents(source[3:], streaming)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -189,27 +215,19 @@ def load_documents(source: str) -> list[str]:
                 f"data source '{source}' not found; pass a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME"
             )
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
-            if not files:
-                raise SedlmError(f"folder '{source}' holds no .txt or .jsonl files; add some text files")
-            txt = [p for p in files if p.suffix == ".txt"]
-            docs = []
-            for p in files:
-                if p.suffix == ".jsonl":
-                    docs.extend(_jsonl_documents(p))
-                elif len(txt) == 1:
-                    docs.extend(_txt_documents(p))
-                else:
-                    text = _tidy(p.read_text(encoding="utf-8", errors="replace"))
-                    if text:
-                        docs.append(text)
+            docs = _folder_documents(path, source)
         elif path.suffix == ".jsonl":
             docs = _jsonl_documents(path)
         elif path.suffix == ".txt":
             docs = _txt_documents(path)
         else:
             raise SedlmError(f"unsupported file type '{path.suffix}' for '{source}'; use .txt or .jsonl")
-    docs = [d for d in docs if d.strip()]
+    return (d for d in docs if d.strip())
+
+
+def load_documents(source: str) -> list[str]:
+    """Resolve a source string to a non-empty list of documents."""
+    docs = list(iter_documents(source, streaming=False))
     if not docs:
         raise SedlmError(f"data source '{source}' contains no text; point --data at a non-empty corpus")
     return docs
@@ -245,7 +263,7 @@ def load_pairs(source: str) -> list[tuple[str, str]]:
     path = Path(source).expanduser()
     if path.suffix != ".jsonl" or not path.is_file():
         raise SedlmError(f"seq2seq data '{source}' must be an existing .jsonl file with \"src\" and \"tgt\" fields")
-    srcs, tgts = _jsonl_documents(path, "src"), _jsonl_documents(path, "tgt")
+    srcs, tgts = list(_jsonl_documents(path, "src")), list(_jsonl_documents(path, "tgt"))
     if len(srcs) != len(tgts):
         raise SedlmError(f"{path}: every line needs a non-empty \"src\" and \"tgt\"")
     if not srcs:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from sedlm.config import DataConfig
 from sedlm.data.corpora import load_documents, load_pairs, split_documents
 from sedlm.data.packing import PackedRows, pack_pairs, pack_rows, tokenize_documents
+from sedlm.data.shards import is_prepared, load_prepared
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from sedlm.errors import SedlmError
 
 
 @dataclass
@@ -36,6 +38,8 @@ def _truncate(docs: list[str], max_chars: int) -> list[str]:
 def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
     """Load ``cfg.source``, split by document, get a tokenizer (the one given, else per
     ``cfg.tokenizer``: train a BPE on the training documents, or load one) and pack rows."""
+    if is_prepared(cfg.source):
+        return _load_shards(cfg, tokenizer)
     if cfg.task == "seq2seq":
         return _prepare_pairs(cfg, tokenizer)
     docs = load_documents(cfg.source)
@@ -50,6 +54,18 @@ def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Prepare
         if len(val_ids) >= cfg.seq_len:
             val = PackedRows(pack_rows(val_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
     return PreparedData(tokenizer, train, val, train_docs, val_docs)
+
+
+def _load_shards(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:
+    """A folder written by ``sedlm prepare``: rows are read from memory-mapped shards as needed."""
+    if cfg.task == "seq2seq":
+        raise SedlmError("prepared token shards hold plain text; train seq2seq from its .jsonl of src/tgt pairs")
+    tok, train, val = load_prepared(cfg.source, cfg.seq_len)
+    if tokenizer is not None and tokenizer.vocab_size != tok.vocab_size:
+        raise SedlmError(f"'{cfg.source}' was tokenised with a {tok.vocab_size}-token vocabulary, but this run uses "
+                         f"{tokenizer.vocab_size}; prepare the data with the run's tokenizer (data.tokenizer=...)")
+    return PreparedData(tok, PackedRows(train, tok.pad_id, cfg.pad_fraction),
+                        PackedRows(val, tok.pad_id, cfg.pad_fraction) if val is not None else None, [], [])
 
 
 def _prepare_pairs(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:

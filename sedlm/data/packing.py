@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sedlm.data.masks import seq2seq_mask
+from sedlm.data.shards import ShardRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 
@@ -40,7 +41,11 @@ def insert_padding(rows: torch.Tensor, pad_id: int, pad_fraction: float, generat
     """
     if pad_fraction <= 0:
         return rows
-    is_pad = torch.rand(rows.shape, generator=generator, device=rows.device) < pad_fraction  # (B, L)
+    return place_padding(rows, torch.rand(rows.shape, generator=generator, device=rows.device) < pad_fraction, pad_id)
+
+
+def place_padding(rows: torch.Tensor, is_pad: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Padding where ``is_pad`` (B, L), the content of ``rows`` (B, L) shifted right into the other slots."""
     src = (torch.cumsum(~is_pad, dim=1) - 1).clamp(min=0)  # index of the content token for each slot
     return torch.where(is_pad, torch.full_like(rows, pad_id), rows.gather(1, src))
 
@@ -52,18 +57,21 @@ class PackedRows:
     exactly the data an uninterrupted run would have seen, with no loader state to save.
     """
 
-    def __init__(self, rows: torch.Tensor, pad_id: int, pad_fraction: float, given: torch.Tensor | None = None):
-        self.rows = rows  # (N, L)
+    def __init__(self, rows: torch.Tensor | ShardRows, pad_id: int, pad_fraction: float, given: torch.Tensor | None = None):
+        self.rows = rows  # (N, L): a tensor, or rows memory-mapped from token shards
         self.pad_id = pad_id
         self.pad_fraction = pad_fraction
         self.given = given  # (N, L) bool: positions given as the condition (seq2seq sources), or None
+        self._order: tuple[int, int, torch.Tensor] | None = None  # (epoch, seed, permutation) last used
 
     def __len__(self) -> int:
         return self.rows.shape[0]
 
     def _epoch_order(self, epoch: int, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        return torch.randperm(len(self), generator=g)
+        if self._order is None or self._order[:2] != (epoch, seed):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            self._order = (epoch, seed, torch.randperm(len(self), generator=g))
+        return self._order[2]
 
     def _indices(self, step: int, batch_size: int, seed: int) -> list[int]:
         n = len(self)
@@ -75,14 +83,21 @@ class PackedRows:
             idx.extend(order[offset : offset + batch_size - len(idx)].tolist())
         return idx
 
-    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
-        """Rows for step ``step`` (epoch-wise shuffled, wrapping across epochs), with padding. (B, L)"""
+    def batch(self, step: int, batch_size: int, seed: int, part: slice = slice(None)) -> torch.Tensor:
+        """Rows ``part`` of step ``step``'s batch of ``batch_size`` rows (epoch-wise shuffled, wrapping
+        across epochs), with padding. Only those rows are read; their padding is drawn for the whole
+        batch, so a row is the same whichever process reads it. (b, L)"""
+        idx = self._indices(step, batch_size, seed)
+        rows = self.rows[idx[part]]
+        if self.pad_fraction <= 0:
+            return rows
         g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
-        return insert_padding(self.rows[self._indices(step, batch_size, seed)], self.pad_id, self.pad_fraction, g)
+        is_pad = torch.rand(len(idx), rows.shape[1], generator=g) < self.pad_fraction  # (B, L)
+        return place_padding(rows, is_pad[part], self.pad_id)
 
-    def batch_given(self, step: int, batch_size: int, seed: int) -> torch.Tensor | None:
-        """The given-position masks of ``batch(step, ...)``'s rows (B, L), or None for plain text."""
-        return None if self.given is None else self.given[self._indices(step, batch_size, seed)]
+    def batch_given(self, step: int, batch_size: int, seed: int, part: slice = slice(None)) -> torch.Tensor | None:
+        """The given-position masks of ``batch(step, ...)``'s rows (b, L), or None for plain text."""
+        return None if self.given is None else self.given[self._indices(step, batch_size, seed)[part]]
 
     def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345
                       ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

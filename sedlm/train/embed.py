@@ -129,8 +129,9 @@ def build_table(
         special = tuple(i for i in (tokenizer.pad_id, tokenizer.mask_id) if i is not None)
         ids = rows.rows
         if ids.numel() > PPMI_MAX_TOKENS:  # counts settle long before; evenly spaced rows keep memory bounded
-            keep = torch.linspace(0, len(ids) - 1, PPMI_MAX_TOKENS // ids.shape[1]).long()
-            ids = ids[keep]
+            ids = ids[torch.linspace(0, len(ids) - 1, PPMI_MAX_TOKENS // ids.shape[1]).long()]
+        else:
+            ids = ids[:]  # memory-mapped shard rows become a tensor here
         return ppmi_table(ids, tokenizer.vocab_size, d_embed, cfg.window, ignore=special, seed=cfg.seed)
     if cfg.kind != "mlm":
         raise SedlmError(f"embed.kind='{cfg.kind}' has no table to build; use mlm or ppmi")

@@ -1,15 +1,20 @@
 """The training loop: AdamW, warmup + cosine LR, clipping, EMA, validation, checkpoints, resume.
 
-Every random draw of step ``s`` comes from generators seeded by (train.seed, s), and the batch of
-step ``s`` is a pure function of (train.seed, s), so a resumed run repeats exactly what an
-uninterrupted run would have done. Ctrl-C finishes the current step, saves and returns.
+The same loop runs on one process or many (Accelerate; see ``sedlm.train.distributed``).
+Exact resume: every random draw of step ``s`` comes from generators seeded by (train.seed, s,
+micro-batch) and the global RNG is reseeded by (train.seed, s, process) each step; the batch of
+step ``s`` is a pure function of (train.seed, s). With model, EMA, optimizer and RNG states in the
+checkpoint, a resumed run repeats exactly what an uninterrupted run would have done.
+Ctrl-C finishes the current step, saves and returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import random
 import signal
 import threading
 import time
@@ -17,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from sedlm.config import Config
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.data.packing import PackedRows
+from sedlm.data.shards import is_prepared
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.methods import Method, get_method
 from sedlm.model.embedding import load_table, random_table
-from sedlm.pretrained import resolve_device
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
+from sedlm.train.distributed import (Engine, chunk_generator, full_tensors, load_optimizer_state, make_accelerator,
+                                     micro_batches, optimizer_state, shard_like, wrap_model)
 from sedlm.train.embed import build_table, save_embedding
 
 
@@ -42,6 +50,7 @@ class TrainResult:
     elapsed_s: float
     tokens_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    main: bool = True  # False on the other processes of a distributed run
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -62,10 +71,6 @@ def update_time_warp(model: torch.nn.Module, metrics: dict[str, torch.Tensor], s
     record(model.warp_sums, model.warp_counts, metrics["t"], metrics["ce_rows"])
     if step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0:
         model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
-
-
-def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
 
 
 class EMA:
@@ -129,10 +134,17 @@ def _tokenizer_for(cfg: Config):
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop log rows written after the checkpoint the run restarts from."""
+    """On resume, drop log rows written after the checkpoint the run restarts from (and a last line
+    cut short by a killed process)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                rows.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(r + "\n" for r in rows))
     os.replace(tmp, path)
@@ -162,6 +174,89 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr, betas=(0.9, 0.98),
+    )
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every RNG of this process: torch (CPU, each CUDA device) as tensors; numpy and ``random`` as JSON."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    return tensors, {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [py[0], list(py[1]), py[2]]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    if "numpy" in meta:
+        kind, keys, pos, has_gauss, gauss = meta["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python" in meta:
+        version, internal, gauss = meta["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """Reseeding the global RNG every step (dropout, anything drawn without a generator) makes the
+    step a pure function of (seed, step, process) as well."""
+    return int(np.random.SeedSequence([seed, step, rank, 17]).generate_state(1, dtype=np.uint64)[0] & (2**63 - 1))
+
+
+def _prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Tokenizer | None, log) -> PreparedData:
+    """The main process loads the data (training the tokenizer if needed) and writes the tokenizer;
+    the others then load the same tokenizer, so every process tokenises identically."""
+    main = accelerator.is_main_process
+    shared = out / "tokenizer.json"
+    with accelerator.main_process_first():
+        if not main and tokenizer is None and cfg.data.tokenizer == "bpe" and not is_prepared(cfg.data.source):
+            tokenizer = load_tokenizer(shared)
+        if main:
+            log(f"loading data from {cfg.data.source}")
+        data = prepare_data(cfg.data, tokenizer)
+        if main and tokenizer is None:
+            out.mkdir(parents=True, exist_ok=True)
+            data.tokenizer.save(shared)
+    return data
+
+
+def _table_on_main_first(cfg: Config, data: PreparedData, out: Path, accelerator, device, progress, log) -> torch.Tensor:
+    """SED's frozen table, built once by the main process (which saves it) and read by the others."""
+    with accelerator.main_process_first():
+        if accelerator.is_main_process or cfg.embed.kind in ("random", "learned") or cfg.embed.path:
+            return _embedding_table(cfg, data, out, device, progress and accelerator.is_main_process, log)
+        return load_table(out / "embeddings.safetensors", data.tokenizer.vocab_size, cfg.model.d_embed)
+
+
+def _mean_over_processes(accelerator, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Average scalar tensors over processes (a collective: every process calls it at the same step)."""
+    keys = sorted(values)
+    stacked = torch.stack([values[k].float() for k in keys])
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, reduction="mean")
+    return dict(zip(keys, stacked.tolist()))
+
+
+def _agree(accelerator, *flags: bool) -> tuple[bool, ...]:
+    """Each flag set if it is set on any process, so that every process takes the same decision."""
+    if accelerator.num_processes == 1:
+        return flags
+    summed = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), reduction="sum")
+    return tuple(bool(v > 0) for v in summed.tolist())
+
+
 def train(
     cfg: Config,
     out: str | Path,
@@ -170,20 +265,26 @@ def train(
     log: Callable[[str], None] = print,
     data: PreparedData | None = None,
 ) -> TrainResult:
-    """Train a model of family ``cfg.method`` and write the run (checkpoint + metrics.jsonl) to ``out``."""
+    """Train a model of family ``cfg.method`` and write the run (checkpoint + metrics.jsonl) to ``out``.
+
+    Runs as one process or as many (launched by ``accelerate launch`` or ``torchrun``); see
+    ``sedlm.train.distributed`` for how the global batch is shared. Only the main process logs
+    and writes files."""
     out = Path(out)
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
     if not resume and is_checkpoint(out):
         raise SedlmError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out")
-    device = resolve_device(cfg.train.device)
+    accelerator = make_accelerator(cfg)
+    device, main, world, rank = accelerator.device, accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    log = log if main else (lambda _msg: None)
+    micro, n_micro = micro_batches(cfg, world)
     torch.manual_seed(cfg.train.seed)
 
     saved = load_checkpoint(out) if resume else None  # (config, EMA weights, tokenizer)
     tokenizer = saved[2] if saved else _tokenizer_for(cfg)
     if data is None:
-        log(f"loading data from {cfg.data.source}")
-        data = prepare_data(cfg.data, tokenizer)
+        data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     method: Method = get_method(cfg.method)
     # Families that end text with EOS train on unpadded rows (the shared pipeline pads for the others).
@@ -191,97 +292,127 @@ def train(
     train_rows = PackedRows(data.train.rows, data.tokenizer.pad_id, pad, data.train.given)
     val_rows = PackedRows(data.val.rows, data.tokenizer.pad_id, pad, data.val.given) if data.val else None
     state = load_training_state(out) if resume else None
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     table = None
     if method.uses_embedding_table:
-        table = state["model"]["embedding.table"] if state else _embedding_table(cfg, data, out, device, progress, log)
+        table = state["model"]["embedding.table"] if state else _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
     tok = data.tokenizer
     model = method.build(cfg, tok, table).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{method.name} ({method.description}): {n_params / 1e6:.2f}M trainable parameters; "
-        f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens")
+        f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
+        f"{world} process(es) x {n_micro} micro-batch(es) x {micro}")
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr, betas=(0.9, 0.98),
-    )
+    engine, opt = wrap_model(model, lambda m: make_optimizer(m, cfg), accelerator, cfg)
     ema = EMA(model, cfg.train.ema_decay)
     step, elapsed_before = 0, 0.0
     metrics_path = out / "metrics.jsonl"
     if state:
-        model.load_state_dict(state["model"])
-        ema.state = {k: v.to(device) for k, v in saved[1].items()}
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
+        model.load_state_dict(shard_like(state["model"], model.state_dict()))
+        ema.state = shard_like(saved[1], ema.state)
+        load_optimizer_state(opt, state["optimizer"])
+        _set_rng_state(state["rng"], state["meta"].get("rng", {}))
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed_s"]
-        _truncate_metrics(metrics_path, step)
+        if main:
+            _truncate_metrics(metrics_path, step)
         log(f"resuming from step {step}")
 
     def checkpoint() -> None:
-        save_checkpoint(out, cfg, ema.state, data.tokenizer, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-            "meta": {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t0},
-        })
+        """Gather full tensors on every process (sharded runs), write on the main one."""
+        weights, raw, optim = full_tensors(ema.state), full_tensors(model.state_dict()), optimizer_state(opt)
+        if main:
+            rng, rng_meta = _rng_state()
+            rows_seen = step * cfg.train.batch_size
+            save_checkpoint(out, cfg, weights, data.tokenizer, {
+                "model": raw, "optimizer": optim, "rng": rng,
+                "meta": {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t0, "processes": world,
+                         "data": {"rows_seen": rows_seen, "epoch": rows_seen // len(train_rows),
+                                  "row_in_epoch": rows_seen % len(train_rows), "rows_per_epoch": len(train_rows)},
+                         "rng": rng_meta},
+            })
+        accelerator.wait_for_everyone()
 
     ema_model = method.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
     val_batches = val_rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches) if val_rows else []
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    share = slice(rank * micro * n_micro, (rank + 1) * micro * n_micro)  # this process's rows of each global batch
     t0 = time.perf_counter()
     window_t, window_steps = t0, 0
     val_loss, interrupted, history = None, False, []
     rate = 0.0
     model.train()
-    bar = tqdm(total=cfg.train.max_steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
-    with _StopFlag() as stop, metrics_path.open("a") as mlog:
+    bar = tqdm(total=cfg.train.max_steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True)
+    with _StopFlag() as stop, (metrics_path.open("a") if main else contextlib.nullcontext()) as mlog:
         while step < cfg.train.max_steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            batch = train_rows.batch(step, cfg.train.batch_size, cfg.train.seed).to(device)
-            given = train_rows.batch_given(step, cfg.train.batch_size, cfg.train.seed)
-            given = None if given is None else given.to(device)
-            loss, m = method.loss(model, batch, cfg, _step_generator(device, cfg.train.seed, step), tok, given)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
+            torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
+            loss, m = _train_step(engine, opt, train_rows, cfg, tok, step, share, micro, n_micro)
             if getattr(model, "time_warp", None) is not None:
-                update_time_warp(model, m, step)
+                update_time_warp(model, {k: accelerator.gather(m[k]) if world > 1 else m[k] for k in ("t", "ce_rows")}, step)
             ema.update(model, step)
             step += 1
             window_steps += 1
             bar.update(1)
 
             out_of_time = cfg.train.max_minutes > 0 and time.perf_counter() - t0 + elapsed_before >= 60 * cfg.train.max_minutes
-            last = step >= cfg.train.max_steps or out_of_time or stop.set
+            out_of_time, stop_asked = _agree(accelerator, out_of_time, stop.set)
+            last = step >= cfg.train.max_steps or out_of_time or stop_asked
             if step % cfg.train.log_every == 0 or last:
                 now = time.perf_counter()
                 rate = window_steps * tokens_per_step / max(now - window_t, 1e-9)
                 window_t, window_steps = now, 0
+                scalars = _mean_over_processes(accelerator, {"loss": loss, **{k: v for k, v in m.items() if v.ndim == 0}})
                 row: dict[str, Any] = {
-                    "step": step, "loss": round(loss.item(), 5), "lr": group["lr"], "tokens_per_s": round(rate, 1),
-                    **{k: round(v.item(), 5) for k, v in m.items() if v.ndim == 0},
-                    "elapsed_s": round(elapsed_before + now - t0, 2),
+                    "step": step, "loss": round(scalars.pop("loss"), 5), "lr": group["lr"], "tokens_per_s": round(rate, 1),
+                    **{k: round(v, 5) for k, v in scalars.items()}, "elapsed_s": round(elapsed_before + now - t0, 2),
                 }
                 if val_batches and (step % cfg.train.eval_every == 0 or last):
-                    ema_model.load_state_dict(ema.state)
-                    val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
+                    ema_model.load_state_dict(full_tensors(ema.state))
+                    with accelerator.autocast():
+                        val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
                     row["val_loss"] = round(val_loss, 5)
-                mlog.write(json.dumps(row) + "\n")
-                mlog.flush()
+                if main:
+                    mlog.write(json.dumps(row) + "\n")
+                    mlog.flush()
                 history.append(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}", **({"val": f"{val_loss:.3f}"} if val_loss else {}))
             if step % cfg.train.checkpoint_every == 0 or last:
                 checkpoint()
             if last:
-                interrupted = stop.set
+                interrupted = stop_asked
                 break
     bar.close()
+    accelerator.free_memory()
     elapsed = elapsed_before + time.perf_counter() - t0
     if interrupted:
         log(f"interrupted at step {step}; checkpoint saved to {out} (continue with --resume)")
-    return TrainResult(out, step, val_loss, interrupted, elapsed, rate, history)
+    return TrainResult(out, step, val_loss, interrupted, elapsed, rate, history, main)
+
+
+def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokenizer, step: int, share: slice,
+                micro: int, n_micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step over this process's ``share`` of the global batch, in ``n_micro``
+    micro-batches of ``micro`` rows; returns the mean loss and metrics of its micro-batches."""
+    accelerator, method, device = engine.accelerator, get_method(cfg.method), engine.accelerator.device
+    ids = rows.batch(step, cfg.train.batch_size, cfg.train.seed, share).to(device)  # (b, L)
+    given = rows.batch_given(step, cfg.train.batch_size, cfg.train.seed, share)
+    first_chunk = share.start // micro
+    total, metrics = torch.zeros((), device=device), {}
+    for k in range(n_micro):
+        part = slice(k * micro, (k + 1) * micro)
+        g = chunk_generator(device, cfg.train.seed, step, first_chunk + k)
+        with engine.sync_gradients(k == n_micro - 1), accelerator.autocast():
+            loss, m = method.loss(engine.forward, ids[part], cfg, g, tok, None if given is None else given[part].to(device))
+            accelerator.backward(loss / n_micro)
+        total += loss.detach() / n_micro
+        for name, v in m.items():
+            if v.ndim == 0:
+                metrics[name] = metrics.get(name, 0) + v / n_micro
+            else:  # per-example values (time warping) are concatenated
+                metrics[name] = torch.cat([metrics[name], v]) if name in metrics else v
+    accelerator.clip_grad_norm_(engine.model.parameters(), cfg.train.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total, metrics

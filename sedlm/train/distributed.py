@@ -1,0 +1,178 @@
+"""Running the training loop on one process or many, through Hugging Face Accelerate.
+
+Accelerate reads the launcher's environment (``accelerate launch``, ``torchrun``, SLURM ...), sets up
+torch.distributed (NCCL on GPUs, gloo on CPUs), picks this process's device and autocast
+(bf16 on CUDA, fp32 on CPU). The model is then wrapped for the configured strategy:
+
+    ddp   every process holds the whole model; gradients are averaged (DistributedDataParallel)
+    fsdp  parameters, gradients and optimizer state are sharded over the processes (PyTorch
+          FSDP2, ``fully_shard`` per Transformer block, then the root); state dicts are gathered
+          to full tensors for checkpoints and re-sharded on resume
+
+Batches: the configured ``train.batch_size`` rows is the *global* batch. Each process takes a
+contiguous, disjoint slice of it and splits that into micro-batches of ``train.micro_batch_size``
+rows; micro-batch ``k`` of the global batch draws its noise from a generator seeded by
+(seed, step, k). The loss curve therefore depends on the global and micro batch sizes only, not
+on how many processes share the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from sedlm.config import Config
+from sedlm.errors import SedlmError
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def make_accelerator(cfg: Config):
+    """An ``Accelerator`` for ``train.device`` and ``train.precision`` (bf16 autocast only on CUDA)."""
+    from accelerate import Accelerator
+
+    device = cfg.train.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SedlmError(f"train.device={device} asked for but no CUDA device is available; use cpu or auto")
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
+    on_cuda = not cpu and torch.cuda.is_available()
+    precision = cfg.train.precision
+    if precision == "bf16" and not on_cuda:
+        raise SedlmError("train.precision=bf16 needs a CUDA device; CPU runs use fp32 (train.precision=auto)")
+    mixed = "bf16" if on_cuda and precision in ("auto", "bf16") and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=cpu, mixed_precision=mixed)
+
+
+def micro_batches(cfg: Config, world: int) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per process and step) for the global ``train.batch_size``."""
+    B = cfg.train.batch_size
+    if B % world:
+        raise SedlmError(f"train.batch_size={B} (the global batch) does not split over {world} processes; "
+                         f"use a multiple of {world}")
+    per_process = B // world
+    micro = cfg.train.micro_batch_size or per_process
+    if per_process % micro:
+        raise SedlmError(f"train.micro_batch_size={micro} does not divide the {per_process} rows each of {world} "
+                         f"processes gets from train.batch_size={B}; pick a divisor of {per_process}")
+    return micro, per_process // micro
+
+
+def chunk_generator(device: torch.device, seed: int, step: int, chunk: int) -> torch.Generator:
+    """The generator of micro-batch ``chunk`` of step ``step``'s global batch."""
+    state = np.random.SeedSequence([seed, step, chunk]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+
+
+class Forward:
+    """What the loss functions see as "the model": calls go through the distributed (and compiled)
+    wrapper, so gradient synchronisation hooks run; attributes come from the plain module."""
+
+    def __init__(self, wrapped: nn.Module, plain: nn.Module):
+        self._wrapped, self._plain = wrapped, plain
+
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        return self._wrapped(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plain, name)
+
+
+@dataclass
+class Engine:
+    accelerator: Any
+    model: nn.Module  # the plain module (sharded in place under fsdp): attributes, state dicts
+    wrapped: nn.Module  # what forward passes go through
+    strategy: str
+
+    @property
+    def forward(self) -> Forward:
+        return Forward(self.wrapped, self.model)
+
+    @contextlib.contextmanager
+    def sync_gradients(self, sync: bool) -> Iterator[None]:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if self.accelerator.num_processes == 1 or sync:
+            yield
+        elif self.strategy == "fsdp":
+            self.model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                self.model.set_requires_gradient_sync(True)
+        else:
+            with self.accelerator.no_sync(self.wrapped):
+                yield
+
+
+def wrap_model(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], accelerator, cfg: Config
+               ) -> tuple[Engine, torch.optim.Optimizer]:
+    """Shard (fsdp) or replicate (ddp) ``model`` over the processes, optionally ``torch.compile`` it.
+    The optimizer is built after sharding, which replaces the parameters."""
+    strategy = cfg.train.strategy
+    if strategy == "fsdp" and accelerator.num_processes > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        # Linear layers return views; the loss never modifies the model's outputs in place.
+        warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
+        for block in _blocks(model):
+            fully_shard(block)
+        fully_shard(model)
+        optimizer = accelerator.prepare_optimizer(make_optimizer(model))
+        wrapped = model
+    else:
+        wrapped, optimizer = accelerator.prepare(model, make_optimizer(model))
+    if cfg.train.compile:
+        wrapped = torch.compile(wrapped)
+    return Engine(accelerator, model, wrapped, strategy), optimizer
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from sedlm.model.transformer import Block
+
+    return [m for m in model.modules() if isinstance(m, Block)]
+
+
+def _is_dtensor(v: Any) -> bool:
+    return type(v).__name__ == "DTensor"
+
+
+def full_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """Gather sharded (DTensor) entries to full tensors; a collective under fsdp: every process calls it."""
+    return {k: v.full_tensor() if _is_dtensor(v) else v for k, v in state.items()}
+
+
+def shard_like(full: dict[str, torch.Tensor], like: dict[str, Any]) -> dict[str, Any]:
+    """Full tensors laid out as the (possibly sharded) tensors of ``like``, on their devices."""
+    from torch.distributed.tensor import distribute_tensor
+
+    out = {}
+    for k, v in full.items():
+        ref = like.get(k)
+        if _is_dtensor(ref):
+            out[k] = distribute_tensor(v.to(ref.device_mesh.device_type), ref.device_mesh, ref.placements)
+        else:
+            out[k] = v.to(ref.device) if torch.is_tensor(ref) else v
+    return out
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state dict with full tensors (a collective under fsdp)."""
+    sd = optimizer.state_dict()
+    return {"state": {i: full_tensors(s) for i, s in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict[str, Any]) -> None:
+    """Load a full optimizer state, sharding each parameter's tensors like the parameter."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {}
+    for i, s in sd["state"].items():
+        p = params[int(i)]
+        state[int(i)] = {k: (shard_like({k: v}, {k: p})[k] if torch.is_tensor(v) and v.shape == p.shape else v)
+                         for k, v in s.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
