@@ -38,3 +38,16 @@ def test_compiled_sampling_matches_eager(tmp_path, tiny_overrides):
     eager = model.generate_ids(n=2, steps=4, sampler="ddim", seed=0)
     compiled = model.generate_ids(n=2, steps=4, sampler="ddim", seed=0, compile=True)
     assert torch.equal(eager, compiled)
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_loss_curve(tmp_path, tiny_overrides):
+    import numpy as np
+
+    from sedlm.config import load_config
+    from sedlm.train.trainer import train
+
+    runs = {c: train(load_config(None, [*tiny_overrides, "train.log_every=1", f"train.compile={c}"]), tmp_path / str(c),
+                     progress=False, log=lambda s: None) for c in (False, True)}
+    eager, compiled = ([r["loss"] for r in runs[c].history] for c in (False, True))
+    np.testing.assert_allclose(compiled, eager, rtol=1e-3)
