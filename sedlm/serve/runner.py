@@ -1,0 +1,173 @@
+"""Model calls for the server: request checking, a bounded queue, cancellation and step previews.
+
+Work runs in worker threads, one model call at a time by default (``Limits.max_concurrent``), served
+in arrival order, so memory stays bounded however many clients connect; at most ``Limits.max_queue``
+requests may be running or waiting. A job carries a ``threading.Event``: the sampler callback checks
+it after every step and raises ``Cancelled``, which unwinds the sampler when nobody waits for the result.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from sedlm.errors import SedlmError
+from sedlm.pretrained import PretrainedLM
+from sedlm.sampling.generate import decode_ids
+from sedlm.sampling.samplers import get_sampler
+from sedlm.sampling.templates import Layout
+from sedlm.serve.limits import Limits
+from sedlm.serve.schemas import StreamRequest
+
+OnStep = Callable[[int, int, list[str]], None]  # (step done, steps, texts)
+
+
+class Cancelled(Exception):
+    """The client went away: stop sampling."""
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+
+class LimitError(Exception):
+    """A request over one of the server's limits; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class FairGate:
+    """A first-come-first-served semaphore whose waiters can give up (a plain Semaphore lets late
+    arrivals overtake, which starves some clients under load)."""
+
+    def __init__(self, slots: int):
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._free = slots
+
+    def acquire(self, cancel: threading.Event) -> bool:
+        """Wait for a slot in arrival order; False if ``cancel`` was set first."""
+        me = object()
+        with self._cond:
+            self._waiting.append(me)
+            try:
+                while self._waiting[0] is not me or self._free == 0:
+                    if cancel.is_set():
+                        return False
+                    self._cond.wait(timeout=0.1)
+                self._free -= 1
+                return True
+            finally:
+                self._waiting.remove(me)
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
+@dataclass
+class Job:
+    """One checked request: what to sample and how."""
+
+    n: int
+    steps: int
+    seq_len: int
+    seed: int
+    layout: Layout | None
+    drop_given_prefix: bool
+    options: dict[str, Any]  # extra keyword arguments for generate_ids
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Runner:
+    """Owns the model; checks requests, admits them to the queue and runs them."""
+
+    def __init__(self, model: PretrainedLM, limits: Limits):
+        self.model, self.limits = model, limits
+        self.max_seq_len = limits.max_seq_len or model.config.data.seq_len
+        self._gate = FairGate(limits.max_concurrent)
+        self._lock = threading.Lock()
+        self.pending = 0  # requests admitted and not yet finished
+
+    def check(self, req: StreamRequest) -> Job:
+        """Turn a request into a job, or raise ``LimitError`` / ``SedlmError`` with a message."""
+        lim, s, is_sed = self.limits, self.model.config.sample, self.model.method == "sed"
+        steps = req.steps or s.steps
+        seq_len = req.seq_len or self.model.config.data.seq_len
+        for name, value, cap, flag in [("n", req.n, lim.max_n, "--max-n"), ("steps", steps, lim.max_steps, "--max-steps"),
+                                       ("seq_len", seq_len, self.max_seq_len, "--max-seq-len")]:
+            if value > cap:
+                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})")
+        for name in ("prompt", "src", "template"):
+            text = getattr(req, name)
+            if text is not None and len(text) > lim.max_text_chars:
+                raise LimitError(413, f"{name} is {len(text)} characters, over this server's limit of "
+                                      f"{lim.max_text_chars} (set by --max-text-chars)")
+        if not is_sed and (req.sampler is not None or req.guidance is not None):
+            raise SedlmError(f"sampler and guidance apply to sed models; this server holds a '{self.model.method}' model")
+        options: dict[str, Any] = {"steps": steps}
+        if is_sed:
+            options.update(sampler=req.sampler or s.sampler, guidance=s.guidance if req.guidance is None else req.guidance)
+            get_sampler(options["sampler"])  # an unknown name is a 400 before any work starts
+        layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
+        seed = s.seed if req.seed is None else req.seed
+        return Job(req.n, steps, seq_len, seed, layout, req.src is not None, options)
+
+    def admit(self) -> None:
+        """Take a place in the queue or raise ``Busy``; every admitted job must end with ``done``."""
+        with self._lock:
+            if self.pending >= self.limits.max_queue:
+                raise Busy(f"the server is busy ({self.pending} requests running or queued, limit {self.limits.max_queue} "
+                           "set by --max-queue); retry later")
+            self.pending += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self.pending -= 1
+
+    def run(self, job: Job, on_step: OnStep | None = None) -> dict[str, Any]:
+        """Sample (blocking; call from a worker thread). Raises ``Cancelled`` once ``job.cancel`` is set."""
+        if not self._gate.acquire(job.cancel):
+            raise Cancelled()
+        try:
+            start = time.perf_counter()
+            ids = self.model.generate_ids(job.n, seq_len=job.seq_len, seed=job.seed, layout=job.layout,
+                                          callback=self._callback(job, on_step), **job.options)
+            seconds = time.perf_counter() - start
+        finally:
+            self._gate.release()
+        return {"texts": self.model.texts(ids, job.layout, job.drop_given_prefix), "method": self.model.method,
+                "n": job.n, "steps": job.steps, "sampler": job.options.get("sampler"), "guidance": job.options.get("guidance"),
+                "seed": job.seed, "seq_len": job.seq_len, "tokens": job.n * job.seq_len, "seconds": round(seconds, 4)}
+
+    def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
+        # Thinning: every step for short runs, every k-th (and the last) when steps > stream_events.
+        every = max(1, math.ceil(job.steps / max(1, self.limits.stream_events)))
+
+        def callback(info: dict[str, Any]) -> None:
+            if job.cancel.is_set():
+                raise Cancelled()
+            i = int(info["i"])
+            if on_step is not None and (i % every == 0 or i == job.steps - 1):
+                on_step(i + 1, job.steps, self.preview(info, job))
+
+        return callback
+
+    def preview(self, info: dict[str, Any], job: Job) -> list[str]:
+        """The texts a sampler's current state decodes to (given tokens shown as given)."""
+        if "x0_hat" in info:  # sed: argmax of the current x0 estimate
+            ids = decode_ids(self.model.model, info["x0_hat"], job.layout, self.model.tokenizer.pad_id)
+        else:  # mdlm: the partly revealed tokens, still-masked positions shown as nothing
+            z = info["z"]
+            ids = torch.where(z == self.model.model.mask_id, torch.full_like(z, self.model.tokenizer.pad_id), z)
+        return self.model.texts(ids, job.layout, job.drop_given_prefix)

@@ -1,0 +1,196 @@
+"""The HTTP API: endpoints, limits, errors, server-sent events and cancellation when the client leaves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from sedlm.api import load_pretrained
+from sedlm.errors import SedlmError
+from sedlm.serve import Limits, create_app, server_thread
+
+from tiny_runs import slow_model, tiny_checkpoint, wait_idle
+
+TEMPLATE = "The king [___] in the [___:2]."
+
+
+@pytest.fixture(scope="module")
+def sed_ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("serve") / "sed")
+
+
+@pytest.fixture(scope="module")
+def client(sed_ckpt):
+    return TestClient(create_app(sed_ckpt, Limits(max_n=4, max_steps=50, max_body_bytes=2048, max_text_chars=200)))
+
+
+def parse_sse(body: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_health_model_page_and_schema(client):
+    assert client.get("/healthz").json() == {"status": "ok", "pending": 0}
+    info = client.get("/v1/model").json()
+    assert info["method"] == "sed" and info["seq_len"] == 16 and "ddim" in info["samplers"]
+    assert info["limits"]["max_n"] == 4 and info["limits"]["max_seq_len"] == 16
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/v1/generate/stream" in page.text and "http://" not in page.text and "https://" not in page.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/generate", "/v1/infill", "/v1/generate/stream", "/v1/model", "/healthz"} <= set(paths)
+
+
+def test_generate_prompt_and_unconditional(client):
+    r = client.post("/v1/generate", json={"n": 2, "steps": 4, "sampler": "ddim", "seed": 3, "prompt": "The king"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["texts"]) == 2 and all(t.startswith("The king") for t in body["texts"])
+    assert body["sampler"] == "ddim" and body["steps"] == 4 and body["tokens"] == 2 * 16
+    again = client.post("/v1/generate", json={"n": 2, "steps": 4, "sampler": "ddim", "seed": 3, "prompt": "The king"})
+    assert again.json()["texts"] == body["texts"]  # seeded: reproducible
+    assert client.post("/v1/generate", json={"steps": 3}).status_code == 200
+
+
+def test_infill_keeps_the_template_words(client):
+    r = client.post("/v1/infill", json={"template": TEMPLATE, "steps": 4, "guidance": 2.0})
+    assert r.status_code == 200, r.text
+    text = r.json()["texts"][0]
+    assert text.startswith("The king") and " in the" in text and text.endswith(".")
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"n": 5}, 422, "n=5 is over this server's limit of 4"),
+    ({"steps": 51}, 422, "steps=51 is over this server's limit of 50"),
+    ({"seq_len": 64}, 422, "seq_len=64 is over this server's limit of 16"),
+    ({"prompt": "x" * 201}, 413, "prompt is 201 characters"),
+    ({"sampler": "nope"}, 400, "unknown sampler 'nope'"),
+    ({"prompt": "a", "src": "b"}, 400, "not both"),
+    ({"prompt": "the king speaks " * 10}, 400, "shorten the prompt"),
+])
+def test_generate_limits_and_user_errors(client, body, status, fragment):
+    r = client.post("/v1/generate", json=body)
+    assert r.status_code == status and fragment in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("template, status, fragment", [
+    ("no blanks here", 400, "no blanks"),
+    ("the king [___:40]", 400, "sequence length"),
+    ("[___] " + "y" * 200, 413, "template is 206 characters"),
+])
+def test_infill_errors(client, template, status, fragment):
+    r = client.post("/v1/infill", json={"template": template, "steps": 2})
+    assert r.status_code == status and fragment in r.json()["detail"], r.text
+
+
+def test_body_size_unknown_fields_and_bad_json(client):
+    r = client.post("/v1/generate", content=b'{"prompt": "' + b"a" * 3000 + b'"}', headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "2048 bytes" in r.json()["detail"]
+    # the bytes count, not the header: a body streamed without Content-Length is measured as it arrives
+    r = client.post("/v1/generate", content=iter([b'{"prompt": "', b"a" * 3000, b'"}']), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/v1/generate", json={"n": 1, "temperature": 0.5})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "extra_forbidden"
+    r = client.post("/v1/infill", json={"steps": 2})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "template"]
+    r = client.post("/v1/generate", content=b'{"n": 1,', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert client.post("/v1/generate", json={"n": 0}).status_code == 422
+
+
+def test_stream_sends_every_step_then_the_result(client):
+    r = client.post("/v1/generate/stream", json={"template": TEMPLATE, "steps": 6, "seed": 1})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(r.text)
+    steps = [d for e, d in events if e == "step"]
+    assert [d["step"] for d in steps] == [1, 2, 3, 4, 5, 6] and all(d["steps"] == 6 for d in steps)
+    assert all(d["texts"][0].startswith("The king") for d in steps)  # given words shown from the first step
+    kind, result = events[-1]
+    assert kind == "result" and result["texts"] == steps[-1]["texts"]
+    same = client.post("/v1/infill", json={"template": TEMPLATE, "steps": 6, "seed": 1}).json()
+    assert same["texts"] == result["texts"]
+    assert client.post("/v1/generate/stream", json={"template": "no blanks"}).status_code == 400
+
+
+def test_stream_thins_long_runs(sed_ckpt):
+    client = TestClient(create_app(sed_ckpt, Limits(stream_events=5)))
+    events = parse_sse(client.post("/v1/generate/stream", json={"steps": 20}).text)
+    assert [d["step"] for e, d in events if e == "step"] == [1, 5, 9, 13, 17, 20]
+
+
+def test_disconnect_stops_the_work_and_full_queue_is_503(sed_ckpt):
+    model, calls = slow_model(sed_ckpt)
+    app = create_app(model, Limits(max_queue=1))
+    with server_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        with http.stream("POST", "/v1/generate/stream", json={"steps": 1000}) as r:
+            lines = r.iter_lines()
+            assert next(lines) == "event: step"
+            busy = http.post("/v1/generate", json={"steps": 1})
+            assert busy.status_code == 503 and "--max-queue" in busy.json()["detail"]
+        # closing the response dropped the connection: the sampler must stop well before 1000 steps
+        assert wait_idle(app.state.runner)
+        stopped_at = len(calls)
+        assert stopped_at < 500, f"{stopped_at} network calls ran after the client left"
+        time.sleep(0.1)
+        assert len(calls) == stopped_at
+        assert http.post("/v1/generate", json={"steps": 2}).status_code == 200
+
+
+def test_requests_queue_instead_of_running_together(sed_ckpt):
+    model = load_pretrained(sed_ckpt)
+    running, most = [0], [0]
+
+    def enter(*_):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.002)
+        running[0] -= 1
+
+    model.model.register_forward_pre_hook(enter)
+    client = TestClient(create_app(model, Limits(max_queue=8)))
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(client.post("/v1/generate", json={"steps": 10}).status_code))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 4 and most[0] == 1
+
+
+@pytest.fixture(scope="module", params=["ar", "mdlm"])
+def baseline_client(request, tmp_path_factory):
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("serve") / request.param, method=request.param)
+    return request.param, TestClient(create_app(ckpt))
+
+
+def test_baselines(baseline_client):
+    method, client = baseline_client
+    info = client.get("/v1/model").json()
+    assert info["method"] == method and info["samplers"] == [] and info["d_embed"] is None
+    r = client.post("/v1/generate", json={"n": 2, "steps": 4, "prompt": "The king"})
+    assert r.status_code == 200 and all(t.startswith("The king") for t in r.json()["texts"]), r.text
+    r = client.post("/v1/generate", json={"sampler": "ddim"})
+    assert r.status_code == 400 and "sed models" in r.json()["detail"]
+    events = parse_sse(client.post("/v1/generate/stream", json={"steps": 4}).text)
+    assert events[-1][0] == "result"
+    infill = client.post("/v1/infill", json={"template": TEMPLATE, "steps": 4})
+    if method == "ar":
+        assert infill.status_code == 400 and "only continue a prefix" in infill.json()["detail"]
+        assert [e for e, _ in events] == ["result"]  # one network call per token: no denoising steps to show
+    else:
+        assert infill.status_code == 200 and infill.json()["texts"][0].startswith("The king")
+        assert [e for e, _ in events].count("step") >= 1
+
+
+def test_limits_are_checked():
+    with pytest.raises(SedlmError, match="--max-queue must be positive"):
+        Limits(max_queue=0)
