@@ -38,7 +38,7 @@ from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import Config, load_config  # noqa: E402
 from sedlm.methods import get_method  # noqa: E402
 from sedlm.model.embedding import random_table  # noqa: E402
-from sedlm.train.distributed import chunk_generator  # noqa: E402
+from sedlm.train.rng import chunk_generator  # noqa: E402
 from sedlm.train.trainer import make_optimizer  # noqa: E402
 
 COLUMNS = ["method", "compile", "precision", "batch_size", "seq_len", "params", "tokens_per_s", "seconds_per_step",

@@ -282,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     e.set_defaults(func=cmd_embed)
 
-    t = sub.add_parser("train", help="train a model", description="Train a model and write a checkpoint folder + metrics.jsonl.")
+    t = sub.add_parser("train", help="train a model",
+                       description="Train a model and write a checkpoint folder + metrics.jsonl. Runs unchanged on several "
+                                   "processes: torchrun --nproc_per_node N -m sedlm train ... (or accelerate launch -m sedlm "
+                                   "train ...); train.batch_size is the global batch, split into train.micro_batch_size rows "
+                                   "per forward pass. --data may be a folder written by `sedlm prepare`.")
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")

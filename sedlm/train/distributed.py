@@ -23,7 +23,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -61,12 +60,6 @@ def micro_batches(cfg: Config, world: int) -> tuple[int, int]:
         raise SedlmError(f"train.micro_batch_size={micro} does not divide the {per_process} rows each of {world} "
                          f"processes gets from train.batch_size={B}; pick a divisor of {per_process}")
     return micro, per_process // micro
-
-
-def chunk_generator(device: torch.device, seed: int, step: int, chunk: int) -> torch.Generator:
-    """The generator of micro-batch ``chunk`` of step ``step``'s global batch."""
-    state = np.random.SeedSequence([seed, step, chunk]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
 
 
 class Forward:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -22,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -36,9 +34,10 @@ from sedlm.errors import SedlmError
 from sedlm.methods import Method, get_method
 from sedlm.model.embedding import load_table, random_table
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
-from sedlm.train.distributed import (Engine, chunk_generator, full_tensors, load_optimizer_state, make_accelerator,
-                                     micro_batches, optimizer_state, shard_like, wrap_model)
+from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
+                                     optimizer_state, shard_like, wrap_model)
 from sedlm.train.embed import build_table, save_embedding
+from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
 
 
 @dataclass
@@ -186,35 +185,6 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     )
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every RNG of this process: torch (CPU, each CUDA device) as tensors; numpy and ``random`` as JSON."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    return tensors, {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [py[0], list(py[1]), py[2]]}
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    if "numpy" in meta:
-        kind, keys, pos, has_gauss, gauss = meta["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    if "python" in meta:
-        version, internal, gauss = meta["python"]
-        random.setstate((version, tuple(internal), gauss))
-
-
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    """Reseeding the global RNG every step (dropout, anything drawn without a generator) makes the
-    step a pure function of (seed, step, process) as well."""
-    return int(np.random.SeedSequence([seed, step, rank, 17]).generate_state(1, dtype=np.uint64)[0] & (2**63 - 1))
-
-
 def _prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Tokenizer | None, log) -> PreparedData:
     """The main process loads the data (training the tokenizer if needed) and writes the tokenizer;
     the others then load the same tokenizer, so every process tokenises identically."""
@@ -312,7 +282,7 @@ def train(
         model.load_state_dict(shard_like(state["model"], model.state_dict()))
         ema.state = shard_like(saved[1], ema.state)
         load_optimizer_state(opt, state["optimizer"])
-        _set_rng_state(state["rng"], state["meta"].get("rng", {}))
+        set_rng_state(state["rng"], state["meta"].get("rng", {}))
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed_s"]
         if main:
             _truncate_metrics(metrics_path, step)
@@ -322,7 +292,7 @@ def train(
         """Gather full tensors on every process (sharded runs), write on the main one."""
         weights, raw, optim = full_tensors(ema.state), full_tensors(model.state_dict()), optimizer_state(opt)
         if main:
-            rng, rng_meta = _rng_state()
+            rng, rng_meta = rng_state()
             rows_seen = step * cfg.train.batch_size
             save_checkpoint(out, cfg, weights, data.tokenizer, {
                 "model": raw, "optimizer": optim, "rng": rng,
@@ -347,7 +317,7 @@ def train(
         while step < cfg.train.max_steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
+            torch.manual_seed(step_seed(cfg.train.seed, step, rank))
             loss, m = _train_step(engine, opt, train_rows, cfg, tok, step, share, micro, n_micro)
             if getattr(model, "time_warp", None) is not None:
                 update_time_warp(model, {k: accelerator.gather(m[k]) if world > 1 else m[k] for k in ("t", "ce_rows")}, step)
