@@ -38,6 +38,7 @@ from sedlm.cli import resolve_config_path  # noqa: E402
 from sedlm.config import Config, load_config  # noqa: E402
 from sedlm.methods import get_method  # noqa: E402
 from sedlm.model.embedding import random_table  # noqa: E402
+from sedlm.train.distributed import Forward  # noqa: E402
 from sedlm.train.rng import chunk_generator  # noqa: E402
 from sedlm.train.trainer import make_optimizer  # noqa: E402
 
@@ -73,16 +74,11 @@ def make_step(cfg: Config, method: str, model, forward, opt, ids: torch.Tensor, 
     loss_fn = get_method(method).loss
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
-    class _Model:  # calls through the (compiled) module, attributes from the plain one
-        def __call__(self, *a, **k):
-            return forward(*a, **k)
-
-        def __getattr__(self, name):
-            return getattr(model, name)
+    through = Forward(forward, model)  # calls through the (compiled) module, attributes from the plain one
 
     def step(i: int) -> None:
         with autocast:
-            loss, _ = loss_fn(_Model(), ids, cfg, chunk_generator(device, 0, i, 0), _Tok(), None)
+            loss, _ = loss_fn(through, ids, cfg, chunk_generator(device, 0, i, 0), _Tok(), None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()

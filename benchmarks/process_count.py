@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
@@ -29,8 +30,6 @@ COLUMNS = ["processes", "micro_batches_per_process", "batch_size", "steps", "fin
 
 
 def run(processes: int, out: Path, args, overrides: list[str]) -> tuple[list[dict], float]:
-    import time
-
     launcher = [sys.executable] if processes == 1 else [str(Path(sys.executable).parent / "torchrun"), "--standalone",
                                                          f"--nproc_per_node={processes}"]
     cmd = [*launcher, "-m", "sedlm", "train", "--config", args.config, "--data", args.data, "--out", str(out), *overrides]

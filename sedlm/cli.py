@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from sedlm.errors import SedlmError
+from sedlm.serve.cli import add_serve_parser  # imports no web framework until `serve` runs
 
 CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
 OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200 model.d_model=256"
@@ -219,39 +220,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
-    from sedlm.serve.app import create_app
-    from sedlm.serve.limits import Limits
-    from sedlm.serve.server import serve_forever
-
-    limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
-    app = create_app(args.ckpt, limits, device=args.device)
-    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops)")
-    serve_forever(app, host=args.host, port=args.port)
-    return 0
-
-
-def _add_serve(sub) -> None:
-    from dataclasses import fields
-
-    from sedlm.serve.limits import Limits
-
-    v = sub.add_parser("serve", help="HTTP API and a live page for a checkpoint",
-                       description="Serve a checkpoint over HTTP: POST /v1/generate, /v1/infill and /v1/generate/stream "
-                                   "(server-sent events), GET /v1/model and /healthz, and a page at / that shows the text "
-                                   "settling step by step. Requests over a limit are answered with a 4xx and the reason.")
-    v.add_argument("--ckpt", required=True, help="checkpoint folder (sed; ar and mdlm without sampler/guidance)")
-    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    v.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    for f in fields(Limits):
-        v.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, metavar="N",
-                       help=f"{f.metadata['help']} (default: {f.default})")
-    v.set_defaults(func=cmd_serve)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sedlm import __version__
     from sedlm.config import METHODS
@@ -321,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("template", help='e.g. "The [___] of Denmark [___:12] revenge."')
     _sampling_options(f, n_help="number of fillings (default: 1)")
     f.set_defaults(func=cmd_sample, prompt=None, src=None)
-    _add_serve(sub)
+    add_serve_parser(sub)
     _add_eval_and_bench(sub)
     return p
 

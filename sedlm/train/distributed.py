@@ -25,27 +25,22 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from sedlm.config import Config
 from sedlm.errors import SedlmError
-
-STRATEGIES = ("ddp", "fsdp")
+from sedlm.pretrained import resolve_device
 
 
 def make_accelerator(cfg: Config):
     """An ``Accelerator`` for ``train.device`` and ``train.precision`` (bf16 autocast only on CUDA)."""
     from accelerate import Accelerator
 
-    device = cfg.train.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SedlmError(f"train.device={device} asked for but no CUDA device is available; use cpu or auto")
-    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
-    on_cuda = not cpu and torch.cuda.is_available()
-    precision = cfg.train.precision
-    if precision == "bf16" and not on_cuda:
+    kind = resolve_device(cfg.train.device).type
+    if cfg.train.precision == "bf16" and kind != "cuda":
         raise SedlmError("train.precision=bf16 needs a CUDA device; CPU runs use fp32 (train.precision=auto)")
-    mixed = "bf16" if on_cuda and precision in ("auto", "bf16") and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=cpu, mixed_precision=mixed)
+    bf16 = kind == "cuda" and cfg.train.precision != "fp32" and torch.cuda.is_bf16_supported()
+    return Accelerator(cpu=kind == "cpu", mixed_precision="bf16" if bf16 else "no")
 
 
 def micro_batches(cfg: Config, world: int) -> tuple[int, int]:
@@ -131,27 +126,21 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, Block)]
 
 
-def _is_dtensor(v: Any) -> bool:
-    return type(v).__name__ == "DTensor"
-
-
 def full_tensors(state: dict[str, Any]) -> dict[str, Any]:
     """Gather sharded (DTensor) entries to full tensors; a collective under fsdp: every process calls it."""
-    return {k: v.full_tensor() if _is_dtensor(v) else v for k, v in state.items()}
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def _place_like(full: torch.Tensor, ref: Any) -> Any:
+    """A full tensor laid out as ``ref``: sharded the same way if ``ref`` is a DTensor, else on its device."""
+    if isinstance(ref, DTensor):
+        return distribute_tensor(full.to(ref.device_mesh.device_type), ref.device_mesh, ref.placements)
+    return full.to(ref.device) if torch.is_tensor(ref) else full
 
 
 def shard_like(full: dict[str, torch.Tensor], like: dict[str, Any]) -> dict[str, Any]:
     """Full tensors laid out as the (possibly sharded) tensors of ``like``, on their devices."""
-    from torch.distributed.tensor import distribute_tensor
-
-    out = {}
-    for k, v in full.items():
-        ref = like.get(k)
-        if _is_dtensor(ref):
-            out[k] = distribute_tensor(v.to(ref.device_mesh.device_type), ref.device_mesh, ref.placements)
-        else:
-            out[k] = v.to(ref.device) if torch.is_tensor(ref) else v
-    return out
+    return {k: _place_like(v, like.get(k)) for k, v in full.items()}
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -161,11 +150,10 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict[str, Any]) -> None:
-    """Load a full optimizer state, sharding each parameter's tensors like the parameter."""
+    """Load a full optimizer state, laying out each parameter's moment tensors like the parameter."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
     for i, s in sd["state"].items():
         p = params[int(i)]
-        state[int(i)] = {k: (shard_like({k: v}, {k: p})[k] if torch.is_tensor(v) and v.shape == p.shape else v)
-                         for k, v in s.items()}
+        state[int(i)] = {k: _place_like(v, p) if torch.is_tensor(v) and v.shape == p.shape else v for k, v in s.items()}
     optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})

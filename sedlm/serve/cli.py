@@ -1,0 +1,36 @@
+"""`sedlm serve`: the subcommand's options and its thin wrapper over ``create_app`` and uvicorn.
+FastAPI and uvicorn are imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from sedlm.serve.limits import Limits
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sedlm.serve.app import create_app
+    from sedlm.serve.server import serve_forever
+
+    limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
+    app = create_app(args.ckpt, limits, device=args.device)
+    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops)")
+    serve_forever(app, host=args.host, port=args.port)
+    return 0
+
+
+def add_serve_parser(sub) -> None:
+    """The `sedlm serve` subcommand and its limit flags (one per ``Limits`` field)."""
+    v = sub.add_parser("serve", help="HTTP API and a live page for a checkpoint",
+                       description="Serve a checkpoint over HTTP: POST /v1/generate, /v1/infill and /v1/generate/stream "
+                                   "(server-sent events), GET /v1/model and /healthz, and a page at / that shows the text "
+                                   "settling step by step. Requests over a limit are answered with a 4xx and the reason.")
+    v.add_argument("--ckpt", required=True, help="checkpoint folder (sed; ar and mdlm without sampler/guidance)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    for f in fields(Limits):
+        v.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, metavar="N",
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    v.set_defaults(func=cmd_serve)
