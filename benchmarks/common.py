@@ -2,7 +2,7 @@
 
 Every benchmark writes ``benchmarks/results/<name>.json`` shaped as
 ``{"name", "command", "machine", "rows"}`` and a Markdown table ``<name>.md`` beside it
-(DESIGN.md §3 "Results files"), through ``sedlm.eval.results``.
+(the project's results-file format), through ``sedlm.eval.results``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ class SED(PretrainedLM):
     """A self-conditioned embedding diffusion LM."""
 
     method = "sed"
+    frontier_knob = ("score_temp", (0.6, 0.8, 1.0))  # CDCD's score temperature of interp estimates
 
     def generate_ids(
         self,
@@ -35,6 +36,7 @@ class SED(PretrainedLM):
         sampler: str | None = None,
         seed: int | None = None,
         guidance: float | None = None,
+        guidance_mode: str | None = None,
         seq_len: int | None = None,
         callback: Callback | None = None,
         layout: Layout | None = None,
@@ -54,12 +56,19 @@ class SED(PretrainedLM):
             self._sampling_module(s.compile if compile is None else compile), n=n, seq_len=seq_len or self.config.data.seq_len, steps=steps,
             sampler=sampler or s.sampler, schedule=self.config.diffusion.schedule,
             logsnr_shift=self.config.diffusion.logsnr_shift, time_grid=time_grid or s.time_grid, rho=s.rho,
-            guidance=s.guidance if guidance is None else guidance, seed=s.seed if seed is None else seed,
+            guidance=s.guidance if guidance is None else guidance,
+            guidance_mode=guidance_mode or s.guidance_mode, seed=s.seed if seed is None else seed,
             score_temp=s.score_temp if score_temp is None else score_temp, clamp=s.clamp if clamp is None else clamp,
             callback=callback, layout=layout, pad_id=self.tokenizer.pad_id,
             noise_temp=s.noise_temp if noise_temp is None else noise_temp, **sampler_kw,
         )
 
+
+    def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        s = self.config.sample
+        return {"sampler": options.get("sampler", s.sampler), "guidance": options.get("guidance", s.guidance),
+                "guidance_mode": options.get("guidance_mode", s.guidance_mode),
+                "score_temp": options.get("score_temp", s.score_temp)}
 
     def _sampling_module(self, compile: bool) -> torch.nn.Module:
         """The denoiser, or a cached ``torch.compile`` of it (shapes may vary between calls)."""
@@ -74,6 +83,8 @@ class AR(PretrainedLM):
     """The autoregressive baseline: continues the end-of-document token (a fresh document)."""
 
     method = "ar"
+    frontier_knob = ("temperature", (0.7, 0.85, 1.0))
+    frontier_fixed = {"top_p": 1.0}  # pure temperature sampling along the frontier
 
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                      seq_len: int | None = None, temperature: float | None = None, top_p: float | None = None,
@@ -96,22 +107,32 @@ class AR(PretrainedLM):
                           top_p=s.top_p if top_p is None else top_p, generator=g, use_cache=use_cache)
         return ids[:, 1:]
 
+    def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        s = self.config.sample
+        return {"temperature": options.get("temperature", s.temperature), "top_p": options.get("top_p", s.top_p)}
+
 
 class MDLM(PretrainedLM):
     """The masked discrete diffusion baseline."""
 
     method = "mdlm"
+    frontier_knob = ("temperature", (0.7, 0.85, 1.0))
 
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                      seq_len: int | None = None, callback: Callback | None = None, layout: Layout | None = None,
-                     **_: Any) -> torch.Tensor:
-        """(n, seq_len) ids; a ``layout``'s given tokens start (and stay) unmasked."""
+                     temperature: float | None = None, **_: Any) -> torch.Tensor:
+        """(n, seq_len) ids; a ``layout``'s given tokens start (and stay) unmasked; ``temperature``
+        scales the logits of revealed tokens (default: sample.temperature)."""
         s = self.config.sample
         n, steps = self._n_steps(n, steps)
         g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         ids, _ = mdlm_sample(self.model, n, seq_len or self.config.data.seq_len, steps, generator=g, callback=callback,
-                             layout=layout, pad_id=self.tokenizer.pad_id)
+                             layout=layout, pad_id=self.tokenizer.pad_id,
+                             temperature=s.temperature if temperature is None else temperature)
         return ids
+
+    def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {"temperature": options.get("temperature", self.config.sample.temperature)}
 
 
 CLASSES: dict[str, type[PretrainedLM]] = {"sed": SED, "ar": AR, "mdlm": MDLM}

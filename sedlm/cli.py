@@ -139,7 +139,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _sed_knobs(args: argparse.Namespace) -> dict:
     """The SED sampling knobs given on the command line (unset ones fall back to config.sample)."""
     knobs = {"time_grid": args.time_grid, "noise_temp": args.noise_temp, "score_temp": args.score_temp,
-             "clamp": True if args.clamp else None}
+             "clamp": True if args.clamp else None, "guidance_mode": args.guidance_mode}
     return {k: v for k, v in knobs.items() if v is not None}
 
 
@@ -150,12 +150,15 @@ def _add_sed_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-temp", type=float, help="sed only: scale of the fresh noise of stochastic samplers (default: sample.noise_temp)")
     p.add_argument("--score-temp", type=float, help="sed only: softmax temperature of interp estimates (default: sample.score_temp)")
     p.add_argument("--clamp", action="store_true", help="sed only: snap every x0 estimate to the nearest embedding row")
+    p.add_argument("--guidance-mode", choices=("cond", "self_cond"),
+                   help="sed only: guide on the given tokens (cond; unconditional requests then run unguided) or on "
+                        "the self-conditioning estimate (self_cond, any request) (default: sample.guidance_mode)")
 
 
 def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
     """Options every judged benchmark shares."""
     p.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    p.add_argument("--n", type=int, default=64, help=f"{n_help} (default: 64)")
+    p.add_argument("--n", type=int, default=256, help=f"{n_help} (default: 256)")
     p.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
 
 
@@ -169,10 +172,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     judge = get_judge(args.judge)
     options = {"sampler": args.sampler, "guidance": args.guidance, **_sed_knobs(args)} if model.method == "sed" else {}
     rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **options)
-    print(markdown_table(rows))
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
-    write_atomic(out, json.dumps({"ckpt": str(args.ckpt), "judge": args.judge, "rows": rows, "samples": samples}, indent=2))
-    print(f"wrote {out}")
+    result = {"ckpt": str(args.ckpt), "judge": args.judge, "val_loss": rows[0]["val_loss"],
+              "val_loss_kind": rows[0]["val_loss_kind"], "rows": rows, "samples": samples}
+    write_atomic(out, json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(markdown_table(rows))
+        print(f"wrote {out}")
     return 0
 
 
@@ -186,7 +194,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sedlm.eval.bench import compare
 
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
-            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, command=_bench_command("compare"))
+            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
+            command=_bench_command("compare"))
     return 0
 
 
@@ -316,7 +325,7 @@ def _add_eval_and_bench(sub) -> None:
                                    "and validation loss, next to the same metrics on held-out text (the data row).")
     v.add_argument("--ckpt", required=True, help="checkpoint folder of any method (sed, ar, mdlm)")
     v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
-    v.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    v.add_argument("--n", type=int, default=256, help="number of samples (default: 256)")
     v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
     v.add_argument("--sampler", help="sed only: sampler (default: sample.sampler)")
     v.add_argument("--guidance", type=float, help="sed only: guidance scale (default: sample.guidance)")
@@ -324,6 +333,7 @@ def _add_eval_and_bench(sub) -> None:
     v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object (val_loss, val_loss_kind, rows, samples)")
     v.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks that train and compare models",
@@ -334,6 +344,8 @@ def _add_eval_and_bench(sub) -> None:
                                      "sample and judge them, and write benchmarks/results/compare-<corpus>.{json,md,png}.")
     bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
+    bc.add_argument("--train-steps", type=int, help="optimiser steps per family (default: sized from the budget by "
+                                                    "timing each family's step)")
     _add_judge_options(bc, "samples per method")
     bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
     bc.add_argument("--runs-dir", default="runs/compare", help="where the three runs are written")

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ModelConfig:
-    """Denoiser backbone (DESIGN.md §1.4)."""
+    """Denoiser backbone (Strudel et al. 2022, §3)."""
 
     d_model: int = 256
     n_layers: int = 4
@@ -36,7 +36,7 @@ class ModelConfig:
 
 @dataclass
 class EmbedConfig:
-    """The frozen embedding space E (DESIGN.md §1.1) and the masked LM that learns it."""
+    """The frozen embedding space E (Strudel et al. 2022, §3.1) and the masked LM that learns it."""
 
     # "mlm" (masked LM of `sedlm embed`, the paper), "ppmi" (truncated SVD of the training text's PPMI
     # co-occurrence matrix: seconds, no training), "random" (frozen random), "learned" (joint, normalised)
@@ -56,7 +56,7 @@ class EmbedConfig:
 
 @dataclass
 class DiffusionConfig:
-    """Forward process and SED objective (DESIGN.md §1.2-§1.5, §1.7)."""
+    """Forward process and SED objective (Strudel et al. 2022, §3)."""
 
     schedule: str = "cosine"
     logsnr_shift: float = 0.0  # added to the schedule's log-SNR; negative = more time at high noise
@@ -64,7 +64,6 @@ class DiffusionConfig:
     # and offer the fitted warp as a sampling grid (sample.time_grid=warped); stored in the checkpoint
     time_warp: bool = False
     sigma0: float = 1e-2
-    timesteps: int = 1000  # T of the discrete-time (ancestral) sampler
     self_cond: str = "both"  # "both" (paper), "half_nograd" (Analog Bits), "off"
     # "direct": x0_hat is regressed (the paper); "interp": x0_hat = softmax(logits) E, the expected
     # embedding under the model's token distribution (CDCD score interpolation; train with mse_weight=0)
@@ -72,9 +71,10 @@ class DiffusionConfig:
     mse_weight: float = 1.0
     ce_weight: float = 1.0
     p_uncond: float = 0.1
-    # Conditioning masks trained on (sedlm/data/masks.py): SED's span masking (which includes
-    # unconditional rows, n = 1) plus prompt prefixes; "none" trains unconditional generation only.
-    cond_masks: str = "span:0.8,prefix:0.2"
+    # Conditioning kinds trained on (sedlm/data/masks.py): SED's span masking (which includes
+    # unconditional rows, n = 1), prompt prefixes, and free-length blanks (text then padding inside a
+    # window, so that `[___]` blanks get text of a fitting length); "none" trains unconditional only.
+    cond_masks: str = "span:0.6,prefix:0.2,blank:0.2"
 
 
 @dataclass
@@ -129,12 +129,15 @@ class SampleConfig:
     rho: float = 7.0  # karras grid: higher rho puts more steps at low noise
     n: int = 4
     guidance: float = 1.0
+    # "cond": guidance on the given tokens (prompt, template, source); unconditional requests then run
+    # unguided. "self_cond": guidance on the self-conditioning estimate, for any request (2 calls/step)
+    guidance_mode: str = "cond"
     seed: int = 0
     noise_temp: float = 1.0  # scale of the fresh noise of stochastic samplers (< 1 trades diversity for NLL)
     score_temp: float = 1.0  # softmax temperature of interp x0 estimates (diffusion.x0_estimate=interp)
     clamp: bool = False  # snap every x0 estimate to its nearest embedding row (Diffusion-LM clamping)
     compile: bool = False  # torch.compile the denoiser for sampling (pays off for long runs on a GPU)
-    temperature: float = 1.0  # autoregressive baseline
+    temperature: float = 1.0  # autoregressive and masked-diffusion baselines: softmax temperature of token draws
     top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
 
 
@@ -171,7 +174,11 @@ CHOICES = {
     ("train", "strategy"): ("ddp", "fsdp"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
+    ("sample", "guidance_mode"): ("cond", "self_cond"),
 }
+# Keys older configs hold that no longer mean anything; dropped when read. (diffusion.timesteps: the
+# samplers take their step count from sample.steps, in continuous time.)
+_RETIRED = {("diffusion", "timesteps")}
 
 
 def _coerce(value: Any, typ: type, name: str) -> Any:
@@ -206,7 +213,8 @@ def from_dict(d: dict[str, Any]) -> Config:
             if not isinstance(value, dict):
                 raise SedlmError(f"config section '{name}' must be a mapping of keys to values")
             for key, v in value.items():
-                _set(getattr(cfg, name), name, key, v)
+                if (name, key) not in _RETIRED:
+                    _set(getattr(cfg, name), name, key, v)
         elif name == "method":
             cfg.method = _coerce(value, str, "method")
         elif name == "format_version":
@@ -277,7 +285,7 @@ def validate(cfg: Config) -> None:
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.d_embed": m.d_embed,
         "data.seq_len": cfg.data.seq_len, "train.batch_size": cfg.train.batch_size,
         "train.max_steps": cfg.train.max_steps, "train.lr": cfg.train.lr,
-        "diffusion.timesteps": cfg.diffusion.timesteps, "sample.steps": cfg.sample.steps,
+        "sample.steps": cfg.sample.steps,
         "data.vocab_size": cfg.data.vocab_size, "train.log_every": cfg.train.log_every,
         "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
         "embed.window": e.window, "sample.score_temp": cfg.sample.score_temp,

@@ -16,7 +16,7 @@ from torch import nn
 from sedlm.baselines.ar import ARModel, ar_loss
 from sedlm.baselines.mdlm import MDLMModel, mdlm_loss
 from sedlm.config import Config
-from sedlm.data.masks import mixture_mask
+from sedlm.data.masks import conditioning
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import get_schedule
@@ -49,7 +49,7 @@ def _sed_loss(model, ids, cfg, gen, tok, given=None) -> Loss:
     """SED loss conditioned on ``given`` positions (seq2seq sources), else on positions drawn from
     the configured conditioning-mask mixture."""
     if given is None and cfg.diffusion.cond_masks != "none":
-        given = mixture_mask(cfg.diffusion.cond_masks, ids.shape[0], ids.shape[1], gen, ids.device)
+        ids, given = conditioning(cfg.diffusion.cond_masks, ids, tok.pad_id, gen)
     return sed_loss(model, ids, cfg.diffusion, get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift), gen, cond_mask=given)
 
 

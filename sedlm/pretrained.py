@@ -34,7 +34,8 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise SedlmError(f"checkpoint weights do not match the {config.method} model "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); a checkpoint written by another "
+                         "sedlm version (e.g. an interp model from before its full-rank logits head) must be retrained")
     return model
 
 
@@ -72,6 +73,14 @@ class PretrainedLM:
 
     def generate_ids(self, n: int | None = None, **kw: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    # The sampling option a quality/diversity frontier sweeps, its values, and options held fixed meanwhile.
+    frontier_knob: tuple[str, tuple[float, ...]] = ("temperature", (1.0,))
+    frontier_fixed: dict[str, Any] = {}
+
+    def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The sampling options a results row should name (``options`` override the config's)."""
+        return {}
 
     def make_layout(self, prompt: str | None = None, src: str | None = None, template: str | None = None,
                     seq_len: int | None = None) -> Layout | None:

@@ -17,7 +17,8 @@ from sedlm.cli import resolve_config_path
 from sedlm.config import load_config
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.metrics import real_word_share, unigram_entropy, vocabulary
+from sedlm.eval.harness import content_ids, heldout_ids
+from sedlm.eval.metrics import mean_token_entropy, real_word_share, vocabulary
 from sedlm.api import SED
 from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
@@ -49,19 +50,18 @@ def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force
     filled = model.infill(INFILL_TEMPLATE, n=1, seed=0)[0]
     log(f"--- infill of {INFILL_TEMPLATE!r}\n{filled}")
 
-    val_rows = (data.val or data.train).fixed_batches(N_SCORED, 1)[0][0]
-    real = data.tokenizer.decode_batch(val_rows)
+    real_ids = heldout_ids(data, N_SCORED)
     summary = {
         "val_loss": result.val_loss if result.val_loss is not None else float("nan"),
         "real_word_share": real_word_share(samples, vocabulary(data.train_docs)),
-        "unigram_entropy": unigram_entropy(samples),
-        "data_unigram_entropy": unigram_entropy(real),
+        "unigram_entropy": mean_token_entropy(content_ids(model.tokenizer, ids))[0],  # per sample, model tokens
+        "data_unigram_entropy": mean_token_entropy(real_ids)[0],
         "steps": result.step,
         "seconds": time.perf_counter() - start,
     }
     log(
         f"quickstart: val_loss {summary['val_loss']:.3f} | real words {summary['real_word_share']:.1%} | "
-        f"unigram entropy {summary['unigram_entropy']:.2f} bits (validation text {summary['data_unigram_entropy']:.2f}) | "
+        f"unigram entropy per sample {summary['unigram_entropy']:.2f} bits (validation text {summary['data_unigram_entropy']:.2f}) | "
         f"{result.step} steps, {summary['seconds'] / 60:.1f} min | checkpoint: {out}"
     )
     return summary

@@ -30,6 +30,15 @@ def corpus_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small sequential tensor ops: on a shared machine intra-op threads only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # A model small enough to train for a few steps in a second or two.
 TINY = [
     "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",

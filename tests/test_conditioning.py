@@ -56,9 +56,11 @@ def test_template_layout(tok):
     assert parse_template("a [___] b [___:3] c") == ["a ", None, " b ", 3, " c"]
     lay = layout_template("The king [___] in the [___:3].", tok, 32)
     given_text = tok.decode(lay.ids[lay.given].tolist())
-    assert given_text == "The king " + " in the " + "."  # the pieces, verbatim
+    assert given_text == "The king" + " in the" + "."  # the pieces; a space before a blank belongs to the blank
+    before_blank = [int(lay.ids[i]) for i in range(31) if lay.given[i] and not lay.given[i + 1]]
+    assert before_blank and all(tok.decode([i]).strip() for i in before_blank)  # no stray space token before a blank
     assert int(lay.no_pad.sum()) == 3 and not torch.any(lay.no_pad & lay.given)
-    assert int((~lay.given).sum()) == 32 - len(tok.encode("The king ")) - len(tok.encode(" in the ")) - len(tok.encode("."))
+    assert int((~lay.given).sum()) == 32 - len(tok.encode("The king")) - len(tok.encode(" in the")) - len(tok.encode("."))
 
 
 @pytest.mark.parametrize("template, fragment", [
@@ -96,7 +98,52 @@ def test_given_tokens_come_back_exactly(tok, sampler):
     assert not torch.any(ids[:, lay.no_pad] == tok.pad_id)  # fixed blanks have exactly N real tokens
     for row in ids:
         text = tok.decode(row.tolist())
-        assert text.startswith("The king ") and " in the castle " in text and text.endswith(" sea.")
+        assert text.startswith("The king") and " in the castle" in text and text.endswith(" sea.")
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_given_positions_follow_the_forward_process(tok, sampler):
+    """Every estimate at a given position is the clean embedding, so a deterministic sampler's state
+    there is exactly sqrt(abar) E[w] + sqrt(1 - abar) eps for the starting eps, as in training."""
+    from sedlm.diffusion.schedules import get_schedule, time_grid
+
+    model = _model(tok)
+    lay = layout_template("The king [___] in the castle [___:4] sea.", tok, 32)
+    clean = model.embed(lay.ids)[lay.given]  # (G, De)
+    seen = []
+    sample_ids(model, n=2, seq_len=32, steps=6, sampler=sampler, layout=lay, pad_id=tok.pad_id, seed=3,
+               callback=lambda info: seen.append((info["x0_hat"][:, lay.given].clone(), info["x"][:, lay.given].clone())))
+    assert seen and all(torch.equal(x0, clean.expand_as(x0)) for x0, _ in seen)
+    if sampler == "ddpm":
+        return  # stochastic: fresh noise at every step, only its law is fixed
+    ts = time_grid(6, kind="uniform")
+    ab = get_schedule("cosine")(ts.double()).clamp(1e-8, 1.0)
+    x_T = torch.randn(2, 32, 8, generator=torch.Generator().manual_seed(3))[:, lay.given]
+    eps = (x_T - ab[0].sqrt() * clean) / (1 - ab[0]).sqrt()
+    for k, (_, x) in enumerate(seen[:-1]):
+        a = ab[k + 1].float()
+        assert torch.allclose(x, a.sqrt() * clean + (1 - a).sqrt() * eps, atol=1e-3), f"step {k}"
+
+
+def test_guidance_on_an_unconditional_sample_does_what_it_says(tok):
+    """mode cond: nothing is given, so guidance is a no-op (one network row per sample and step) and
+    the user is told; mode self_cond: guidance on the self-conditioning estimate, two rows."""
+    model = _model(tok)
+    rows = []
+    model.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[0]))
+    with pytest.warns(UserWarning, match="runs unguided"):
+        a = sample_ids(model, n=2, seq_len=8, steps=4, sampler="ddim", guidance=2.5)
+    assert rows == [2] * 4
+    b = sample_ids(model, n=2, seq_len=8, steps=4, sampler="ddim", guidance=1.0)
+    assert torch.equal(a, b)
+    rows.clear()
+    sample_ids(model, n=2, seq_len=8, steps=4, sampler="ddim", guidance=2.5, guidance_mode="self_cond")
+    assert rows == [4] * 4
+    x, t, sc = torch.randn(2, 8, 8), torch.full((2,), 0.5), torch.randn(2, 8, 8)
+    with torch.no_grad():
+        with_sc, without = model(x, t, sc)[0], model(x, t, torch.zeros_like(sc))[0]
+        guided = make_denoise_fn(model, guidance=2.5, guidance_mode="self_cond")(x, t, sc)
+    assert torch.allclose(guided, without + 2.5 * (with_sc - without), atol=1e-5)
 
 
 def test_guidance_one_is_the_plain_estimate_and_batched_cfg_matches_two_calls(tok):
@@ -107,12 +154,15 @@ def test_guidance_one_is_the_plain_estimate_and_batched_cfg_matches_two_calls(to
     cond = torch.randn(2, 8, 8)
     mask = torch.zeros(2, 8)
     mask[:, :3] = 1
+    gen = ~mask.bool()  # generated positions; given ones are held at cond
     with torch.no_grad():
         plain = model(x, t, sc, cond, mask)[0]
-        assert torch.equal(make_denoise_fn(model, cond, mask, 1.0)(x, t, sc), plain)
+        out = make_denoise_fn(model, cond, mask, 1.0)(x, t, sc)
+        assert torch.equal(out[gen], plain[gen]) and torch.equal(out[~gen], cond[~gen])
         uncond = model(x, t, torch.zeros_like(sc), torch.zeros_like(cond), torch.zeros_like(mask))[0]
         guided = make_denoise_fn(model, cond, mask, 2.5)(x, t, sc)
-    assert torch.allclose(guided, uncond + 2.5 * (plain - uncond), atol=1e-5)
+    assert torch.allclose(guided[gen], (uncond + 2.5 * (plain - uncond))[gen], atol=1e-5)
+    assert torch.equal(guided[~gen], cond[~gen])
 
 
 def _copy_pairs(n: int, seed: int = 0) -> list[dict]:
@@ -144,7 +194,7 @@ def test_seq2seq_copy_task_beats_chance(tmp_path):
         want = p["tgt"].split()
         hits += sum(a == b for a, b in zip(out, want))
         total += len(want)
-    assert hits / total > 2 / 6  # twice chance (1/6 per word)
+    assert hits / total > 0.9  # chance is 1/6 per word; a source mask misaligned with its tokens stays far below
 
 
 def test_infill_and_prompt_through_the_api_and_cli(tmp_path, tiny_overrides, capsys):
@@ -158,11 +208,11 @@ def test_infill_and_prompt_through_the_api_and_cli(tmp_path, tiny_overrides, cap
     train(load_config(None, over), tmp_path / "run", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "run")
     texts = model.infill("The king [___] castle [___:2].", n=2, steps=4)
-    assert all(t.startswith("The king ") and " castle " in t and t.endswith(".") for t in texts)
+    assert all(t.startswith("The king") and " castle" in t and t.endswith(".") for t in texts)
     assert all(t.startswith("The ghost") for t in model.generate(n=2, prompt="The ghost", steps=4))
     code = main(["infill", "--ckpt", str(tmp_path / "run"), "The [___] waits [___:3] sea.", "--steps", "3", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["samples"][0].startswith("The ") and out["samples"][0].endswith(" sea.")
+    assert code == 0 and out["samples"][0].startswith("The") and out["samples"][0].endswith(" sea.")
     code = main(["sample", "--ckpt", str(tmp_path / "run"), "--prompt", "A fool", "--steps", "3", "--n", "1"])
     assert code == 0 and "A fool" in capsys.readouterr().out
     code = main(["infill", "--ckpt", str(tmp_path / "run"), "no blanks at all"])

@@ -123,3 +123,65 @@ def test_batches_are_a_function_of_the_step():
     # one epoch visits every row exactly once
     seen = torch.cat([PackedRows(torch.arange(20)[:, None], -1, 0.0).batch(s, 5, seed=0) for s in range(4)])
     assert sorted(seen.flatten().tolist()) == list(range(20))
+
+
+def test_padding_moves_the_given_mask_with_the_source():
+    """seq2seq rows with random padding: the given mask still covers exactly the source tokens
+    (and the padding inside it), whatever the padding fraction."""
+    from sedlm.data.packing import PackedRows
+
+    L, pad = 16, 0
+    src = [[5, 6, 7, 1], [8, 9, 1], [4, 4, 4, 4, 4, 1]]
+    tgt = [[10, 11, 12, 1], [13, 1], [14, 15, 1]]
+    ids = torch.tensor([(s + t + [pad] * L)[:L] for s, t in zip(src, tgt)])
+    given = torch.arange(L)[None] < torch.tensor([len(s) for s in src])[:, None]
+    rows = PackedRows(ids, pad, 0.4, given)
+    for step in range(20):
+        out, g = rows.batch(step, 3, seed=1), rows.batch_given(step, 3, seed=1)
+        assert (out == pad).sum() > 0  # padding was inserted
+        for row, m in zip(out.tolist(), g.tolist()):
+            k = next(i for i, r in enumerate(ids.tolist()) if [x for x in row if x != pad][:2] == [x for x in r if x != pad][:2])
+            content_given = [x for x, gi in zip(row, m) if gi and x != pad]
+            assert content_given == src[k]  # all of the source, and only the source
+            first_gen = next(i for i, gi in enumerate(m) if not gi)
+            assert all(m[:first_gen]) and not any(m[first_gen:])  # one given prefix
+    (fixed, fixed_given), = rows.fixed_batches(3, 1)
+    for row, m, s in zip(fixed.tolist(), fixed_given.tolist(), src):
+        assert [x for x, gi in zip(row, m) if gi and x != pad] == s
+
+
+def test_seq2seq_trains_without_random_padding():
+    from sedlm.data.packing import PackedRows
+    from sedlm.methods import get_method
+    from sedlm.train.trainer import family_rows
+
+    rows = PackedRows(torch.zeros(2, 8, dtype=torch.long), 0, 0.0, torch.zeros(2, 8, dtype=torch.bool))
+    assert family_rows(rows, get_method("sed")).pad_fraction == 0.0  # the data's own fraction, not data.pad_fraction
+    text = PackedRows(torch.zeros(2, 8, dtype=torch.long), 0, 0.1)
+    assert family_rows(text, get_method("sed")).pad_fraction == 0.1
+    assert family_rows(text, get_method("ar")).pad_fraction == 0.0
+
+
+def test_blank_rows_hold_text_then_padding_inside_the_window():
+    from sedlm.data.masks import blank_rows, conditioning
+
+    L, pad = 24, 0
+    ids = torch.arange(1, L + 1).repeat(500, 1)
+    out, given = blank_rows(ids, pad, torch.Generator().manual_seed(0))
+    widths, contents = [], []
+    for row, g in zip(out.tolist(), given.tolist()):
+        a = g.index(False)
+        b = a + g[a:].index(True) if True in g[a:] else L
+        assert not any(g[a:b]) and all(g[:a]) and all(g[b:])  # one generated window
+        window = row[a:b]
+        k = next((i for i, x in enumerate(window) if x == pad), len(window))
+        assert k >= 1 and all(x == pad for x in window[k:])  # some text, then only padding
+        assert row[:a + k] == list(range(1, a + k + 1))  # the row's own tokens up to the window's text
+        assert row[b:] == list(range(a + k + 1, a + k + 1 + L - b))  # the row resumes right after that text
+        widths.append(b - a)
+        contents.append(k)
+    assert min(widths) == 1 and max(widths) > L // 2 and sum(c < w for c, w in zip(contents, widths)) > 100
+    ids2, given2 = conditioning("blank:1,none:1", ids[:400], pad, torch.Generator().manual_seed(1))
+    changed = (ids2 != ids[:400]).any(1)
+    assert torch.all(given2[~changed].sum(1) <= L)  # mask rows keep their tokens
+    assert 0.3 < (~given2.all(1) & given2.any(1)).float().mean() < 0.7  # about half the rows are blank windows

@@ -52,7 +52,7 @@ def test_sampler_converges_to_known_x0(name):
                             generator=torch.Generator().manual_seed(2),
                             callback=lambda info: distances.append((info["x"] - x0).norm().item()))
     assert torch.allclose(out, x0.expand_as(out))
-    assert len(oracle.calls) == nfe(name, 50)  # network calls as reported
+    assert len(oracle.calls) == nfe(name, 50, time_grid(50), get_schedule("cosine"))  # network calls as reported
     assert distances[-2] < distances[0]  # the trajectory approaches x0
     # self-conditioning: each call after the first receives the previous estimate
     assert torch.all(oracle.calls[0][1] == 0) and torch.allclose(oracle.calls[1][1], x0.expand_as(x))

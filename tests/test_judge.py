@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,79 @@ def test_nll_matches_unbatched_reference(tiny_judge_dir):
     assert out["nll_per_token"] == pytest.approx(sum(s for s, _ in ref) / out["n_tokens"], rel=1e-5)
     assert out["perplexity"] == pytest.approx(math.exp(out["nll_per_token"]), rel=1e-6)
     assert math.isfinite(out["nll_per_token"]) and out["nll_per_token"] > 0
+
+
+def test_per_text_sums_reproduce_nll_per_token(tiny_judge_dir):
+    judge = get_judge(str(tiny_judge_dir))
+    out = judge.nll(TEXTS, batch_size=4)
+    sums, toks = out["per_text_nll_sum"], out["per_text_tokens"]
+    assert len(sums) == len(toks) == len(TEXTS)
+    assert sum(sums) / sum(toks) == out["nll_per_token"]  # exactly the same point estimate
+    assert sum(toks) == out["n_tokens"] and sum(t > 0 for t in toks) == out["n_texts"]
+    assert toks[1] == toks[3] == 0 and sums[1] == sums[3] == 0.0  # empty texts, in input order
+    for t, s, n in zip(TEXTS, sums, toks):
+        if t.strip():
+            ref_s, ref_n = _reference_nll(judge, t)
+            assert n == ref_n and s == pytest.approx(ref_s, rel=1e-5)
+
+
+def test_text_metrics_judge_nll_ci_is_a_ratio_of_sums(tiny_judge_dir):
+    from sedlm.eval.metrics import bootstrap_ci, text_metrics
+
+    judge = get_judge(str(tiny_judge_dir))
+    texts = [" ".join(CORPUS[i : i + 1 + i % 3]) for i in range(24)] + [""]
+    out = judge.nll(texts)
+    m = text_metrics(texts, judge=judge, n_boot=300, seed=1)
+    assert m["judge_nll"] == out["nll_per_token"]
+    lo, hi = m["judge_nll_ci95"]
+    assert lo < m["judge_nll"] < hi
+    kept = [(s, n) for s, n in zip(out["per_text_nll_sum"], out["per_text_tokens"]) if n]
+    expect = bootstrap_ci([s for s, _ in kept], weights=[n for _, n in kept], n_boot=300, seed=1)
+    assert [lo, hi] == [round(x, 4) for x in expect]
+    assert "judge_nll_ci95" not in text_metrics(texts, judge=judge, n_boot=0)
+
+
+def test_hub_names_and_local_folders_share_one_loading_path(tiny_judge_dir, monkeypatch):
+    """A hub name ("gpt2-large", the field's judge) and a local folder both go through
+    transformers' Auto*.from_pretrained; only the name resolution differs. The hub download is
+    redirected to the tiny local model, so nothing touches the network."""
+    import transformers
+
+    import sedlm.eval.judge as judge_mod
+
+    monkeypatch.setattr(judge_mod, "_CACHE", {})
+    calls: list[tuple[str, str, dict]] = []
+
+    def spy(cls_name, original):
+        def from_pretrained(source, **kw):
+            calls.append((cls_name, source, dict(kw)))
+            if source == "gpt2-large":  # stand-in for the hub: never download
+                source, kw = str(tiny_judge_dir), {**kw, "local_files_only": True}
+            assert Path(source).exists(), f"unexpected hub access for {source!r}"
+            return original(source, **kw)
+        return from_pretrained
+
+    for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(cls, "from_pretrained", spy(cls.__name__, cls.from_pretrained))
+
+    local = get_judge(str(tiny_judge_dir))
+    hub = get_judge("gpt2-large")
+    assert get_judge("gpt2-large") is hub  # cached by name
+    monkeypatch.setattr(judge_mod, "_CACHE", {})
+    monkeypatch.chdir(tiny_judge_dir.parent)
+    relative = get_judge(tiny_judge_dir.name)  # a bare folder name that exists is local, not a hub name
+    assert calls == [
+        ("AutoTokenizer", str(tiny_judge_dir), {"local_files_only": True}),
+        ("AutoModelForCausalLM", str(tiny_judge_dir), {"local_files_only": True}),
+        ("AutoTokenizer", "gpt2-large", {}),
+        ("AutoModelForCausalLM", "gpt2-large", {}),
+        ("AutoTokenizer", tiny_judge_dir.name, {"local_files_only": True}),
+        ("AutoModelForCausalLM", tiny_judge_dir.name, {"local_files_only": True}),
+    ]
+    assert hub.name == "gpt2-large" and hub is not local
+    for j in (hub, relative):
+        assert (j.prefix_token_id, j.pad_token_id, j.max_length) == (local.prefix_token_id, local.pad_token_id, local.max_length)
+        assert j.nll(TEXTS)["nll_per_token"] == local.nll(TEXTS)["nll_per_token"]
 
 
 def test_nll_per_text_is_independent_of_batching(tiny_judge_dir):

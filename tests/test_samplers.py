@@ -52,10 +52,10 @@ def test_every_sampler_lands_on_x0_on_every_grid(name, kind):
         return x0.expand_as(x)
 
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(1))
-    out = get_sampler(name)(oracle, x, time_grid(8, kind=kind, schedule=get_schedule("cosine")),
-                            alpha_bar=get_schedule("cosine"), generator=torch.Generator().manual_seed(2))
+    ts = time_grid(8, kind=kind, schedule=get_schedule("cosine"))
+    out = get_sampler(name)(oracle, x, ts, alpha_bar=get_schedule("cosine"), generator=torch.Generator().manual_seed(2))
     assert torch.allclose(out, x0.expand_as(out), atol=1e-5)
-    assert len(calls) == nfe(name, 8)
+    assert len(calls) == nfe(name, 8, ts, get_schedule("cosine"))
 
 
 @pytest.mark.parametrize("name, kw", [("euler", {"churn": 2.0}), ("heun", {"churn": 2.0}), ("dpmpp_2m", {"eta": 1.0})])
@@ -81,9 +81,10 @@ def test_guided_calls_count_twice(tmp_path, tiny_overrides):
     train(load_config(None, tiny_overrides), tmp_path / "run", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "run")
     _, plain, _ = sample_texts(model, 3, batch_size=2, steps=5, seed=0)
-    _, guided, _ = sample_texts(model, 3, batch_size=2, steps=5, guidance=2.0, seed=0)
+    _, guided, _ = sample_texts(model, 3, batch_size=2, steps=5, guidance=2.0, guidance_mode="self_cond", seed=0)
+    _, prompted, _ = sample_texts(model, 3, batch_size=2, steps=5, guidance=2.0, prompt="The king", seed=0)
     _, heun_nfe, _ = sample_texts(model, 3, batch_size=2, steps=5, sampler="heun", seed=0)
-    assert plain == 5 and guided == 10 and heun_nfe == nfe("heun", 5)
+    assert plain == 5 and guided == 10 and prompted == 10 and heun_nfe == nfe("heun", 5, time_grid(5), get_schedule("cosine"))
 
 
 def test_bench_steps_micro(tmp_path, tiny_overrides, tiny_judge_dir):
@@ -167,7 +168,9 @@ def test_asymmetric_time_intervals_shift_the_network_time(name):
         return x0.expand_as(x)
 
     ts = time_grid(10)
-    out = get_sampler(name)(oracle, torch.randn(2, 3, 4), ts, alpha_bar=get_schedule("cosine"), time_delta=0.05,
+    out = get_sampler(name)(oracle, torch.randn(2, 3, 4), ts, alpha_bar=get_schedule("cosine"), time_delta=0.5,
                             generator=torch.Generator().manual_seed(1))
-    assert times[0] == 1.0 and times[1] == pytest.approx(float(ts[1]) + 0.05) and times[-1] == pytest.approx(float(ts[-2]) + 0.05)
+    width = float(ts[0] - ts[1])  # time_delta counts in steps: half a step later here
+    assert times[0] == 1.0 and times[1] == pytest.approx(float(ts[1]) + 0.5 * width)
+    assert times[-1] == pytest.approx(float(ts[-2]) + 0.5 * width)
     assert torch.allclose(out, x0.expand_as(out))

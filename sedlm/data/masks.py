@@ -8,7 +8,13 @@ span     SED's span masking (Strudel et al. 2022, §3.2): n ~ U[1, M] spans from
          ``flip_prob``; n = 1 means unconditional (nothing given).
 prefix   the first k positions are given, k ~ U[1, L - 1] (prompt continuation).
 none     nothing given (unconditional generation).
+blank    free-length infilling (``blank_rows``): one window [a, b) is generated, holding the next
+         k <= b - a tokens of the row followed by b - a - k padding tokens, and the row resumes after
+         it; everything outside the window is given. The model learns to write a blank's content and
+         pad the rest of the window, so a ``[___]`` blank of any width gets text of a fitting length.
 seq2seq  ``seq2seq_mask``: the source positions of each row are given, the target generated.
+
+``conditioning`` draws a mixture of these per row; the ``blank`` kind also rewrites the row's tokens.
 """
 
 from __future__ import annotations
@@ -52,7 +58,27 @@ def seq2seq_mask(src_lens: torch.Tensor, L: int) -> torch.Tensor:
     return torch.arange(L, device=src_lens.device)[None] < src_lens[:, None]
 
 
+def blank_rows(ids: torch.Tensor, pad_id: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Free-length blanks: per row a window [a, b) (two sorted cut points, b > a) holds the next
+    k ~ U[1, b - a] tokens of the row then padding to b; the row's tokens after those k continue at b.
+    ids (B, L) -> (ids (B, L), given (B, L) bool, False inside the window)."""
+    B, L = ids.shape
+    dev = ids.device
+    cuts = torch.rand(B, 2, generator=generator, device=dev).mul(L + 1).long().clamp(max=L).sort(1).values
+    a, b = cuts[:, 0], torch.maximum(cuts[:, 1], cuts[:, 0] + 1).clamp(max=L)  # (B,) window [a, b), b > a
+    a = torch.minimum(a, b - 1)
+    k = 1 + (torch.rand(B, generator=generator, device=dev) * (b - a).float()).long().clamp(max=(b - a - 1))  # (B,)
+    pos = torch.arange(L, device=dev)[None]  # (1, L)
+    a_, b_, k_ = a[:, None], b[:, None], k[:, None]
+    in_window = (pos >= a_) & (pos < b_)
+    pad = in_window & (pos >= a_ + k_)
+    src = torch.where(pos >= b_, pos - (b_ - a_ - k_), pos)  # after the window: skip the padding slots
+    out = torch.where(pad, torch.full_like(ids, pad_id), ids.gather(1, src.clamp(max=L - 1).expand(B, L)))
+    return out, ~in_window
+
+
 MASKS: dict[str, MaskFn] = {"span": span_mask, "prefix": prefix_mask, "none": no_mask}
+ROW_TRANSFORMS = {"blank": blank_rows}  # kinds that rewrite the row's tokens as well as choose given positions
 
 
 def parse_mixture(spec: str) -> dict[str, float]:
@@ -60,8 +86,8 @@ def parse_mixture(spec: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, w = part.partition(":")
-        if name not in MASKS:
-            raise SedlmError(f"unknown mask '{name}' in '{spec}'; valid masks: {', '.join(MASKS)}")
+        if name not in MASKS and name not in ROW_TRANSFORMS:
+            raise SedlmError(f"unknown mask '{name}' in '{spec}'; valid masks: {', '.join([*MASKS, *ROW_TRANSFORMS])}")
         try:
             weights[name] = float(w) if w else 1.0
         except ValueError:
@@ -72,15 +98,37 @@ def parse_mixture(spec: str) -> dict[str, float]:
     return {k: v / total for k, v in weights.items()}
 
 
-def mixture_mask(spec: str, B: int, L: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Each row draws its mask kind from the mixture ``spec``. (B, L) bool."""
+def _kinds(spec: str, B: int, generator: torch.Generator, device) -> tuple[list[str], torch.Tensor]:
     weights = parse_mixture(spec)
-    names = list(weights)
     edges = torch.tensor(list(weights.values()), device=device).cumsum(0)[:-1]
-    kind = torch.bucketize(torch.rand(B, generator=generator, device=device), edges, right=True)  # (B,) index into names
+    return list(weights), torch.bucketize(torch.rand(B, generator=generator, device=device), edges, right=True)  # (B,)
+
+
+def mixture_mask(spec: str, B: int, L: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Each row draws its mask kind from the mixture ``spec`` (mask kinds only). (B, L) bool."""
+    names, kind = _kinds(spec, B, generator, device)
     out = torch.zeros(B, L, dtype=torch.bool, device=device)
     for i, name in enumerate(names):
+        if name in ROW_TRANSFORMS:
+            raise SedlmError(f"'{name}' rewrites rows; draw it with conditioning(), not mixture_mask()")
         rows = (kind == i).nonzero().squeeze(1).to(device)
         if len(rows):
             out[rows] = MASKS[name](len(rows), L, generator, device)
     return out
+
+
+def conditioning(spec: str, ids: torch.Tensor, pad_id: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row draws its kind from the mixture ``spec``: ids (B, L) -> (ids (B, L), given (B, L) bool).
+    Mask kinds keep the row's tokens; ``blank`` rewrites them (see ``blank_rows``)."""
+    B, L = ids.shape
+    names, kind = _kinds(spec, B, generator, ids.device)
+    ids, given = ids.clone(), torch.zeros(B, L, dtype=torch.bool, device=ids.device)
+    for i, name in enumerate(names):
+        rows = (kind == i).nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        if name in ROW_TRANSFORMS:
+            ids[rows], given[rows] = ROW_TRANSFORMS[name](ids[rows], pad_id, generator)
+        else:
+            given[rows] = MASKS[name](len(rows), L, generator, ids.device)
+    return ids, given

@@ -1,6 +1,6 @@
 """Tokenise documents, pack them into fixed-length rows and insert random padding.
 
-Random padding (DESIGN.md §1.8) teaches the model variable length: a padding token stands
+Random padding (Strudel et al. 2022, §3.4) teaches the model variable length: a padding token stands
 at ~``pad_fraction`` of positions, and the content tokens fill the rest in order. A sample
 that decodes to fewer real tokens is simply one whose model put more padding in it.
 """
@@ -50,6 +50,16 @@ def place_padding(rows: torch.Tensor, is_pad: torch.Tensor, pad_id: int) -> torc
     return torch.where(is_pad, torch.full_like(rows, pad_id), rows.gather(1, src))
 
 
+def shift_given(given: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
+    """The given-position mask (B, L) of rows padded by ``place_padding(rows, is_pad)``: each content
+    token keeps its role, and an inserted pad takes the role of the content token after it (padding
+    inside a source is given; padding after it belongs to the generated target)."""
+    count = torch.cumsum(~is_pad, dim=1)  # content tokens up to and including each slot
+    prev = (count - 1).clamp(min=0)  # a content slot's source index
+    nxt = count.clamp(max=given.shape[1] - 1)  # a pad slot's next content index
+    return torch.where(is_pad, given.gather(1, nxt), given.gather(1, prev))
+
+
 class PackedRows:
     """Fixed-length rows with deterministic, step-addressable batches.
 
@@ -83,6 +93,15 @@ class PackedRows:
             idx.extend(order[offset : offset + batch_size - len(idx)].tolist())
         return idx
 
+    def with_padding(self, pad_fraction: float) -> "PackedRows":
+        """The same rows with another padding fraction (0: none, for families that end text with EOS)."""
+        return PackedRows(self.rows, self.pad_id, pad_fraction, self.given)
+
+    def _pad_slots(self, step: int, batch_size: int, seed: int, L: int) -> torch.Tensor:
+        """Where step ``step``'s padding goes, drawn for the whole batch. (B, L) bool"""
+        g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
+        return torch.rand(batch_size, L, generator=g) < self.pad_fraction
+
     def batch(self, step: int, batch_size: int, seed: int, part: slice = slice(None)) -> torch.Tensor:
         """Rows ``part`` of step ``step``'s batch of ``batch_size`` rows (epoch-wise shuffled, wrapping
         across epochs), with padding. Only those rows are read; their padding is drawn for the whole
@@ -91,13 +110,17 @@ class PackedRows:
         rows = self.rows[idx[part]]
         if self.pad_fraction <= 0:
             return rows
-        g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
-        is_pad = torch.rand(len(idx), rows.shape[1], generator=g) < self.pad_fraction  # (B, L)
-        return place_padding(rows, is_pad[part], self.pad_id)
+        return place_padding(rows, self._pad_slots(step, len(idx), seed, rows.shape[1])[part], self.pad_id)
 
     def batch_given(self, step: int, batch_size: int, seed: int, part: slice = slice(None)) -> torch.Tensor | None:
-        """The given-position masks of ``batch(step, ...)``'s rows (b, L), or None for plain text."""
-        return None if self.given is None else self.given[self._indices(step, batch_size, seed)[part]]
+        """The given-position masks of ``batch(step, ...)``'s rows (b, L), moved with the padding that
+        ``batch`` inserts so that they still cover the same tokens; None for plain text."""
+        if self.given is None:
+            return None
+        given = self.given[self._indices(step, batch_size, seed)[part]]
+        if self.pad_fraction <= 0:
+            return given
+        return shift_given(given, self._pad_slots(step, batch_size, seed, given.shape[1])[part])
 
     def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345
                       ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -106,8 +129,13 @@ class PackedRows:
         g = torch.Generator().manual_seed(seed)
         out = []
         for i in range(0, min(len(self), batch_size * n_batches), batch_size):
-            ids = insert_padding(self.rows[i : i + batch_size], self.pad_id, self.pad_fraction, g)
-            out.append((ids, None if self.given is None else self.given[i : i + batch_size]))
+            rows = self.rows[i : i + batch_size]
+            given = None if self.given is None else self.given[i : i + batch_size]
+            if self.pad_fraction > 0:
+                is_pad = torch.rand(rows.shape, generator=g) < self.pad_fraction
+                rows = place_padding(rows, is_pad, self.pad_id)
+                given = None if given is None else shift_given(given, is_pad)
+            out.append((rows, given))
         return out
 
 

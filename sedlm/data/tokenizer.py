@@ -51,7 +51,7 @@ class Tokenizer:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Decode, dropping padding and other special tokens (DESIGN.md §1.8)."""
+        """Decode, dropping padding and other special tokens (Strudel et al. 2022, §3.4)."""
         keep = [int(i) for i in ids if int(i) not in self.special_ids]
         return self.tok.decode(keep, skip_special_tokens=True)
 

@@ -1,4 +1,4 @@
-"""The SED training objective with two-pass self-conditioning (DESIGN.md §1.2-§1.7).
+"""The SED training objective with two-pass self-conditioning (Strudel et al. 2022, §3).
 
 For tokens w, clean-ish data x0 = E[w] + sigma0 * n, t ~ U[0, 1] and
 x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the loss on generated positions is
@@ -11,6 +11,7 @@ Self-conditioning (Chen et al. 2022, "Analog Bits"):
     half_nograd  with probability 1/2 a gradient-free pass 1 feeds pass 2, else a single pass
                  with a zero estimate; only the last pass is optimised (Analog Bits)
     off          a single pass with a zero estimate
+At given positions the self-conditioning estimate is the clean embedding, as at sampling time.
 Classifier-free guidance: per example, conditioning and self-conditioning are dropped together
 with probability p_uncond.
 """
@@ -65,6 +66,11 @@ def sed_loss(
     cond = clean * m[..., None]
     zeros = torch.zeros_like(x0)
 
+    def hold(first: torch.Tensor) -> torch.Tensor:
+        """The self-conditioning estimate holds given positions at their clean embedding, exactly
+        as the samplers hold them (sedlm.sampling.generate)."""
+        return torch.where(cond_mask[..., None], clean, first)
+
     mode = cfg.self_cond
     if mode == "half_nograd":
         use_sc = bool(torch.rand((), generator=generator, device=dev) < 0.5)
@@ -76,12 +82,12 @@ def sed_loss(
     elif mode == "sc_nograd":
         with torch.no_grad():
             first, _ = model(x_t, t, zeros, cond, m)
-        x0_hat, logits = model(x_t, t, first * keep[:, None, None], cond, m)
+        x0_hat, logits = model(x_t, t, hold(first) * keep[:, None, None], cond, m)
         loss, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
     else:  # both passes optimised
         first, logits1 = model(x_t, t, zeros, cond, m)
         loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg)[0]
-        x0_hat, logits = model(x_t, t, first.detach() * keep[:, None, None], cond, m)
+        x0_hat, logits = model(x_t, t, hold(first.detach()) * keep[:, None, None], cond, m)
         loss2, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
         loss = 0.5 * (loss1 + loss2)
 

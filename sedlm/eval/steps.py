@@ -17,8 +17,8 @@ from typing import Any, Callable
 from sedlm.api import load_pretrained
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import generation_seconds, sample_texts
-from sedlm.eval.metrics import unigram_entropy
+from sedlm.eval.harness import default_eval_tokens, generation_seconds, sample_content
+from sedlm.eval.metrics import text_metrics
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.sampling.samplers import SAMPLERS
 
@@ -26,7 +26,8 @@ NFES = (4, 8, 16, 32, 64, 128, 256, 1000)
 # The grid each sampler is run on: the discrete-time samplers on uniform t, the ODE solvers on Karras sigmas.
 GRIDS = {"ddpm": "uniform", "ddim": "uniform", "euler": "karras", "heun": "karras", "dpmpp_2m": "karras"}
 SPEED_LEN = 128
-COLUMNS = ["sampler", "time_grid", "steps", "nfe", "judge_nll", "unigram_entropy", "nll_vs_reference",
+COLUMNS = ["sampler", "time_grid", "steps", "nfe", "judge_nll", "judge_nll_ci95", "unigram_entropy",
+           "unigram_entropy_ci95", "nll_vs_reference",
            "entropy_vs_reference", "meets_target", "seconds_per_sample"]
 SPEED_COLUMNS = ["method", "sampler", "nfe", "batch_size", "seq_len", "seconds_per_sample", "latency_s", "tokens_per_s"]
 
@@ -67,13 +68,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _round(v: Any) -> Any:
+    return [round(x, 4) for x in v] if isinstance(v, (list, tuple)) else round(v, 4)
+
+
 def steps_bench(
     ckpt: str | Path,
     *,
     ar_ckpt: str | Path | None = None,
     samplers: list[str] | None = None,
     nfes: tuple[int, ...] = NFES,
-    n: int = 64,
+    n: int = 256,
     guidance: float = 1.0,
     judge_name: str = "smollm2",
     name: str | None = None,
@@ -93,14 +98,17 @@ def steps_bench(
             raise SedlmError(f"unknown sampler '{s}'; valid samplers: {', '.join(SAMPLERS)}")
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
+    K = default_eval_tokens(model.config.data.seq_len)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for s in samplers:
         for budget in nfes:
             k, grid = steps_for(s, budget, guidance), GRIDS.get(s, "uniform")
-            texts, nfe, sec = sample_texts(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
-            row = {"sampler": s, "time_grid": grid, "steps": k, "nfe": round(nfe, 1),
-                   "judge_nll": round(judge.nll(texts)["nll_per_token"], 4), "unigram_entropy": round(unigram_entropy(texts), 4),
+            full, nfe, sec = sample_content(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
+            ids = [r[:K] for r in full]
+            m = text_metrics([model.tokenizer.decode(r) for r in ids], judge=judge, sample_ids=ids)
+            row = {"sampler": s, "time_grid": grid, "steps": k, "nfe": round(nfe, 1), "n_samples": n, "eval_tokens": K,
+                   **{c: _round(m[c]) for c in ("judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95")},
                    "seconds_per_sample": round(sec, 4)}
             rows.append(row)
             log(f"{s:9s} NFE {row['nfe']:>6g}: judge NLL {row['judge_nll']:.3f}, entropy {row['unigram_entropy']:.2f} bits, "

@@ -1,4 +1,4 @@
-"""The SED denoiser (DESIGN.md §1.4).
+"""The SED denoiser (Strudel et al. 2022, "Self-conditioned Embedding Diffusion for Text Generation", §3).
 
     h_in   = W_in [x_t ; x0_sc ; c ; m]              per position, -> d_model
     h      = Transformer(h_in + MLP(sin(t)))        ("add", the paper) or adaLN(MLP(sin(t))) (DiT)
@@ -7,7 +7,9 @@
 
 With ``x0_estimate="interp"`` (CDCD's score interpolation, Dieleman et al. 2022) the estimate is
 instead the expected embedding under the predicted token distribution,
-    logits = R W_out h,   x0_hat = softmax(logits / tau) E,
+    logits = W_logits h,  x0_hat = softmax(logits / tau) E,
+with logits read from the d_model features directly (a full-rank head, as in CDCD: going through
+the d_embed-wide x0 first would cap the logits at rank d_embed),
 so every estimate lies in the convex hull of the embedding rows; tau is the score temperature.
 
 ``c`` is the clean embedding of given (conditioning) positions and ``m`` marks them; both are
@@ -53,11 +55,14 @@ class SEDDenoiser(nn.Module):
         self.backbone = Transformer(
             d, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False, adaln=cfg.time_cond == "adaln"
         )
-        self.out = nn.Linear(d, de)
-        self.readout = nn.Linear(de, cfg.vocab_size)
-        with torch.no_grad():
-            self.readout.weight.copy_(embedding.weight)  # R = E^T: logits_i = <x0_hat, E_i>
-            self.readout.bias.zero_()
+        if x0_estimate == "direct":
+            self.out = nn.Linear(d, de)
+            self.readout = nn.Linear(de, cfg.vocab_size)
+            with torch.no_grad():
+                self.readout.weight.copy_(embedding.weight)  # R = E^T: logits_i = <x0_hat, E_i>
+                self.readout.bias.zero_()
+        else:
+            self.logits_head = nn.Linear(d, cfg.vocab_size)  # (d_model -> V), full rank
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids)  # (B, L) -> (B, L, d_embed)
@@ -91,8 +96,8 @@ class SEDDenoiser(nn.Module):
             h = self.backbone(h + temb[:, None])
         else:
             h = self.backbone(h, cond=temb)
-        x0_hat = self.out(h)  # (B, L, De)
-        logits = self.readout(x0_hat)  # (B, L, V)
         if self.x0_estimate == "interp":
-            x0_hat = self.interpolate(logits, score_temp)
-        return x0_hat, logits
+            logits = self.logits_head(h)  # (B, L, V)
+            return self.interpolate(logits, score_temp), logits
+        x0_hat = self.out(h)  # (B, L, De)
+        return x0_hat, self.readout(x0_hat)  # (B, L, V)

@@ -1,4 +1,4 @@
-"""The embedding space E in which SED diffuses (DESIGN.md §1.1).
+"""The embedding space E in which SED diffuses (Strudel et al. 2022, §3.1: a frozen, pretrained table with rows of norm sqrt(d)).
 
 ``EmbeddingSpace`` holds a V x d_embed table whose rows are scaled to norm sqrt(d_embed).
 Kinds:

@@ -1,23 +1,42 @@
 """Turn a denoiser into text: starting noise, guidance, a sampler from the registry, argmax decoding.
 
-Classifier-free guidance (DESIGN.md §1.7), with both passes in one batched forward:
-    x0 = x0(x_t, 0, 0) + s * (x0(x_t, c, sc) - x0(x_t, 0, 0)),   s = 1: no guidance.
+Classifier-free guidance (Ho & Salimans 2022; SED, Strudel et al. 2022 §3.3), both passes in one
+batched forward, with s = 1 meaning no guidance:
+    cond       x0 = x0(x_t, 0, 0) + s * (x0(x_t, c, sc) - x0(x_t, 0, 0))   conditioning and
+               self-conditioning dropped together, as in training. A request with nothing given
+               has nothing to guide on: it runs unguided (one network call per step) and says so.
+    self_cond  x0 = x0(x_t, c, 0) + s * (x0(x_t, c, sc) - x0(x_t, c, 0))   guidance on the
+               self-conditioning estimate alone (works for unconditional samples; two calls per step).
 Estimate post-processing, applied to every network call's x0 before guidance combines them:
     score_temp  interp models: x0 = softmax(logits / score_temp) E (CDCD's score temperature)
     clamp       x0 -> the nearest embedding row (Diffusion-LM's clamping trick)
+Given positions (prompt, template text, seq2seq source) are held at their clean embedding: every
+estimate there is replaced by E[w], so each sampler's state at those positions follows the forward
+process from the given token exactly, as the model saw it in training, and the output keeps it.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
 from sedlm.diffusion.schedules import get_schedule
 from sedlm.diffusion.schedules import time_grid as make_time_grid
+from sedlm.errors import SedlmError
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.samplers import Callback, DenoiseFn, get_sampler
 from sedlm.sampling.templates import Layout
+
+GUIDANCE_MODES = ("cond", "self_cond")
+
+
+def guidance_applies(guidance: float, mode: str, conditioned: bool) -> bool:
+    """Whether a request runs guided (two network rows per step) with these options."""
+    if mode not in GUIDANCE_MODES:
+        raise SedlmError(f"unknown guidance mode '{mode}'; valid modes: {', '.join(GUIDANCE_MODES)}")
+    return guidance != 1.0 and (conditioned or mode == "self_cond")
 
 
 def make_denoise_fn(
@@ -27,8 +46,11 @@ def make_denoise_fn(
     guidance: float = 1.0,
     score_temp: float = 1.0,
     clamp: bool = False,
+    guidance_mode: str = "cond",
 ) -> DenoiseFn:
-    """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied."""
+    """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied and
+    given positions held at their clean embedding."""
+    given = None if cond_mask is None else cond_mask.bool()[..., None]  # (B, L, 1)
 
     def estimate(*args: torch.Tensor) -> torch.Tensor:
         x0 = model(*args, score_temp=score_temp)[0]
@@ -37,22 +59,25 @@ def make_denoise_fn(
             x0 = E[(x0 @ E.t()).argmax(-1)]
         return x0
 
-    def plain(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
-        return estimate(x, t, sc, cond, cond_mask)
+    def hold(x0: torch.Tensor) -> torch.Tensor:
+        return x0 if given is None else torch.where(given, cond.to(x0.dtype), x0)
 
-    if guidance == 1.0:
-        return plain
+    if not guidance_applies(guidance, guidance_mode, cond is not None):
+        if guidance != 1.0:
+            warnings.warn(f"guidance {guidance:g} in mode 'cond' needs given tokens (a prompt, template or source); "
+                          "this request has none, so it runs unguided (sample.guidance_mode=self_cond guides "
+                          "on self-conditioning instead)", stacklevel=2)
+        return lambda x, t, sc: hold(estimate(x, t, sc, cond, cond_mask))
 
     def guided(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         zeros = torch.zeros_like(x)
         c = zeros if cond is None else cond
         m = x.new_zeros(x.shape[:2]) if cond_mask is None else cond_mask.to(x.dtype)
-        out = estimate(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, zeros]), torch.cat([m, torch.zeros_like(m)])
-        )
+        c_u, m_u = (torch.zeros_like(c), torch.zeros_like(m)) if guidance_mode == "cond" else (c, m)
+        out = estimate(torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, c_u]), torch.cat([m, m_u]))
         x0_c, x0_u = out[:B], out[B:]
-        return x0_u + guidance * (x0_c - x0_u)
+        return hold(x0_u + guidance * (x0_c - x0_u))
 
     return guided
 
@@ -70,6 +95,7 @@ def sample_ids(
     time_grid: str = "uniform",
     rho: float = 7.0,
     guidance: float = 1.0,
+    guidance_mode: str = "cond",
     score_temp: float = 1.0,
     clamp: bool = False,
     seed: int = 0,
@@ -97,7 +123,7 @@ def sample_ids(
     x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
     alpha_bar = get_schedule(schedule, logsnr_shift)
     ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, rho=rho, knots=model.time_warp)
-    x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp), x, ts,
+    x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode), x, ts,
             alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
     return decode_ids(model, x0, layout, pad_id)
 

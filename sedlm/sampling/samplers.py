@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from sedlm.diffusion.schedules import time_of
 from sedlm.errors import SedlmError
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,12 +51,14 @@ def _step_loop(
     self_condition: bool,
     time_delta: float = 0.0,
 ) -> torch.Tensor:
-    """Shared loop of the one-step samplers: x0_hat = D(x_t, t + td, sc); x_s = update(x_t, x0_hat, abar_t, abar_s).
-    ``time_delta`` td > 0 gives the network a later (noisier) time than the state's: Analog Bits'
-    asymmetric time intervals (Chen et al. 2022, §3.3). The last step returns x0_hat itself."""
+    """Shared loop of the one-step samplers: x0_hat = D(x_t, t', sc); x_s = update(x_t, x0_hat, abar_t, abar_s).
+    ``time_delta`` td > 0 gives the network a later (noisier) time than the state's, in units of the
+    step: t'_i = t_i + td (t_i - t_{i+1}), Analog Bits' asymmetric time intervals (Chen et al. 2022,
+    §3.3 and Alg. 2, where td is counted in steps of 1/K). The last step returns x0_hat itself."""
     B = x.shape[0]
     abars = alpha_bar(ts.to(x.device)).clamp(0.0, 1.0)
-    t_eval = (ts + time_delta).clamp(max=1.0).to(x.device)
+    widths = torch.cat([ts[:-1] - ts[1:], ts.new_zeros(1)])  # (K + 1,) the step that starts at t_i
+    t_eval = (ts + time_delta * widths).clamp(max=1.0).to(x.device)
     x0_hat = torch.zeros_like(x)
     for i in range(len(ts) - 1):
         t = t_eval[i].expand(B)
@@ -126,33 +129,60 @@ def _sigmas(ts: torch.Tensor, alpha_bar: Callable[[torch.Tensor], torch.Tensor])
 
 
 class _SigmaDenoiser:
-    """D(x~, i): the x0 estimate at grid point i, feeding each estimate back as self-conditioning."""
+    """D(x~, i): the x0 estimate at grid point i, feeding each estimate back as self-conditioning.
+    ``D.at(x~, sigma)`` evaluates it at a noise level off the grid (a churn-raised sigma): the time
+    is found by inverting the schedule at abar = 1 / (1 + sigma^2)."""
 
-    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: list[float], B: int, self_condition: bool):
+    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: list[float], B: int, self_condition: bool,
+                 alpha_bar: Callable[[torch.Tensor], torch.Tensor]):
         self.fn, self.ts, self.ab, self.B, self.sc_on = denoise_fn, ts, ab, B, self_condition
+        self.alpha_bar = alpha_bar
+        self.dtype = torch.float32  # what the network sees; the state may be kept wider
         self.sc: torch.Tensor | None = None
 
-    def __call__(self, x_tilde: torch.Tensor, i: int) -> torch.Tensor:
-        scale = math.sqrt(self.ab[i])
-        sc = self.sc if self.sc_on and self.sc is not None else torch.zeros_like(x_tilde)
-        x0 = self.fn(x_tilde * scale, self.ts[i].to(x_tilde.device).expand(self.B), sc)
+    def _call(self, x_tilde: torch.Tensor, t: torch.Tensor, ab: float) -> torch.Tensor:
+        x = (x_tilde * math.sqrt(ab)).to(self.dtype)
+        sc = self.sc if self.sc_on and self.sc is not None else torch.zeros_like(x)
+        x0 = self.fn(x, t.to(x_tilde.device, torch.float32).expand(self.B), sc)
         self.sc = x0
-        return x0
+        return x0.to(x_tilde.dtype)
+
+    def __call__(self, x_tilde: torch.Tensor, i: int) -> torch.Tensor:
+        return self._call(x_tilde, self.ts[i], self.ab[i])
+
+    def at(self, x_tilde: torch.Tensor, sigma: float) -> torch.Tensor:
+        ab = 1.0 / (1.0 + sigma**2)
+        t = time_of(self.alpha_bar, torch.tensor([ab], dtype=torch.float64)).clamp(0.0, 1.0)
+        return self._call(x_tilde, t[0], ab)
 
 
 def _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition) -> torch.Tensor:
     """Shared loop: x~_{i+1} = step(D, x~_i, i, sigma, history); returns the last x0 estimate.
     ``step`` returns (x~_next, x0_hat); ``history`` is a dict of loop variables for multistep methods."""
     ab, sigma = _sigmas(ts, alpha_bar)
-    D = _SigmaDenoiser(denoise_fn, ts, ab, x.shape[0], self_condition)
-    x_tilde = x / math.sqrt(ab[0])
+    D = _SigmaDenoiser(denoise_fn, ts, ab, x.shape[0], self_condition, alpha_bar)
+    D.dtype = x.dtype
+    # x~ starts at sigma_max ~ 1e4 times the noise: in float32 a Heun correction, scaled by a step of
+    # width ~1e4, would turn rounding of x~ into an O(1) error. The state is kept in float64 (tiny next
+    # to the network) wherever the device has it.
+    x_tilde = x.to(_state_dtype(x)) / math.sqrt(ab[0])
     history: dict[str, Any] = {}
     x0_hat = torch.zeros_like(x)
     for i in range(len(ts) - 1):
         x_tilde, x0_hat = step(D, x_tilde, i, sigma, history)
         if callback is not None:
-            callback({"i": i, "t": ts[i], "x": x_tilde * math.sqrt(ab[i + 1]), "x0_hat": x0_hat})
-    return x0_hat
+            callback({"i": i, "t": ts[i], "x": (x_tilde * math.sqrt(ab[i + 1])).to(x.dtype), "x0_hat": x0_hat.to(x.dtype)})
+    return x0_hat.to(x.dtype)
+
+
+def _state_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
+# A step that starts at pure noise (abar at its floor, sigma ~ 1e4, as the uniform grid's t = 1 does)
+# spans a sigma range so wide that averaging its two slopes (Heun) is far off; the Euler step there is
+# the DDIM step, exact as sigma_t -> infinity. Karras grids start at sigma_max = 80 and never hit this.
+SIGMA_PURE_NOISE = 1e3
 
 
 def _churn_gamma(churn: float, steps: int) -> float:
@@ -173,14 +203,15 @@ def _karras_step(gamma: float, noise_temp: float, generator, second_order: bool)
 
     def step(D, xt, i, sigma, h):
         s_t, s_s = sigma[i], sigma[i + 1]
-        if s_s > 0:
+        raised = s_s > 0 and gamma > 0
+        if raised:
             xt, s_t = _raise_noise(xt, s_t, gamma, noise_temp, generator)
-        x0 = D(xt, i)
+        x0 = D.at(xt, s_t) if raised else D(xt, i)  # the network sees the raised level (Alg. 2, line 7)
         if s_s == 0:
             return x0, x0
         d = (xt - x0) / s_t
         x_euler = xt + (s_s - s_t) * d
-        if not second_order:
+        if not second_order or s_t >= SIGMA_PURE_NOISE:
             return x_euler, x0
         x0_s = D(x_euler, i + 1)
         d_s = (x_euler - x0_s) / s_s
@@ -195,7 +226,7 @@ def euler(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar
     """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the Heun correction):
         x~_s = x~_t + (sigma_s - sigma_t) (x~_t - D(x~_t)) / sigma_t.
     With ``churn`` > 0 each step first raises sigma by (1 + gamma), gamma = min(churn / K, sqrt(2) - 1),
-    adding fresh noise (S_churn; the raised level is evaluated at the grid time t_i)."""
+    adding fresh noise (S_churn), and the denoiser is evaluated at the raised level."""
     step = _karras_step(_churn_gamma(churn, len(ts) - 1), noise_temp, generator, second_order=False)
     return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
 
@@ -206,7 +237,8 @@ def heun(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1; Alg. 2 with churn):
         d = (x~_t - D(x~_t, t)) / sigma_t,  x' = x~_t + (sigma_s - sigma_t) d,
         x~_s = x~_t + (sigma_s - sigma_t) (d + (x' - D(x', s)) / sigma_s) / 2.
-    Two network calls per step except the last (to sigma = 0), which is an Euler step: NFE = 2K - 1."""
+    Two network calls per step except the last (to sigma = 0) and a first step from pure noise (sigma
+    >= SIGMA_PURE_NOISE, the uniform grid's t = 1), which are Euler steps: NFE = 2K - 1, or 2K - 2."""
     step = _karras_step(_churn_gamma(churn, len(ts) - 1), noise_temp, generator, second_order=True)
     return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
 
@@ -247,9 +279,16 @@ def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_
 SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
 
 
-def nfe(sampler: str, steps: int) -> int:
-    """Network evaluations per sample for ``steps`` grid intervals (guidance doubles it)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,
+        alpha_bar: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+    """Network evaluations per sample for ``steps`` grid intervals (guidance doubles it). For heun,
+    give the grid ``ts`` and schedule to count a first step from pure noise exactly (else 2K - 1)."""
+    if sampler != "heun":
+        return steps
+    pure = 0
+    if ts is not None and alpha_bar is not None and len(ts) > 2:
+        pure = int(_sigmas(ts[:1], alpha_bar)[1][0] >= SIGMA_PURE_NOISE)
+    return 2 * steps - 1 - pure
 
 
 def get_sampler(name: str) -> Sampler:

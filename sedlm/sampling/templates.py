@@ -4,9 +4,12 @@ A layout says, for each of the L positions, which token is given (``ids`` where 
 which positions are generated; ``no_pad`` marks generated positions that must decode to a real
 token (fixed-length blanks), so their length is exact.
 
-Templates write blanks as ``[___]`` (the model chooses the length: the free positions are shared
-among such blanks and the padding the model writes there is stripped) or ``[___:N]`` (exactly N
-tokens).
+Templates write blanks as ``[___]`` (the model chooses the length) or ``[___:N]`` (exactly N tokens).
+A free blank gets an equal share of the positions left over; the model was trained on windows that
+hold some text followed by padding (the ``blank`` conditioning kind), so it writes the blank's text
+and pads the rest of the window, and the padding is stripped on decoding.
+Spaces just before a blank belong to the blank: byte-level BPE spells a word with its leading space
+("Ġking"), so "The [___]" is laid out as "The" + blank, never with a lone space token.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ def layout_template(template: str, tok: Tokenizer, seq_len: int) -> Layout:
     parts = parse_template(template)
     if all(isinstance(p, str) for p in parts):
         raise SedlmError("the template has no blanks; mark what to generate with [___] or [___:N]")
-    pieces = [tok.encode(p) if isinstance(p, str) else p for p in parts]
+    pieces = [tok.encode(p.rstrip(" ") if i + 1 < len(parts) and not isinstance(parts[i + 1], str) else p)
+              if isinstance(p, str) else p for i, p in enumerate(parts)]
     n_given = sum(len(p) for p in pieces if isinstance(p, list))
     n_fixed = sum(p for p in pieces if isinstance(p, int))
     n_free_blanks = sum(p is None for p in pieces)

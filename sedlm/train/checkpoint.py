@@ -1,4 +1,4 @@
-"""Checkpoint folders (DESIGN.md §3), written atomically and read without pickle.
+"""Checkpoint folders, written atomically and read without pickle.
 
     config.json           the resolved config, with format_version
     model.safetensors     EMA weights, for inference

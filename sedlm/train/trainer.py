@@ -91,6 +91,18 @@ class EMA:
                 self.state[k].copy_(v)
 
 
+def family_rows(rows: PackedRows, method: Method) -> PackedRows:
+    """The rows a family trains and validates on: families that end text with EOS get them without
+    random padding; the others keep the data's own padding fraction (0 for seq2seq pairs, whose
+    trailing padding already sets the target's length)."""
+    return rows if method.pads else rows.with_padding(0.0)
+
+
+def validation_batches(rows: PackedRows, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The fixed validation batches of a run (``rows`` already through ``family_rows``)."""
+    return rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches)
+
+
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor | None]], cfg: Config, tokenizer: Tokenizer,
                     device: torch.device) -> float:
@@ -257,10 +269,8 @@ def train(
         data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     method: Method = get_method(cfg.method)
-    # Families that end text with EOS train on unpadded rows (the shared pipeline pads for the others).
-    pad = cfg.data.pad_fraction if method.pads else 0.0
-    train_rows = PackedRows(data.train.rows, data.tokenizer.pad_id, pad, data.train.given)
-    val_rows = PackedRows(data.val.rows, data.tokenizer.pad_id, pad, data.val.given) if data.val else None
+    train_rows = family_rows(data.train, method)
+    val_rows = family_rows(data.val, method) if data.val else None
     state = load_training_state(out) if resume else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +314,7 @@ def train(
         accelerator.wait_for_everyone()
 
     ema_model = method.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
-    val_batches = val_rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches) if val_rows else []
+    val_batches = validation_batches(val_rows, cfg) if val_rows else []
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     share = slice(rank * micro * n_micro, (rank + 1) * micro * n_micro)  # this process's rows of each global batch
     t0 = time.perf_counter()
@@ -343,6 +353,7 @@ def train(
                     with accelerator.autocast():
                         val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
                     row["val_loss"] = round(val_loss, 5)
+                    row["val_loss_kind"] = method.loss_name
                 if main:
                     mlog.write(json.dumps(row) + "\n")
                     mlog.flush()
