@@ -37,13 +37,15 @@ bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/sampling_speed.py
 
-# SED vs AR vs MDLM (about 15-30 min on 2 cores), then the conditional benchmarks on those runs (about 25 min).
+# SED vs AR vs MDLM at 1,900 steps each, with the temperature-sweep frontier (about 45 min on 2 cores),
+# then the conditional benchmarks on those runs, the synthetic seq2seq tasks and the sampler/steps curve.
 bench-compare: install
-	$(BIN)/sedlm bench compare
+	$(BIN)/sedlm bench compare --train-steps 1900
 	$(BIN)/python benchmarks/conditional.py suffix
 	$(BIN)/python benchmarks/conditional.py middle
 	$(BIN)/python benchmarks/conditional.py seq2seq
-	$(BIN)/sedlm bench steps --ckpt runs/compare/sed --ar-ckpt runs/compare/ar --n 32 --name shakespeare
+	$(BIN)/python benchmarks/seq2seq_synthetic.py
+	$(BIN)/sedlm bench steps --ckpt runs/compare/sed --ar-ckpt runs/compare/ar --name shakespeare
 
 bench-ablate: install
 	$(BIN)/sedlm bench ablate

@@ -2,20 +2,34 @@
 
 suffix   The paper's setting: the first half of each held-out row is given, the second half
          generated. SED at guidance 1, 1.5, 2.5 and 4 next to the AR baseline's continuation of
-         the same prefixes and the real continuation. Judge NLL of the continuation given its prefix
-         (nats/token, SmolLM2) and unigram entropy of the continuations.
-middle   A random middle span of each held-out row (16 tokens) is generated, the rest given. Token
-         accuracy and judge NLL of the filled rows for SED, MDLM and a unigram baseline (tokens drawn
-         from the training unigram distribution).
+         the same prefixes and the real continuation (the ``data`` row).
+middle   A random middle span of each held-out row (16 tokens) is generated, the rest given. SED at
+         guidance 1 and 2.5, MDLM, a unigram baseline (tokens drawn from the training unigram
+         distribution) and the real rows (``data``). Token accuracy of the span and judge NLL of the
+         filled rows. ``sed-free-blank``: the span becomes a free-length blank of 24 positions (the
+         model picks the length; ``fill_tokens`` is how many tokens it wrote, the truth being 16).
 seq2seq  A task made of real text: a line of a play -> the line that follows it. A SED model is
-         trained on it (sedlm train --task seq2seq); BLEU (sacreBLEU) against the real next line
-         and judge NLL of the output given the source, at several guidance scales.
+         trained on the pairs (data.task=seq2seq: the source is given, the target generated) and an
+         AR model of matched parameter count on the same rows (``source <eos> target <eos>``) for the
+         same number of steps. BLEU (sacreBLEU) against the real next line at several guidance
+         scales, AR's sampled continuation of ``source <eos>``, and the real next line (``data``).
+
+Metrics (field conventions): ``judge_nll`` is the judge's NLL of the generated text given its
+context (the prefix, or the source line) in nats per judge token, pooled over samples (token-weighted),
+for suffix and seq2seq; of the whole filled row for middle. ``unigram_entropy`` is the mean per-sample
+unigram entropy in bits over the MODEL's token ids of the generated part (padding and special tokens
+removed). Every ``*_ci95`` is a 95% percentile bootstrap over samples (1,000 resamples; NLL as a
+ratio of summed NLL over summed tokens). ``nfe`` counts network rows per sample (a guided step costs
+two). ``mean_sample_tokens`` is the mean generated length in model tokens. Rows are held-out:
+validation rows / pairs only; too small a validation split is an error.
 
 suffix and middle use the models of `sedlm bench compare` (runs/compare/{sed,ar,mdlm}: matched
-size, equal training tokens, same tokenizer). Rerun:
-    python benchmarks/conditional.py suffix          # ~5 min on 2 cores
-    python benchmarks/conditional.py middle          # ~3 min
-    python benchmarks/conditional.py seq2seq         # ~10 min (trains its model)
+size, equal training tokens, same tokenizer). Rerun (n = 256, 200 sampling steps; times measured on
+2 shared cores at one thread, ~1 s per SED step on 256 rows of 64 tokens, 2.4 s guided, ~40 s per
+256 texts under the judge; --guidance 1,2.5 halves the SED part):
+    python benchmarks/conditional.py suffix          # ~30 min
+    python benchmarks/conditional.py middle          # ~18 min
+    python benchmarks/conditional.py seq2seq         # ~45 min (trains its two models: 6 + ~3 min)
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
@@ -31,80 +46,227 @@ import torch  # noqa: E402
 
 from benchmarks.common import publish, run_main  # noqa: E402
 from sedlm.api import load_pretrained  # noqa: E402
-from sedlm.baselines.ar import ar_generate  # noqa: E402
 from sedlm.data.corpora import load_documents  # noqa: E402
-from sedlm.data.dataset import prepare_data  # noqa: E402
+from sedlm.data.dataset import PreparedData, prepare_data  # noqa: E402
+from sedlm.errors import SedlmError  # noqa: E402
+from sedlm.eval.harness import CallCounter, content_ids  # noqa: E402
 from sedlm.eval.judge import get_judge  # noqa: E402
-from sedlm.eval.metrics import unigram_entropy  # noqa: E402
+from sedlm.eval.metrics import bootstrap_ci, mean_token_entropy  # noqa: E402
 from sedlm.sampling.templates import Layout, layout_source  # noqa: E402
 
 GUIDANCE = (1.0, 1.5, 2.5, 4.0)
-COLUMNS = ["method", "guidance", "nfe", "token_accuracy", "bleu", "judge_nll", "unigram_entropy", "n"]
+N_BOOT = 1000
+COLUMNS = ["method", "guidance", "nfe", "train_steps", "token_accuracy", "token_accuracy_ci95", "bleu", "bleu_ci95",
+           "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95", "mean_sample_tokens",
+           "fill_tokens", "fill_tokens_ci95", "n"]
 
 
-def heldout_rows(model, n: int) -> tuple[torch.Tensor, object]:
-    data = prepare_data(model.config.data, tokenizer=model.tokenizer)
-    rows = (data.val if data.val is not None and len(data.val) >= n else data.train).rows[:n]
-    return rows, data
+# --- shared helpers -------------------------------------------------------------------------------
+
+def _ci(lo_hi: tuple[float, float]) -> list[float]:
+    return [round(x, 4) for x in lo_hi]
 
 
-def batch_layout(ids: torch.Tensor, given: torch.Tensor) -> Layout:
+def heldout_rows(data: PreparedData, n: int) -> torch.Tensor:
+    """The first ``n`` validation rows (N, L) as packed (no random padding). Never training rows."""
+    have = 0 if data.val is None else len(data.val)
+    if have < n:
+        raise SedlmError(f"the validation split holds {have} rows of data.seq_len tokens but --n {n} are needed; "
+                         "lower --n or train with a larger data.val_fraction")
+    return torch.as_tensor(data.val.rows[:n])
+
+
+def entropy_columns(ids: Sequence[Sequence[int]], seed: int = 0) -> dict[str, Any]:
+    """Mean per-sample unigram entropy (bits) over model token ids, its bootstrap CI and the mean length."""
+    mean_h, per = mean_token_entropy(ids)
+    return {"unigram_entropy": round(mean_h, 4), "unigram_entropy_ci95": _ci(bootstrap_ci(per, n_boot=N_BOOT, seed=seed)),
+            "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2)}
+
+
+def nll_columns(sums: Sequence[float], tokens: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """Token-weighted judge NLL (sum of NLL over sum of tokens) and its bootstrap CI over texts."""
+    kept = [(s, c) for s, c in zip(sums, tokens) if c > 0]
+    total = sum(c for _, c in kept)
+    nll = sum(s for s, _ in kept) / total if total else float("nan")
+    lo_hi = bootstrap_ci([s for s, _ in kept], weights=[c for _, c in kept], n_boot=N_BOOT, seed=seed)
+    return {"judge_nll": round(nll, 4), "judge_nll_ci95": _ci(lo_hi)}
+
+
+class ConditionalJudge:
+    """Judge NLL of continuations given fixed contexts, per text, so that it can be bootstrapped:
+    NLL(context + continuation) - NLL(context) over tokens(context + continuation) - tokens(context),
+    the same difference of totals as ``Judge.conditional_nll``, kept per pair. The contexts are scored once."""
+
+    def __init__(self, judge, contexts: list[str]):
+        self.judge = judge
+        self.contexts = contexts
+        res = judge.nll(contexts)
+        self.ctx_sums, self.ctx_tokens = res["per_text_nll_sum"], res["per_text_tokens"]
+
+    def __call__(self, continuations: list[str], seed: int = 0) -> dict[str, Any]:
+        res = self.judge.nll([c + x for c, x in zip(self.contexts, continuations)])
+        sums = [j - c for j, c in zip(res["per_text_nll_sum"], self.ctx_sums)]
+        tokens = [j - c for j, c in zip(res["per_text_tokens"], self.ctx_tokens)]
+        return nll_columns(sums, tokens, seed)
+
+
+def bleu_columns(hyps: list[str], refs: list[str], seed: int = 0) -> dict[str, Any]:
+    """Corpus BLEU (sacreBLEU defaults) and a 95% percentile bootstrap CI over sentences."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU()
+    score = bleu.corpus_score(hyps, [refs]).score
+    stats = []
+    for h, r in zip(hyps, refs):  # per-sentence sufficient statistics, summed per resample
+        s = bleu.corpus_score([h], [[r]])
+        stats.append([*s.counts, *s.totals, s.sys_len, s.ref_len])
+    stats = np.asarray(stats, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(N_BOOT):
+        t = stats[rng.integers(0, len(stats), len(stats))].sum(0)
+        boot.append(BLEU.compute_bleu(t[:4].tolist(), t[4:8].tolist(), int(t[8]), int(t[9]), smooth_method=bleu.smooth_method,
+                                      smooth_value=bleu.smooth_value, effective_order=bleu.effective_order).score)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {"bleu": round(score, 2), "bleu_ci95": [round(float(lo), 2), round(float(hi), 2)]}
+
+
+def generated(ids: torch.Tensor, starts: Sequence[int], tok, stop_at_eos: bool) -> list[list[int]]:
+    """Each row's generated part ``ids[i, starts[i]:]``, cut before its first end-of-document token when
+    ``stop_at_eos`` (a seq2seq target ends there), padding and special tokens removed."""
+    out = []
+    for row, k in zip(ids.tolist(), starts):
+        part = row[k:]
+        if stop_at_eos and tok.eos_id in part:
+            part = part[: part.index(tok.eos_id)]
+        out.append(part)
+    return content_ids(tok, out)
+
+
+def sample_counted(model, n: int, **kw) -> tuple[torch.Tensor, float]:
+    """``model.generate_ids(n, **kw)`` and its network rows per sample (NFE; a guided call counts twice)."""
+    counter = CallCounter(model.model)
+    try:
+        ids = model.generate_ids(n, **kw)
+    finally:
+        counter.close()
+    return ids, round(counter.rows / max(n, 1), 1)
+
+
+def seq2seq_generate(model, sources: list[str], *, seed: int = 0, **gen: Any) -> tuple[list[list[int]], float]:
+    """Target token ids (content only, up to the target's <eos>) for each source, and NFE per sample.
+
+    Every source is laid out as in training (``layout_source``: ``source <eos>`` given, the rest
+    generated), one canvas per row, and every family generates through its own ``generate_ids``
+    (diffusion families fill the canvas; the AR baseline continues ``source <eos>``). ``gen`` goes to
+    the family's sampler (SED/MDLM options; AR ``temperature``/``top_p``)."""
+    tok, L = model.tokenizer, model.config.data.seq_len
+    lays = [layout_source(s, tok, L) for s in sources]
+    starts = [int(x.given.sum()) for x in lays]
+    layout = Layout(torch.stack([x.ids for x in lays]), torch.stack([x.given for x in lays]), torch.zeros(L, dtype=torch.bool))
+    ids, nfe = sample_counted(model, len(sources), seed=seed, layout=layout, **gen)
+    return generated(ids, starts, tok, stop_at_eos=True), nfe
+
+
+def seq2seq_targets(model, sources: list[str], *, seed: int = 0, **gen: Any) -> tuple[list[str], float]:
+    """Decoded targets of ``seq2seq_generate`` and NFE per sample."""
+    ids, nfe = seq2seq_generate(model, sources, seed=seed, **gen)
+    return [model.tokenizer.decode(x).strip() for x in ids], nfe
+
+
+def row_layout(ids: torch.Tensor, given: torch.Tensor) -> Layout:
     return Layout(ids, given, torch.zeros(ids.shape[1], dtype=torch.bool))
 
 
+# --- benchmarks -----------------------------------------------------------------------------------
+
 def suffix(args) -> list[dict]:
     sed, ar = load_pretrained(Path(args.runs) / "sed"), load_pretrained(Path(args.runs) / "ar")
-    rows, _ = heldout_rows(sed, args.n)
+    tok = sed.tokenizer
+    data = prepare_data(sed.config.data, tokenizer=tok)
+    rows = heldout_rows(data, args.n)
     n, L = rows.shape
     half = L // 2
     given = torch.zeros(n, L, dtype=torch.bool)
     given[:, :half] = True
-    tok, judge = sed.tokenizer, get_judge(args.judge)
-    prefixes = tok.decode_batch(rows[:, :half])
+    judge = get_judge(args.judge)
+    score_nll = ConditionalJudge(judge, tok.decode_batch(rows[:, :half]))
 
-    def row(method: str, conts: list[str], **extra) -> dict:
-        return {"method": method, **extra, "judge_nll": round(judge.conditional_nll(prefixes, conts), 4),
-                "unigram_entropy": round(unigram_entropy(conts), 4), "n": n}
+    def row(method: str, cont_ids: list[list[int]], **extra) -> dict:
+        conts = [tok.decode(x) for x in cont_ids]
+        return {"method": method, **extra, **score_nll(conts, args.seed), **entropy_columns(cont_ids, args.seed), "n": n}
 
-    out = [row("data", tok.decode_batch(rows[:, half:]))]
-    for s in GUIDANCE:
-        ids = sed.generate_ids(n, steps=args.steps, guidance=s, seed=0, layout=batch_layout(rows, given))
-        out.append(row("sed", tok.decode_batch(ids[:, half:]), guidance=s, nfe=args.steps))
-    start = torch.cat([torch.full((n, 1), tok.eos_id), rows[:, :half]], dim=1)
-    ids = ar_generate(ar.model, start, L - half, temperature=ar.config.sample.temperature, top_p=ar.config.sample.top_p,
-                      generator=torch.Generator().manual_seed(0))
-    out.append(row("ar", tok.decode_batch(ids[:, 1 + half:]), nfe=L - half))
+    halves = [half] * n
+    out = [row("data", generated(rows, halves, tok, stop_at_eos=False))]
+    for s in args.guidance:
+        ids, nfe = sample_counted(sed, n, steps=args.steps, guidance=s, seed=args.seed, layout=row_layout(rows, given))
+        out.append(row("sed", generated(ids, halves, tok, stop_at_eos=False), guidance=s, nfe=nfe))
+    # AR continues each row's first half (after <eos>, the start of a document in its training stream)
+    ids, nfe = sample_counted(ar, n, seed=args.seed, layout=row_layout(rows, given))
+    out.append(row("ar", generated(ids, halves, tok, stop_at_eos=False), nfe=nfe))
     return out
 
 
 def middle(args) -> list[dict]:
     sed, mdlm = load_pretrained(Path(args.runs) / "sed"), load_pretrained(Path(args.runs) / "mdlm")
-    rows, data = heldout_rows(sed, args.n)
+    tok = sed.tokenizer
+    data = prepare_data(sed.config.data, tokenizer=tok)
+    rows = heldout_rows(data, args.n)
     n, L = rows.shape
     span = min(16, L // 2)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(args.seed)
     start = torch.randint(L // 4, L - L // 4 - span + 1, (n,), generator=g)
     pos = torch.arange(L)[None]
     hole = (pos >= start[:, None]) & (pos < start[:, None] + span)
-    tok, judge = sed.tokenizer, get_judge(args.judge)
-    counts = torch.bincount(data.train.rows.flatten(), minlength=tok.vocab_size).float()
+    judge = get_judge(args.judge)
+    counts = torch.bincount(data.train.rows[:].flatten(), minlength=tok.vocab_size).float()
 
-    def row(method: str, filled: torch.Tensor, **extra) -> dict:
-        acc = (filled[hole] == rows[hole]).float().mean().item()
-        texts = tok.decode_batch(filled)
-        middles = [tok.decode(f[h].tolist()) for f, h in zip(filled, hole)]
-        return {"method": method, **extra, "token_accuracy": round(acc, 4),
-                "judge_nll": round(judge.nll(texts)["nll_per_token"], 4),
-                "unigram_entropy": round(unigram_entropy(middles), 4), "n": n}
+    def row(method: str, filled: torch.Tensor, nfe: float | None = None, **extra) -> dict:
+        per_acc = (filled == rows).float().masked_fill(~hole, 0).sum(1) / hole.sum(1)  # (n,) equal spans
+        res = judge.nll(tok.decode_batch(filled))
+        middles = content_ids(tok, [f[h].tolist() for f, h in zip(filled, hole)])
+        return {"method": method, **extra, **({"nfe": nfe} if nfe is not None else {}),
+                "token_accuracy": round(per_acc.mean().item(), 4),
+                "token_accuracy_ci95": _ci(bootstrap_ci(per_acc.tolist(), n_boot=N_BOOT, seed=args.seed)),
+                **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
+                **entropy_columns(middles, args.seed), "n": n}
 
     out = [row("data", rows)]
-    layout = batch_layout(rows, ~hole)
+    layout = row_layout(rows, ~hole)
     for s in (1.0, 2.5):
-        out.append(row("sed", sed.generate_ids(n, steps=args.steps, guidance=s, seed=0, layout=layout), guidance=s))
-    out.append(row("mdlm", mdlm.generate_ids(n, steps=args.steps, seed=0, layout=layout)))
+        ids, nfe = sample_counted(sed, n, steps=args.steps, guidance=s, seed=args.seed, layout=layout)
+        out.append(row("sed", ids, nfe, guidance=s))
+    out.append(free_blank_row(sed, rows, start, span, judge, args))
+    ids, nfe = sample_counted(mdlm, n, steps=args.steps, seed=args.seed, layout=layout)
+    out.append(row("mdlm", ids, nfe))
     unigram = torch.multinomial(counts / counts.sum(), n * L, replacement=True, generator=g).view(n, L)
     out.append(row("unigram", torch.where(hole, unigram, rows)))
     return out
+
+
+def free_blank_row(sed, rows: torch.Tensor, start: torch.Tensor, span: int, judge, args, extra: int = 8) -> dict:
+    """A free-length blank (``[___]``): the true middle of ``span`` tokens is replaced by a window of
+    ``span + extra`` generated positions with no length given (the row's tail shifts right, its last
+    ``extra`` tokens dropped). The model writes text and pads the rest of the window; ``fill_tokens``
+    is how much text it wrote (the truth is ``span``), scored with the judge NLL of the filled rows."""
+    tok = sed.tokenizer
+    n, L = rows.shape
+    W = span + extra
+    ids = torch.full((n, L), tok.pad_id, dtype=torch.long)
+    given = torch.ones(n, L, dtype=torch.bool)
+    for i, a in enumerate(start.tolist()):
+        ids[i, :a] = rows[i, :a]
+        ids[i, a + W:] = rows[i, a + span : L - extra]
+        given[i, a : a + W] = False
+    out, nfe = sample_counted(sed, n, steps=args.steps, seed=args.seed, layout=row_layout(ids, given))
+    fills = content_ids(tok, [o[~g].tolist() for o, g in zip(out, given)])
+    lengths = [float(len(f)) for f in fills]
+    res = judge.nll(tok.decode_batch(out))
+    return {"method": "sed-free-blank", "guidance": 1.0, "nfe": nfe,
+            "fill_tokens": round(sum(lengths) / n, 2), "fill_tokens_ci95": _ci(bootstrap_ci(lengths, n_boot=N_BOOT, seed=args.seed)),
+            **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
+            **entropy_columns(fills, args.seed), "n": n}
 
 
 def next_line_pairs(corpus: str, min_words: int = 4) -> list[dict]:
@@ -118,56 +280,106 @@ def next_line_pairs(corpus: str, min_words: int = 4) -> list[dict]:
     return pairs
 
 
-def seq2seq(args) -> list[dict]:
-    import sacrebleu
+def heldout_pairs(data: PreparedData, n: int, seq_len: int) -> list[tuple[str, str]]:
+    """The first ``n`` validation pairs whose source fits the canvas (as training drops the others)."""
+    tok = data.tokenizer
+    fits = [p for p, ids in zip(data.val_pairs, tok.encode_batch([s for s, _ in data.val_pairs])) if len(ids) + 1 < seq_len]
+    if len(fits) < n:
+        raise SedlmError(f"the validation split holds {len(fits)} pairs whose source fits data.seq_len={seq_len}, "
+                         f"but --n {n} are needed; lower --n or raise data.val_fraction")
+    return fits[:n]
 
+
+def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: str, match: Path | None = None):
+    """Train a seq2seq run of ``method`` unless ``run`` already holds one. With ``match``, the run gets
+    that run's step count (equal training tokens) and a width matched to its parameter count."""
     from sedlm.cli import resolve_config_path
     from sedlm.config import load_config
+    from sedlm.eval.bench import match_width
+    from sedlm.methods import count_parameters
     from sedlm.train.trainer import train
 
-    run = Path(args.runs) / "seq2seq-next-line"
-    pairs_path = run.parent / "next-line.jsonl"
-    if not (run / "model.safetensors").is_file():
+    if (run / "model.safetensors").is_file():
+        return
+    cfg = load_config(resolve_config_path("tiny"), [f"data.source={data_source}", "data.task=seq2seq", *overrides])
+    cfg.method = method
+    if match is not None:
+        ref = load_pretrained(match)
+        data = prepare_data(cfg.data, tokenizer=ref.tokenizer)
+        cfg.model.vocab_size = ref.tokenizer.vocab_size
+        match_width(cfg, count_parameters(ref.model), data)
+        cfg.train.max_steps, cfg.train.max_minutes = steps_of(match), 0.0
+        cfg.train.checkpoint_every = cfg.train.max_steps
+        train(cfg, run, data=data)
+    else:
+        train(cfg, run)
+
+
+def steps_of(run: Path) -> int:
+    """The last logged optimiser step of a training run."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return int(json.loads(lines[-1])["step"])
+
+
+def seq2seq(args) -> list[dict]:
+    root = Path(args.runs)
+    sed_run, ar_run = root / "seq2seq-next-line", root / "seq2seq-next-line-ar"
+    pairs_path = root / "next-line.jsonl"
+    if not pairs_path.is_file():
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
         pairs_path.write_text("\n".join(json.dumps(p) for p in next_line_pairs(args.corpus)))
-        cfg = load_config(resolve_config_path("tiny"), [f"data.source={pairs_path}", "data.task=seq2seq",
-                                                        f"train.max_minutes={args.train_minutes}", "train.max_steps=3000"])
-        train(cfg, run)
-    model = load_pretrained(run)
-    data = prepare_data(model.config.data, tokenizer=model.tokenizer)
-    pairs = data.val_pairs[: args.n]
+    common = [f"train.max_minutes={args.train_minutes}", f"train.max_steps={args.train_steps}", *args.overrides]
+    _train_seq2seq(sed_run, pairs_path, common, "sed")
+    _train_seq2seq(ar_run, pairs_path, common, "ar", match=sed_run)
+    sed, ar = load_pretrained(sed_run), load_pretrained(ar_run)
+    data = prepare_data(sed.config.data, tokenizer=sed.tokenizer)
+    tok, L = sed.tokenizer, sed.config.data.seq_len
+    pairs = heldout_pairs(data, args.n, L)
+    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
     judge = get_judge(args.judge)
-    L = model.config.data.seq_len
-    lays = [layout_source(src, model.tokenizer, L) for src, _ in pairs]
-    layout = batch_layout(torch.stack([x.ids for x in lays]), torch.stack([x.given for x in lays]))
-    starts = [int(x.given.sum()) for x in lays]
-    out = []
-    for s in GUIDANCE:
-        ids = model.generate_ids(len(pairs), steps=args.steps, guidance=s, seed=0, layout=layout)
-        hyps = [model.tokenizer.decode(r[k:].tolist()).strip() for r, k in zip(ids, starts)]
-        out.append({"method": "sed", "guidance": s, "nfe": args.steps,
-                    "bleu": round(sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score, 2),
-                    "judge_nll": round(judge.conditional_nll([p + "\n" for p, _ in pairs], hyps), 4),
-                    "unigram_entropy": round(unigram_entropy(hyps), 4), "n": len(pairs)})
-    refs = [t for _, t in pairs]
-    out.append({"method": "data", "bleu": 100.0, "judge_nll": round(judge.conditional_nll([p + "\n" for p, _ in pairs], refs), 4),
-                "unigram_entropy": round(unigram_entropy(refs), 4), "n": len(pairs)})
+    score_nll = ConditionalJudge(judge, [s + "\n" for s in srcs])
+
+    def row(method: str, hyp_ids: list[list[int]], **extra) -> dict:
+        hyps = [tok.decode(x).strip() for x in hyp_ids]
+        return {"method": method, **extra, **bleu_columns(hyps, refs, args.seed), **score_nll(hyps, args.seed),
+                **entropy_columns(hyp_ids, args.seed), "n": len(pairs)}
+
+    # the real next line, cut to what fits the canvas after its source, as in training
+    ref_ids = [tok.encode(t)[: L - len(tok.encode(s)) - 1] for s, t in pairs]
+    out = [row("data", content_ids(tok, ref_ids))]
+    for s in args.guidance:
+        ids, nfe = seq2seq_generate(sed, srcs, seed=args.seed, steps=args.steps, guidance=s)
+        out.append(row("sed", ids, guidance=s, nfe=nfe, train_steps=steps_of(sed_run)))
+    ids, nfe = seq2seq_generate(ar, srcs, seed=args.seed)
+    out.append(row("ar", ids, nfe=nfe, train_steps=steps_of(ar_run)))
     return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=["suffix", "middle", "seq2seq"])
-    p.add_argument("--runs", default="runs/compare", help="folder with the sed/ar/mdlm runs of `sedlm bench compare`")
+    p.add_argument("--runs", default="runs/compare",
+                   help="suffix/middle: folder with the sed/ar/mdlm runs of `sedlm bench compare`; seq2seq: where its "
+                        "pairs file and its two runs (seq2seq-next-line, seq2seq-next-line-ar) are written")
     p.add_argument("--corpus", default="shakespeare", help="bundled corpus (names the results; seq2seq data)")
-    p.add_argument("--n", type=int, default=64, help="held-out rows / pairs")
+    p.add_argument("--n", type=int, default=256, help="held-out rows / pairs (validation split only)")
     p.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm")
-    p.add_argument("--judge", default="smollm2")
-    p.add_argument("--train-minutes", type=float, default=6.0, help="seq2seq: training budget")
-    args = p.parse_args()
+    p.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", default=",".join(f"{g:g}" for g in GUIDANCE),
+                   help="suffix/seq2seq: comma-separated SED guidance scales (middle runs 1 and 2.5)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 when the cores are shared)")
+    p.add_argument("--train-minutes", type=float, default=6.0, help="seq2seq: SED's training budget (AR gets its steps)")
+    p.add_argument("--train-steps", type=int, default=3000, help="seq2seq: SED's step cap")
+    p.add_argument("--name", default=None, help="results file name (default per task)")
+    p.add_argument("overrides", nargs="*", help="seq2seq: extra section.key=value overrides for both models")
+    args = p.parse_intermixed_args()
+    args.guidance = [float(g) for g in args.guidance.split(",") if g]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = {"suffix": suffix, "middle": middle, "seq2seq": seq2seq}[args.task](args)
-    name = {"suffix": f"infill-suffix-{args.corpus}", "middle": f"infill-middle-{args.corpus}",
-            "seq2seq": "seq2seq-next-line"}[args.task]
+    name = args.name or {"suffix": f"infill-suffix-{args.corpus}", "middle": f"infill-middle-{args.corpus}",
+                         "seq2seq": "seq2seq-next-line"}[args.task]
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     publish(name, "conditional.py", rows, columns)
     return 0

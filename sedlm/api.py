@@ -89,23 +89,36 @@ class AR(PretrainedLM):
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                      seq_len: int | None = None, temperature: float | None = None, top_p: float | None = None,
                      use_cache: bool = True, layout: Layout | None = None, **_: Any) -> torch.Tensor:
-        """(n, seq_len) ids; ``steps`` is ignored (one network call per token). A ``layout`` must be
-        a prefix (a prompt or a seq2seq source): the model continues it."""
+        """(n, seq_len) ids; ``steps`` is ignored (one network call per token). A ``layout`` must give
+        a prefix (a prompt or a seq2seq source; one canvas, or one per row as (n, L)): the model
+        continues each. Text models start from <eos>, a fresh document of their packed training
+        stream; seq2seq models (data.task=seq2seq) start from the source itself, as their rows do."""
         s = self.config.sample
         n = self._n_steps(n, 1)[0]
         length = seq_len or self.config.data.seq_len
-        prefix: list[int] = []
+        start = [] if self.config.data.task == "seq2seq" else [self.tokenizer.eos_id]
+        prefixes: list[list[int]] = [[] for _ in range(n)]
         if layout is not None:
-            k = int(layout.given.sum())
-            if not bool(layout.given[:k].all()) or layout.no_pad.any():
-                raise SedlmError("the autoregressive baseline can only continue a prefix; use sed or mdlm to infill")
-            prefix = layout.ids[:k].tolist()
+            ids, given = layout.ids.expand(n, -1), layout.given.expand(n, -1)  # (n, L)
+            prefixes = []
+            for row, g in zip(ids, given):
+                k = int(g.sum())
+                if not bool(g[:k].all()) or layout.no_pad.any():
+                    raise SedlmError("the autoregressive baseline can only continue a prefix; use sed or mdlm to infill")
+                prefixes.append(row[:k].tolist())
+        if not start and any(not p for p in prefixes):
+            raise SedlmError("this autoregressive model was trained on seq2seq pairs; give it a source (--src)")
         g = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
-        start = torch.tensor([[self.tokenizer.eos_id, *prefix]], device=self.device).expand(n, -1)
-        ids = ar_generate(self.model, start, length - len(prefix),
-                          temperature=s.temperature if temperature is None else temperature,
-                          top_p=s.top_p if top_p is None else top_p, generator=g, use_cache=use_cache)
-        return ids[:, 1:]
+        out = torch.full((n, length), self.tokenizer.pad_id, dtype=torch.long, device=self.device)
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(prefixes):
+            by_len.setdefault(len(p), []).append(i)
+        for k, rows in sorted(by_len.items()):  # rows with equal prefix length share one KV-cached batch
+            prefix = torch.tensor([start + prefixes[i] for i in rows], device=self.device)  # (b, len(start) + k)
+            ids = ar_generate(self.model, prefix, length - k, temperature=s.temperature if temperature is None else temperature,
+                              top_p=s.top_p if top_p is None else top_p, generator=g, use_cache=use_cache)
+            out[rows] = ids[:, len(start):]
+        return out
 
     def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
         s = self.config.sample

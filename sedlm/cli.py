@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -390,6 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
+
+    default_show = warnings.showwarning
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:
+        """The library's notes to the user as one line each; other packages' warnings as usual."""
+        if f"{os.sep}sedlm{os.sep}" in str(filename):
+            print(f"sedlm {args.command}: note: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = note
     try:
         return args.func(args)
     except SedlmError as e:

@@ -129,3 +129,15 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, tiny_overrides):
     state = json.loads((out / "training_state" / "state.json").read_text())
     assert state["step"] >= 2
     assert not list(out.glob(".pending-*"))
+
+
+def test_guidance_without_given_tokens_is_a_one_line_note(tmp_path, capsys):
+    from tiny_runs import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "sed")
+    code, out, err = run(["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2", "--json"], capsys)
+    assert code == 0 and json.loads(out)
+    assert err.strip().count("\n") == 0 and "note: guidance 2 in mode 'cond'" in err and "runs unguided" in err
+    code, out, err = run(["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2",
+                          "--guidance-mode", "self_cond"], capsys)
+    assert code == 0 and "note" not in err

@@ -73,7 +73,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     _v("interp-ce", "loss", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
     _v("noise-temp-0.8", "sampling", sample={"noise_temp": 0.8}, reuse="paper"),
     _v("clamp", "sampling", sample={"clamp": True}, reuse="paper"),
-    _v("guidance-2.5", "sampling", sample={"guidance": 2.5}, reuse="paper"),
+    _v("guidance-2.5", "sampling", sample={"guidance": 2.5, "guidance_mode": "self_cond"}, reuse="paper"),
     _v("ddim", "sampling", sample={"sampler": "ddim"}, reuse="paper"),
     _v("interp-score-temp-0.8", "sampling", sample={"score_temp": 0.8}, reuse="interp-ce"),
     _v("interp-score-temp-0.6", "sampling", sample={"score_temp": 0.6}, reuse="interp-ce"),
@@ -85,8 +85,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     *[_v(f"{base}-score-temp-{t}", "combined", sample={"score_temp": t}, reuse=base)
       for base in ("ppmi-interp", "ppmi-interp-half") for t in (0.8, 0.6)],
 ]}
-COLUMNS = ["variant", "group", "changes", "params", "train_steps", "train_minutes", "table_s", "val_loss", "nfe",
-           "judge_nll", "unigram_entropy", "entropy_vs_data", "mauve", "distinct_2", "real_word_share"]
+COLUMNS = ["variant", "group", "changes", "params", "train_steps", "train_minutes", "table_s", "val_loss", "val_loss_kind",
+           "nfe", "n_samples", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
+           "mauve", "distinct_2", "real_word_share"]
 
 
 def get_variants(names: str | None) -> list[Variant]:
@@ -181,7 +182,7 @@ def ablate(
     *,
     variants: str | None = None,
     judge_name: str = "smollm2",
-    n: int = 64,
+    n: int = 256,
     steps: int = 200,
     runs_dir: str | Path = "runs/ablate",
     results_dir: str | Path = "benchmarks/results",

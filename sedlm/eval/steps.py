@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sedlm.api import load_pretrained
-from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import default_eval_tokens, generation_seconds, sample_content
 from sedlm.eval.metrics import text_metrics

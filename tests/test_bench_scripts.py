@@ -1,0 +1,114 @@
+"""Smoke tests of the conditional-generation benchmark scripts at micro size (seconds, untrained or
+two-step models): they run end to end, score only held-out text, and produce the result columns."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: the `benchmarks` package
+
+from benchmarks import conditional, seq2seq_synthetic as synth  # noqa: E402
+
+MICRO = [o for o in TINY if not o.startswith(("data.seq_len", "data.vocab_size", "data.val_fraction"))]
+
+
+def test_synthetic_pairs_are_deterministic_and_follow_the_task():
+    copy, wordmap = synth.make_pairs("copy", 50, seed=3), synth.make_pairs("wordmap", 50, seed=3)
+    assert copy == synth.make_pairs("copy", 50, seed=3)
+    assert all(p["src"] == p["tgt"] for p in copy)
+    assert all(synth.MIN_WORDS <= len(p["src"].split()) <= synth.MAX_WORDS for p in copy)
+    mapping = {}
+    for p in wordmap:
+        for a, b in zip(p["src"].split(), p["tgt"].split(), strict=True):
+            assert mapping.setdefault(a, b) == b  # a fixed map ...
+    assert len(set(mapping.values())) == len(mapping)  # ... one to one
+    assert not set(mapping) & set(mapping.values())  # onto another word list
+    with pytest.raises(ValueError):
+        synth.make_pairs("reverse", 1)
+
+
+def test_synthetic_score():
+    s = synth.score(["a b c", "a x", "a b c d"], ["a b c", "a b", "a b c"], n_boot=50)
+    assert s["exact_match"] == pytest.approx(1 / 3, abs=1e-4)
+    assert s["token_accuracy"] == pytest.approx((3 + 1 + 3) / 8)  # position-wise, over target words
+    assert s["length_match"] == pytest.approx(2 / 3, abs=1e-4)
+    lo, hi = s["token_accuracy_ci95"]
+    assert lo <= s["token_accuracy"] <= hi and s["n"] == 3
+
+
+def test_synthetic_runs_end_to_end(tmp_path):
+    args = Namespace(runs=str(tmp_path), pairs=400, seed=0, steps=2, n=4, methods=["sed", "ar"], reuse=False,
+                     sampler="ddim", sample_steps=2, overrides=[*MICRO, "train.max_steps=2", "train.eval_batches=1"])
+    rows = synth.run_task("copy", args)
+    assert [r["method"] for r in rows] == ["sed", "ar"]
+    for r in rows:
+        assert r["train_steps"] == 2 and r["n"] == 4 and 0.0 <= r["token_accuracy"] <= 1.0
+        assert len(r["exact_match_ci95"]) == 2 and len(r["token_accuracy_ci95"]) == 2
+    assert (tmp_path / "copy" / "pairs.jsonl").is_file()
+
+
+def _checkpoint(out: Path, method: str, source: Path) -> None:
+    """An untrained TINY checkpoint of ``method`` whose data is ``source`` (one tokenizer for all)."""
+    from sedlm.config import load_config
+    from sedlm.data.dataset import prepare_data
+    from sedlm.methods import get_method
+    from sedlm.model.embedding import random_table
+    from sedlm.train.checkpoint import save_checkpoint
+
+    cfg = load_config(None, [*TINY, f"data.source={source}"])
+    cfg.method = method
+    tok = prepare_data(cfg.data).tokenizer
+    cfg.model.vocab_size = tok.vocab_size
+    torch.manual_seed(0)
+    model = get_method(method).build(cfg, tok, random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0)))
+    save_checkpoint(out, cfg, model.state_dict(), tok)
+
+
+@pytest.fixture(scope="module")
+def compare_runs(tmp_path_factory, corpus_file):
+    root = tmp_path_factory.mktemp("compare")
+    for m in ("sed", "ar", "mdlm"):
+        _checkpoint(root / m, m, corpus_file)
+    return root
+
+
+def test_suffix_and_middle_rows(compare_runs, tiny_judge_dir):
+    args = Namespace(runs=str(compare_runs), n=4, steps=2, judge=str(tiny_judge_dir), seed=0, guidance=list(conditional.GUIDANCE))
+    suffix = conditional.suffix(args)
+    assert [r["method"] for r in suffix] == ["data", "sed", "sed", "sed", "sed", "ar"]
+    middle = conditional.middle(args)
+    assert [r["method"] for r in middle] == ["data", "sed", "sed", "sed-free-blank", "mdlm", "unigram"]
+    assert 0 <= middle[3]["fill_tokens"] <= 24  # text written into the 24-position free blank
+    assert middle[0]["token_accuracy"] == 1.0
+    for r in suffix + middle:
+        assert r["n"] == 4
+        for key in ("judge_nll", "unigram_entropy"):
+            lo, hi = r[f"{key}_ci95"]
+            assert lo <= r[key] + 1e-3 and r[key] <= hi + 1e-3, (r["method"], key)
+    assert suffix[1]["nfe"] == 2 and suffix[2]["nfe"] == 4  # a guided step runs two rows
+
+
+def test_heldout_rows_never_fall_back_to_training_rows(compare_runs):
+    from sedlm.api import load_pretrained
+    from sedlm.data.dataset import prepare_data
+    from sedlm.errors import SedlmError
+
+    model = load_pretrained(compare_runs / "sed")
+    data = prepare_data(model.config.data, tokenizer=model.tokenizer)
+    assert torch.equal(conditional.heldout_rows(data, 2), data.val.rows[:2])
+    with pytest.raises(SedlmError, match="validation split"):
+        conditional.heldout_rows(data, len(data.val) + 1)
+
+
+def test_bleu_and_nll_columns():
+    b = conditional.bleu_columns(["the king speaks now", "a fool"], ["the king speaks now", "a fool waits"])
+    assert 0 < b["bleu"] <= 100 and b["bleu_ci95"][0] <= b["bleu_ci95"][1]
+    nll = conditional.nll_columns([4.0, 6.0, 0.0], [2, 2, 0])
+    assert nll["judge_nll"] == pytest.approx(2.5) and 2.0 <= nll["judge_nll_ci95"][0] <= nll["judge_nll_ci95"][1] <= 3.0
