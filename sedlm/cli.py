@@ -192,10 +192,11 @@ def _bench_command(name: str) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sedlm.eval.bench import compare
+    from sedlm.eval.bench import METHODS, compare
 
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
             runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
+            methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS,
             command=_bench_command("compare"))
     return 0
 
@@ -345,6 +346,8 @@ def _add_eval_and_bench(sub) -> None:
                                      "sample and judge them, and write benchmarks/results/compare-<corpus>.{json,md,png}.")
     bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
+    bc.add_argument("--methods", help="comma-separated families to (re)train and score; the others' rows are kept "
+                                      "from the last results files (default: all)")
     bc.add_argument("--train-steps", type=int, help="optimiser steps per family (default: sized from the budget by "
                                                     "timing each family's step)")
     _add_judge_options(bc, "samples per method")

@@ -8,9 +8,9 @@ span     SED's span masking (Strudel et al. 2022, §3.2): n ~ U[1, M] spans from
          ``flip_prob``; n = 1 means unconditional (nothing given).
 prefix   the first k positions are given, k ~ U[1, L - 1] (prompt continuation).
 none     nothing given (unconditional generation).
-blank    free-length infilling (``blank_rows``): one window [a, b) is generated, holding the next
-         k <= b - a tokens of the row followed by b - a - k padding tokens, and the row resumes after
-         it; everything outside the window is given. The model learns to write a blank's content and
+blank    free-length infilling (``blank_rows``): one interior window [a, b) is generated, holding the
+         next k <= b - a tokens of the row followed by b - a - k padding tokens, and the row resumes
+         after it; everything outside the window is given (never empty on either side). The model learns to write a blank's content and
          pad the rest of the window, so a ``[___]`` blank of any width gets text of a fitting length.
 seq2seq  ``seq2seq_mask``: the source positions of each row are given, the target generated.
 
@@ -59,14 +59,19 @@ def seq2seq_mask(src_lens: torch.Tensor, L: int) -> torch.Tensor:
 
 
 def blank_rows(ids: torch.Tensor, pad_id: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Free-length blanks: per row a window [a, b) (two sorted cut points, b > a) holds the next
-    k ~ U[1, b - a] tokens of the row then padding to b; the row's tokens after those k continue at b.
-    ids (B, L) -> (ids (B, L), given (B, L) bool, False inside the window)."""
+    """Free-length blanks: per row an interior window [a, b), 1 <= a < b <= L - 1 (given text on both
+    sides, as around a template's ``[___]``), holds the next k ~ U[1, b - a] tokens of the row then
+    padding to b; the row's tokens after those k continue at b. A window never touches the row's
+    ends: a region open to the end (a prompt's continuation, unconditional text) must keep meaning
+    "text all the way", not "text, then padding". Rows shorter than 3 positions are left unchanged
+    and fully given. ids (B, L) -> (ids (B, L), given (B, L) bool, False inside the window)."""
     B, L = ids.shape
     dev = ids.device
-    cuts = torch.rand(B, 2, generator=generator, device=dev).mul(L + 1).long().clamp(max=L).sort(1).values
-    a, b = cuts[:, 0], torch.maximum(cuts[:, 1], cuts[:, 0] + 1).clamp(max=L)  # (B,) window [a, b), b > a
-    a = torch.minimum(a, b - 1)
+    if L < 3:
+        return ids.clone(), torch.ones(B, L, dtype=torch.bool, device=dev)
+    cuts = 1 + (torch.rand(B, 2, generator=generator, device=dev) * (L - 2)).long().clamp(max=L - 3)  # in [1, L - 2]
+    lo, hi = cuts.min(1).values, cuts.max(1).values
+    a, b = lo, hi + 1  # (B,) window [a, b): 1 <= a < b <= L - 1
     k = 1 + (torch.rand(B, generator=generator, device=dev) * (b - a).float()).long().clamp(max=(b - a - 1))  # (B,)
     pos = torch.arange(L, device=dev)[None]  # (1, L)
     a_, b_, k_ = a[:, None], b[:, None], k[:, None]

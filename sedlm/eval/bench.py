@@ -134,6 +134,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _kept_rows(results_dir: str | Path, corpus: str, methods: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """With a subset of ``methods`` rerun, the other families' rows of the last compare and frontier
+    files (same checkpoints, seeds and harness, so re-evaluating them would reproduce them)."""
+    import json
+
+    if set(methods) == set(METHODS):
+        return [], []
+    out = []
+    for name in (f"compare-{corpus}", f"frontier-{corpus}"):
+        path = Path(results_dir) / f"{name}.json"
+        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        missing = set(METHODS) - set(methods) - {r["method"] for r in rows}
+        if missing:
+            raise SedlmError(f"--methods reruns only some families, but {path} holds no rows for "
+                             f"{', '.join(sorted(missing))}; run the full comparison first")
+        out.append([r for r in rows if r["method"] in METHODS and r["method"] not in methods])
+    return out[0], out[1]
+
+
 def compare(
     corpus: str = "shakespeare",
     budget_minutes: float = 30.0,
@@ -145,6 +164,7 @@ def compare(
     results_dir: str | Path = "benchmarks/results",
     overrides: list[str] | None = None,
     train_steps: int | None = None,
+    methods: tuple[str, ...] = METHODS,
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
@@ -168,17 +188,21 @@ def compare(
     target = _params(cfgs["sed"], data)
     params = {"sed": target, **{m: match_width(cfgs[m], target, data) for m in ("ar", "mdlm")}}
 
-    per_step = {m: _time_steps(cfgs[m], data) for m in METHODS}
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SedlmError(f"unknown method(s) {', '.join(sorted(unknown))}; valid methods: {', '.join(METHODS)}")
+    per_step = {m: _time_steps(cfgs[m], data) for m in METHODS} if not train_steps else {}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))
     # A fixed step count makes the run independent of the machine's load; the budget sizes it otherwise.
     n_steps = train_steps or max(20, int(train_s / sum(per_step.values())))
+    kept, kept_frontier = _kept_rows(results_dir, corpus, methods)
     log(f"matched sizes {params}; {n_steps} steps each (measured s/step: "
         + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")")
 
     judge = get_judge(judge_name)
     rows, data_row, frontier = [], None, []
-    for name in METHODS:
+    for name in methods:
         cfg = cfgs[name]
         cfg.train.max_steps = n_steps
         cfg.train.max_minutes = 0.0
@@ -207,6 +231,8 @@ def compare(
         rows.append(row)
         log(f"{name}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
             f"{row.get('unigram_entropy_ci95')} bits")
+    rows = sorted(rows + kept, key=lambda r: METHODS.index(r["method"]))
+    frontier = sorted(frontier + kept_frontier, key=lambda r: METHODS.index(r["method"]))
     rows.append(data_row)
 
     name = f"compare-{corpus}"

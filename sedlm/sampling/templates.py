@@ -7,7 +7,9 @@ token (fixed-length blanks), so their length is exact.
 Templates write blanks as ``[___]`` (the model chooses the length) or ``[___:N]`` (exactly N tokens).
 A free blank gets an equal share of the positions left over; the model was trained on windows that
 hold some text followed by padding (the ``blank`` conditioning kind), so it writes the blank's text
-and pads the rest of the window, and the padding is stripped on decoding.
+and pads the rest of the window, and the padding is stripped on decoding. Training windows always have
+given text on both sides, so a ``[___]`` that opens the template or ends it is filled to the canvas's
+edge, as a prompt's continuation is.
 Spaces just before a blank belong to the blank: byte-level BPE spells a word with its leading space
 ("Ġking"), so "The [___]" is laid out as "The" + blank, never with a lone space token.
 """
