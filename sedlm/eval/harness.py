@@ -63,16 +63,11 @@ class CallCounter:
 
 
 def sample_texts(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -> tuple[list[str], float, float]:
-    """Generate ``n`` texts in batches; return them, network evaluations per text (NFE) and seconds per text."""
-    counter, texts = CallCounter(model.model), []
-    start = time.perf_counter()
-    try:
-        for i in range(0, n, batch_size):
-            kw_i = {**kw, "seed": kw.get("seed", 0) + i}
-            texts += model.generate(n=min(batch_size, n - i), **kw_i)
-    finally:
-        counter.close()
-    return texts, counter.rows / max(n, 1), (time.perf_counter() - start) / n
+    """Generate ``n`` texts in batches; return them, network evaluations per text (NFE) and seconds per text.
+    A ``prompt`` is laid out on every sample's canvas (and is part of each text)."""
+    layout = model.make_layout(prompt=kw.pop("prompt", None), seq_len=kw.get("seq_len"))
+    ids, nfe, sec = sample_content(model, n, batch_size, layout=layout, **kw)
+    return [model.tokenizer.decode(r) for r in ids], nfe, sec
 
 
 def content_ids(tokenizer: Any, rows: torch.Tensor | list[list[int]], limit: int | None = None) -> list[list[int]]:
@@ -90,7 +85,7 @@ def sample_content(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any)
     try:
         for i in range(0, n, batch_size):
             kw_i = {**kw, "seed": kw.get("seed", 0) + i}
-            ids += content_ids(model.tokenizer, model.generate_ids(n=min(batch_size, n - i), **kw_i))
+            ids += content_ids(model.tokenizer, model.generate_ids(n=min(batch_size, n - i), **{k: v for k, v in kw_i.items() if v is not None}))
     finally:
         counter.close()
     return ids, counter.rows / max(n, 1), (time.perf_counter() - start) / n
