@@ -293,10 +293,9 @@ def heldout_pairs(data: PreparedData, n: int, seq_len: int) -> list[tuple[str, s
 def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: str, match: Path | None = None):
     """Train a seq2seq run of ``method`` unless ``run`` already holds one. With ``match``, the run gets
     that run's step count (equal training tokens) and a width matched to its parameter count."""
-    from sedlm.cli import resolve_config_path
-    from sedlm.config import load_config
+    from sedlm.config import load_config, resolve_config_path
     from sedlm.eval.bench import match_width
-    from sedlm.methods import count_parameters
+    from sedlm.family import count_parameters
     from sedlm.train.trainer import train
 
     if (run / "model.safetensors").is_file():

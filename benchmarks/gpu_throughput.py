@@ -34,9 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks.common import publish, run_main, setup_device  # noqa: E402
-from sedlm.cli import resolve_config_path  # noqa: E402
-from sedlm.config import Config, load_config  # noqa: E402
-from sedlm.methods import get_method  # noqa: E402
+from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
+from sedlm.families import get_family  # noqa: E402
 from sedlm.model.embedding import random_table  # noqa: E402
 from sedlm.train.distributed import Forward  # noqa: E402
 from sedlm.train.rng import chunk_generator  # noqa: E402
@@ -65,13 +64,13 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 def build(cfg: Config, method: str, device: torch.device, compile: bool):
     torch.manual_seed(0)
     table = random_table(cfg.model.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(1))
-    model = get_method(method).build(cfg, _Tok(), table).to(device).train()
+    model = get_family(method).build(cfg, _Tok(), table).to(device).train()
     opt = make_optimizer(model, cfg)
     return model, (torch.compile(model) if compile else model), opt
 
 
 def make_step(cfg: Config, method: str, model, forward, opt, ids: torch.Tensor, device: torch.device):
-    loss_fn = get_method(method).loss
+    loss_fn = get_family(method).loss
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
     through = Forward(forward, model)  # calls through the (compiled) module, attributes from the plain one

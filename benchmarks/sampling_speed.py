@@ -31,10 +31,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks.common import publish, run_main, setup_device  # noqa: E402
-from sedlm.cli import resolve_config_path  # noqa: E402
-from sedlm.config import load_config  # noqa: E402
+from sedlm.config import load_config, resolve_config_path  # noqa: E402
 from sedlm.sampling.generate import sample_ids  # noqa: E402
-from sedlm.methods import build_denoiser  # noqa: E402
+from sedlm.families.sed import build_denoiser  # noqa: E402
 
 COLUMNS = ["config", "params", "sampler", "batch_size", "seq_len", "nfe",
            "seconds_per_step", "seconds_per_sample", "tokens_per_s"]

@@ -115,8 +115,7 @@ def score(hyps: list[str], refs: list[str], n_boot: int = 1000, seed: int = 0) -
 
 
 def config(method: str, pairs_path: Path, steps: int, extra: list[str]):
-    from sedlm.cli import resolve_config_path
-    from sedlm.config import load_config
+    from sedlm.config import load_config, resolve_config_path
 
     cfg = load_config(resolve_config_path("tiny"), [
         f"data.source={pairs_path}", "data.task=seq2seq", *OVERRIDES, f"train.max_steps={steps}",
@@ -130,7 +129,7 @@ def run_task(task: str, args) -> list[dict[str, Any]]:
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.bench import match_width
-    from sedlm.methods import count_parameters
+    from sedlm.family import count_parameters
     from sedlm.train.checkpoint import is_checkpoint
     from sedlm.train.trainer import train
 
@@ -176,9 +175,10 @@ def params_of(cfg, tok) -> int:
     """Parameters + buffers of ``cfg``'s model, counted on the meta device (nothing allocated)."""
     import torch
 
-    from sedlm.methods import count_parameters, get_method
+    from sedlm.families import get_family
+    from sedlm.family import count_parameters
 
-    method = get_method(cfg.method)
+    method = get_family(cfg.method)
     with torch.device("meta"):
         table = torch.empty(tok.vocab_size, cfg.model.d_embed) if method.uses_embedding_table else None
         return count_parameters(method.build(cfg, tok, table))

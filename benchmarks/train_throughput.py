@@ -35,11 +35,10 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks.common import publish, run_main, setup_device  # noqa: E402
-from sedlm.cli import resolve_config_path  # noqa: E402
-from sedlm.config import Config, load_config  # noqa: E402
+from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
 from sedlm.diffusion.objective import sed_loss  # noqa: E402
 from sedlm.diffusion.schedules import get_schedule  # noqa: E402
-from sedlm.methods import build_denoiser  # noqa: E402
+from sedlm.families.sed import build_denoiser  # noqa: E402
 
 VARIANTS = [("plain", None), ("sed", "both"), ("sed", "half_nograd"), ("sed", "off")]
 COLUMNS = ["variant", "self_cond", "batch_size", "seq_len", "params", "seconds_per_step", "tokens_per_s", "cost_vs_plain"]

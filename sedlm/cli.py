@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 from sedlm.errors import SedlmError
@@ -16,21 +15,8 @@ CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
 OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200 model.d_model=256"
 
 
-def resolve_config_path(name: str | None) -> Path | None:
-    """A path as given, else a bundled config of that name (``tiny`` -> sedlm/configs/tiny.yaml)."""
-    if name is None:
-        return None
-    p = Path(name)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    bundled = resources.files("sedlm") / "configs" / f"{name}.yaml"
-    if bundled.is_file():
-        return Path(str(bundled))
-    return p
-
-
 def _load_config(args: argparse.Namespace, default: str | None = None):
-    from sedlm.config import load_config
+    from sedlm.config import load_config, resolve_config_path
 
     overrides = list(args.overrides)
     if getattr(args, "data", None):
@@ -115,45 +101,49 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
-    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed}
-    if model.method == "sed":
-        options.update(sampler=args.sampler or s.sampler, guidance=s.guidance if args.guidance is None else args.guidance,
-                       **_sed_knobs(args))
-    elif model.method == "ar":
-        options.update(temperature=s.temperature if args.temperature is None else args.temperature,
-                       top_p=s.top_p if args.top_p is None else args.top_p)
+    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed, **_family_options(args)}
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
-    with tqdm(total=options["steps"], desc="sampling", disable=None if model.method != "ar" else True, leave=False) as bar:
+    with tqdm(total=options["steps"], desc="sampling", disable=None if model.family.step_callbacks else True, leave=False) as bar:
         if template := getattr(args, "template", None):
             texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
         else:
             texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
     if args.json:
-        print(json.dumps({"method": model.method, **conditioning, "samples": texts, **options}, indent=2))
+        resolved = model.family.resolve_options(s, _family_options(args))
+        print(json.dumps({"method": model.method, **conditioning, "samples": texts, "steps": options["steps"],
+                          "seed": options["seed"], **resolved}, indent=2))
     else:
         for i, t in enumerate(texts):
             print(f"--- sample {i}\n{t}")
     return 0
 
 
-def _sed_knobs(args: argparse.Namespace) -> dict:
-    """The SED sampling knobs given on the command line (unset ones fall back to config.sample)."""
-    knobs = {"time_grid": args.time_grid, "noise_temp": args.noise_temp, "score_temp": args.score_temp,
-             "clamp": True if args.clamp else None, "guidance_mode": args.guidance_mode}
-    return {k: v for k, v in knobs.items() if v is not None}
+def _declared_options() -> dict:
+    """Every sampling option a registered family declares -> (the declaration, the families declaring it)."""
+    from sedlm.families import all_families
+
+    seen: dict = {}
+    for family in all_families():
+        for o in family.options:
+            seen.setdefault(o.name, (o, []))[1].append(family.name)
+    return seen
 
 
-def _add_sed_knobs(p: argparse.ArgumentParser) -> None:
-    from sedlm.diffusion.schedules import TIME_GRIDS
+def _add_family_options(p: argparse.ArgumentParser) -> None:
+    """One flag per declared sampling option (the union over the registered families). An option the
+    loaded model's family does not declare is an error when the model is asked to use it."""
+    for o, families in _declared_options().values():
+        kw: dict = {"action": argparse.BooleanOptionalAction} if o.type is bool else {"type": o.type}
+        if o.choices:  # checked by the family, so a wrong value gets its one-line message
+            kw["metavar"] = "{" + ",".join(o.choices) + "}"
+        default = f"sample.{o.config_key}" if o.config_key else repr(o.default)
+        p.add_argument(o.flag, dest=o.name, default=None, help=f"{'/'.join(families)}: {o.help} (default: {default})", **kw)
 
-    p.add_argument("--time-grid", choices=list(TIME_GRIDS), help="sed only: where the steps sit (default: sample.time_grid)")
-    p.add_argument("--noise-temp", type=float, help="sed only: scale of the fresh noise of stochastic samplers (default: sample.noise_temp)")
-    p.add_argument("--score-temp", type=float, help="sed only: softmax temperature of interp estimates (default: sample.score_temp)")
-    p.add_argument("--clamp", action="store_true", help="sed only: snap every x0 estimate to the nearest embedding row")
-    p.add_argument("--guidance-mode", choices=("cond", "self_cond"),
-                   help="sed only: guide on the given tokens (cond; unconditional requests then run unguided) or on "
-                        "the self-conditioning estimate (self_cond, any request) (default: sample.guidance_mode)")
+
+def _family_options(args: argparse.Namespace) -> dict:
+    """The declared sampling options given on the command line (unset ones fall back to config.sample)."""
+    return {k: getattr(args, k) for k in _declared_options() if getattr(args, k, None) is not None}
 
 
 def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
@@ -171,8 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     judge = get_judge(args.judge)
-    options = {"sampler": args.sampler, "guidance": args.guidance, **_sed_knobs(args)} if model.method == "sed" else {}
-    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **options)
+    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **_family_options(args))
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
     result = {"ckpt": str(args.ckpt), "judge": args.judge, "val_loss": rows[0]["val_loss"],
               "val_loss_kind": rows[0]["val_loss_kind"], "rows": rows, "samples": samples}
@@ -233,7 +222,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sedlm import __version__
-    from sedlm.config import METHODS
+    from sedlm.families import all_families
 
     p = argparse.ArgumentParser(prog="sedlm", description="Continuous diffusion language models (Self-conditioned Embedding Diffusion).")
     p.add_argument("--version", action="version", version=f"sedlm {__version__}")
@@ -269,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")
-    t.add_argument("--method", choices=METHODS, help="model family: sed (default), ar or mdlm; overrides the config's method")
+    t.add_argument("--method", choices=[f.name for f in all_families()],
+                   help="model family (overrides the config's method; default: sed): "
+                        + "; ".join(f"{f.name}: {f.description}" for f in all_families()))
     t.add_argument("--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
@@ -306,17 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
-    from sedlm.sampling.samplers import SAMPLERS
-
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
     s.add_argument("--n", type=int, help=n_help)
     s.add_argument("--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)")
-    s.add_argument("--sampler", help=f"sed only: one of {', '.join(SAMPLERS)} (default: sample.sampler)")
-    s.add_argument("--guidance", type=float, help="sed only: classifier-free guidance scale; 1 = none (default: sample.guidance)")
-    _add_sed_knobs(s)
     s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
-    s.add_argument("--temperature", type=float, help="ar only: sampling temperature; 0 = greedy (default: sample.temperature)")
-    s.add_argument("--top-p", type=float, help="ar only: nucleus sampling mass (default: sample.top_p)")
+    _add_family_options(s)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -325,13 +310,11 @@ def _add_eval_and_bench(sub) -> None:
     v = sub.add_parser("eval", help="score a checkpoint's samples with a judge LM next to real text",
                        description="Sample N texts and report judge NLL, unigram entropy, distinct-n, self-BLEU, MAUVE "
                                    "and validation loss, next to the same metrics on held-out text (the data row).")
-    v.add_argument("--ckpt", required=True, help="checkpoint folder of any method (sed, ar, mdlm)")
+    v.add_argument("--ckpt", required=True, help="checkpoint folder of any model family")
     v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
     v.add_argument("--n", type=int, default=256, help="number of samples (default: 256)")
     v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
-    v.add_argument("--sampler", help="sed only: sampler (default: sample.sampler)")
-    v.add_argument("--guidance", type=float, help="sed only: guidance scale (default: sample.guidance)")
-    _add_sed_knobs(v)
+    _add_family_options(v)
     v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,6 @@ class Config:
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
-METHODS = ("sed", "ar", "mdlm")
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
     ("embed", "kind"): ("mlm", "ppmi", "random", "learned"),
@@ -244,6 +244,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+def resolve_config_path(name: str | Path | None) -> Path | None:
+    """A path as given, else a bundled config of that name (``tiny`` -> sedlm/configs/tiny.yaml)."""
+    if name is None:
+        return None
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    bundled = resources.files("sedlm") / "configs" / f"{name}.yaml"
+    return Path(str(bundled)) if bundled.is_file() else p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
     if path is None:
@@ -266,8 +277,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: Config) -> None:
     """Raise SedlmError naming the first inconsistent value."""
-    if cfg.method not in METHODS:
-        raise SedlmError(f"unknown method '{cfg.method}'; valid methods: {', '.join(METHODS)}")
+    from sedlm.families import FAMILIES
+
+    if cfg.method not in FAMILIES:
+        raise SedlmError(f"unknown method '{cfg.method}'; valid model families: {', '.join(FAMILIES)}")
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:

@@ -11,7 +11,9 @@ from torch import nn
 from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
-from sedlm.methods import get_method
+from sedlm.families import get_family
+from sedlm.family import Family, Request, request_kind
+from sedlm.sampling.samplers import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -26,11 +28,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
     """Rebuild a family's network from its config and load ``weights`` strictly."""
-    method = get_method(config.method)
-    table = weights.get("embedding.table") if method.uses_embedding_table else None
-    if method.uses_embedding_table and table is None:
-        raise SedlmError("the checkpoint holds no SED embedding table; is it an SED checkpoint?")
-    model = method.build(config, tokenizer, table)
+    family = get_family(config.method)
+    table = weights.get("embedding.table") if family.uses_embedding_table else None
+    if family.uses_embedding_table and table is None:
+        raise SedlmError(f"the checkpoint holds no embedding table; is it a {config.method} checkpoint?")
+    model = family.build(config, tokenizer, table)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise SedlmError(f"checkpoint weights do not match the {config.method} model "
@@ -40,7 +42,8 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
 
 
 class PretrainedLM:
-    """A trained network with its tokenizer and config. Subclasses add ``generate_ids``."""
+    """A trained network of any family with its tokenizer and config; generation goes through the
+    family (``sedlm.family.Family``). Subclasses may pin ``method`` to one family."""
 
     method: str = ""
 
@@ -48,6 +51,8 @@ class PretrainedLM:
         self.config = config
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.method = config.method
+        self.family: Family = get_family(config.method)
 
     @property
     def device(self) -> torch.device:
@@ -71,16 +76,38 @@ class PretrainedLM:
         self.model.to(device)
         return self
 
-    def generate_ids(self, n: int | None = None, **kw: Any) -> torch.Tensor:
-        raise NotImplementedError
+    def request(self, n: int | None = None, steps: int | None = None, seed: int | None = None, seq_len: int | None = None,
+                layout: Layout | None = None, src: bool = False, **options: Any) -> Request:
+        """A checked request: unset values from ``config.sample``; ``options`` must be the family's
+        sampling options (``self.family.options``); a request the family cannot serve is an error."""
+        s = self.config.sample
+        n, steps = n or s.n, steps or s.steps
+        if n <= 0 or steps <= 0:
+            raise SedlmError(f"n and steps must be positive (got n={n}, steps={steps})")
+        kind = request_kind(layout, src or (layout is not None and self.config.data.task == "seq2seq"))
+        self.family.check_request(kind)
+        return Request(n, seq_len or (layout.ids.shape[-1] if layout is not None else self.config.data.seq_len), steps,
+                       s.seed if seed is None else seed, layout, kind, self.family.resolve_options(s, options))
 
-    # The sampling option a quality/diversity frontier sweeps, its values, and options held fixed meanwhile.
-    frontier_knob: tuple[str, tuple[float, ...]] = ("temperature", (1.0,))
-    frontier_fixed: dict[str, Any] = {}
+    def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
+                     seq_len: int | None = None, callback: Callback | None = None, layout: Layout | None = None,
+                     **options: Any) -> torch.Tensor:
+        """Token ids (n, seq_len), padding included; ``layout`` (``sedlm.sampling.templates``) gives tokens
+        to condition on; ``options`` are the family's sampling options (unset ones: ``config.sample``)."""
+        return self.family.generate(self, self.request(n, steps, seed, seq_len, layout, **options), callback)
+
+    @property
+    def frontier_knob(self) -> tuple[str, tuple[float, ...]]:
+        return self.family.frontier_knob
+
+    @property
+    def frontier_fixed(self) -> dict[str, Any]:
+        return self.family.frontier_fixed
 
     def sampling_summary(self, options: dict[str, Any]) -> dict[str, Any]:
         """The sampling options a results row should name (``options`` override the config's)."""
-        return {}
+        known = {k: v for k, v in options.items() if self.family.option(k) is not None}
+        return self.family.summary(self.family.resolve_options(self.config.sample, known))
 
     def make_layout(self, prompt: str | None = None, src: str | None = None, template: str | None = None,
                     seq_len: int | None = None) -> Layout | None:
@@ -119,9 +146,3 @@ class PretrainedLM:
         ids = self.generate_ids(n, seq_len=L, layout=self.make_layout(template=template, seq_len=L), **kw)
         return self.texts(ids)
 
-    def _n_steps(self, n: int | None, steps: int | None) -> tuple[int, int]:
-        s = self.config.sample
-        n, steps = n or s.n, steps or s.steps
-        if n <= 0 or steps <= 0:
-            raise SedlmError(f"n and steps must be positive (got n={n}, steps={steps})")
-        return n, steps

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sedlm.cli import resolve_config_path
-from sedlm.config import load_config
+from sedlm.config import load_config, resolve_config_path
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import content_ids, heldout_ids

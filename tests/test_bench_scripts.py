@@ -58,7 +58,7 @@ def _checkpoint(out: Path, method: str, source: Path) -> None:
     """An untrained TINY checkpoint of ``method`` whose data is ``source`` (one tokenizer for all)."""
     from sedlm.config import load_config
     from sedlm.data.dataset import prepare_data
-    from sedlm.methods import get_method
+    from sedlm.families import get_family
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
@@ -67,7 +67,7 @@ def _checkpoint(out: Path, method: str, source: Path) -> None:
     tok = prepare_data(cfg.data).tokenizer
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)
-    model = get_method(method).build(cfg, tok, random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0)))
+    model = get_family(method).build(cfg, tok, random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0)))
     save_checkpoint(out, cfg, model.state_dict(), tok)
 
 

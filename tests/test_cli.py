@@ -95,7 +95,9 @@ def test_empty_data_and_unknown_sampler(tmp_path, tiny_overrides, capsys):
     out = tmp_path / "run"
     assert run(["train", "--out", str(out), *tiny_overrides], capsys)[0] == 0
     code, _, err = run(["sample", "--ckpt", str(out), "--sampler", "nope"], capsys)
-    _one_line_error(code, err, "valid samplers")
+    _one_line_error(code, err, "valid values: ddpm")
+    code, _, err = run(["sample", "--ckpt", str(out), "--temperature", "0.5"], capsys)  # an option of other families
+    _one_line_error(code, err, "family sed has no sampling option temperature")
     code, _, err = run(["train", "--out", str(out), *tiny_overrides], capsys)
     _one_line_error(code, err, "already holds a run")
 

@@ -7,7 +7,7 @@ from sedlm.config import load_config
 from sedlm.data.masks import MASKS, mixture_mask, parse_mixture, prefix_mask, span_mask
 from sedlm.data.tokenizer import train_bpe
 from sedlm.errors import SedlmError
-from sedlm.methods import build_denoiser
+from sedlm.families.sed import build_denoiser
 from sedlm.sampling.generate import make_denoise_fn, sample_ids
 from sedlm.sampling.samplers import SAMPLERS
 from sedlm.sampling.templates import layout_prompt, layout_source, layout_template, parse_template

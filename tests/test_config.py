@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from sedlm.cli import resolve_config_path
+from sedlm.config import resolve_config_path
 from sedlm.config import Config, apply_overrides, from_dict, load_config
 from sedlm.errors import SedlmError
-from sedlm.methods import build_denoiser
+from sedlm.families.sed import build_denoiser
 
 
 def test_defaults_and_overrides():

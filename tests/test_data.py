@@ -152,14 +152,14 @@ def test_padding_moves_the_given_mask_with_the_source():
 
 def test_seq2seq_trains_without_random_padding():
     from sedlm.data.packing import PackedRows
-    from sedlm.methods import get_method
+    from sedlm.families import get_family
     from sedlm.train.trainer import family_rows
 
     rows = PackedRows(torch.zeros(2, 8, dtype=torch.long), 0, 0.0, torch.zeros(2, 8, dtype=torch.bool))
-    assert family_rows(rows, get_method("sed")).pad_fraction == 0.0  # the data's own fraction, not data.pad_fraction
+    assert family_rows(rows, get_family("sed")).pad_fraction == 0.0  # the data's own fraction, not data.pad_fraction
     text = PackedRows(torch.zeros(2, 8, dtype=torch.long), 0, 0.1)
-    assert family_rows(text, get_method("sed")).pad_fraction == 0.1
-    assert family_rows(text, get_method("ar")).pad_fraction == 0.0
+    assert family_rows(text, get_family("sed")).pad_fraction == 0.1
+    assert family_rows(text, get_family("ar")).pad_fraction == 0.0
 
 
 def test_blank_rows_hold_text_then_padding_inside_the_window():

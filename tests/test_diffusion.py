@@ -8,7 +8,7 @@ from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import SCHEDULES, get_schedule, log_snr, time_grid
 from sedlm.errors import SedlmError
 from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
-from sedlm.methods import build_denoiser
+from sedlm.families.sed import build_denoiser
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))

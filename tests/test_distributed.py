@@ -227,7 +227,7 @@ def test_gpu_throughput_benchmark_runs_on_cpu(tmp_path):
 
 
 def test_paper_config_trains_its_global_batch_through_accumulation(tmp_path, corpus_file):
-    from sedlm.cli import resolve_config_path
+    from sedlm.config import resolve_config_path
     from sedlm.train.trainer import train
 
     small = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8", "data.vocab_size=300",

@@ -14,7 +14,7 @@ from sedlm.config import ModelConfig, load_config
 from sedlm.data import masks
 from sedlm.diffusion import objective
 from sedlm.diffusion.schedules import get_schedule
-from sedlm.methods import build_denoiser
+from sedlm.families.sed import build_denoiser
 from sedlm.model.embedding import random_table
 
 from conftest import TINY

@@ -15,7 +15,7 @@ def tiny_checkpoint(out: Path, method: str = "sed") -> Path:
     """Write a TINY-config checkpoint of ``method`` with freshly initialised weights to ``out``."""
     from sedlm.config import load_config
     from sedlm.data.tokenizer import train_bpe
-    from sedlm.methods import get_method
+    from sedlm.families import get_family
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
@@ -25,7 +25,7 @@ def tiny_checkpoint(out: Path, method: str = "sed") -> Path:
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)
     table = random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0))
-    model = get_method(method).build(cfg, tok, table)
+    model = get_family(method).build(cfg, tok, table)
     save_checkpoint(out, cfg, model.state_dict(), tok)
     return out
 

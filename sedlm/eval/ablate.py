@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sedlm.api import load_pretrained
-from sedlm.cli import resolve_config_path
-from sedlm.config import Config, apply_overrides, load_config, validate
+from sedlm.config import Config, apply_overrides, load_config, resolve_config_path, validate
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.bench import _params, _time_steps, match_width
+from sedlm.eval.bench import match_width, param_count, seconds_per_step
 from sedlm.eval.harness import evaluate_model
 from sedlm.eval.results import markdown_table, write_atomic, write_results
 from sedlm.pretrained import resolve_device
@@ -168,7 +167,7 @@ def _table_file(cfg: Config, data: PreparedData, tables_dir: Path, log: Callable
 def _train_for(cfg: Config, data: PreparedData, minutes: float, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Train ``cfg`` for as many steps as ``minutes`` of CPU buys (timed on this machine); the step
     count is fixed up front so the learning-rate schedule runs its full course."""
-    per_step = _time_steps(cfg, data)
+    per_step = seconds_per_step(cfg, data)
     steps = max(10, int(60 * minutes / per_step))
     t = cfg.train
     t.max_steps, t.max_minutes = steps, 0.0
@@ -262,7 +261,7 @@ def ablate(
             else:
                 cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
                 log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
-                info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": _params(cfg, data)}
+                info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": param_count(cfg, data)}
             return {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
 
         finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce), v)
@@ -274,7 +273,7 @@ def ablate(
     ar_run = runs_dir / "ar"
 
     def produce_ar() -> dict[str, Any]:
-        params = match_width(ar_cfg, _params(paper, data), data)
+        params = match_width(ar_cfg, param_count(paper, data), data)
         log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model})")
         info = {**_train_for(ar_cfg, data, minutes, ar_run, log), "params": params, "table_s": 0.0}
         return {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}

@@ -17,16 +17,16 @@ from typing import Any, Callable
 import torch
 
 from sedlm.api import load_pretrained
-from sedlm.cli import resolve_config_path
-from sedlm.config import Config, load_config
+from sedlm.config import Config, load_config, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
-from sedlm.methods import count_parameters, get_method
+from sedlm.families import FAMILIES, get_family
+from sedlm.family import count_parameters
 from sedlm.train.trainer import train
 
-METHODS = ("sed", "ar", "mdlm")
+METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)
 THROUGHPUT_LEN = 128
 COLUMNS = ["method", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "val_loss_kind", "nfe",
            "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95",
@@ -36,11 +36,12 @@ FRONTIER_COLUMNS = ["method", "knob", "value", "n_samples", "mean_sample_tokens"
                     "unigram_entropy", "unigram_entropy_ci95", "word_entropy"]
 
 
-def _params(cfg: Config, data: PreparedData) -> int:
-    method = get_method(cfg.method)
+def param_count(cfg: Config, data: PreparedData) -> int:
+    """Parameters (and buffers) of the model ``cfg`` builds, counted without allocating it."""
+    family = get_family(cfg.method)
     with torch.device("meta"):
-        table = torch.empty(cfg.model.vocab_size, cfg.model.d_embed) if method.uses_embedding_table else None
-        return count_parameters(method.build(cfg, data.tokenizer, table))
+        table = torch.empty(cfg.model.vocab_size, cfg.model.d_embed) if family.uses_embedding_table else None
+        return count_parameters(family.build(cfg, data.tokenizer, table))
 
 
 def match_width(cfg: Config, target: int, data: PreparedData) -> int:
@@ -49,7 +50,7 @@ def match_width(cfg: Config, target: int, data: PreparedData) -> int:
     best = None
     for d in range(step, 4 * max(cfg.model.d_model, 64) + step, step):
         cfg.model.d_model = d
-        n = _params(cfg, data)
+        n = param_count(cfg, data)
         if best is None or abs(n - target) < abs(best[1] - target):
             best = (d, n)
     cfg.model.d_model, n = best
@@ -58,17 +59,17 @@ def match_width(cfg: Config, target: int, data: PreparedData) -> int:
     return n
 
 
-def _time_steps(cfg: Config, data: PreparedData, n: int = 3) -> float:
-    """Seconds per optimiser step of this family (random table for SED; timing only)."""
-    method = get_method(cfg.method)
-    table = torch.randn(cfg.model.vocab_size, cfg.model.d_embed) if method.uses_embedding_table else None
-    model = method.build(cfg, data.tokenizer, table)
+def seconds_per_step(cfg: Config, data: PreparedData, n: int = 3) -> float:
+    """Seconds per optimiser step of this family (a random embedding table where it needs one; timing only)."""
+    family = get_family(cfg.method)
+    table = torch.randn(cfg.model.vocab_size, cfg.model.d_embed) if family.uses_embedding_table else None
+    model = family.build(cfg, data.tokenizer, table)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     times = []
     for step in range(n + 1):
         start = time.perf_counter()
-        loss, _ = method.loss(model, data.train.batch(step, cfg.train.batch_size, 0), cfg, g, data.tokenizer)
+        loss, _ = family.loss(model, data.train.batch(step, cfg.train.batch_size, 0), cfg, g, data.tokenizer)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -168,7 +169,7 @@ def compare(
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train, sample and score sed, ar and mdlm (``train_steps`` each, else as many as ``budget_minutes``
+    """Train, sample and score every registered family (``train_steps`` each, else as many as ``budget_minutes``
     allows); write compare-<corpus>.{json,md,png} and the temperature-sweep frontier-<corpus>.{json,md,png};
     return the compare rows."""
     from sedlm.eval.judge import get_judge
@@ -185,13 +186,14 @@ def compare(
         cfg = base.copy()
         cfg.method = name
         cfgs[name] = cfg
-    target = _params(cfgs["sed"], data)
-    params = {"sed": target, **{m: match_width(cfgs[m], target, data) for m in ("ar", "mdlm")}}
+    reference = METHODS[0]
+    target = param_count(cfgs[reference], data)
+    params = {m: target if m == reference else match_width(cfgs[m], target, data) for m in METHODS}
 
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SedlmError(f"unknown method(s) {', '.join(sorted(unknown))}; valid methods: {', '.join(METHODS)}")
-    per_step = {m: _time_steps(cfgs[m], data) for m in METHODS} if not train_steps else {}
+    per_step = {m: seconds_per_step(cfgs[m], data) for m in METHODS} if not train_steps else {}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))
     # A fixed step count makes the run independent of the machine's load; the budget sizes it otherwise.

@@ -18,7 +18,6 @@ import torch
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.metrics import text_metrics, vocabulary
-from sedlm.methods import get_method
 from sedlm.pretrained import PretrainedLM
 from sedlm.train.trainer import family_rows, validation_batches, validation_loss
 
@@ -105,9 +104,8 @@ def heldout_loss(model: PretrainedLM, data: PreparedData) -> tuple[float, str]:
     (same rows, padding, noise and EMA weights), so the two numbers agree."""
     if data.val is None:
         raise SedlmError("the data has no validation split to score on; set data.val_fraction > 0")
-    method = get_method(model.config.method)
-    batches = validation_batches(family_rows(data.val, method), model.config)
-    return validation_loss(model.model, batches, model.config, model.tokenizer, model.device), method.loss_name
+    batches = validation_batches(family_rows(data.val, model.family), model.config)
+    return validation_loss(model.model, batches, model.config, model.tokenizer, model.device), model.family.val_loss_kind
 
 
 def evaluate_model(

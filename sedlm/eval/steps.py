@@ -19,11 +19,9 @@ from sedlm.errors import SedlmError
 from sedlm.eval.harness import default_eval_tokens, generation_seconds, sample_content
 from sedlm.eval.metrics import text_metrics
 from sedlm.eval.results import markdown_table, save_figure, write_results
-from sedlm.sampling.samplers import SAMPLERS
+from sedlm.sampling.samplers import SAMPLERS, get_sampler
 
 NFES = (4, 8, 16, 32, 64, 128, 256, 1000)
-# The grid each sampler is run on: the discrete-time samplers on uniform t, the ODE solvers on Karras sigmas.
-GRIDS = {"ddpm": "uniform", "ddim": "uniform", "euler": "karras", "heun": "karras", "dpmpp_2m": "karras"}
 SPEED_LEN = 128
 COLUMNS = ["sampler", "time_grid", "steps", "nfe", "judge_nll", "judge_nll_ci95", "unigram_entropy",
            "unigram_entropy_ci95", "nll_vs_reference",
@@ -34,7 +32,8 @@ SPEED_COLUMNS = ["method", "sampler", "nfe", "batch_size", "seq_len", "seconds_p
 def steps_for(sampler: str, nfe: int, guidance: float = 1.0) -> int:
     """Grid intervals K whose network evaluations per sample stay within ``nfe`` (at least one step)."""
     calls = nfe // (2 if guidance != 1.0 else 1)
-    return max(1, (calls + 1) // 2 if sampler == "heun" else calls)
+    per_step = get_sampler(sampler).calls_per_step
+    return max(1, (calls + per_step - 1) // per_step)
 
 
 def _speed_row(model: Any, method: str, label: str, nfe: float, batch: int, /, **kw: Any) -> dict[str, Any]:
@@ -89,12 +88,13 @@ def steps_bench(
     from sedlm.eval.judge import get_judge
 
     model = load_pretrained(ckpt)
-    if model.method != "sed":
-        raise SedlmError(f"'{ckpt}' holds a '{model.method}' model; bench steps measures SED samplers")
-    samplers = samplers or list(GRIDS)
+    if not model.family.samplers:
+        raise SedlmError(f"'{ckpt}' holds a '{model.method}' model, whose family runs no registered sampler; "
+                         "bench steps measures the samplers of continuous families")
+    samplers = samplers or list(model.family.samplers)
     for s in samplers:
-        if s not in SAMPLERS:
-            raise SedlmError(f"unknown sampler '{s}'; valid samplers: {', '.join(SAMPLERS)}")
+        if s not in model.family.samplers:
+            raise SedlmError(f"unknown sampler '{s}' for family {model.method}; valid samplers: {', '.join(model.family.samplers)}")
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
     K = default_eval_tokens(model.config.data.seq_len)
@@ -102,7 +102,7 @@ def steps_bench(
     rows: list[dict[str, Any]] = []
     for s in samplers:
         for budget in nfes:
-            k, grid = steps_for(s, budget, guidance), GRIDS.get(s, "uniform")
+            k, grid = steps_for(s, budget, guidance), SAMPLERS[s].grid
             full, nfe, sec = sample_content(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
             ids = [r[:K] for r in full]
             m = text_metrics([model.tokenizer.decode(r) for r in ids], judge=judge, sample_ids=ids)
@@ -125,12 +125,11 @@ def steps_bench(
     speed: list[dict[str, Any]] = []
     kw = {"steps": best["steps"], "sampler": best["sampler"], "time_grid": best["time_grid"], "guidance": guidance}
     ar = load_pretrained(ar_ckpt) if ar_ckpt else None
-    if ar is not None and ar.method != "ar":
-        raise SedlmError(f"--ar-ckpt '{ar_ckpt}' holds a '{ar.method}' model; pass an autoregressive checkpoint")
     for batch in (1, 32):
-        speed.append(_speed_row(model, "sed", best["sampler"], best["nfe"], batch, **kw))
+        speed.append(_speed_row(model, model.method, best["sampler"], best["nfe"], batch, **kw))
         if ar is not None:
-            speed.append(_speed_row(ar, "ar", "kv-cache, top-p", SPEED_LEN, batch))
+            calls = ar.config.sample.steps if ar.family.step_callbacks else SPEED_LEN  # one call per token without steps
+            speed.append(_speed_row(ar, ar.method, f"{ar.family.description}, its default sampling", calls, batch))
     results_dir = Path(results_dir)
     write_results(f"steps-{name}", command, rows, COLUMNS, results_dir)
     plot(rows, results_dir / f"steps-{name}.png")

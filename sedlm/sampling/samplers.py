@@ -12,6 +12,7 @@ Self-conditioning feeds each step's x0_hat into the next call; it is a loop vari
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import torch
@@ -276,14 +277,37 @@ def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_
     return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
 
 
-SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A sampler and what callers need to know about it: network calls per step (guidance doubles
+    them), the time grid it is meant for, and the extra keyword options it takes. Calling the entry
+    calls the sampler."""
+
+    fn: Sampler
+    calls_per_step: int
+    grid: str  # "uniform" | "karras" (see sedlm.diffusion.schedules.TIME_GRIDS)
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+    def __call__(self, *args: Any, **kw: Any) -> torch.Tensor:
+        return self.fn(*args, **kw)
+
+
+# The registry: adding a sampler is one function above and one line here.
+SAMPLERS: dict[str, SamplerEntry] = {
+    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)"),
+    "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)"),
+    "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
+    "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
+    "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", ("eta", "noise_temp"), "DPM-Solver++(2M) (Lu et al. 2022)"),
+}
 
 
 def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,
         alpha_bar: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
     """Network evaluations per sample for ``steps`` grid intervals (guidance doubles it). For heun,
     give the grid ``ts`` and schedule to count a first step from pure noise exactly (else 2K - 1)."""
-    if sampler != "heun":
+    if get_sampler(sampler).calls_per_step == 1:
         return steps
     pure = 0
     if ts is not None and alpha_bar is not None and len(ts) > 2:
@@ -291,7 +315,7 @@ def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,
     return 2 * steps - 1 - pure
 
 
-def get_sampler(name: str) -> Sampler:
+def get_sampler(name: str) -> SamplerEntry:
     if name not in SAMPLERS:
         raise SedlmError(f"unknown sampler '{name}'; valid samplers: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]

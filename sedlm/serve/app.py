@@ -30,12 +30,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sedlm.errors import SedlmError
-from sedlm.methods import count_parameters
+from sedlm.family import count_parameters
 from sedlm.pretrained import PretrainedLM
-from sedlm.sampling.samplers import SAMPLERS
 from sedlm.serve.limits import Limits
 from sedlm.serve.runner import Busy, Cancelled, Job, LimitError, Runner
-from sedlm.serve.schemas import GenerateRequest, GenerateResponse, InfillRequest, ModelInfo, StreamRequest
+from sedlm.serve.schemas import GenerateResponse, ModelInfo, request_models
 
 log = logging.getLogger("sedlm.serve")
 
@@ -124,34 +123,42 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
 
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> dict[str, Any]:
-        cfg, is_sed = model.config, model.method == "sed"
+        cfg, family = model.config, model.family
         s = cfg.sample
-        defaults: dict[str, Any] = {"n": 1, "steps": s.steps, "seed": s.seed}
-        if is_sed:
-            defaults.update(sampler=s.sampler, guidance=s.guidance)
+        defaults: dict[str, Any] = {"n": 1, "steps": s.steps, "seed": s.seed, **family.resolve_options(s, {})}
         return {"method": model.method, "params": count_parameters(model.model),
                 "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size, "d_model": cfg.model.d_model,
-                "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "d_embed": cfg.model.d_embed if is_sed else None,
-                "samplers": list(SAMPLERS) if is_sed else [], "defaults": defaults,
+                "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads,
+                "d_embed": cfg.model.d_embed if family.uses_embedding_table else None,
+                "samplers": list(family.samplers), "options": [o.describe() for o in family.options],
+                "requests": list(family.requests), "defaults": defaults,
                 "limits": {**runner.limits.summary(), "max_seq_len": runner.max_seq_len}}
 
-    @app.post("/v1/generate", response_model=GenerateResponse)
-    async def generate(req: GenerateRequest) -> dict[str, Any]:
-        return await run(runner.check(StreamRequest(**req.model_dump())))
+    # Request bodies derived from the family's declared sampling options. Annotations are set on the
+    # handlers directly: under postponed evaluation FastAPI could not resolve these local classes.
+    GenerateBody, InfillBody, StreamBody = request_models(model.family)
 
-    @app.post("/v1/infill", response_model=GenerateResponse)
-    async def infill(req: InfillRequest) -> dict[str, Any]:
-        return await run(runner.check(StreamRequest(**req.model_dump())))
+    async def generate(req) -> dict[str, Any]:
+        return await run(runner.check(StreamBody(**req.model_dump())))
 
-    @app.post("/v1/generate/stream", response_class=StreamingResponse,
-              responses={200: {"content": {"text/event-stream": {}},
-                               "description": "events 'step' ({step, steps, texts}), then 'result' or 'error'"}})
-    async def stream(req: StreamRequest, request: Request) -> StreamingResponse:
+    async def infill(req) -> dict[str, Any]:
+        return await run(runner.check(StreamBody(**req.model_dump())))
+
+    async def stream(req, request: Request) -> StreamingResponse:
         job = runner.check(req)
         runner.admit()
         queue = _start(runner, job)  # before the response, so that an admitted job always ends with done()
         return StreamingResponse(_relay(queue, job, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    generate.__annotations__ = {"req": GenerateBody, "return": dict[str, Any]}
+    infill.__annotations__ = {"req": InfillBody, "return": dict[str, Any]}
+    stream.__annotations__ = {"req": StreamBody, "request": Request, "return": StreamingResponse}
+    app.post("/v1/generate", response_model=GenerateResponse)(generate)
+    app.post("/v1/infill", response_model=GenerateResponse)(infill)
+    app.post("/v1/generate/stream", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "events 'step' ({step, steps, texts}), then 'result' or 'error'"}})(stream)
 
     return app
 

@@ -15,12 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
-
 from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
-from sedlm.sampling.generate import decode_ids
-from sedlm.sampling.samplers import get_sampler
 from sedlm.sampling.templates import Layout
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest
@@ -101,7 +97,7 @@ class Runner:
 
     def check(self, req: StreamRequest) -> Job:
         """Turn a request into a job, or raise ``LimitError`` / ``SedlmError`` with a message."""
-        lim, s, is_sed = self.limits, self.model.config.sample, self.model.method == "sed"
+        lim, s, family = self.limits, self.model.config.sample, self.model.family
         steps = req.steps or s.steps
         seq_len = req.seq_len or self.model.config.data.seq_len
         for name, value, cap, flag in [("n", req.n, lim.max_n, "--max-n"), ("steps", steps, lim.max_steps, "--max-steps"),
@@ -113,15 +109,12 @@ class Runner:
             if text is not None and len(text) > lim.max_text_chars:
                 raise LimitError(413, f"{name} is {len(text)} characters, over this server's limit of "
                                       f"{lim.max_text_chars} (set by --max-text-chars)")
-        if not is_sed and (req.sampler is not None or req.guidance is not None):
-            raise SedlmError(f"sampler and guidance apply to sed models; this server holds a '{self.model.method}' model")
-        options: dict[str, Any] = {"steps": steps}
-        if is_sed:
-            options.update(sampler=req.sampler or s.sampler, guidance=s.guidance if req.guidance is None else req.guidance)
-            get_sampler(options["sampler"])  # an unknown name is a 400 before any work starts
+        given = {o.name: getattr(req, o.name, None) for o in family.options}
+        options = family.resolve_options(s, given)  # a bad value is a 400 before any work starts
         layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
         seed = s.seed if req.seed is None else req.seed
-        return Job(req.n, steps, seq_len, seed, layout, req.src is not None, options)
+        self.model.request(req.n, steps, seed, seq_len, layout, src=req.src is not None)  # a request the family cannot serve
+        return Job(req.n, steps, seq_len, seed, layout, req.src is not None, {"steps": steps, **options})
 
     def admit(self) -> None:
         """Take a place in the queue or raise ``Busy``; every admitted job must end with ``done``."""
@@ -147,7 +140,7 @@ class Runner:
         finally:
             self._gate.release()
         return {"texts": self.model.texts(ids, job.layout, job.drop_given_prefix), "method": self.model.method,
-                "n": job.n, "steps": job.steps, "sampler": job.options.get("sampler"), "guidance": job.options.get("guidance"),
+                "n": job.n, "steps": job.steps, "options": {k: v for k, v in job.options.items() if k != "steps"},
                 "seed": job.seed, "seq_len": job.seq_len, "tokens": job.n * job.seq_len, "seconds": round(seconds, 4)}
 
     def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
@@ -165,9 +158,5 @@ class Runner:
 
     def preview(self, info: dict[str, Any], job: Job) -> list[str]:
         """The texts a sampler's current state decodes to (given tokens shown as given)."""
-        if "x0_hat" in info:  # sed: argmax of the current x0 estimate
-            ids = decode_ids(self.model.model, info["x0_hat"], job.layout, self.model.tokenizer.pad_id)
-        else:  # mdlm: the partly revealed tokens, still-masked positions shown as nothing
-            z = info["z"]
-            ids = torch.where(z == self.model.model.mask_id, torch.full_like(z, self.model.tokenizer.pad_id), z)
-        return self.model.texts(ids, job.layout, job.drop_given_prefix)
+        ids = self.model.family.preview(self.model, info, job.layout)
+        return [] if ids is None else self.model.texts(ids, job.layout, job.drop_given_prefix)

@@ -31,7 +31,8 @@ from sedlm.data.shards import is_prepared
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
-from sedlm.methods import Method, get_method
+from sedlm.families import get_family
+from sedlm.family import Family
 from sedlm.model.embedding import load_table, random_table
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
@@ -91,11 +92,11 @@ class EMA:
                 self.state[k].copy_(v)
 
 
-def family_rows(rows: PackedRows, method: Method) -> PackedRows:
+def family_rows(rows: PackedRows, family: Family) -> PackedRows:
     """The rows a family trains and validates on: families that end text with EOS get them without
     random padding; the others keep the data's own padding fraction (0 for seq2seq pairs, whose
     trailing padding already sets the target's length)."""
-    return rows if method.pads else rows.with_padding(0.0)
+    return rows if family.pads else rows.with_padding(0.0)
 
 
 def validation_batches(rows: PackedRows, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -106,13 +107,13 @@ def validation_batches(rows: PackedRows, cfg: Config) -> list[tuple[torch.Tensor
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor | None]], cfg: Config, tokenizer: Tokenizer,
                     device: torch.device) -> float:
-    """Mean training loss of the model's family on fixed validation batches with fixed noise
-    (comparable across steps): SED loss, next-token NLL, or the MDLM bound."""
-    method = get_method(cfg.method)
+    """Mean validation loss of the model's family (``Family.validation_loss``, kind ``val_loss_kind``) on
+    fixed validation batches with fixed noise (comparable across steps)."""
+    family = get_family(cfg.method)
     was_training = model.training
     model.eval()
     g = torch.Generator(device=device).manual_seed(2024)
-    total = sum(method.loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[0].item()
+    total = sum(family.validation_loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[0].item()
                 for ids, given in batches)
     model.train(was_training)
     return total / max(1, len(batches))
@@ -268,19 +269,19 @@ def train(
     if data is None:
         data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
-    method: Method = get_method(cfg.method)
-    train_rows = family_rows(data.train, method)
-    val_rows = family_rows(data.val, method) if data.val else None
+    family = get_family(cfg.method)
+    train_rows = family_rows(data.train, family)
+    val_rows = family_rows(data.val, family) if data.val else None
     state = load_training_state(out) if resume else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
     table = None
-    if method.uses_embedding_table:
+    if family.uses_embedding_table:
         table = state["model"]["embedding.table"] if state else _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
     tok = data.tokenizer
-    model = method.build(cfg, tok, table).to(device)
+    model = family.build(cfg, tok, table).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{method.name} ({method.description}): {n_params / 1e6:.2f}M trainable parameters; "
+    log(f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
         f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
         f"{world} process(es) x {n_micro} micro-batch(es) x {micro}")
 
@@ -313,7 +314,7 @@ def train(
             })
         accelerator.wait_for_everyone()
 
-    ema_model = method.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
+    ema_model = family.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
     val_batches = validation_batches(val_rows, cfg) if val_rows else []
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     share = slice(rank * micro * n_micro, (rank + 1) * micro * n_micro)  # this process's rows of each global batch
@@ -353,7 +354,7 @@ def train(
                     with accelerator.autocast():
                         val_loss = validation_loss(ema_model, val_batches, cfg, tok, device)
                     row["val_loss"] = round(val_loss, 5)
-                    row["val_loss_kind"] = method.loss_name
+                    row["val_loss_kind"] = family.val_loss_kind
                 if main:
                     mlog.write(json.dumps(row) + "\n")
                     mlog.flush()
@@ -376,7 +377,7 @@ def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokeniz
                 micro: int, n_micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimiser step over this process's ``share`` of the global batch, in ``n_micro``
     micro-batches of ``micro`` rows; returns the mean loss and metrics of its micro-batches."""
-    accelerator, method, device = engine.accelerator, get_method(cfg.method), engine.accelerator.device
+    accelerator, family, device = engine.accelerator, get_family(cfg.method), engine.accelerator.device
     ids = rows.batch(step, cfg.train.batch_size, cfg.train.seed, share).to(device)  # (b, L)
     given = rows.batch_given(step, cfg.train.batch_size, cfg.train.seed, share)
     first_chunk = share.start // micro
@@ -385,7 +386,7 @@ def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokeniz
         part = slice(k * micro, (k + 1) * micro)
         g = chunk_generator(device, cfg.train.seed, step, first_chunk + k)
         with engine.sync_gradients(k == n_micro - 1), accelerator.autocast():
-            loss, m = method.loss(engine.forward, ids[part], cfg, g, tok, None if given is None else given[part].to(device))
+            loss, m = family.loss(engine.forward, ids[part], cfg, g, tok, None if given is None else given[part].to(device))
             accelerator.backward(loss / n_micro)
         total += loss.detach() / n_micro
         for name, v in m.items():

@@ -1,0 +1,102 @@
+"""``sed``: Self-conditioned Embedding Diffusion (Strudel et al. 2022, arXiv 2211.04236).
+
+Tokens become rows of a frozen embedding table; a bidirectional Transformer denoises them with
+self-conditioning (``sedlm.diffusion.objective``), conditioned on span-masked given positions; any
+sampler of ``sedlm.sampling.samplers`` writes text from noise, after a prompt, around blanks or from
+a seq2seq source (``sedlm.sampling.generate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sedlm.config import Config
+from sedlm.data.masks import conditioning
+from sedlm.data.tokenizer import Tokenizer
+from sedlm.diffusion.objective import sed_loss
+from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
+from sedlm.errors import SedlmError
+from sedlm.family import Callback, Family, Loss, Request, SamplingOption
+from sedlm.model.denoiser import SEDDenoiser
+from sedlm.model.embedding import EmbeddingSpace
+from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
+from sedlm.sampling.samplers import SAMPLERS, get_sampler
+
+
+def build_denoiser(cfg: Config, table: torch.Tensor) -> SEDDenoiser:
+    """A denoiser over the embedding ``table`` (V, d_embed); frozen unless embed.kind=learned."""
+    return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
+                       time_warp=cfg.diffusion.time_warp)
+
+
+class SEDFamily(Family):
+    name = "sed"
+    description = "self-conditioned embedding diffusion"
+    paper = "Strudel et al. 2022, Self-conditioned Embedding Diffusion for Text Generation (arXiv 2211.04236)"
+    val_loss_kind = "SED loss (x0 MSE + CE)"
+    uses_embedding_table = True
+    samplers = tuple(SAMPLERS)
+    frontier_knob = ("score_temp", (0.6, 0.8, 1.0))  # CDCD's score temperature of interp estimates
+    summary_options = ("sampler", "guidance", "guidance_mode", "score_temp")
+    options = (
+        SamplingOption("sampler", str, "sampler: " + ", ".join(f"{k} ({v.description})" for k, v in SAMPLERS.items()),
+                       "sampler", choices=tuple(SAMPLERS)),
+        SamplingOption("guidance", float, "classifier-free guidance scale; 1 = none, != 1 doubles the network calls",
+                       "guidance", minimum=0.0),
+        SamplingOption("guidance_mode", str, "guide on the given tokens (cond; unconditional requests then run unguided) "
+                       "or on the self-conditioning estimate (self_cond, any request)", "guidance_mode", choices=GUIDANCE_MODES),
+        SamplingOption("time_grid", str, "where the steps sit in [0, 1]", "time_grid", choices=tuple(TIME_GRIDS)),
+        SamplingOption("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
+        SamplingOption("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
+        SamplingOption("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
+        SamplingOption("compile", bool, "torch.compile the denoiser for sampling", "compile"),
+        SamplingOption("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0),
+        SamplingOption("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0),
+        SamplingOption("time_delta", float, "ddpm/ddim: steps of asymmetric time interval (Analog Bits, Chen et al. 2023)",
+                       default=0.0, minimum=0.0),
+    )
+
+    def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
+        assert table is not None, "sed is built over an embedding table"
+        return build_denoiser(cfg, table)
+
+    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
+             given: torch.Tensor | None = None) -> Loss:
+        """SED loss conditioned on ``given`` positions (seq2seq sources), else on positions drawn from
+        the configured conditioning-mask mixture."""
+        if given is None and cfg.diffusion.cond_masks != "none":
+            ids, given = conditioning(cfg.diffusion.cond_masks, ids, tokenizer.pad_id, generator)
+        schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
+        return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
+
+    def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
+        o, cfg = request.options, lm.config
+        entry = get_sampler(o["sampler"])
+        extra = {k: o[k] for k in ("churn", "eta", "time_delta") if o[k]}
+        if bad := [k for k in extra if k not in entry.options]:
+            raise SedlmError(f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: {', '.join(entry.options)}")
+        return sample_ids(
+            _sampling_module(lm, o["compile"]), n=request.n, seq_len=request.seq_len, steps=request.steps,
+            sampler=o["sampler"], schedule=cfg.diffusion.schedule, logsnr_shift=cfg.diffusion.logsnr_shift,
+            time_grid=o["time_grid"], rho=cfg.sample.rho, guidance=o["guidance"], guidance_mode=o["guidance_mode"],
+            seed=request.seed, score_temp=o["score_temp"], clamp=o["clamp"], callback=callback, layout=request.layout,
+            pad_id=lm.tokenizer.pad_id, noise_temp=o["noise_temp"], **extra)
+
+    def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
+        """The argmax readout of the current x0 estimate."""
+        return decode_ids(lm.model, info["x0_hat"], layout, lm.tokenizer.pad_id) if "x0_hat" in info else None
+
+
+def _sampling_module(lm: Any, compile: bool) -> nn.Module:
+    """The denoiser, or a cached ``torch.compile`` of it (shapes may vary between calls)."""
+    if not compile:
+        return lm.model
+    if getattr(lm, "_compiled", None) is None:
+        lm._compiled = torch.compile(lm.model, dynamic=True)
+    return lm._compiled
+
+
+FAMILY = SEDFamily()

@@ -1,0 +1,182 @@
+"""The model-family protocol: everything the trainer, harness, CLI, server and benchmarks need from a
+family, so that none of them ever tests a family's name.
+
+A family (``sed``, ``ar``, ``mdlm``, ...) is one module under ``sedlm/families`` holding a ``Family``
+subclass instance named ``FAMILY``, plus one line in the registry (``sedlm.families.FAMILIES``). It says
+how to build its network, its training and validation losses (and what the validation loss is), which
+requests it can serve, which sampling options it takes (the CLI flags, API arguments and server schema
+are derived from these declarations) and how it generates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from sedlm.errors import SedlmError
+
+if TYPE_CHECKING:
+    from sedlm.config import Config, SampleConfig
+    from sedlm.data.tokenizer import Tokenizer
+    from sedlm.pretrained import PretrainedLM
+    from sedlm.sampling.templates import Layout
+
+Loss = tuple[torch.Tensor, dict[str, torch.Tensor]]
+Callback = Callable[[dict[str, Any]], None]
+
+# What a generation request asks for; ``REQUEST_NAMES`` is how an error message says it.
+REQUESTS = ("unconditional", "prompt", "infill", "seq2seq")
+REQUEST_NAMES = {"unconditional": "unconditional generation", "prompt": "prompts", "infill": "infilling",
+                 "seq2seq": "seq2seq sources"}
+
+
+@dataclass(frozen=True)
+class SamplingOption:
+    """One sampling option a family takes: its keyword name (``--score-temp`` on the command line for
+    ``score_temp``), value type, help text, the ``config.sample`` field holding its default (None: the
+    option defaults to ``default``), allowed values, and a lower bound."""
+
+    name: str
+    type: type
+    help: str
+    config_key: str | None = None
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def default_for(self, sample: "SampleConfig") -> Any:
+        return getattr(sample, self.config_key) if self.config_key else self.default
+
+    def check(self, value: Any, family: str) -> Any:
+        """``value`` coerced to the option's type, or a clear error."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise SedlmError(f"sampling option {self.name} of family {family} takes true or false, got {value!r}")
+            return value
+        try:
+            value = self.type(value)
+        except (TypeError, ValueError):
+            raise SedlmError(f"sampling option {self.name} of family {family} takes a {self.type.__name__}, got {value!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise SedlmError(f"unknown {self.name} '{value}' for family {family}; valid values: {', '.join(self.choices)}")
+        if self.minimum is not None and not value >= self.minimum:
+            raise SedlmError(f"sampling option {self.name} must be >= {self.minimum:g} (got {value})")
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (the server's /v1/model lists these)."""
+        return {"name": self.name, "type": self.type.__name__, "help": self.help, "choices": list(self.choices or []) or None,
+                "minimum": self.minimum}
+
+
+@dataclass
+class Request:
+    """One generation request after checking: ``n`` rows of ``seq_len`` tokens, the canvas of given
+    tokens (None: unconditional), and every sampling option of the family resolved to a value."""
+
+    n: int
+    seq_len: int
+    steps: int
+    seed: int
+    layout: "Layout | None"
+    kind: str  # one of REQUESTS
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Family:
+    """Base class of the families; subclasses set the class attributes and the methods marked below."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    val_loss_kind: ClassVar[str] = ""  # what its validation loss is, with units
+    uses_embedding_table: ClassVar[bool] = False  # built over a frozen (or learned) V x d_embed table
+    pads: ClassVar[bool] = True  # trains on rows with random padding (variable length through padding tokens)
+    requests: ClassVar[tuple[str, ...]] = REQUESTS
+    options: ClassVar[tuple[SamplingOption, ...]] = ()
+    samplers: ClassVar[tuple[str, ...]] = ()  # names in sedlm.sampling.samplers.SAMPLERS it can run
+    step_callbacks: ClassVar[bool] = True  # calls the callback once per denoising step (progress bars)
+    # The sampling option a quality/diversity frontier sweeps, its values, and options held fixed meanwhile.
+    frontier_knob: ClassVar[tuple[str, tuple[float, ...]]] = ("temperature", (1.0,))
+    frontier_fixed: ClassVar[dict[str, Any]] = {}
+    summary_options: ClassVar[tuple[str, ...]] = ()  # options a results row names
+
+    # --- to implement -------------------------------------------------------------------------
+    def build(self, cfg: "Config", tokenizer: "Tokenizer", table: torch.Tensor | None) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
+             tokenizer: "Tokenizer", given: torch.Tensor | None = None) -> Loss:
+        """Training loss on a batch (B, L) of ids; ``given`` (B, L) marks seq2seq source positions."""
+        raise NotImplementedError
+
+    def generate(self, lm: "PretrainedLM", request: Request, callback: Callback | None = None) -> torch.Tensor:
+        """(n, seq_len) token ids, padding included, given tokens kept verbatim."""
+        raise NotImplementedError
+
+    # --- optional -----------------------------------------------------------------------------
+    def validation_loss(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
+                        tokenizer: "Tokenizer", given: torch.Tensor | None = None) -> Loss:
+        """The loss reported as ``val_loss`` (kind: ``val_loss_kind``); the training loss unless overridden."""
+        return self.loss(model, ids, cfg, generator, tokenizer, given)
+
+    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
+                  tokenizer: "Tokenizer") -> torch.Tensor:
+        """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
+        raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
+
+    def preview(self, lm: "PretrainedLM", info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
+        """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
+        return None
+
+    # --- provided -----------------------------------------------------------------------------
+    def capabilities(self) -> dict[str, Any]:
+        return {"requests": list(self.requests), "samplers": list(self.samplers),
+                "options": [o.name for o in self.options], "nll_bound": type(self).nll_bound is not Family.nll_bound}
+
+    def option(self, name: str) -> SamplingOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def check_request(self, kind: str) -> None:
+        if kind not in self.requests:
+            raise SedlmError(f"family {self.name} does not support {REQUEST_NAMES.get(kind, kind)}; "
+                             f"it serves {', '.join(REQUEST_NAMES[k] for k in self.requests)}")
+
+    def resolve_options(self, sample: "SampleConfig", given: dict[str, Any]) -> dict[str, Any]:
+        """Every declared option's value: ``given`` (checked; None means unset) over the config's
+        defaults. An option the family does not declare is an error naming the ones it does."""
+        unknown = [k for k, v in given.items() if v is not None and self.option(k) is None]
+        if unknown:
+            valid = ", ".join(o.name for o in self.options) or "none"
+            raise SedlmError(f"family {self.name} has no sampling option {', '.join(sorted(unknown))}; its options: {valid}")
+        return {o.name: o.check(given[o.name], self.name) if given.get(o.name) is not None else o.default_for(sample)
+                for o in self.options}
+
+    def summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options a results row should name."""
+        return {k: options[k] for k in self.summary_options if k in options}
+
+
+def request_kind(layout: "Layout | None", src: bool = False) -> str:
+    """The request a canvas stands for: no canvas is unconditional; given tokens forming a prefix are a
+    prompt (or a seq2seq source when ``src``); anything else is infilling."""
+    if layout is None:
+        return "unconditional"
+    if src:
+        return "seq2seq"
+    given = layout.given.reshape(-1, layout.given.shape[-1])  # (rows, L)
+    k = given.sum(-1)  # (rows,)
+    prefix = torch.arange(given.shape[-1], device=given.device)[None] < k[:, None]
+    return "prompt" if bool((given == prefix).all()) and not bool(layout.no_pad.any()) else "infill"
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters and buffers (a frozen embedding table counts; it is part of the model)."""
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
