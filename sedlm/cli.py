@@ -68,13 +68,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         validate(cfg)
     else:
         cfg = _load_config(args, "tiny")
+        if args.recipe:
+            from sedlm.recipes import apply_recipe
+
+            apply_recipe(cfg, args.recipe)
+            apply_overrides(cfg, list(args.overrides))  # the command line wins over the recipe
         if args.method:
+            if args.recipe and args.method != cfg.method:
+                raise SedlmError(f"recipe {args.recipe} is a {cfg.method} recipe; drop --method {args.method}")
             cfg.method = args.method
+        validate(cfg)
     result = train(cfg, out, resume=args.resume)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     if result.main:
         print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
     return 130 if result.interrupted else 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from sedlm.families import all_families
+    from sedlm.recipes import RECIPES
+
+    print("families (sedlm train --method NAME):")
+    for f in all_families():
+        print(f"  {f.name:<14} {f.description}; {f.paper}")
+    print("recipes (sedlm train --config SIZE --recipe NAME):")
+    for r in RECIPES.values():
+        print(f"  {r.name:<14} [{r.family}] {r.paper}")
+        if args.verbose:
+            print(f"  {'':<14} reproduces: {r.keeps}")
+            print(f"  {'':<14} leaves out: {r.leaves_out}")
+            print(f"  {'':<14} options: {' '.join(r.overrides)}")
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -261,10 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=[f.name for f in all_families()],
                    help="model family (overrides the config's method; default: sed): "
                         + "; ".join(f"{f.name}: {f.description}" for f in all_families()))
+    t.add_argument("--recipe", help="a named recipe over a family (see `sedlm recipes`), composed with --config's size; "
+                                    "overrides on the command line still win")
     t.add_argument("--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("recipes", help="list the model families and the recipes that reproduce papers' choices",
+                        description="List the registered model families and the named recipes (option sets over a "
+                                    "family reproducing a paper), with their citations; -v adds what each reproduces, "
+                                    "what it leaves out and its options.")
+    rc.add_argument("-v", "--verbose", action="store_true", help="show what each recipe reproduces and leaves out")
+    rc.set_defaults(func=cmd_recipes)
 
     r = sub.add_parser("prepare", help="tokenise a corpus once into memory-mapped token shards",
                        description="Stream SRC, train the tokenizer (data.tokenizer=bpe) or load it, and write train/val "

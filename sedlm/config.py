@@ -40,7 +40,8 @@ class EmbedConfig:
     """The frozen embedding space E (Strudel et al. 2022, §3.1) and the masked LM that learns it."""
 
     # "mlm" (masked LM of `sedlm embed`, the paper), "ppmi" (truncated SVD of the training text's PPMI
-    # co-occurrence matrix: seconds, no training), "random" (frozen random), "learned" (joint, normalised)
+    # co-occurrence matrix: seconds, no training), "random" (frozen random), "learned" (joint, normalised),
+    # "bits" (Analog Bits: the token id's binary code as +-1 values; d_embed becomes ceil(log2 V))
     kind: str = "mlm"
     path: str = ""  # an embeddings.safetensors written by `sedlm embed`; built on the fly if empty
     d_model: int = 128
@@ -71,7 +72,14 @@ class DiffusionConfig:
     x0_estimate: str = "direct"
     mse_weight: float = 1.0
     ce_weight: float = 1.0
+    # Diffusion-LM's rounding term: CE of the readout applied to the clean x0 itself (not to x0_hat),
+    # which keeps learned embeddings decodable (Li et al. 2022, eq. 2's L_round)
+    round_weight: float = 0.0
     p_uncond: float = 0.1
+    # Masked diffusion (mdlm family): "linear" (alpha_t = 1 - t) or "spindle" (DiffusionBERT: tokens
+    # carrying more information are masked earlier, by spindle_lambda times a sine bump)
+    mask_schedule: str = "linear"
+    spindle_lambda: float = 0.5
     # Conditioning kinds trained on (sedlm/data/masks.py): SED's span masking (which includes
     # unconditional rows, n = 1), prompt prefixes, and free-length blanks (text then padding inside a
     # window, so that `[___]` blanks get text of a fitting length); "none" trains unconditional only.
@@ -140,11 +148,15 @@ class SampleConfig:
     compile: bool = False  # torch.compile the denoiser for sampling (pays off for long runs on a GPU)
     temperature: float = 1.0  # autoregressive and masked-diffusion baselines: softmax temperature of token draws
     top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
+    # ddpm/ddim: evaluate the denoiser this many steps later than the state's time (Analog Bits'
+    # asymmetric time intervals, Chen et al. 2023, Alg. 2)
+    time_delta: float = 0.0
 
 
 @dataclass
 class Config:
     method: str = "sed"
+    recipe: str = ""  # the named recipe (sedlm recipes) this config was made with, if any
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -166,7 +178,8 @@ class Config:
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
-    ("embed", "kind"): ("mlm", "ppmi", "random", "learned"),
+    ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits"),
+    ("diffusion", "mask_schedule"): ("linear", "spindle"),
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("diffusion", "x0_estimate"): ("direct", "interp"),
@@ -215,12 +228,12 @@ def from_dict(d: dict[str, Any]) -> Config:
             for key, v in value.items():
                 if (name, key) not in _RETIRED:
                     _set(getattr(cfg, name), name, key, v)
-        elif name == "method":
-            cfg.method = _coerce(value, str, "method")
+        elif name in ("method", "recipe"):
+            setattr(cfg, name, _coerce(value, str, name))
         elif name == "format_version":
             cfg.format_version = _coerce(value, int, "format_version")
         else:
-            valid = ", ".join(["method", *_SECTIONS])
+            valid = ", ".join(["method", "recipe", *_SECTIONS])
             raise SedlmError(f"unknown config section '{name}'; valid sections: {valid}")
     return cfg
 

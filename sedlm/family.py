@@ -132,6 +132,10 @@ class Family:
         """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
 
+    def init_from_data(self, model: nn.Module, cfg: "Config", rows: Any, tokenizer: "Tokenizer") -> None:
+        """Called once on a freshly built model before training (not on resume), with the training rows
+        (``sedlm.data.packing.PackedRows``): for statistics a family keeps as buffers (saved with the weights)."""
+
     def preview(self, lm: "PretrainedLM", info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
         """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
         return None

@@ -6,7 +6,7 @@ import pytest
 
 from sedlm.cli import build_parser, main
 
-SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "prepare", "sample", "infill", "serve", "eval", "bench"]
+SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "prepare", "recipes", "sample", "infill", "serve", "eval", "bench"]
 
 
 def run(args, capsys):

@@ -3,7 +3,10 @@
 For tokens w, clean-ish data x0 = E[w] + sigma0 * n, t ~ U[0, 1] and
 x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the loss on generated positions is
 
-    L = mse_weight * ||x0_hat - x0||^2 / d_embed + ce_weight * CE(R x0_hat, w)
+    L = mse_weight * ||x0_hat - x0||^2 / d_embed + ce_weight * CE(R x0_hat, w) + round_weight * CE(R x0, w)
+
+The last term is Diffusion-LM's rounding loss (Li et al. 2022, eq. 2, L_round = -log p(w | x0)): it
+scores the readout on the data's own x0, so a jointly learned table stays decodable.
 
 Self-conditioning (Chen et al. 2022, "Analog Bits"):
     both         pass 1 with a zero estimate, pass 2 with stop-grad(pass-1 x0_hat); the loss is
@@ -91,6 +94,9 @@ def sed_loss(
         loss2, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
         loss = 0.5 * (loss1 + loss2)
 
+    if cfg.round_weight:
+        rounding = F.cross_entropy(model.decode_logits(x0).transpose(1, 2).float(), ids, reduction="none")  # (B, L)
+        loss = loss + cfg.round_weight * (rounding * gen).sum() / gen.sum().clamp(min=1)
     with torch.no_grad():
         acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)
     # scalars are logged; the per-example (t, CE) pairs feed time warping

@@ -29,13 +29,12 @@ from sedlm.eval.bench import match_width, param_count, seconds_per_step
 from sedlm.eval.harness import evaluate_model
 from sedlm.eval.results import markdown_table, write_atomic, write_results
 from sedlm.pretrained import resolve_device
+from sedlm.recipes import RECIPES
 from sedlm.train.embed import build_table, save_embedding
 from sedlm.train.trainer import train
 
 # The SED paper's recipe, pinned so that changing the library's defaults does not move the baseline.
-PAPER = ("embed.kind=mlm", "model.d_embed=64", "diffusion.schedule=cosine", "diffusion.logsnr_shift=0",
-         "diffusion.self_cond=both", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1", "diffusion.ce_weight=1",
-         "sample.noise_temp=1", "sample.score_temp=1", "sample.clamp=false", "sample.guidance=1")
+PAPER = RECIPES["sed-paper"].overrides
 
 
 @dataclass(frozen=True)

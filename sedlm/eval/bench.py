@@ -24,6 +24,7 @@ from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.families import FAMILIES, get_family
 from sedlm.family import count_parameters
+from sedlm.model.embedding import effective_d_embed
 from sedlm.train.trainer import train
 
 METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)
@@ -39,6 +40,7 @@ FRONTIER_COLUMNS = ["method", "knob", "value", "n_samples", "mean_sample_tokens"
 def param_count(cfg: Config, data: PreparedData) -> int:
     """Parameters (and buffers) of the model ``cfg`` builds, counted without allocating it."""
     family = get_family(cfg.method)
+    cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
     with torch.device("meta"):
         table = torch.empty(cfg.model.vocab_size, cfg.model.d_embed) if family.uses_embedding_table else None
         return count_parameters(family.build(cfg, data.tokenizer, table))

@@ -56,7 +56,7 @@ class SEDFamily(Family):
         SamplingOption("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0),
         SamplingOption("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0),
         SamplingOption("time_delta", float, "ddpm/ddim: steps of asymmetric time interval (Analog Bits, Chen et al. 2023)",
-                       default=0.0, minimum=0.0),
+                       "time_delta", minimum=0.0),
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:

@@ -5,6 +5,7 @@ Kinds:
     mlm      a table learned by the factorised masked LM of ``sedlm embed``; frozen
     random   a frozen random table (the paper's ablation)
     learned  trained jointly with the denoiser; re-normalised on every use (CDCD/Difformer)
+    bits     Analog Bits (Chen et al. 2023): row w is the binary code of w as +-1 values, d = ceil(log2 V)
 ``MaskedLM`` is the small model that learns the ``mlm`` table: its input embedding is
 factorised as V x d_embed -> d_model, and its output logits are tied to the same table.
 """
@@ -29,6 +30,23 @@ def normalize_rows(table: torch.Tensor) -> torch.Tensor:
 
 def random_table(vocab_size: int, d_embed: int, generator: torch.Generator) -> torch.Tensor:
     return normalize_rows(torch.randn(vocab_size, d_embed, generator=generator))
+
+
+def bits_dim(vocab_size: int) -> int:
+    """Bits needed to write every token id: ceil(log2 V)."""
+    return max(1, (vocab_size - 1).bit_length())
+
+
+def bits_table(vocab_size: int) -> torch.Tensor:
+    """Row w = the binary code of w with bits mapped to +-1 (norm sqrt(d) already). (V, ceil(log2 V))"""
+    d = bits_dim(vocab_size)
+    bits = (torch.arange(vocab_size)[:, None] >> torch.arange(d - 1, -1, -1)[None]) & 1  # (V, d), MSB first
+    return bits.float() * 2 - 1
+
+
+def effective_d_embed(kind: str, vocab_size: int, d_embed: int) -> int:
+    """The table width a run uses: ``model.d_embed``, except that analog bits need ceil(log2 V)."""
+    return bits_dim(vocab_size) if kind == "bits" else d_embed
 
 
 def load_table(path: str | Path, vocab_size: int, d_embed: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.family import Family
-from sedlm.model.embedding import load_table, random_table
+from sedlm.model.embedding import bits_table, effective_d_embed, load_table, random_table
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
                                      optimizer_state, shard_like, wrap_model)
@@ -123,6 +123,8 @@ def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.d
     V, De = data.tokenizer.vocab_size, cfg.model.d_embed
     if cfg.embed.kind in ("random", "learned"):
         return random_table(V, De, torch.Generator().manual_seed(cfg.embed.seed))
+    if cfg.embed.kind == "bits":
+        return bits_table(V)
     if cfg.embed.path:
         return load_table(_embedding_file(cfg.embed.path), V, De)
     table = build_table(cfg.embed, data.train, data.tokenizer, De, device, progress, log)
@@ -269,6 +271,7 @@ def train(
     if data is None:
         data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
+    cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
     family = get_family(cfg.method)
     train_rows = family_rows(data.train, family)
     val_rows = family_rows(data.val, family) if data.val else None
@@ -280,6 +283,8 @@ def train(
         table = state["model"]["embedding.table"] if state else _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
     tok = data.tokenizer
     model = family.build(cfg, tok, table).to(device)
+    if not state:
+        family.init_from_data(model, cfg, train_rows, tok)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
         f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
