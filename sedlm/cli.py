@@ -208,9 +208,12 @@ def _bench_command(name: str) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sedlm.eval.bench import METHODS, compare
 
+    def names(text: str | None) -> tuple[str, ...] | None:
+        return tuple(m.strip() for m in text.split(",") if m.strip()) if text else None
+
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
             runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
-            methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS,
+            methods=names(args.methods) or METHODS, rerun=names(args.rerun), name=args.name,
             command=_bench_command("compare"))
     return 0
 
@@ -358,19 +361,24 @@ def _add_eval_and_bench(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks that train and compare models",
                        description="Benchmarks that train and compare model families.")
     bsub = b.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    bc = bsub.add_parser("compare", help="sed vs ar vs mdlm at matched size and equal training tokens",
-                         description="Train sed, ar and mdlm at matched parameter count on equal training tokens, "
-                                     "sample and judge them, and write benchmarks/results/compare-<corpus>.{json,md,png}.")
+    bc = bsub.add_parser("compare", help="model families and recipes at matched size and equal training tokens",
+                         description="Train the chosen systems (families, recipes, or variants NAME:section.key=value) at "
+                                     "matched parameter count on equal training tokens, sample and judge them, and write "
+                                     "benchmarks/results/<name>-<corpus>.{json,md,png} with a temperature-sweep frontier. "
+                                     "See `sedlm recipes` for the names.")
     bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
-    bc.add_argument("--methods", help="comma-separated families to (re)train and score; the others' rows are kept "
-                                      "from the last results files (default: all)")
+    bc.add_argument("--methods", help="comma-separated systems in the table: families, recipes, or variants like "
+                                      "cdcd:diffusion.time_warp=false; sizes match the first (default: every family)")
+    bc.add_argument("--rerun", help="comma-separated subset of --methods to (re)train and score; the others' rows are "
+                                    "kept from the last results files (default: all)")
+    bc.add_argument("--name", default="compare", help="results name: <name>-<corpus>.{json,md,png} (default: compare)")
     bc.add_argument("--train-steps", type=int, help="optimiser steps per family (default: sized from the budget by "
                                                     "timing each family's step)")
     _add_judge_options(bc, "samples per method")
     bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
-    bc.add_argument("--runs-dir", default="runs/compare", help="where the three runs are written")
-    bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to all three configs")
+    bc.add_argument("--runs-dir", default="runs/compare", help="where the runs are written")
+    bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
     bc.set_defaults(func=cmd_bench)
 
     bs = bsub.add_parser("steps", help="judge NLL and entropy against NFE for every sampler; speed against AR",

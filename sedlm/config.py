@@ -294,6 +294,9 @@ def validate(cfg: Config) -> None:
 
     if cfg.method not in FAMILIES:
         raise SedlmError(f"unknown method '{cfg.method}'; valid model families: {', '.join(FAMILIES)}")
+    if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
+        raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
+                         "training); set sample.time_grid=uniform or karras")
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:

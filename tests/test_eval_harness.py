@@ -80,8 +80,9 @@ def test_bench_compare_micro_budget(tmp_path, tiny_judge_dir):
     over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction"))]
     rows = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
                    results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
-                   log=lambda s: None)
+                   methods=("sed", "ar", "mdlm"), log=lambda s: None)
     assert [r["method"] for r in rows] == ["sed", "ar", "mdlm", "data"]
+    assert [r.get("family") for r in rows] == ["sed", "ar", "mdlm", None]
     sed, ar, mdlm = rows[:3]
     assert abs(ar["params"] - sed["params"]) / sed["params"] <= 0.10
     assert abs(mdlm["params"] - sed["params"]) / sed["params"] <= 0.10
@@ -98,3 +99,24 @@ def test_bench_compare_micro_budget(tmp_path, tiny_judge_dir):
     assert all(r["judge_nll_ci95"][0] <= r["judge_nll"] <= r["judge_nll_ci95"][1] for r in frontier)
     assert len([r for r in frontier if r["method"] == "ar"]) == 3  # one point per temperature of the sweep
     assert (tmp_path / "results" / "frontier-shakespeare.png").stat().st_size > 1000
+
+    # rerunning one system keeps the others' rows exactly
+    again = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
+                    results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
+                    methods=("sed", "ar", "mdlm"), rerun=("ar",), train_steps=2, log=lambda s: None)
+    assert again[0] == sed and again[2] == mdlm and again[1]["train_steps"] == 2
+
+
+def test_bench_compare_recipes_and_variants(tmp_path, tiny_judge_dir):
+    over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))]
+    systems = ("sed", "cdcd", "cdcd:diffusion.time_warp=false:sample.time_grid=uniform")
+    rows = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
+                   results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
+                   methods=systems, train_steps=2, name="systems", log=lambda s: None)
+    assert [r["method"] for r in rows] == [*systems, "data"] and rows[1]["family"] == "sed"
+    assert (tmp_path / "results" / "systems-shakespeare.json").is_file()
+    assert (tmp_path / "results" / "systems-frontier-shakespeare.png").is_file()
+    cfg = json.loads((tmp_path / "runs" / "cdcd_diffusion.time_warp-false_sample.time_grid-uniform" / "config.json").read_text())
+    assert cfg["recipe"] == "cdcd" and cfg["diffusion"]["time_warp"] is False
+    with pytest.raises(Exception, match="unknown system 'nope'"):
+        compare("shakespeare", 0.1, methods=("nope",), runs_dir=tmp_path / "r2", results_dir=tmp_path / "r2")

@@ -1,4 +1,4 @@
-"""`sedlm bench compare`: SED against the AR and MDLM baselines, trained at matched parameter count
+"""`sedlm bench compare`: model families and recipes side by side, trained at matched parameter count
 (within 10%, frozen embedding table included) on equal training tokens (same tokenizer, rows, batch
 size and number of steps), sampled, and scored by one judge, next to the real-text ``data`` row.
 
@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from sedlm.api import load_pretrained
-from sedlm.config import Config, load_config, resolve_config_path
+from sedlm.config import Config, apply_overrides, load_config, resolve_config_path, validate
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds
@@ -25,11 +25,12 @@ from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.families import FAMILIES, get_family
 from sedlm.family import count_parameters
 from sedlm.model.embedding import effective_d_embed
+from sedlm.recipes import RECIPES, apply_recipe
 from sedlm.train.trainer import train
 
 METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)
 THROUGHPUT_LEN = 128
-COLUMNS = ["method", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "val_loss_kind", "nfe",
+COLUMNS = ["method", "family", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "val_loss_kind", "nfe",
            "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95",
            "word_entropy", "mauve", "mauve_n", "distinct_2", "self_bleu", "real_word_share",
            "sample_tokens_per_s_b1", "sample_tokens_per_s_b32"]
@@ -137,22 +138,41 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _kept_rows(results_dir: str | Path, corpus: str, methods: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """With a subset of ``methods`` rerun, the other families' rows of the last compare and frontier
+def system_config(base: Config, spec: str) -> Config:
+    """The config of one compared system: ``NAME[:section.key=value[:...]]`` where NAME is a family or a
+    recipe (``sedlm recipes``) and the optional overrides make a variant of it (e.g.
+    ``cdcd:diffusion.time_warp=false`` to see what time warping does)."""
+    name, *extra = spec.split(":")
+    cfg = base.copy()
+    if name in RECIPES:
+        apply_recipe(cfg, name)
+    elif name in FAMILIES:
+        cfg.method = name
+    else:
+        raise SedlmError(f"unknown system '{name}'; valid: the families {', '.join(FAMILIES)} or the recipes "
+                         f"{', '.join(RECIPES)}, optionally followed by :section.key=value overrides")
+    apply_overrides(cfg, extra)
+    validate(cfg)
+    return cfg
+
+
+def _kept_rows(results_dir: str | Path, name: str, corpus: str, rerun: tuple[str, ...], every: tuple[str, ...]
+               ) -> tuple[list[dict], list[dict]]:
+    """With a subset of the systems rerun, the other systems' rows of the last results and frontier
     files (same checkpoints, seeds and harness, so re-evaluating them would reproduce them)."""
     import json
 
-    if set(methods) == set(METHODS):
+    if set(rerun) == set(every):
         return [], []
     out = []
-    for name in (f"compare-{corpus}", f"frontier-{corpus}"):
-        path = Path(results_dir) / f"{name}.json"
+    for file in (f"{name}-{corpus}", f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"):
+        path = Path(results_dir) / f"{file}.json"
         rows = json.loads(path.read_text())["rows"] if path.is_file() else []
-        missing = set(METHODS) - set(methods) - {r["method"] for r in rows}
+        missing = set(every) - set(rerun) - {r["method"] for r in rows}
         if missing:
-            raise SedlmError(f"--methods reruns only some families, but {path} holds no rows for "
+            raise SedlmError(f"--methods reruns only some systems, but {path} holds no rows for "
                              f"{', '.join(sorted(missing))}; run the full comparison first")
-        out.append([r for r in rows if r["method"] in METHODS and r["method"] not in methods])
+        out.append([r for r in rows if r["method"] in every and r["method"] not in rerun])
     return out[0], out[1]
 
 
@@ -168,84 +188,88 @@ def compare(
     overrides: list[str] | None = None,
     train_steps: int | None = None,
     methods: tuple[str, ...] = METHODS,
+    rerun: tuple[str, ...] | None = None,
+    name: str = "compare",
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train, sample and score every registered family (``train_steps`` each, else as many as ``budget_minutes``
-    allows); write compare-<corpus>.{json,md,png} and the temperature-sweep frontier-<corpus>.{json,md,png};
-    return the compare rows."""
+    """Train, sample and score the ``methods`` (families, recipes or variants of them; see
+    ``system_config``), sized to the first one's parameter count, ``train_steps`` each (else as many
+    as ``budget_minutes`` allows); write <name>-<corpus>.{json,md,png} and the temperature-sweep frontier
+    (frontier-<corpus> for the default name, else <name>-frontier-<corpus>); return the rows.
+    With ``rerun`` (a subset of ``methods``), only those are trained again and the others' rows are kept
+    from the last results files."""
     from sedlm.eval.judge import get_judge
 
     start = time.perf_counter()
     runs_dir = Path(runs_dir)
+    rerun = tuple(rerun or methods)
+    if unknown := set(rerun) - set(methods):
+        raise SedlmError(f"--rerun names systems not in --methods: {', '.join(sorted(unknown))}")
     base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
-    log(f"bench compare on corpus:{corpus}, budget {budget_minutes:g} min")
+    log(f"bench {name} on corpus:{corpus}: {', '.join(methods)}")
     data = prepare_data(base.data)
     base.model.vocab_size = data.tokenizer.vocab_size
 
-    cfgs: dict[str, Config] = {}
-    for name in METHODS:
-        cfg = base.copy()
-        cfg.method = name
-        cfgs[name] = cfg
-    reference = METHODS[0]
+    cfgs = {m: system_config(base, m) for m in methods}
+    for m, cfg in cfgs.items():
+        apply_overrides(cfg, list(overrides or []))  # the caller's overrides win over a recipe's
+    reference = methods[0]
     target = param_count(cfgs[reference], data)
-    params = {m: target if m == reference else match_width(cfgs[m], target, data) for m in METHODS}
-
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise SedlmError(f"unknown method(s) {', '.join(sorted(unknown))}; valid methods: {', '.join(METHODS)}")
-    per_step = {m: seconds_per_step(cfgs[m], data) for m in METHODS} if not train_steps else {}
+    params = {m: target if m == reference else match_width(cfgs[m], target, data) for m in methods}
+    per_step = {m: seconds_per_step(cfgs[m], data) for m in rerun} if not train_steps else {}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))
     # A fixed step count makes the run independent of the machine's load; the budget sizes it otherwise.
     n_steps = train_steps or max(20, int(train_s / sum(per_step.values())))
-    kept, kept_frontier = _kept_rows(results_dir, corpus, methods)
-    log(f"matched sizes {params}; {n_steps} steps each (measured s/step: "
-        + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")")
+    kept, kept_frontier = _kept_rows(results_dir, name, corpus, rerun, methods)
+    log(f"matched sizes {params}; {n_steps} steps each" + (" (measured s/step: "
+        + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")" if per_step else ""))
 
     judge = get_judge(judge_name)
     rows, data_row, frontier = [], None, []
-    for name in methods:
-        cfg = cfgs[name]
+    for system in rerun:
+        cfg = cfgs[system]
         cfg.train.max_steps = n_steps
         cfg.train.max_minutes = 0.0
         cfg.train.eval_every = max(1, n_steps // 4)
         cfg.train.checkpoint_every = n_steps
         cfg.train.warmup_steps = min(cfg.train.warmup_steps, n_steps // 10 + 1)
-        out = runs_dir / name
+        out = runs_dir / system.replace(":", "_").replace("=", "-")
         if out.exists():
             shutil.rmtree(out)
-        log(f"training {name} ({params[name]:,} parameters)")
+        log(f"training {system} ({cfg.method}, {params[system]:,} parameters)")
         result = train(cfg, out, data=data, log=log)
         model = load_pretrained(out)
-        (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0)
+        (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
         data_row = data_row or drow
         knob, values = model.frontier_knob
         for value in values:
-            (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9,
+            (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9, label=system,
                                          with_data_row=False, **{**model.frontier_fixed, knob: value})
             frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
-            log(f"{name} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
+            log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(result.elapsed_s, 1e-9)
-        row.update(params=params[name], train_steps=n_steps, train_tokens=tokens, train_tokens_per_s=round(train_tok_s, 1),
+        row.update(family=cfg.method, params=params[system], train_steps=n_steps, train_tokens=tokens,
+                   train_tokens_per_s=round(train_tok_s, 1),
                    sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
                    sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1))
         rows.append(row)
-        log(f"{name}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
+        log(f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
             f"{row.get('unigram_entropy_ci95')} bits")
-    rows = sorted(rows + kept, key=lambda r: METHODS.index(r["method"]))
-    frontier = sorted(frontier + kept_frontier, key=lambda r: METHODS.index(r["method"]))
+    rows = sorted(rows + kept, key=lambda r: methods.index(r["method"]))
+    frontier = sorted(frontier + kept_frontier, key=lambda r: methods.index(r["method"]))
     rows.append(data_row)
 
-    name = f"compare-{corpus}"
-    json_path, md_path = write_results(name, command, rows, COLUMNS, results_dir)
-    plot(rows, Path(results_dir) / f"{name}.png")
+    file = f"{name}-{corpus}"
+    frontier_file = f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"
+    json_path, md_path = write_results(file, command, rows, COLUMNS, results_dir)
+    plot(rows, Path(results_dir) / f"{file}.png")
     frontier.append({"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
-    write_results(f"frontier-{corpus}", command, frontier, FRONTIER_COLUMNS, results_dir)
-    plot_frontier(frontier[:-1], data_row, Path(results_dir) / f"frontier-{corpus}.png")
+    write_results(frontier_file, command, frontier, FRONTIER_COLUMNS, results_dir)
+    plot_frontier(frontier[:-1], data_row, Path(results_dir) / f"{frontier_file}.png")
     log(markdown_table(rows, COLUMNS))
     log(markdown_table(frontier, FRONTIER_COLUMNS))
-    log(f"wrote {json_path}, {md_path} and {name}.png in {(time.perf_counter() - start) / 60:.1f} min")
+    log(f"wrote {json_path}, {md_path} and {file}.png in {(time.perf_counter() - start) / 60:.1f} min")
     return rows
