@@ -165,3 +165,22 @@ def test_apply_recipe_records_the_name():
     assert cfg.recipe == "cdcd" and cfg.diffusion.x0_estimate == "interp" and cfg.embed.kind == "learned"
     with pytest.raises(Exception, match="valid recipes: sed-paper"):
         apply_recipe(load_config(None), "nope")
+
+
+def test_a_new_family_is_one_module_and_one_registry_line(monkeypatch, tmp_path, corpus_file, capsys):
+    """README's example: the unigram family of tests/unigram_family.py, registered with one line, trains
+    through the trainer and samples through the CLI and the HTTP API with no other change."""
+    from conftest import TINY
+
+    monkeypatch.setitem(FAMILIES, "unigram", "unigram_family")
+    out = tmp_path / "unigram"
+    assert main(["train", "--method", "unigram", "--out", str(out), *TINY, f"data.source={corpus_file}",
+                 "train.max_steps=40", "train.lr=0.05", "train.eval_every=20"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["val_loss_kind"] == "unigram NLL (nats/token)"
+    capsys.readouterr()
+    assert main(["infill", "--ckpt", str(out), TEMPLATE, "--json", "--temperature", "0.5"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["method"] == "unigram" and payload["samples"][0].startswith("The king")
+    r = TestClient(create_app(out)).post("/v1/generate", json={"n": 2, "temperature": 2.0})
+    assert r.status_code == 200 and r.json()["options"] == {"temperature": 2.0}
