@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "sed": "sedlm.families.sed",
     "ar": "sedlm.families.ar",
     "mdlm": "sedlm.families.mdlm",
+    "sundae": "sedlm.families.sundae",
 }
 
 
