@@ -80,6 +80,8 @@ class DiffusionConfig:
     # carrying more information are masked earlier, by spindle_lambda times a sine bump)
     mask_schedule: str = "linear"
     spindle_lambda: float = 0.5
+    # sundae family: unroll steps T of the training loss (1 = a plain denoising autoencoder; the paper: 2)
+    unroll_steps: int = 2
     # Conditioning kinds trained on (sedlm/data/masks.py): SED's span masking (which includes
     # unconditional rows, n = 1), prompt prefixes, and free-length blanks (text then padding inside a
     # window, so that `[___]` blanks get text of a fitting length); "none" trains unconditional only.
@@ -294,6 +296,8 @@ def validate(cfg: Config) -> None:
 
     if cfg.method not in FAMILIES:
         raise SedlmError(f"unknown method '{cfg.method}'; valid model families: {', '.join(FAMILIES)}")
+    if cfg.diffusion.unroll_steps < 1:
+        raise SedlmError(f"diffusion.unroll_steps must be at least 1 (got {cfg.diffusion.unroll_steps})")
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
         raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
                          "training); set sample.time_grid=uniform or karras")

@@ -136,6 +136,10 @@ class Family:
         """Called once on a freshly built model before training (not on resume), with the training rows
         (``sedlm.data.packing.PackedRows``): for statistics a family keeps as buffers (saved with the weights)."""
 
+    def frontier(self, cfg: "Config") -> tuple[str, tuple[float, ...]]:
+        """The option a quality/diversity frontier of a model with config ``cfg`` sweeps, and its values."""
+        return self.frontier_knob
+
     def preview(self, lm: "PretrainedLM", info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
         """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
         return None

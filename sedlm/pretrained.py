@@ -98,7 +98,7 @@ class PretrainedLM:
 
     @property
     def frontier_knob(self) -> tuple[str, tuple[float, ...]]:
-        return self.family.frontier_knob
+        return self.family.frontier(self.config)
 
     @property
     def frontier_fixed(self) -> dict[str, Any]:

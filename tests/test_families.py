@@ -184,3 +184,13 @@ def test_a_new_family_is_one_module_and_one_registry_line(monkeypatch, tmp_path,
     assert payload["method"] == "unigram" and payload["samples"][0].startswith("The king")
     r = TestClient(create_app(out)).post("/v1/generate", json={"n": 2, "temperature": 2.0})
     assert r.status_code == 200 and r.json()["options"] == {"temperature": 2.0}
+
+
+def test_sed_frontier_sweeps_a_knob_that_acts():
+    sed = get_family("sed")
+    cfg = load_config(None, ["diffusion.x0_estimate=interp", "diffusion.mse_weight=0"])
+    assert sed.frontier(cfg) == ("score_temp", (0.6, 0.8, 1.0))  # only interp estimates have a score temperature
+    cfg = load_config(None, ["diffusion.x0_estimate=direct", "sample.sampler=ddpm"])
+    assert sed.frontier(cfg)[0] == "noise_temp" and len(sed.frontier(cfg)[1]) == 3
+    cfg = load_config(None, ["diffusion.x0_estimate=direct", "sample.sampler=ddim"])
+    assert len(sed.frontier(cfg)[1]) == 1  # a deterministic sampler: one point, not three equal ones

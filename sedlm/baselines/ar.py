@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sedlm.config import ModelConfig
-from sedlm.model.transformer import Transformer
+from sedlm.model.transformer import TokenTransformer
 
 
-class ARModel(nn.Module):
+class ARModel(TokenTransformer):
     """Token embedding (tied with the output head) + causal backbone. (B, L) -> (B, L, V)"""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.tok.weight, std=0.02)
-        self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=True)
-
-    def forward(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
-        return self.backbone(self.tok(ids), cache=cache) @ self.tok.weight.t()  # (B, L, V)
+        super().__init__(cfg, causal=True)
 
     def new_cache(self) -> list[dict[str, torch.Tensor]]:
         return [{} for _ in self.backbone.blocks]

@@ -44,26 +44,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from sedlm.config import ModelConfig
-from sedlm.model.transformer import Transformer
+from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
 
 
-class MDLMModel(nn.Module):
+class MDLMModel(TokenTransformer):
     """Token embedding (tied head) + bidirectional backbone; logits never put mass on the mask.
     ``token_info`` (V,) holds the spindle schedule's h per token (zeros: linear); it is saved with the
     weights only under ``spindle``, so checkpoints of the linear schedule keep their old keys."""
 
     def __init__(self, cfg: ModelConfig, mask_id: int, mask_schedule: str = "linear", spindle_lambda: float = 0.5):
-        super().__init__()
-        self.cfg, self.mask_id = cfg, mask_id
+        super().__init__(cfg, causal=False)
+        self.mask_id = mask_id
         self.spindle_lambda = spindle_lambda if mask_schedule == "spindle" else 0.0
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.tok.weight, std=0.02)
-        self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False)
         self.register_buffer("token_info", torch.zeros(cfg.vocab_size), persistent=mask_schedule == "spindle")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        logits = self.backbone(self.tok(z)) @ self.tok.weight.t()  # (B, L, V)
+        logits = super().forward(z)  # (B, L, V)
         logits[..., self.mask_id] = float("-inf")
         return logits
 

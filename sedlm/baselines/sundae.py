@@ -31,22 +31,15 @@ from torch import nn
 
 from sedlm.config import ModelConfig
 from sedlm.errors import SedlmError
-from sedlm.model.transformer import Transformer
+from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
 
 
-class SUNDAEModel(nn.Module):
+class SUNDAEModel(TokenTransformer):
     """Token embedding (tied output head) + bidirectional backbone: (B, L) ids -> (B, L, V) logits."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.tok.weight, std=0.02)
-        self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.tok(x)) @ self.tok.weight.t()  # (B, L, V)
+        super().__init__(cfg, causal=False)
 
 
 def _draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:

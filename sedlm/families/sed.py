@@ -72,6 +72,15 @@ class SEDFamily(Family):
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
         return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
 
+    def frontier(self, cfg: Config) -> tuple[str, tuple[float, ...]]:
+        """Interp estimates: CDCD's score temperature. Direct estimates: the noise temperature of a
+        stochastic sampler; a deterministic one has no temperature to sweep (one point)."""
+        if cfg.diffusion.x0_estimate == "interp":
+            return self.frontier_knob
+        if get_sampler(cfg.sample.sampler).stochastic:
+            return ("noise_temp", (0.8, 0.9, 1.0))
+        return ("noise_temp", (cfg.sample.noise_temp,))
+
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         o, cfg = request.options, lm.config
         entry = get_sampler(o["sampler"])

@@ -16,17 +16,11 @@ from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.family import Callback, Family, Loss, Request, SamplingOption
 
-# Unroll steps T of the training loss. The paper trains with T = 2: one step on corrupted data and
-# one on the model's own sample of it, the cheapest unrolling that exposes the network to its own
-# errors. A module constant, not a config field, so that checkpoints need nothing new.
-UNROLL_STEPS = 2
-
-
 class SUNDAEFamily(Family):
     name = "sundae"
     description = "step-unrolled denoising autoencoder (SUNDAE)"
     paper = "Savinov et al. 2022, Step-unrolled Denoising Autoencoders for Text Generation (arXiv 2112.06749)"
-    val_loss_kind = f"unrolled denoising CE, mean of {UNROLL_STEPS} steps (nats/token)"
+    val_loss_kind = "unrolled denoising CE, mean over diffusion.unroll_steps steps (nats/token)"
     pads = True
     frontier_knob = ("temperature", (0.6, 0.8, 1.0))
     summary_options = ("temperature", "update_fraction")
@@ -42,9 +36,11 @@ class SUNDAEFamily(Family):
 
     def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
              given: torch.Tensor | None = None) -> Loss:
-        """Seq2seq sources (``given``) are held clean and left out of the loss; padding is counted,
-        so the model learns where text ends."""
-        return sundae_loss(model, ids, generator, unroll_steps=UNROLL_STEPS, given=given)
+        """Unrolled over ``diffusion.unroll_steps`` steps (the paper trains with T = 2: one step on corrupted
+        data and one on the model's own sample of it, the cheapest unrolling that exposes the network to
+        its own errors). Seq2seq sources (``given``) are held clean and left out of the loss; padding is
+        counted, so the model learns where text ends."""
+        return sundae_loss(model, ids, generator, unroll_steps=cfg.diffusion.unroll_steps, given=given)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A layout's given tokens are held fixed through every update."""

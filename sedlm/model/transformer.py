@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sedlm.config import ModelConfig
+
 
 def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables, each (L, head_dim/2), for angles pos * base^(-2i/head_dim)."""
@@ -132,3 +134,19 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, cond, None if cache is None else cache[i])
         return self.norm(x)
+
+
+class TokenTransformer(nn.Module):
+    """Token embedding (tied with the output head) + backbone: (B, L) ids -> (B, L, V) logits. The
+    network of the discrete families (ar causal; mdlm and sundae bidirectional)."""
+
+    def __init__(self, cfg: ModelConfig, causal: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=causal)
+
+    def forward(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        return self.backbone(self.tok(ids), cache=cache) @ self.tok.weight.t()  # (B, L, V)
+

@@ -288,6 +288,7 @@ class SamplerEntry:
     grid: str  # "uniform" | "karras" (see sedlm.diffusion.schedules.TIME_GRIDS)
     options: tuple[str, ...] = ()
     description: str = ""
+    stochastic: bool = False  # draws fresh noise every step with its default options (noise_temp then matters)
 
     def __call__(self, *args: Any, **kw: Any) -> torch.Tensor:
         return self.fn(*args, **kw)
@@ -295,7 +296,7 @@ class SamplerEntry:
 
 # The registry: adding a sampler is one function above and one line here.
 SAMPLERS: dict[str, SamplerEntry] = {
-    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)"),
+    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)", stochastic=True),
     "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)"),
     "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
     "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
