@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from sedlm.errors import SedlmError
+from sedlm.eval.cli import add_eval_and_bench_parsers
+from sedlm.families.flags import add_option_flags, options_from_args
 from sedlm.serve.cli import add_serve_parser  # imports no web framework until `serve` runs
 
 CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
@@ -126,7 +128,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
-    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed, **_family_options(args)}
+    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed, **options_from_args(args)}
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
     with tqdm(total=options["steps"], desc="sampling", disable=None if model.family.step_callbacks else True, leave=False) as bar:
@@ -135,109 +137,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         else:
             texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
     if args.json:
-        resolved = model.family.resolve_options(s, _family_options(args))
+        resolved = model.family.resolve_options(s, options_from_args(args))
         print(json.dumps({"method": model.method, **conditioning, "samples": texts, "steps": options["steps"],
                           "seed": options["seed"], **resolved}, indent=2))
     else:
         for i, t in enumerate(texts):
             print(f"--- sample {i}\n{t}")
-    return 0
-
-
-def _declared_options() -> dict:
-    """Every sampling option a registered family declares -> (the declaration, the families declaring it)."""
-    from sedlm.families import all_families
-
-    seen: dict = {}
-    for family in all_families():
-        for o in family.options:
-            seen.setdefault(o.name, (o, []))[1].append(family.name)
-    return seen
-
-
-def _add_family_options(p: argparse.ArgumentParser) -> None:
-    """One flag per declared sampling option (the union over the registered families). An option the
-    loaded model's family does not declare is an error when the model is asked to use it."""
-    for o, families in _declared_options().values():
-        kw: dict = {"action": argparse.BooleanOptionalAction} if o.type is bool else {"type": o.type}
-        if o.choices:  # checked by the family, so a wrong value gets its one-line message
-            kw["metavar"] = "{" + ",".join(o.choices) + "}"
-        default = f"sample.{o.config_key}" if o.config_key else repr(o.default)
-        p.add_argument(o.flag, dest=o.name, default=None, help=f"{'/'.join(families)}: {o.help} (default: {default})", **kw)
-
-
-def _family_options(args: argparse.Namespace) -> dict:
-    """The declared sampling options given on the command line (unset ones fall back to config.sample)."""
-    return {k: getattr(args, k) for k in _declared_options() if getattr(args, k, None) is not None}
-
-
-def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
-    """Options every judged benchmark shares."""
-    p.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    p.add_argument("--n", type=int, default=256, help=f"{n_help} (default: 256)")
-    p.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from sedlm.api import load_pretrained
-    from sedlm.eval.harness import evaluate_model
-    from sedlm.eval.judge import get_judge
-    from sedlm.eval.results import markdown_table, write_atomic
-
-    model = load_pretrained(args.ckpt, device=args.device)
-    judge = get_judge(args.judge)
-    rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **_family_options(args))
-    out = Path(args.out) if args.out else Path(args.ckpt) / "eval.json"
-    result = {"ckpt": str(args.ckpt), "judge": args.judge, "val_loss": rows[0]["val_loss"],
-              "val_loss_kind": rows[0]["val_loss_kind"], "rows": rows, "samples": samples}
-    write_atomic(out, json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(markdown_table(rows))
-        print(f"wrote {out}")
-    return 0
-
-
-def _bench_command(name: str) -> str:
-    import shlex
-
-    return shlex.join(["sedlm", "bench", *sys.argv[sys.argv.index("bench") + 1:]]) if "bench" in sys.argv else f"sedlm bench {name}"
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from sedlm.eval.bench import METHODS, compare
-
-    def names(text: str | None) -> tuple[str, ...] | None:
-        return tuple(m.strip() for m in text.split(",") if m.strip()) if text else None
-
-    compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
-            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
-            methods=names(args.methods) or METHODS, rerun=names(args.rerun), name=args.name,
-            command=_bench_command("compare"))
-    return 0
-
-
-def cmd_steps(args: argparse.Namespace) -> int:
-    from sedlm.eval.steps import NFES, steps_bench
-
-    samplers = [x.strip() for x in args.samplers.split(",")] if args.samplers else None
-    nfes = tuple(int(x) for x in args.nfe.split(",")) if args.nfe else NFES
-    steps_bench(args.ckpt, ar_ckpt=args.ar_ckpt, samplers=samplers, nfes=nfes, n=args.n, guidance=args.guidance,
-                judge_name=args.judge, name=args.name, results_dir=args.results_dir, command=_bench_command("steps"))
-    return 0
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from sedlm.eval.ablate import VARIANTS, ablate, describe
-
-    if args.list:
-        for v in VARIANTS.values():
-            print(f"{v.name:32s} {v.group:10s} {describe(v)}" + (f"  (samples {v.reuse}'s model)" if v.reuse else ""))
-        return 0
-    ablate(args.corpus, args.minutes, variants=args.variants, judge_name=args.judge, n=args.n, steps=args.steps,
-           runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides,
-           command=_bench_command("ablate"), force=args.force)
     return 0
 
 
@@ -329,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(f, n_help="number of fillings (default: 1)")
     f.set_defaults(func=cmd_sample, prompt=None, src=None)
     add_serve_parser(sub)
-    _add_eval_and_bench(sub)
+    add_eval_and_bench_parsers(sub)
     return p
 
 
@@ -338,79 +243,9 @@ def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
     s.add_argument("--n", type=int, help=n_help)
     s.add_argument("--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)")
     s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
-    _add_family_options(s)
+    add_option_flags(s)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _add_eval_and_bench(sub) -> None:
-    v = sub.add_parser("eval", help="score a checkpoint's samples with a judge LM next to real text",
-                       description="Sample N texts and report judge NLL, unigram entropy, distinct-n, self-BLEU, MAUVE "
-                                   "and validation loss, next to the same metrics on held-out text (the data row).")
-    v.add_argument("--ckpt", required=True, help="checkpoint folder of any model family")
-    v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
-    v.add_argument("--n", type=int, default=256, help="number of samples (default: 256)")
-    v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
-    _add_family_options(v)
-    v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
-    v.add_argument("--json", action="store_true", help="print the result as one JSON object (val_loss, val_loss_kind, rows, samples)")
-    v.set_defaults(func=cmd_eval)
-
-    b = sub.add_parser("bench", help="benchmarks that train and compare models",
-                       description="Benchmarks that train and compare model families.")
-    bsub = b.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    bc = bsub.add_parser("compare", help="model families and recipes at matched size and equal training tokens",
-                         description="Train the chosen systems (families, recipes, or variants NAME:section.key=value) at "
-                                     "matched parameter count on equal training tokens, sample and judge them, and write "
-                                     "benchmarks/results/<name>-<corpus>.{json,md,png} with a temperature-sweep frontier. "
-                                     "See `sedlm recipes` for the names.")
-    bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
-    bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
-    bc.add_argument("--methods", help="comma-separated systems in the table: families, recipes, or variants like "
-                                      "cdcd:diffusion.time_warp=false; sizes match the first (default: every family)")
-    bc.add_argument("--rerun", help="comma-separated subset of --methods to (re)train and score; the others' rows are "
-                                    "kept from the last results files (default: all)")
-    bc.add_argument("--name", default="compare", help="results name: <name>-<corpus>.{json,md,png} (default: compare)")
-    bc.add_argument("--train-steps", type=int, help="optimiser steps per family (default: sized from the budget by "
-                                                    "timing each family's step)")
-    _add_judge_options(bc, "samples per method")
-    bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
-    bc.add_argument("--runs-dir", default="runs/compare", help="where the runs are written")
-    bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
-    bc.set_defaults(func=cmd_bench)
-
-    bs = bsub.add_parser("steps", help="judge NLL and entropy against NFE for every sampler; speed against AR",
-                         description="For each sampler and NFE budget, sample N texts from an SED checkpoint and score "
-                                     "judge NLL, unigram entropy and time per sample; then time the cheapest setting that "
-                                     "meets the target (NLL within 5%% and entropy within 2%% of 1000-step ancestral) "
-                                     "against an AR checkpoint at batch 1 and 32, length 128. Writes "
-                                     "benchmarks/results/steps-<name>.{json,md,png} and steps-<name>-speed.{json,md}.")
-    bs.add_argument("--ckpt", required=True, help="SED checkpoint folder")
-    bs.add_argument("--ar-ckpt", help="autoregressive checkpoint to time against (same size)")
-    bs.add_argument("--samplers", help="comma-separated samplers (default: ddpm,ddim,euler,heun,dpmpp_2m)")
-    bs.add_argument("--nfe", help="comma-separated NFE budgets (default: 4,8,16,32,64,128,256,1000)")
-    _add_judge_options(bs, "samples per row")
-    bs.add_argument("--guidance", type=float, default=1.0, help="guidance scale; != 1 doubles the NFE per step (default: 1)")
-    bs.add_argument("--name", help="results name (default: the checkpoint folder's name)")
-    bs.set_defaults(func=cmd_steps)
-
-    ba = bsub.add_parser("ablate", help="SED design choices, one at a time, at an equal CPU budget",
-                         description="Train variants of the tiny SED config (embedding space, d_embed, noise schedule, "
-                                     "self-conditioning, loss, sampling knobs) for the same CPU minutes each, score them "
-                                     "with the judge next to the AR baseline and real text, and write "
-                                     "benchmarks/results/ablation-<corpus>.{json,md}. Finished variants are reused on reruns.")
-    ba.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
-    ba.add_argument("--minutes", type=float, default=2.0, help="training minutes per variant (default: 2)")
-    ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
-    ba.add_argument("--list", action="store_true", help="list the variants and exit")
-    _add_judge_options(ba, "samples per variant")
-    ba.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200)")
-    ba.add_argument("--runs-dir", default="runs/ablate", help="where the runs are written")
-    ba.add_argument("--force", action="store_true", help="retrain variants even when a matching finished run exists")
-    ba.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every variant")
-    ba.set_defaults(func=cmd_ablate)
 
 
 def main(argv: list[str] | None = None) -> int:
