@@ -1,6 +1,7 @@
 """`sedlm quickstart`: the whole pipeline on the bundled default corpus, on a CPU, in minutes.
 
-Trains a BPE tokenizer, the embedding space (PPMI-SVD) and a tiny SED model (configs/tiny.yaml),
+Trains a BPE tokenizer, the embedding space (PPMI-SVD) and a tiny SED model (configs/tiny.yaml) for a
+fixed number of optimiser steps (not a wall-clock budget, so the result depends only on the seed),
 prints samples and one infilled template, and ends with a one-line summary: validation loss, the share of generated words
 that occur in the training corpus, and the unigram entropy of the samples next to that of real
 validation text of the same size.
@@ -23,10 +24,12 @@ from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
 
 N_SHOWN, N_SCORED = 4, 16
+# About 3.5 minutes of training on 2 CPU cores (3.5 steps/s measured), about 4.5 minutes in all.
+DEFAULT_STEPS = 800
 INFILL_TEMPLATE = "To be, or not to be, [___] the question: [___:12] suffer"
 
 
-def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force: bool = False,
+def quickstart(out: Path = Path("runs/quickstart"), steps: int = DEFAULT_STEPS, force: bool = False,
                log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict[str, float]:
     """Run the quickstart; return the summary figures."""
     start = time.perf_counter()
@@ -35,8 +38,10 @@ def quickstart(out: Path = Path("runs/quickstart"), minutes: float = 3.75, force
         if not force:
             raise SedlmError(f"'{out}' already holds a run; pass --force to replace it, or choose another --out")
         shutil.rmtree(out)
-    cfg = load_config(resolve_config_path("tiny"), [f"train.max_minutes={minutes}", *(overrides or [])])
-    log(f"sedlm quickstart: tiny SED on {cfg.data.source}, about {minutes:g} min of diffusion training")
+    if steps < 1:
+        raise SedlmError(f"--steps must be at least 1 (got {steps})")
+    cfg = load_config(resolve_config_path("tiny"), [f"train.max_steps={steps}", "train.max_minutes=0", *(overrides or [])])
+    log(f"sedlm quickstart: tiny SED on {cfg.data.source}, {cfg.train.max_steps} optimiser steps of diffusion training")
     data = prepare_data(cfg.data)
     result = train(cfg, out, data=data, log=log)
 
