@@ -122,16 +122,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from sedlm.api import load_pretrained
+    from sedlm.progress import progress
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
     options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed, **options_from_args(args)}
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
-    # The bar shows only on a terminal (disable=None), so piped --json output stays clean.
-    with tqdm(total=options["steps"], desc="sampling", disable=None if model.family.step_callbacks else True, leave=False) as bar:
+    # A bar on a terminal, plain lines on stderr otherwise: piped --json output on stdout stays clean.
+    with progress(total=options["steps"], desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
         if template := getattr(args, "template", None):
             texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
         else:

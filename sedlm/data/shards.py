@@ -28,10 +28,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
+from sedlm.progress import progress as show_progress
 
 INDEX = "index.json"
 SHARD_FORMAT = 1
@@ -154,7 +154,7 @@ def prepare_shards(
     try:
         writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, buffer_tokens) for s in SPLITS}
         n_docs = dict.fromkeys(SPLITS, 0)
-        bar = tqdm(desc="tokenising", unit=" docs", disable=not progress, dynamic_ncols=True)
+        bar = show_progress(desc="tokenising", unit=" docs", enabled=progress, dynamic_ncols=True)
         for batch in _batches(documents(), read_ahead_chars):
             split = ["val" if in_validation(d, val_fraction, split_seed) else "train" for d in batch]
             for s, ids in zip(split, tok.encode_batch(batch)):

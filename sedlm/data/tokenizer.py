@@ -7,6 +7,8 @@ decode), an end-of-document token between packed documents, and a mask token (ma
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +25,21 @@ _ALIASES = {
     EOS: (EOS, "<|endoftext|>", "</s>", "[SEP]"),
     MASK: (MASK, "[MASK]", "<|mask|>"),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """The inverse of byte-level BPE's byte -> printable character map (Radford et al. 2019): printable
+    Latin-1 bytes stand for themselves, the other 68 bytes for the characters from U+0100 on, in order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
 
 
 class Tokenizer:
@@ -51,9 +68,26 @@ class Tokenizer:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Decode, dropping padding and other special tokens (Strudel et al. 2022, §3.4)."""
+        """Decode, dropping padding and other special tokens (Strudel et al. 2022, §3.4). A byte-level
+        model can write a byte sequence that is not UTF-8 (half of a multi-byte character, or a stray
+        continuation byte); such bytes are dropped rather than shown as U+FFFD."""
         keep = [int(i) for i in ids if int(i) not in self.special_ids]
-        return self.tok.decode(keep, skip_special_tokens=True)
+        text = self.tok.decode(keep, skip_special_tokens=True)
+        if "\ufffd" in text and type(self.tok.decoder).__name__ == "ByteLevel":
+            text = self._decode_bytes(keep)
+        return text
+
+    def _decode_bytes(self, ids: list[int]) -> str:
+        """Byte-level tokens -> their bytes -> UTF-8, invalid sequences dropped."""
+        table = _unicode_to_byte()
+        out = bytearray()
+        for i in ids:
+            piece = self.tok.id_to_token(i) or ""
+            if all(c in table for c in piece):
+                out.extend(table[c] for c in piece)
+            else:  # an added token stored as plain text
+                out.extend(piece.encode("utf-8"))
+        return out.decode("utf-8", errors="ignore")
 
     def decode_batch(self, rows: torch.Tensor) -> list[str]:
         """Decode each row of a (N, L) id tensor, padding stripped."""

@@ -21,13 +21,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from sedlm.config import EmbedConfig
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.model.embedding import MaskedLM, normalize_rows
+from sedlm.progress import progress as show_progress
 
 
 def mlm_loss(model: MaskedLM, ids: torch.Tensor, mask_id: int, pad_id: int, mask_prob: float, g: torch.Generator) -> torch.Tensor:
@@ -51,7 +51,7 @@ def train_embedding(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     g = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="embed (masked LM)", disable=not progress, leave=False)
+    bar = show_progress(range(cfg.steps), desc="embed (masked LM)", enabled=progress, leave=False)
     for step in bar:
         lr = cfg.lr * min(1.0, (step + 1) / 20)
         for group in opt.param_groups:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from sedlm.config import Config
 from sedlm.data.dataset import PreparedData, prepare_data
@@ -33,6 +32,7 @@ from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.family import Family
+from sedlm.progress import progress as show_progress
 from sedlm.model.embedding import bits_table, effective_d_embed, load_table, random_table
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
@@ -328,7 +328,7 @@ def train(
     val_loss, interrupted, history = None, False, []
     rate = 0.0
     model.train()
-    bar = tqdm(total=cfg.train.max_steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True)
+    bar = show_progress(total=cfg.train.max_steps, initial=step, desc="train", enabled=progress and main, dynamic_ncols=True)
     with _StopFlag() as stop, (metrics_path.open("a") if main else contextlib.nullcontext()) as mlog:
         while step < cfg.train.max_steps:
             for group in opt.param_groups:
