@@ -244,9 +244,14 @@ def compare(
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
         data_row = data_row or drow
         knob, values = model.frontier_knob
+        defaults = model.family.resolve_options(model.config.sample, {})
         for value in values:
-            (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9, label=system,
-                                         with_data_row=False, **{**model.frontier_fixed, knob: value})
+            fixed = {**model.frontier_fixed, knob: value}
+            if all(defaults.get(k) == v for k, v in fixed.items()):  # the row above is this very point (same seed)
+                point = row
+            else:
+                (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9,
+                                             label=system, with_data_row=False, **fixed)
             frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
             log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
