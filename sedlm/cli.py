@@ -64,8 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sedlm.train.trainer import train
 
     out = Path(args.out or f"runs/{Path(args.config or 'tiny').stem}")
-    if args.resume:
-        cfg = load_checkpoint(out)[0]
+    if args.init and (args.config or args.recipe or args.method or args.task):
+        raise SedlmError("--init takes the model, tokenizer and table from the checkpoint; drop --config, --recipe, "
+                         "--method and --task (override single settings as section.key=value)")
+    if args.resume or args.init:
+        cfg = load_checkpoint(args.init or out)[0]
         apply_overrides(cfg, list(args.overrides) + ([f"data.source={args.data}"] if args.data else []))
         validate(cfg)
     else:
@@ -80,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise SedlmError(f"recipe {args.recipe} is a {cfg.method} recipe; drop --method {args.method}")
             cfg.method = args.method
         validate(cfg)
-    result = train(cfg, out, resume=args.resume)
+    result = train(cfg, out, resume=args.resume, init=args.init)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     if result.main:
         print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
@@ -200,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "overrides on the command line still win")
     t.add_argument("--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights, tokenizer and embedding "
+                                                  "table (and its config, under any overrides) on --data")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
 

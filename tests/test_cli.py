@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sedlm.cli import build_parser, main
 
@@ -143,3 +144,26 @@ def test_guidance_without_given_tokens_is_a_one_line_note(tmp_path, capsys):
     code, out, err = run(["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2",
                           "--guidance-mode", "self_cond"], capsys)
     assert code == 0 and "note" not in err
+
+
+def test_fine_tune_from_a_checkpoint_keeps_its_tokenizer_and_table(tmp_path, tiny_overrides, capsys):
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    assert run(["train", "--out", str(base), *tiny_overrides], capsys)[0] == 0
+    book = tmp_path / "book.txt"
+    book.write_text("\n\n".join(f"Chapter {i}. The whale rose from the grey sea and the sailors cried out." for i in range(60)))
+    tuned = tmp_path / "tuned"
+    code, _, err = run(["train", "--init", str(base), "--data", str(book), "--out", str(tuned), "train.max_steps=3"], capsys)
+    assert code == 0, err
+    assert (tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    a, b = load_file(str(base / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    assert torch.equal(a["embedding.table"], b["embedding.table"])  # the frozen table travels with the model
+    assert not torch.equal(a["inp.weight"], b["inp.weight"])  # and the denoiser was trained further
+    cfg = json.loads((tuned / "config.json").read_text())
+    assert cfg["data"]["source"] == str(book) and cfg["train"]["max_steps"] == 3
+    code, _, err = run(["train", "--init", str(base), "--out", str(tmp_path / "x"), "model.d_model=64"], capsys)
+    _one_line_error(code, err, "do not fit this model")
+    assert not (tmp_path / "x").exists()
+    code, _, err = run(["train", "--init", str(base), "--method", "ar", "--out", str(tmp_path / "y")], capsys)
+    _one_line_error(code, err, "drop --config, --recipe")

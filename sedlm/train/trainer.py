@@ -132,6 +132,16 @@ def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.d
     return table
 
 
+def _load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's weights into a freshly built model, or say why they do not fit."""
+    try:
+        model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in weights.items()})
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise SedlmError(f"the weights of '{path}' do not fit this model ({first}); keep the checkpoint's model.* "
+                         "settings when fine-tuning with --init") from None
+
+
 def _embedding_file(path: str) -> Path:
     p = Path(path)
     return p / "embeddings.safetensors" if p.is_dir() else p
@@ -249,8 +259,11 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     data: PreparedData | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train a model of family ``cfg.method`` and write the run (checkpoint + metrics.jsonl) to ``out``.
+    ``init``: a checkpoint folder whose weights, tokenizer and embedding table the run starts from
+    (fine-tuning; the optimiser and step count start afresh).
 
     Runs as one process or as many (launched by ``accelerate launch`` or ``torchrun``); see
     ``sedlm.train.distributed`` for how the global batch is shared. Only the main process logs
@@ -266,8 +279,11 @@ def train(
     micro, n_micro = micro_batches(cfg, world)
     torch.manual_seed(cfg.train.seed)
 
+    if resume and init:
+        raise SedlmError("--resume continues the run in --out; --init starts a new one from a checkpoint: pass one of them")
     saved = load_checkpoint(out) if resume else None  # (config, EMA weights, tokenizer)
-    tokenizer = saved[2] if saved else _tokenizer_for(cfg)
+    initial = load_checkpoint(init) if init else None
+    tokenizer = saved[2] if saved else initial[2] if initial else _tokenizer_for(cfg)
     if data is None:
         data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
@@ -276,15 +292,25 @@ def train(
     train_rows = family_rows(data.train, family)
     val_rows = family_rows(data.val, family) if data.val else None
     state = load_training_state(out) if resume else None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     table = None
     if family.uses_embedding_table:
-        table = state["model"]["embedding.table"] if state else _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
+        if state:
+            table = state["model"]["embedding.table"]
+        elif initial:
+            table = initial[1]["embedding.table"]
+        else:
+            if main:
+                out.mkdir(parents=True, exist_ok=True)
+            table = _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
     tok = data.tokenizer
     model = family.build(cfg, tok, table).to(device)
-    if not state:
+    if initial:
+        _load_initial(model, initial[1], init)
+        log(f"starting from the weights of {init}")
+    elif not state:
         family.init_from_data(model, cfg, train_rows, tok)
+    if main:  # only now: weights that do not fit leave no folder behind
+        out.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
         f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
