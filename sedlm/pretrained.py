@@ -129,6 +129,27 @@ class PretrainedLM:
         start = int(layout.given.sum()) if drop_given_prefix and layout is not None else 0
         return self.tokenizer.decode_batch(ids[:, start:])
 
+    def spans(self, ids: torch.Tensor, layout: Layout | None = None, drop_given_prefix: bool = False
+              ) -> list[list[dict[str, Any]]]:
+        """Each decoded row as consecutive pieces ``{"text", "generated"}``: what the model wrote apart
+        from the given text (prompt, template, source). Padding and special tokens are dropped."""
+        start = int(layout.given.sum()) if drop_given_prefix and layout is not None else 0
+        given = (layout.given.expand(ids.shape[0], -1) if layout is not None
+                 else torch.zeros(ids.shape, dtype=torch.bool)).cpu()  # (n, L)
+        out = []
+        for row, g in zip(ids[:, start:].cpu().tolist(), given[:, start:].tolist()):
+            runs: list[tuple[bool, list[int]]] = []
+            for tok, is_given in zip(row, g):
+                if tok in self.tokenizer.special_ids:
+                    continue
+                if runs and runs[-1][0] == (not is_given):
+                    runs[-1][1].append(tok)
+                else:
+                    runs.append((not is_given, [tok]))
+            pieces = [{"text": self.tokenizer.decode(toks), "generated": gen} for gen, toks in runs]
+            out.append([p for p in pieces if p["text"]])
+        return out
+
     def generate(self, n: int | None = None, prompt: str | None = None, src: str | None = None, **kw: Any) -> list[str]:
         """Generate ``n`` texts (padding and special tokens stripped): unconditional, continuing
         ``prompt`` (the prompt is part of each text), or the target for a seq2seq source ``src``

@@ -77,6 +77,11 @@ def test_template_settles_step_by_step(browser, url, tmp_path):
     assert page.inner_text("#counter").startswith("done: 8 steps")
     final = page.inner_text("#output .sample")
     assert final.startswith("The king") and " in the" in final and final.endswith(".")
+    # the model's words are marked apart from the template's: given pieces and generated pieces alternate
+    pieces = page.eval_on_selector_all("#output .sample > *", "els => els.map(e => [e.tagName, e.textContent])")
+    assert "".join(t for _, t in pieces) == final
+    assert "".join(t for tag, t in pieces if tag == "SPAN") == "The king in the."  # the template's own text
+    assert any(tag == "MARK" for tag, _ in pieces)  # the fixed-length blank is always written
     assert page.inner_text("#error") == ""
     page.click("#copy")
     assert page.evaluate("navigator.clipboard.readText()") == final

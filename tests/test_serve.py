@@ -200,3 +200,15 @@ def test_baselines(baseline_client):
 def test_limits_are_checked():
     with pytest.raises(SedlmError, match="--max-queue must be positive"):
         Limits(max_queue=0)
+
+
+def test_responses_mark_generated_spans(client):
+    r = client.post("/v1/infill", json={"template": TEMPLATE, "steps": 3, "n": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    for text, spans in zip(body["texts"], body["spans"]):
+        assert "".join(s["text"] for s in spans) == text
+        assert "".join(s["text"] for s in spans if not s["generated"]) == "The king in the."
+        assert any(s["generated"] for s in spans)
+    r = client.post("/v1/generate", json={"steps": 3})  # unconditional: everything is generated
+    assert all(s["generated"] for s in r.json()["spans"][0])

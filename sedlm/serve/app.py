@@ -158,7 +158,7 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
     app.post("/v1/infill", response_model=GenerateResponse)(infill)
     app.post("/v1/generate/stream", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": "events 'step' ({step, steps, texts}), then 'result' or 'error'"}})(stream)
+                              "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'"}})(stream)
 
     return app
 
@@ -177,7 +177,8 @@ def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
 
     def work() -> None:
         try:
-            put("result", runner.run(job, lambda step, steps, texts: put("step", {"step": step, "steps": steps, "texts": texts})))
+            put("result", runner.run(job, lambda step, steps, texts, spans: put(
+                "step", {"step": step, "steps": steps, "texts": texts, "spans": spans})))
         except Cancelled:
             pass
         except SedlmError as e:

@@ -21,7 +21,7 @@ from sedlm.sampling.templates import Layout
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest
 
-OnStep = Callable[[int, int, list[str]], None]  # (step done, steps, texts)
+OnStep = Callable[[int, int, list[str], list[list[dict[str, Any]]]], None]  # (step done, steps, texts, spans)
 
 
 class Cancelled(Exception):
@@ -139,7 +139,8 @@ class Runner:
             seconds = time.perf_counter() - start
         finally:
             self._gate.release()
-        return {"texts": self.model.texts(ids, job.layout, job.drop_given_prefix), "method": self.model.method,
+        return {"texts": self.model.texts(ids, job.layout, job.drop_given_prefix),
+                "spans": self.model.spans(ids, job.layout, job.drop_given_prefix), "method": self.model.method,
                 "n": job.n, "steps": job.steps, "options": {k: v for k, v in job.options.items() if k != "steps"},
                 "seed": job.seed, "seq_len": job.seq_len, "tokens": job.n * job.seq_len, "seconds": round(seconds, 4)}
 
@@ -152,11 +153,13 @@ class Runner:
                 raise Cancelled()
             i = int(info["i"])
             if on_step is not None and (i % every == 0 or i == job.steps - 1):
-                on_step(i + 1, job.steps, self.preview(info, job))
+                on_step(i + 1, job.steps, *self.preview(info, job))
 
         return callback
 
-    def preview(self, info: dict[str, Any], job: Job) -> list[str]:
-        """The texts a sampler's current state decodes to (given tokens shown as given)."""
+    def preview(self, info: dict[str, Any], job: Job) -> tuple[list[str], list[list[dict[str, Any]]]]:
+        """The texts (and their given/generated pieces) a sampler's current state decodes to."""
         ids = self.model.family.preview(self.model, info, job.layout)
-        return [] if ids is None else self.model.texts(ids, job.layout, job.drop_given_prefix)
+        if ids is None:
+            return [], []
+        return self.model.texts(ids, job.layout, job.drop_given_prefix), self.model.spans(ids, job.layout, job.drop_given_prefix)

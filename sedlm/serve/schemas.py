@@ -46,8 +46,14 @@ class StreamRequest(GenerateRequest):
     template: str | None = Field(None, description="text with [___] / [___:N] blanks (infilling)")
 
 
+class Span(BaseModel):
+    text: str
+    generated: bool = Field(description="true where the model wrote the text, false for the request's given text")
+
+
 class GenerateResponse(BaseModel):
     texts: list[str]
+    spans: list[list[Span]] = Field(description="each text as consecutive given and generated pieces")
     method: str
     n: int
     steps: int
@@ -62,6 +68,7 @@ class StepEvent(BaseModel):
     step: int = Field(description="denoising steps done so far, 1-based")
     steps: int
     texts: list[str]
+    spans: list[list[Span]]
 
 
 class ModelInfo(BaseModel):
