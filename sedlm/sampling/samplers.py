@@ -42,6 +42,21 @@ def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+class SelfConditioning:
+    """Self-conditioning at sampling time (Chen et al. 2022, "Analog Bits", §3.2), in one place for every
+    sampler: each call of the denoiser receives the previous call's x0 estimate (zeros on the first
+    call, and always when ``enabled`` is False). (x_t, t) -> x0_hat"""
+
+    def __init__(self, denoise_fn: DenoiseFn, enabled: bool = True):
+        self.fn, self.enabled = denoise_fn, enabled
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        sc = self.last if self.enabled and self.last is not None else torch.zeros_like(x)
+        self.last = self.fn(x, t, sc)
+        return self.last
+
+
 def _step_loop(
     denoise_fn: DenoiseFn,
     x: torch.Tensor,
@@ -60,10 +75,9 @@ def _step_loop(
     abars = alpha_bar(ts.to(x.device)).clamp(0.0, 1.0)
     widths = torch.cat([ts[:-1] - ts[1:], ts.new_zeros(1)])  # (K + 1,) the step that starts at t_i
     t_eval = (ts + time_delta * widths).clamp(max=1.0).to(x.device)
-    x0_hat = torch.zeros_like(x)
+    D = SelfConditioning(denoise_fn, self_condition)
     for i in range(len(ts) - 1):
-        t = t_eval[i].expand(B)
-        x0_hat = denoise_fn(x, t, x0_hat if self_condition else torch.zeros_like(x))
+        x0_hat = D(x, t_eval[i].expand(B))
         x = x0_hat if i == len(ts) - 2 else update(x, x0_hat, abars[i], abars[i + 1])
         if callback is not None:
             callback({"i": i, "t": ts[i], "x": x, "x0_hat": x0_hat})
@@ -136,17 +150,13 @@ class _SigmaDenoiser:
 
     def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: list[float], B: int, self_condition: bool,
                  alpha_bar: Callable[[torch.Tensor], torch.Tensor]):
-        self.fn, self.ts, self.ab, self.B, self.sc_on = denoise_fn, ts, ab, B, self_condition
+        self.fn, self.ts, self.ab, self.B = SelfConditioning(denoise_fn, self_condition), ts, ab, B
         self.alpha_bar = alpha_bar
         self.dtype = torch.float32  # what the network sees; the state may be kept wider
-        self.sc: torch.Tensor | None = None
 
     def _call(self, x_tilde: torch.Tensor, t: torch.Tensor, ab: float) -> torch.Tensor:
         x = (x_tilde * math.sqrt(ab)).to(self.dtype)
-        sc = self.sc if self.sc_on and self.sc is not None else torch.zeros_like(x)
-        x0 = self.fn(x, t.to(x_tilde.device, torch.float32).expand(self.B), sc)
-        self.sc = x0
-        return x0.to(x_tilde.dtype)
+        return self.fn(x, t.to(x_tilde.device, torch.float32).expand(self.B)).to(x_tilde.dtype)
 
     def __call__(self, x_tilde: torch.Tensor, i: int) -> torch.Tensor:
         return self._call(x_tilde, self.ts[i], self.ab[i])
