@@ -41,8 +41,13 @@ class EmbedConfig:
 
     # "mlm" (masked LM of `sedlm embed`, the paper), "ppmi" (truncated SVD of the training text's PPMI
     # co-occurrence matrix: seconds, no training), "random" (frozen random), "learned" (joint, normalised),
-    # "bits" (Analog Bits: the token id's binary code as +-1 values; d_embed becomes ceil(log2 V))
+    # "bits" (Analog Bits: the token id's binary code as +-1 values; d_embed becomes ceil(log2 V)),
+    # "pretrained" (the paper's choice: PCA of a pretrained model's input embeddings, see `pretrained`)
     kind: str = "mlm"
+    # kind=pretrained: "minilm" (bundled all-MiniLM-L6-v2), "smollm2" (bundled SmolLM2-135M), or a local
+    # model folder / Hugging Face hub name; the run then uses that model's tokenizer (data.tokenizer and
+    # data.vocab_size are ignored). See sedlm/model/pretrained_table.py
+    pretrained: str = ""
     path: str = ""  # an embeddings.safetensors written by `sedlm embed`; built on the fly if empty
     d_model: int = 128
     n_layers: int = 2
@@ -94,7 +99,9 @@ class DataConfig:
 
     source: str = "corpus:shakespeare"
     task: str = "lm"  # "lm" (packed text) or "seq2seq" (a .jsonl of {"src", "tgt"} pairs, one per row)
-    tokenizer: str = "bpe"  # "bpe" (train), "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder
+    # "bpe" (train), "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder; embed.kind=pretrained
+    # overrides it with the pretrained model's tokenizer
+    tokenizer: str = "bpe"
     vocab_size: int = 4096
     seq_len: int = 64
     pad_fraction: float = 0.1
@@ -180,7 +187,7 @@ class Config:
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
-    ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits"),
+    ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits", "pretrained"),
     ("diffusion", "mask_schedule"): ("linear", "spindle"),
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
@@ -312,6 +319,9 @@ def validate(cfg: Config) -> None:
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
         raise SedlmError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes")
     e = cfg.embed
+    if e.kind == "pretrained" and not e.pretrained.strip():
+        raise SedlmError("embed.kind=pretrained needs embed.pretrained: minilm, smollm2, a local model folder or a "
+                         "Hugging Face model name")
     if e.d_model % e.n_heads or (e.d_model // e.n_heads) % 2:
         raise SedlmError(f"embed.d_model={e.d_model} must be divisible by embed.n_heads={e.n_heads} into even head sizes")
     positive = {

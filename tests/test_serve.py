@@ -69,13 +69,18 @@ def test_infill_keeps_the_template_words(client):
 
 
 @pytest.mark.parametrize("body, status, fragment", [
-    ({"n": 5}, 422, "n=5 is over this server's limit of 4"),
-    ({"steps": 51}, 422, "steps=51 is over this server's limit of 50"),
-    ({"seq_len": 64}, 422, "seq_len=64 is over this server's limit of 16"),
-    ({"prompt": "x" * 201}, 413, "prompt is 201 characters"),
+    ({"n": 5}, 422, "less than or equal to 4 (this server's limit, set by --max-n)"),
+    ({"steps": 51}, 422, "set by --max-steps"),
+    ({"seq_len": 64}, 422, "set by --max-seq-len"),
+    ({"prompt": "x" * 201}, 422, "at most 200 characters (this server's limit, set by --max-text-chars)"),
     ({"guidance_mode": "bogus"}, 422, None),
     ({"sampler": "nope"}, 422, None),  # the schema lists the family's samplers
     ({"score_temp": 0}, 422, None),
+    ({"seed": 2**70}, 422, None),
+    ({"seed": False}, 422, None),
+    ({"n": True}, 422, None),
+    ({"steps": "3"}, 422, None),
+    ({"guidance": "2"}, 422, None),
     ({"prompt": "a", "src": "b"}, 400, "not both"),
     ({"prompt": "the king speaks " * 10}, 400, "shorten the prompt"),
 ])
@@ -83,17 +88,21 @@ def test_generate_limits_and_user_errors(client, body, status, fragment):
     r = client.post("/v1/generate", json=body)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
-    assert fragment in detail if fragment else detail[0]["loc"] == ["body", next(iter(body))], r.text
+    if status == 422:  # every 422 has the validation-error shape the schema publishes, naming the field
+        assert detail[0]["loc"] == ["body", next(iter(body))] and (fragment or "") in detail[0]["msg"], r.text
+    else:
+        assert isinstance(detail, str) and fragment in detail, r.text
 
 
 @pytest.mark.parametrize("template, status, fragment", [
     ("no blanks here", 400, "no blanks"),
     ("the king [___:40]", 400, "sequence length"),
-    ("[___] " + "y" * 200, 413, "template is 206 characters"),
+    ("[___] " + "y" * 200, 422, "set by --max-text-chars"),
 ])
 def test_infill_errors(client, template, status, fragment):
     r = client.post("/v1/infill", json={"template": template, "steps": 2})
-    assert r.status_code == status and fragment in r.json()["detail"], r.text
+    detail = r.json()["detail"]
+    assert r.status_code == status and fragment in (detail[0]["msg"] if status == 422 else detail), r.text
 
 
 def test_body_size_unknown_fields_and_bad_json(client):
@@ -212,3 +221,36 @@ def test_responses_mark_generated_spans(client):
         assert any(s["generated"] for s in spans)
     r = client.post("/v1/generate", json={"steps": 3})  # unconditional: everything is generated
     assert all(s["generated"] for s in r.json()["spans"][0])
+
+
+def test_infinite_floats_docs_and_hosts(sed_ckpt):
+    client = TestClient(create_app(sed_ckpt, allowed_hosts=["localhost", "testserver"]))
+    r = client.post("/v1/generate", content=b'{"guidance": 1e400}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "guidance"]
+    assert client.get("/docs").status_code == 404  # the CDN-backed page is off; the schema stays
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/v1/generate"]["post"]["responses"]
+    assert {"200", "400", "413", "422", "503"} <= set(responses)
+    assert client.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+    assert client.get("/healthz").status_code == 200
+
+
+def test_time_limit_is_a_503(sed_ckpt):
+    model, _ = slow_model(sed_ckpt, seconds_per_call=0.01)
+    client = TestClient(create_app(model, Limits(max_seconds=1)))
+    start = time.monotonic()
+    r = client.post("/v1/generate", json={"steps": 1000})
+    assert r.status_code == 503 and "--max-seconds" in r.json()["detail"] and time.monotonic() - start < 5
+    assert client.post("/v1/generate", json={"steps": 2}).status_code == 200  # the slot was freed
+
+
+def test_a_client_that_leaves_a_plain_request_stops_the_work(sed_ckpt):
+    model, calls = slow_model(sed_ckpt)
+    app = create_app(model, Limits(max_queue=1))
+    with server_thread(app) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/generate", json={"steps": 1000}, timeout=0.5)
+        assert wait_idle(app.state.runner, timeout=3.0)  # the slot is free again well before 1000 steps
+        stopped_at = len(calls)
+        assert stopped_at < 600, f"{stopped_at} network calls ran after the client left"
+        assert httpx.post(f"{url}/v1/generate", json={"steps": 2}, timeout=10).status_code == 200

@@ -25,16 +25,18 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sedlm.errors import SedlmError
 from sedlm.family import count_parameters
 from sedlm.pretrained import PretrainedLM
 from sedlm.serve.limits import Limits
-from sedlm.serve.runner import Busy, Cancelled, Job, LimitError, Runner
-from sedlm.serve.schemas import GenerateResponse, ModelInfo, request_models
+from sedlm.serve.runner import Busy, Cancelled, Job, LimitError, Runner, TimeLimit
+from sedlm.serve.schemas import ErrorBody, GenerateResponse, ModelInfo, request_models
 
 log = logging.getLogger("sedlm.serve")
 
@@ -79,19 +81,37 @@ class BodyLimit:
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
+LIMIT_FLAGS = {"n": "--max-n", "steps": "--max-steps", "seq_len": "--max-seq-len", "prompt": "--max-text-chars",
+               "src": "--max-text-chars", "template": "--max-text-chars"}
+
+
+def _with_flag(err: dict[str, Any]) -> str:
+    """A validation message, naming the server flag when the bound broken is one of this server's limits."""
+    field = err["loc"][-1] if err["loc"] else None
+    if err["type"] in ("less_than_equal", "string_too_long") and field in LIMIT_FLAGS:
+        return f"{err['msg']} (this server's limit, set by {LIMIT_FLAGS[field]})"
+    return err["msg"]
+
+
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None = None, device: str = "cpu") -> FastAPI:
-    """The app for a loaded model or a checkpoint folder (loaded once, here)."""
+def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None = None, device: str = "cpu",
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app for a loaded model or a checkpoint folder (loaded once, here). ``allowed_hosts``: Host
+    header values to accept (e.g. ["localhost", "127.0.0.1"]); others get 400. The interactive docs
+    pages are off (they load their scripts from a CDN, blank offline); the schema is at /openapi.json."""
     from sedlm.api import load_pretrained
 
     model = model_or_ckpt if isinstance(model_or_ckpt, PretrainedLM) else load_pretrained(model_or_ckpt, device=device)
     runner = Runner(model, limits or Limits())
-    app = FastAPI(title="sedlm", version="1", summary="Continuous diffusion language model: generate, infill, stream.")
+    app = FastAPI(title="sedlm", version="1", summary="Continuous diffusion language model: generate, infill, stream.",
+                  docs_url=None, redoc_url=None)
     app.state.runner = runner
     app.add_middleware(BodyLimit, max_bytes=runner.limits.max_body_bytes)
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     html = (resources.files("sedlm.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
     @app.exception_handler(SedlmError)
@@ -100,16 +120,39 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
 
     @app.exception_handler(LimitError)
     async def over_limit(_: Request, e: LimitError) -> JSONResponse:
+        if e.status == 422:  # shaped like FastAPI's validation errors, as the schema says for 422
+            return JSONResponse({"detail": [{"loc": ["body", e.field], "msg": str(e), "type": "over_limit"}]}, status_code=422)
         return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        # loc, msg and type only: the offending input may not be JSON at all (inf, nan, bytes)
+        detail = [{"loc": list(err["loc"]), "msg": _with_flag(err), "type": err["type"]} for err in e.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(TimeLimit)
+    async def too_long(_: Request, e: TimeLimit) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
+    @app.exception_handler(Cancelled)
+    async def client_gone(_: Request, e: Cancelled) -> JSONResponse:
+        return JSONResponse({"detail": "the client closed the connection"}, status_code=499)
 
     @app.exception_handler(Busy)
     async def busy(_: Request, e: Busy) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
 
-    async def run(job: Job) -> dict[str, Any]:
+    async def run(job: Job, request: Request) -> dict[str, Any]:
+        """Run an admitted job in a worker thread; a client that disconnects cancels it (the sampler
+        stops at its next step and the slot is freed)."""
         runner.admit()
         try:
-            return await run_in_threadpool(runner.run, job)
+            work = asyncio.ensure_future(run_in_threadpool(runner.run, job))
+            while not work.done():
+                await asyncio.wait({work}, timeout=0.25)
+                if not work.done() and await request.is_disconnected():
+                    job.cancel.set()
+            return work.result()
         finally:
             runner.done()
 
@@ -136,13 +179,15 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
 
     # Request bodies derived from the family's declared sampling options. Annotations are set on the
     # handlers directly: under postponed evaluation FastAPI could not resolve these local classes.
-    GenerateBody, InfillBody, StreamBody = request_models(model.family)
+    lim = runner.limits
+    GenerateBody, InfillBody, StreamBody = request_models(model.family, lim.max_n, lim.max_steps, runner.max_seq_len,
+                                                          lim.max_text_chars)
 
-    async def generate(req) -> dict[str, Any]:
-        return await run(runner.check(StreamBody(**req.model_dump())))
+    async def generate(req, request: Request) -> dict[str, Any]:
+        return await run(runner.check(StreamBody(**req.model_dump())), request)
 
-    async def infill(req) -> dict[str, Any]:
-        return await run(runner.check(StreamBody(**req.model_dump())))
+    async def infill(req, request: Request) -> dict[str, Any]:
+        return await run(runner.check(StreamBody(**req.model_dump())), request)
 
     async def stream(req, request: Request) -> StreamingResponse:
         job = runner.check(req)
@@ -151,14 +196,21 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
         return StreamingResponse(_relay(queue, job, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    generate.__annotations__ = {"req": GenerateBody, "return": dict[str, Any]}
-    infill.__annotations__ = {"req": InfillBody, "return": dict[str, Any]}
+    generate.__annotations__ = {"req": GenerateBody, "request": Request, "return": dict[str, Any]}
+    infill.__annotations__ = {"req": InfillBody, "request": Request, "return": dict[str, Any]}
     stream.__annotations__ = {"req": StreamBody, "request": Request, "return": StreamingResponse}
-    app.post("/v1/generate", response_model=GenerateResponse)(generate)
-    app.post("/v1/infill", response_model=GenerateResponse)(infill)
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "a user error (no blanks, text too long for the model, a request the "
+                                                 "model's family cannot serve, a bad option value)"},
+        413: {"model": ErrorBody, "description": "request body or text over this server's limits"},
+        503: {"model": ErrorBody, "description": "the queue is full (retry after Retry-After) or the time limit ran out"},
+    }
+    app.post("/v1/generate", response_model=GenerateResponse, responses=errors)(generate)
+    app.post("/v1/infill", response_model=GenerateResponse, responses=errors)(infill)
     app.post("/v1/generate/stream", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'"}})(stream)
+                              "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'"},
+                        **errors})(stream)
 
     return app
 
@@ -181,6 +233,8 @@ def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
                 "step", {"step": step, "steps": steps, "texts": texts, "spans": spans})))
         except Cancelled:
             pass
+        except TimeLimit as e:
+            put("error", {"detail": str(e)})
         except SedlmError as e:
             put("error", {"detail": str(e)})
         except Exception as e:  # reported as an event: the 200 status has already gone out

@@ -14,8 +14,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sedlm.serve.server import serve_forever
 
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
-    app = create_app(args.ckpt, limits, device=args.device)
-    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (API docs at /docs; Ctrl-C stops)")
+    hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
+    app = create_app(args.ckpt, limits, device=args.device, allowed_hosts=hosts)
+    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (OpenAPI schema at /openapi.json; Ctrl-C stops)")
     serve_forever(app, host=args.host, port=args.port)
     return 0
 
@@ -26,10 +27,13 @@ def add_serve_parser(sub) -> None:
                        description="Serve a checkpoint over HTTP: POST /v1/generate, /v1/infill and /v1/generate/stream "
                                    "(server-sent events), GET /v1/model and /healthz, and a page at / that shows the text "
                                    "settling step by step. Requests over a limit are answered with a 4xx and the reason.")
-    v.add_argument("--ckpt", required=True, help="checkpoint folder (sed; ar and mdlm without sampler/guidance)")
+    v.add_argument("--ckpt", required=True, help="checkpoint folder of any model family (its sampling options form the "
+                                                 "request schema)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    v.add_argument("--allowed-hosts", help="comma-separated Host header values to accept, e.g. localhost,127.0.0.1; "
+                                           "others get 400 (default: any)")
     for f in fields(Limits):
         v.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, metavar="N",
                        help=f"{f.metadata['help']} (default: {f.default})")

@@ -22,12 +22,14 @@ class Limits:
     max_concurrent: int = _limit(1, "model calls running at once; the others wait in the queue")
     max_queue: int = _limit(8, "requests running or waiting; one more is answered 503")
     stream_events: int = _limit(100, "step events per stream at most: every k-th step when there are more steps")
+    max_seconds: int = _limit(0, "sampling time per request in seconds, checked after every step; 0: no limit (503)")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value < (0 if name == "max_seq_len" else 1):
+            zero_ok = name in ("max_seq_len", "max_seconds")
+            if value < (0 if zero_ok else 1):
                 flag = "--" + name.replace("_", "-")
-                raise SedlmError(f"{flag} must be {'>= 0' if name == 'max_seq_len' else 'positive'} (got {value})")
+                raise SedlmError(f"{flag} must be {'>= 0' if zero_ok else 'positive'} (got {value})")
 
     def summary(self) -> dict[str, int]:
         return asdict(self)

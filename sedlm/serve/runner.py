@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
 from sedlm.sampling.templates import Layout
 from sedlm.serve.limits import Limits
@@ -33,11 +32,16 @@ class Busy(Exception):
 
 
 class LimitError(Exception):
-    """A request over one of the server's limits; ``status`` is the HTTP code to answer with."""
+    """A request over one of the server's limits; ``status`` is the HTTP code to answer with and
+    ``field`` the request field at fault (a 422 names it, as validation errors do)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, field: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.field = status, field
+
+
+class TimeLimit(Exception):
+    """A request ran past the server's per-request time limit."""
 
 
 class FairGate:
@@ -98,12 +102,12 @@ class Runner:
     def check(self, req: StreamRequest) -> Job:
         """Turn a request into a job, or raise ``LimitError`` / ``SedlmError`` with a message."""
         lim, s, family = self.limits, self.model.config.sample, self.model.family
-        steps = req.steps or s.steps
+        steps = req.steps or min(s.steps, lim.max_steps)  # an unset step count never exceeds the limit
         seq_len = req.seq_len or self.model.config.data.seq_len
         for name, value, cap, flag in [("n", req.n, lim.max_n, "--max-n"), ("steps", steps, lim.max_steps, "--max-steps"),
                                        ("seq_len", seq_len, self.max_seq_len, "--max-seq-len")]:
             if value > cap:
-                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})")
+                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})", name)
         for name in ("prompt", "src", "template"):
             text = getattr(req, name)
             if text is not None and len(text) > lim.max_text_chars:
@@ -147,10 +151,14 @@ class Runner:
     def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
         # Thinning: every step for short runs, every k-th (and the last) when steps > stream_events.
         every = max(1, math.ceil(job.steps / max(1, self.limits.stream_events)))
+        deadline = time.monotonic() + self.limits.max_seconds if self.limits.max_seconds else None
 
         def callback(info: dict[str, Any]) -> None:
             if job.cancel.is_set():
                 raise Cancelled()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeLimit(f"the request ran past this server's limit of {self.limits.max_seconds} s "
+                                "(set by --max-seconds); ask for fewer steps or samples")
             i = int(info["i"])
             if on_step is not None and (i % every == 0 or i == job.steps - 1):
                 on_step(i + 1, job.steps, *self.preview(info, job))

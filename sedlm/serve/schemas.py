@@ -9,11 +9,36 @@ checkpoint's ``config.sample`` defaults.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from sedlm.family import Family
+
+
+MAX_SEED = 2**53 - 1  # exact as a JSON number in every client (JavaScript included); a torch.Generator takes it
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON integers only: 3 and 3.0 (JSON Schema counts both as integers), never true, "3" or 3.5."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_integer)]
+
+
+def _int(ge: int | None = None, le: int | None = None) -> Any:
+    """A JSON integer with bounds (inside the type, so that ``X | None`` publishes minimum/maximum)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]  # bounds first: they reach the schema
+
+
+class ErrorBody(BaseModel):
+    """The body of a 400 (a user error: no blanks, text too long for the model, a request the family
+    cannot serve), 413 (body or text over a limit) and 503 (queue full, or over the time limit)."""
+
+    detail: str
 
 
 class _Strict(BaseModel):
@@ -23,10 +48,10 @@ class _Strict(BaseModel):
 class SampleOptions(_Strict):
     """Options shared by every sampling endpoint (the family's own options are added to these)."""
 
-    n: int = Field(1, ge=1, description="number of samples")
-    steps: int | None = Field(None, ge=1, description="denoising steps (default: the checkpoint's sample.steps)")
-    seed: int | None = Field(None, ge=0, description="random seed (default: the checkpoint's sample.seed)")
-    seq_len: int | None = Field(None, ge=2, description="canvas length in tokens (default: the checkpoint's data.seq_len)")
+    n: _int(1) = Field(1, description="number of samples")  # type: ignore[valid-type]
+    steps: _int(1) | None = Field(None, description="denoising steps (default: the checkpoint's sample.steps)")  # type: ignore[valid-type]
+    seed: _int(0, MAX_SEED) | None = Field(None, description="random seed (default: the checkpoint's sample.seed)")  # type: ignore[valid-type]
+    seq_len: _int(2) | None = Field(None, description="canvas length in tokens (default: the checkpoint's data.seq_len)")
 
 
 class GenerateRequest(SampleOptions):
@@ -90,15 +115,41 @@ class ModelInfo(BaseModel):
 def _option_fields(family: Family) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for o in family.options:
-        kind: Any = Literal[o.choices] if o.choices else o.type  # type: ignore[valid-type]
-        limits = {"ge": o.minimum} if o.minimum is not None else {}
-        fields[o.name] = (kind | None, Field(None, description=f"{o.help} (default: the checkpoint's "
-                                              f"{'sample.' + o.config_key if o.config_key else repr(o.default)})", **limits))
+        if o.choices:
+            kind: Any = Literal[o.choices]  # type: ignore[valid-type]
+        elif o.type is int:
+            kind = _int(None if o.minimum is None else int(o.minimum))
+        elif o.type is float:  # no strings, bools, inf or nan
+            kind = Annotated[float, Field(ge=o.minimum, allow_inf_nan=False, strict=True)]
+        else:
+            kind = Annotated[o.type, Field(strict=True)]
+        default = f"sample.{o.config_key}" if o.config_key else repr(o.default)
+        fields[o.name] = (kind | None, Field(None, description=f"{o.help} (default: the checkpoint's {default})"))
     return fields
 
 
-def request_models(family: Family) -> tuple[type[GenerateRequest], type[InfillRequest], type[StreamRequest]]:
-    """The request bodies for a model of ``family``: the shared fields plus its declared sampling options."""
+def request_models(family: Family, max_n: int | None = None, max_steps: int | None = None, max_seq_len: int | None = None,
+                   max_text_chars: int | None = None
+                   ) -> tuple[type[GenerateRequest], type[InfillRequest], type[StreamRequest]]:
+    """The request bodies for a model of ``family`` behind a server with these limits: the shared fields
+    (bounded by the limits, so the published schema says what the server accepts) plus the family's
+    declared sampling options."""
     fields = _option_fields(family)
-    return tuple(create_model(base.__name__, __base__=base, __doc__=base.__doc__, **fields)  # type: ignore[return-value]
-                 for base in (GenerateRequest, InfillRequest, StreamRequest))
+    bounded = {
+        "n": (_int(1, max_n), Field(1, description="number of samples")),
+        "steps": (_int(1, max_steps) | None, Field(None,
+                                    description="denoising steps (default: the checkpoint's sample.steps, capped by the limit)")),
+        "seq_len": (_int(2, max_seq_len) | None, Field(None,
+                                      description="canvas length in tokens (default: the checkpoint's data.seq_len)")),
+    }
+    text = {name: (str | None, Field(None, max_length=max_text_chars, description=GenerateRequest.model_fields[name].description))
+            for name in ("prompt", "src")}
+    template = Field(max_length=max_text_chars, description=InfillRequest.model_fields["template"].description)
+    return (  # type: ignore[return-value]
+        create_model("GenerateRequest", __base__=GenerateRequest, __doc__=GenerateRequest.__doc__, **fields, **bounded, **text),
+        create_model("InfillRequest", __base__=InfillRequest, __doc__=InfillRequest.__doc__, **fields, **bounded,
+                     template=(str, template)),
+        create_model("StreamRequest", __base__=StreamRequest, __doc__=StreamRequest.__doc__, **fields, **bounded, **text,
+                     template=(str | None, Field(None, max_length=max_text_chars,
+                                                 description=StreamRequest.model_fields["template"].description))),
+    )

@@ -34,6 +34,7 @@ from sedlm.families import get_family
 from sedlm.family import Family
 from sedlm.progress import progress as show_progress
 from sedlm.model.embedding import bits_table, effective_d_embed, load_table, random_table
+from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer, variance_kept
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
                                      optimizer_state, shard_like, wrap_model)
@@ -121,6 +122,15 @@ def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, to
 
 def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.device, progress: bool, log) -> torch.Tensor:
     V, De = data.tokenizer.vocab_size, cfg.model.d_embed
+    if cfg.embed.kind == "pretrained":
+        _, table = pretrained_table(cfg.embed.pretrained, De, cfg.embed.seed)
+        if len(table) != V:
+            raise SedlmError(f"the table of embed.pretrained={cfg.embed.pretrained} has {len(table)} rows but the data's "
+                             f"tokenizer has {V} tokens; tokenise the data with that model's tokenizer")
+        log(f"embedding table: PCA of {cfg.embed.pretrained}'s input embeddings to {De} dims "
+            f"({100 * variance_kept(cfg.embed.pretrained, De):.0f}% of their variance)")
+        save_embedding(out / "embeddings.safetensors", table)
+        return table
     if cfg.embed.kind in ("random", "learned"):
         return random_table(V, De, torch.Generator().manual_seed(cfg.embed.seed))
     if cfg.embed.kind == "bits":
@@ -148,8 +158,11 @@ def _embedding_file(path: str) -> Path:
 
 
 def _tokenizer_for(cfg: Config):
-    """A tokenizer saved beside a pretrained embedding table wins over data.tokenizer=bpe,
-    since the table's rows are indexed by it."""
+    """The tokenizer the table's rows are indexed by, when it is not data.tokenizer's choice:
+    embed.kind=pretrained uses the pretrained model's tokenizer, overriding data.tokenizer (and
+    data.vocab_size); a tokenizer saved beside an embed.path table wins over data.tokenizer=bpe."""
+    if cfg.embed.kind == "pretrained":
+        return pretrained_tokenizer(cfg.embed.pretrained)
     if cfg.embed.kind in ("mlm", "ppmi") and cfg.embed.path and cfg.data.tokenizer == "bpe":
         beside = _embedding_file(cfg.embed.path).parent / "tokenizer.json"
         if beside.is_file():
