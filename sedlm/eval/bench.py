@@ -228,6 +228,23 @@ def compare(
 
     judge = get_judge(judge_name)
     rows, data_row, frontier = [], None, []
+
+    def publish(rows: list[dict], frontier: list[dict], kept: list[dict], kept_frontier: list[dict],
+                data_row: dict[str, Any]) -> tuple[Path, Path]:
+        """Write the table and the frontier with the systems finished so far (and the kept ones)."""
+        order = lambda r: methods.index(r["method"])  # noqa: E731
+        table = [*sorted(rows + kept, key=order), data_row]
+        points = sorted(frontier + kept_frontier, key=order)
+        points.append({"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
+        file = f"{name}-{corpus}"
+        frontier_file = f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"
+        write_results(file, command, table, COLUMNS, results_dir)
+        plot(table, Path(results_dir) / f"{file}.png")
+        write_results(frontier_file, command, points, FRONTIER_COLUMNS, results_dir)
+        plot_frontier(points[:-1], data_row, Path(results_dir) / f"{frontier_file}.png")
+        log(markdown_table(table, COLUMNS))
+        return Path(results_dir) / file, Path(results_dir) / frontier_file
+
     for system in rerun:
         cfg = cfgs[system]
         cfg.train.max_steps = n_steps
@@ -261,20 +278,9 @@ def compare(
                    sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
                    sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1))
         rows.append(row)
+        publish(rows, frontier, kept, kept_frontier, data_row)  # after every system: a stopped run keeps its rows
         log(f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
             f"{row.get('unigram_entropy_ci95')} bits")
-    rows = sorted(rows + kept, key=lambda r: methods.index(r["method"]))
-    frontier = sorted(frontier + kept_frontier, key=lambda r: methods.index(r["method"]))
-    rows.append(data_row)
-
-    file = f"{name}-{corpus}"
-    frontier_file = f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"
-    json_path, md_path = write_results(file, command, rows, COLUMNS, results_dir)
-    plot(rows, Path(results_dir) / f"{file}.png")
-    frontier.append({"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
-    write_results(frontier_file, command, frontier, FRONTIER_COLUMNS, results_dir)
-    plot_frontier(frontier[:-1], data_row, Path(results_dir) / f"{frontier_file}.png")
-    log(markdown_table(rows, COLUMNS))
-    log(markdown_table(frontier, FRONTIER_COLUMNS))
-    log(f"wrote {json_path}, {md_path} and {file}.png in {(time.perf_counter() - start) / 60:.1f} min")
-    return rows
+    file, frontier_file = publish(rows, frontier, kept, kept_frontier, data_row)
+    log(f"wrote {file} and {frontier_file} (.json, .md, .png) in {(time.perf_counter() - start) / 60:.1f} min")
+    return sorted(rows + kept, key=lambda r: methods.index(r["method"])) + [data_row]
