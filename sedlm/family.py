@@ -46,6 +46,7 @@ class SamplingOption:
     default: Any = None
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    per_request: bool = True  # False: a deployment setting (e.g. compiling the network), not in the server's requests
 
     @property
     def flag(self) -> str:

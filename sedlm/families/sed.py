@@ -52,7 +52,7 @@ class SEDFamily(Family):
         SamplingOption("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
         SamplingOption("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
         SamplingOption("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
-        SamplingOption("compile", bool, "torch.compile the denoiser for sampling", "compile"),
+        SamplingOption("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
         SamplingOption("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0),
         SamplingOption("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0),
         SamplingOption("time_delta", float, "ddpm/ddim: steps of asymmetric time interval (Analog Bits, Chen et al. 2023)",

@@ -35,6 +35,7 @@ from sedlm.errors import SedlmError
 from sedlm.family import count_parameters
 from sedlm.pretrained import PretrainedLM
 from sedlm.serve.limits import Limits
+from sedlm.serve.openai_compat import add_completions
 from sedlm.serve.runner import Busy, Cancelled, Job, LimitError, Runner, TimeLimit
 from sedlm.serve.schemas import ErrorBody, GenerateResponse, ModelInfo, request_models
 
@@ -173,7 +174,7 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
                 "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size, "d_model": cfg.model.d_model,
                 "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads,
                 "d_embed": cfg.model.d_embed if family.uses_embedding_table else None,
-                "samplers": list(family.samplers), "options": [o.describe() for o in family.options],
+                "samplers": list(family.samplers), "options": [o.describe() for o in family.options if o.per_request],
                 "requests": list(family.requests), "defaults": defaults,
                 "limits": {**runner.limits.summary(), "max_seq_len": runner.max_seq_len}}
 
@@ -205,6 +206,7 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
         413: {"model": ErrorBody, "description": "request body or text over this server's limits"},
         503: {"model": ErrorBody, "description": "the queue is full (retry after Retry-After) or the time limit ran out"},
     }
+    add_completions(app, model, runner, StreamBody, run)
     app.post("/v1/generate", response_model=GenerateResponse, responses=errors)(generate)
     app.post("/v1/infill", response_model=GenerateResponse, responses=errors)(infill)
     app.post("/v1/generate/stream", response_class=StreamingResponse,

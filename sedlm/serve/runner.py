@@ -113,7 +113,7 @@ class Runner:
             if text is not None and len(text) > lim.max_text_chars:
                 raise LimitError(413, f"{name} is {len(text)} characters, over this server's limit of "
                                       f"{lim.max_text_chars} (set by --max-text-chars)")
-        given = {o.name: getattr(req, o.name, None) for o in family.options}
+        given = {o.name: getattr(req, o.name, None) for o in family.options if o.per_request}
         options = family.resolve_options(s, given)  # a bad value is a 400 before any work starts
         layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
         seed = s.seed if req.seed is None else req.seed

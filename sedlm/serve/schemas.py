@@ -115,6 +115,8 @@ class ModelInfo(BaseModel):
 def _option_fields(family: Family) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for o in family.options:
+        if not o.per_request:  # set by whoever runs the server (the checkpoint's config), not by clients
+            continue
         if o.choices:
             kind: Any = Literal[o.choices]  # type: ignore[valid-type]
         elif o.type is int:
