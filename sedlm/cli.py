@@ -130,11 +130,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
-    options = {"steps": args.steps or s.steps, "seed": s.seed if args.seed is None else args.seed, **options_from_args(args)}
+    options = {"steps": s.steps if args.steps is None else args.steps, "seed": s.seed if args.seed is None else args.seed,
+               **options_from_args(args)}
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # A bar on a terminal, plain lines on stderr otherwise: piped --json output on stdout stays clean.
     with progress(total=options["steps"], desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
-        if template := getattr(args, "template", None):
+        if (template := getattr(args, "template", None)) is not None:  # "" is a template too (with no blanks)
             texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
         else:
             texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
@@ -155,12 +156,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line naming the fix (argparse prints the whole usage block otherwise)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sedlm import __version__
     from sedlm.families import all_families
     from sedlm.quickstart import DEFAULT_STEPS
 
-    p = argparse.ArgumentParser(prog="sedlm", description="Continuous diffusion language models (Self-conditioned Embedding Diffusion).")
+    p = Parser(prog="sedlm", description="Continuous diffusion language models (Self-conditioned Embedding Diffusion).")
     p.add_argument("--version", action="version", version=f"sedlm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

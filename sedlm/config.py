@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from importlib import resources
 from dataclasses import dataclass, field
@@ -251,12 +252,15 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise SedlmError(f"override '{item}' is not of the form section.key=value (e.g. train.max_steps=100)")
+            raise SedlmError(f"override {item!r} is not of the form section.key=value (e.g. train.max_steps=100)")
         dotted, raw = item.split("=", 1)
         section, key = dotted.split(".", 1)
         if section not in _SECTIONS:
-            raise SedlmError(f"unknown config section '{section}' in '{item}'; valid sections: {', '.join(_SECTIONS)}")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+            raise SedlmError(f"unknown config section '{section}' in {item!r}; valid sections: {', '.join(_SECTIONS)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:  # not a YAML scalar (e.g. "@x"): the text itself
+            value = raw
         if value is None:
             value = ""
         hints = typing.get_type_hints(type(getattr(cfg, section)))
@@ -311,7 +315,7 @@ def validate(cfg: Config) -> None:
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:
-            raise SedlmError(f"{section}.{key}='{v}' is not valid; choose one of: {', '.join(valid)}")
+            raise SedlmError(f"{section}.{key}={v!r} is not valid; choose one of: {', '.join(valid)}")
     from sedlm.data.masks import parse_mixture
 
     parse_mixture(cfg.diffusion.cond_masks)
@@ -336,6 +340,22 @@ def validate(cfg: Config) -> None:
     for name, v in positive.items():
         if v <= 0:
             raise SedlmError(f"{name} must be positive, got {v}")
+    for section in _SECTIONS:  # no nan or inf anywhere
+        for f in dataclasses.fields(getattr(cfg, section)):
+            v = getattr(getattr(cfg, section), f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SedlmError(f"{section}.{f.name} must be a finite number, got {v}")
+    for name, v in {"train.seed": cfg.train.seed, "sample.seed": cfg.sample.seed, "embed.seed": e.seed,
+                    "data.split_seed": cfg.data.split_seed}.items():
+        if not 0 <= v <= 2**63 - 1:
+            raise SedlmError(f"{name} must be in [0, 2^63 - 1], got {v}")
+    if cfg.data.seq_len < 2:
+        raise SedlmError(f"data.seq_len must be at least 2, got {cfg.data.seq_len}")
+    if cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 259:
+        raise SedlmError(f"data.vocab_size={cfg.data.vocab_size} is below what a byte-level BPE needs (256 bytes + pad, "
+                         "end-of-document and mask tokens); use at least 259")
+    if cfg.sample.guidance < 0:
+        raise SedlmError(f"sample.guidance must be >= 0 (1 = no guidance), got {cfg.sample.guidance}")
     if cfg.train.micro_batch_size < 0:
         raise SedlmError(f"train.micro_batch_size must be >= 0 (0: no split), got {cfg.train.micro_batch_size}")
     if cfg.sample.noise_temp < 0:

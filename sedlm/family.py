@@ -10,6 +10,7 @@ are derived from these declarations) and how it generates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -65,6 +66,8 @@ class SamplingOption:
             value = self.type(value)
         except (TypeError, ValueError):
             raise SedlmError(f"sampling option {self.name} of family {family} takes a {self.type.__name__}, got {value!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SedlmError(f"sampling option {self.name} must be a finite number (got {value})")
         if self.choices is not None and value not in self.choices:
             raise SedlmError(f"unknown {self.name} '{value}' for family {family}; valid values: {', '.join(self.choices)}")
         if self.minimum is not None and not value >= self.minimum:

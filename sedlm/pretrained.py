@@ -18,12 +18,19 @@ from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layou
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
+MAX_SEED = 2**63 - 1  # what a torch.Generator takes
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU) or a torch device name, checked."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SedlmError(f"device '{name}' asked for but no CUDA device is available; use cpu or auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SedlmError(f"unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto") from None
 
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
@@ -81,13 +88,15 @@ class PretrainedLM:
         """A checked request: unset values from ``config.sample``; ``options`` must be the family's
         sampling options (``self.family.options``); a request the family cannot serve is an error."""
         s = self.config.sample
-        n, steps = n or s.n, steps or s.steps
+        n, steps, seed = s.n if n is None else n, s.steps if steps is None else steps, s.seed if seed is None else seed
         if n <= 0 or steps <= 0:
             raise SedlmError(f"n and steps must be positive (got n={n}, steps={steps})")
+        if not 0 <= seed <= MAX_SEED:
+            raise SedlmError(f"seed must be in [0, 2^63 - 1] (got {seed})")
         kind = request_kind(layout, src or (layout is not None and self.config.data.task == "seq2seq"))
         self.family.check_request(kind)
         return Request(n, seq_len or (layout.ids.shape[-1] if layout is not None else self.config.data.seq_len), steps,
-                       s.seed if seed is None else seed, layout, kind, self.family.resolve_options(s, options))
+                       seed, layout, kind, self.family.resolve_options(s, options))
 
     def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                      seq_len: int | None = None, callback: Callback | None = None, layout: Layout | None = None,

@@ -133,33 +133,46 @@ def get_corpus(name: str) -> Corpus:
     return CORPORA[name]
 
 
+def _user_lines(path: Path) -> Iterator[str]:
+    """Lines of a user's text file, strictly UTF-8; binary data or another encoding is an error naming
+    the fix (decoding with replacement characters would train the model on garbage)."""
+    with path.open(encoding="utf-8") as f:
+        try:
+            for line in f:
+                if "\x00" in line:
+                    raise SedlmError(f"'{path}' looks like binary data (it holds NUL bytes), not text; pass a UTF-8 "
+                                     ".txt or .jsonl file")
+                yield line
+        except UnicodeDecodeError as e:
+            raise SedlmError(f"'{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x}); convert it first, e.g. "
+                             f"iconv -f latin1 -t utf-8 '{path}' > converted.txt") from None
+
+
 def _txt_documents(path: Path) -> Iterator[str]:
     """Blank-line-separated paragraphs, read line by line (the file is never held whole)."""
     lines: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.strip():
-                lines.append(line)
-            elif lines:
-                yield _tidy("".join(lines))
-                lines = []
+    for line in _user_lines(path):
+        if line.strip():
+            lines.append(line)
+        elif lines:
+            yield _tidy("".join(lines))
+            lines = []
     if lines:
         yield _tidy("".join(lines))
 
 
 def _jsonl_documents(path: Path, field: str = "text") -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise SedlmError(f"{path}:{i} is not valid JSON; each line of a .jsonl file must be one JSON object") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                raise SedlmError(f"{path}:{i} has no string '{field}' field; give every line a \"{field}\": \"...\" entry")
-            if row[field].strip():
-                yield row[field].strip()
+    for i, line in enumerate(_user_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise SedlmError(f"{path}:{i} is not valid JSON; each line of a .jsonl file must be one JSON object") from None
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise SedlmError(f"{path}:{i} has no string '{field}' field; give every line a \"{field}\": \"...\" entry")
+        if row[field].strip():
+            yield row[field].strip()
 
 
 def _hf_documents(spec: str, streaming: bool = False) -> Iterator[str]:
@@ -196,7 +209,7 @@ def _folder_documents(path: Path, source: str) -> Iterator[str]:
         elif one_txt:
             yield from _txt_documents(p)
         else:  # several .txt files: one document per file
-            text = _tidy(p.read_text(encoding="utf-8", errors="replace"))
+            text = _tidy("".join(_user_lines(p)))
             if text:
                 yield text
 

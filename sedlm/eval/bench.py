@@ -201,6 +201,8 @@ def compare(
     from the last results files."""
     from sedlm.eval.judge import get_judge
 
+    if train_steps is not None and train_steps < 1:
+        raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
     start = time.perf_counter()
     runs_dir = Path(runs_dir)
     rerun = tuple(rerun or methods)

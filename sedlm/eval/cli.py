@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sedlm.errors import SedlmError
 from sedlm.families.flags import add_option_flags, options_from_args
 
 
@@ -24,6 +25,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sedlm.eval.judge import get_judge
     from sedlm.eval.results import markdown_table, write_atomic
 
+    if args.n < 1:  # before the judge is loaded
+        raise SedlmError(f"--n must be at least 1 (got {args.n})")
     model = load_pretrained(args.ckpt, device=args.device)
     judge = get_judge(args.judge)
     rows, samples = evaluate_model(model, judge=judge, n=args.n, steps=args.steps, seed=args.seed, **options_from_args(args))
@@ -62,7 +65,12 @@ def cmd_steps(args: argparse.Namespace) -> int:
     from sedlm.eval.steps import NFES, steps_bench
 
     samplers = [x.strip() for x in args.samplers.split(",")] if args.samplers else None
-    nfes = tuple(int(x) for x in args.nfe.split(",")) if args.nfe else NFES
+    try:
+        nfes = tuple(int(x) for x in args.nfe.split(",")) if args.nfe else NFES
+    except ValueError:
+        raise SedlmError(f"--nfe takes comma-separated whole numbers, e.g. 8,32,128 (got '{args.nfe}')") from None
+    if any(k < 1 for k in nfes):
+        raise SedlmError(f"--nfe budgets must be at least 1 (got {args.nfe})")
     steps_bench(args.ckpt, ar_ckpt=args.ar_ckpt, samplers=samplers, nfes=nfes, n=args.n, guidance=args.guidance,
                 judge_name=args.judge, name=args.name, results_dir=args.results_dir, command=_bench_command("steps"))
     return 0

@@ -129,6 +129,8 @@ def evaluate_model(
     go to the model's generate."""
     from sedlm.eval.metrics import MIN_MAUVE_TEXTS
 
+    if n < 1:
+        raise SedlmError(f"--n must be at least 1 (got {n})")
     cfg = model.config
     data = data or prepare_data(cfg.data, tokenizer=model.tokenizer)
     K = eval_tokens or default_eval_tokens(cfg.data.seq_len)

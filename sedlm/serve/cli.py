@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from sedlm.errors import SedlmError
 from sedlm.serve.limits import Limits
 
 
@@ -13,6 +14,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sedlm.serve.app import create_app
     from sedlm.serve.server import serve_forever
 
+    if not 0 <= args.port <= 65535:
+        raise SedlmError(f"--port must be in 0..65535 (got {args.port})")
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
     app = create_app(args.ckpt, limits, device=args.device, allowed_hosts=hosts)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sedlm.config import FORMAT_VERSION, Config, from_dict
@@ -125,6 +126,14 @@ def is_checkpoint(path: str | Path) -> bool:
     return (p / "config.json").is_file() and (p / "model.safetensors").is_file() or (p / _READY).is_dir()
 
 
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a clear error when it is cut short or damaged."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SedlmError(f"'{path}' is damaged or incomplete ({str(e).splitlines()[0]}); restore it or train again") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], Tokenizer]:
     """Read config, EMA weights and tokenizer of a checkpoint folder."""
     p = Path(path)
@@ -142,7 +151,7 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
     if version > FORMAT_VERSION:
         raise SedlmError(f"checkpoint format {version} is newer than this sedlm supports ({FORMAT_VERSION}); upgrade sedlm")
     config = from_dict(raw)
-    weights = load_file(str(p / "model.safetensors"))
+    weights = _load_weights(p / "model.safetensors")
     tokenizer = load_tokenizer(p / "tokenizer.json")
     return config, weights, tokenizer
 
@@ -154,7 +163,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     if not (ts / "state.json").is_file():
         raise SedlmError(f"'{path}' has no training_state/ to resume from; start a new run with another --out")
     return {
-        "model": load_file(str(ts / "model.safetensors")),
+        "model": _load_weights(ts / "model.safetensors"),
         "optimizer": _unflatten_optimizer(
             load_file(str(ts / "optimizer.safetensors")), json.loads((ts / "optimizer.json").read_text())
         ),

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,17 @@ def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.d
     table = build_table(cfg.embed, data.train, data.tokenizer, De, device, progress, log)
     save_embedding(out / "embeddings.safetensors", table)
     return table
+
+
+def _check_out(out: Path) -> None:
+    """The run folder must be a folder we can create or write, checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise SedlmError(f"--out '{out}' is a file; pass a folder path for the run")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    try:  # a real write, since permission bits do not tell (root, read-only mounts, /proc)
+        tempfile.TemporaryDirectory(dir=parent, prefix=".sedlm-probe-").cleanup()
+    except OSError:
+        raise SedlmError(f"--out '{out}' cannot be created ('{parent}' is not writable); pick another folder") from None
 
 
 def _load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -282,6 +294,7 @@ def train(
     ``sedlm.train.distributed`` for how the global batch is shared. Only the main process logs
     and writes files."""
     out = Path(out)
+    _check_out(out)
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
     if not resume and is_checkpoint(out):
@@ -334,7 +347,11 @@ def train(
     step, elapsed_before = 0, 0.0
     metrics_path = out / "metrics.jsonl"
     if state:
-        model.load_state_dict(shard_like(state["model"], model.state_dict()))
+        try:
+            model.load_state_dict(shard_like(state["model"], model.state_dict()))
+        except (RuntimeError, KeyError, ValueError):
+            raise SedlmError(f"the training state in '{out}' does not fit the model its config.json describes (was the "
+                             "config edited?); resume with the saved config or start a new run") from None
         ema.state = shard_like(saved[1], ema.state)
         load_optimizer_state(opt, state["optimizer"])
         set_rng_state(state["rng"], state["meta"].get("rng", {}))
