@@ -6,6 +6,7 @@ Kinds:
     random   a frozen random table (the paper's ablation)
     learned  trained jointly with the denoiser; re-normalised on every use (CDCD/Difformer)
     bits     Analog Bits (Chen et al. 2023): row w is the binary code of w as +-1 values, d = ceil(log2 V)
+    pretrained  another model's input embeddings projected by PCA (``sedlm.model.pretrained_table``)
 ``MaskedLM`` is the small model that learns the ``mlm`` table: its input embedding is
 factorised as V x d_embed -> d_model, and its output logits are tied to the same table.
 """
