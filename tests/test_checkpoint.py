@@ -99,3 +99,17 @@ def test_resume_continues_with_the_same_losses(corpus_file, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(SedlmError, match="already holds a run"):
         train(load_config(None, over), tmp_path / "full", progress=False, log=lambda s: None)
+
+
+def test_leftover_temporary_folders_are_cleared_on_load(trained, tmp_path):
+    import shutil
+
+    from sedlm.train.checkpoint import load_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained[0], ckpt)
+    for name in (".pending-abc", ".old-training_state"):  # what a kill between two renames leaves
+        (ckpt / name).mkdir()
+        (ckpt / name / "x").write_text("stale")
+    load_checkpoint(ckpt)
+    assert not list(ckpt.glob(".pending-*")) and not list(ckpt.glob(".old-*"))

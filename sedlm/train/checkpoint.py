@@ -99,11 +99,14 @@ def save_checkpoint(
 
 
 def _roll_forward(out: Path) -> None:
-    """Move the entries of a committed ``.ready`` folder into ``out``; clear abandoned pending folders."""
+    """Move the entries of a committed ``.ready`` folder into ``out``; clear abandoned pending folders and
+    the ``.old-*`` copies a crash in the middle of a roll-forward can leave."""
     for p in out.glob(".pending-*"):
         shutil.rmtree(p, ignore_errors=True)
     ready = out / _READY
     if not ready.is_dir():
+        for p in out.glob(".old-*"):
+            shutil.rmtree(p, ignore_errors=True)
         return
     for entry in sorted(ready.iterdir()):
         target = out / entry.name
@@ -119,6 +122,8 @@ def _roll_forward(out: Path) -> None:
         else:
             os.replace(entry, target)
     shutil.rmtree(ready, ignore_errors=True)
+    for p in out.glob(".old-*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def is_checkpoint(path: str | Path) -> bool:
