@@ -254,3 +254,28 @@ def test_a_client_that_leaves_a_plain_request_stops_the_work(sed_ckpt):
         stopped_at = len(calls)
         assert stopped_at < 600, f"{stopped_at} network calls ran after the client left"
         assert httpx.post(f"{url}/v1/generate", json={"steps": 2}, timeout=10).status_code == 200
+
+
+def test_slow_header_clients_are_dropped_and_do_not_block_others(sed_ckpt):
+    import socket
+
+    with server_thread(create_app(sed_ckpt), header_timeout=1.0) as url:
+        host, port = url.split("//")[1].split(":")
+        held = []
+        for _ in range(300):  # slowloris: headers started, never finished
+            s = socket.create_connection((host, int(port)))
+            s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)
+        start = time.monotonic()
+        assert httpx.post(f"{url}/v1/generate", json={"steps": 2}, timeout=10).status_code == 200
+        assert time.monotonic() - start < 2.0
+        time.sleep(1.5)
+        closed = 0
+        for s in held:
+            s.settimeout(1.0)
+            try:
+                closed += s.recv(1) == b""
+            except (socket.timeout, OSError):
+                pass
+            s.close()
+        assert closed == len(held)  # every half-open connection was closed by the server
