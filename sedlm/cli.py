@@ -110,11 +110,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from sedlm.data.corpora import iter_documents
     from sedlm.data.shards import prepare_shards
-    from sedlm.data.tokenizer import load_tokenizer, train_bpe
+    from sedlm.data.tokenizer import TRAINED_TOKENIZERS, load_tokenizer
 
     cfg = _load_config(args, "tiny")
     d = cfg.data
-    tokenizer = (lambda docs: train_bpe(docs, d.vocab_size)) if d.tokenizer == "bpe" else load_tokenizer(d.tokenizer)
+    train_one = TRAINED_TOKENIZERS.get(d.tokenizer)
+    tokenizer = (lambda docs: train_one(docs, d.vocab_size)) if train_one else load_tokenizer(d.tokenizer)
     r = prepare_shards(lambda: iter_documents(d.source), args.out, tokenizer, val_fraction=d.val_fraction,
                        split_seed=d.split_seed, shard_tokens=args.shard_tokens, max_memory_mb=args.max_memory_mb,
                        tokenizer_chars=args.tokenizer_chars, source=d.source)

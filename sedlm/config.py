@@ -100,7 +100,8 @@ class DataConfig:
 
     source: str = "corpus:shakespeare"
     task: str = "lm"  # "lm" (packed text) or "seq2seq" (a .jsonl of {"src", "tgt"} pairs, one per row)
-    # "bpe" (train), "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder; embed.kind=pretrained
+    # "bpe" (train a byte-level BPE), "word" (train a word-level tokenizer with an unknown token),
+    # "gpt2" (bundled GPT-2 BPE), or a tokenizer.json / folder; embed.kind=pretrained
     # overrides it with the pretrained model's tokenizer
     tokenizer: str = "bpe"
     vocab_size: int = 4096

@@ -28,3 +28,24 @@ def test_random_token_sequences_never_decode_to_a_replacement_character():
     for _ in range(200):
         ids = [rng.choice(byte_tokens) if rng.random() < 0.5 else rng.randrange(tok.vocab_size) for _ in range(24)]
         assert "\ufffd" not in tok.decode(ids)
+
+
+def test_word_level_tokenizer_round_trips_known_words_and_drops_unknown_ones():
+    from sedlm.data.tokenizer import make_tokenizer
+
+    docs = ["The king speaks, and the queen listens.", "A fool waits by the sea!"] * 5
+    tok = make_tokenizer("word", 40, docs)
+    assert tok.decode(tok.encode("The king speaks, and the fool waits!")) == "The king speaks, and the fool waits!"
+    ids = tok.encode("The dragon speaks.")  # "dragon" was never seen
+    assert tok.tok.token_to_id("<unk>") in ids and tok.decode(ids) == "The speaks."
+    assert {tok.pad_id, tok.eos_id, tok.mask_id} <= set(range(tok.vocab_size))
+
+
+def test_training_with_a_word_level_tokenizer(tmp_path, tiny_overrides):
+    from sedlm.cli import main
+    from sedlm import load_pretrained
+
+    out = tmp_path / "word"
+    assert main(["train", "--out", str(out), *tiny_overrides, "data.tokenizer=word", "data.vocab_size=200"]) == 0
+    model = load_pretrained(out)
+    assert model.tokenizer.vocab_size <= 200 + 4 and model.generate(n=1, steps=2)

@@ -8,7 +8,7 @@ from sedlm.config import DataConfig
 from sedlm.data.corpora import load_documents, load_pairs, split_documents
 from sedlm.data.packing import PackedRows, pack_pairs, pack_rows, tokenize_documents
 from sedlm.data.shards import is_prepared, load_prepared
-from sedlm.data.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from sedlm.data.tokenizer import Tokenizer, make_tokenizer
 from sedlm.errors import SedlmError
 
 
@@ -46,7 +46,7 @@ def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Prepare
     train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
     train_docs = _truncate(train_docs, cfg.max_chars)
     if tokenizer is None:
-        tokenizer = train_bpe(train_docs, cfg.vocab_size) if cfg.tokenizer == "bpe" else load_tokenizer(cfg.tokenizer)
+        tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocab_size, train_docs)
     train = PackedRows(pack_rows(tokenize_documents(tokenizer, train_docs), cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
     val = None
     if val_docs:
@@ -77,7 +77,7 @@ def _prepare_pairs(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData
     val_p = [tuple(j.split("\t", 1)) for j in val_j]
     texts = [t for p in train_p for t in p]
     if tokenizer is None:
-        tokenizer = train_bpe(texts, cfg.vocab_size) if cfg.tokenizer == "bpe" else load_tokenizer(cfg.tokenizer)
+        tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocab_size, texts)
     train = PackedRows(*_rows(tokenizer, train_p, cfg.seq_len))
     val = PackedRows(*_rows(tokenizer, val_p, cfg.seq_len)) if val_p else None
     return PreparedData(tokenizer, train, val, texts, [t for p in val_p for t in p], train_p, val_p)

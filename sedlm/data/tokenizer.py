@@ -15,11 +15,11 @@ from typing import Iterable
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 
 from sedlm.errors import SedlmError
 
-PAD, EOS, MASK = "<pad>", "<eos>", "<mask>"
+PAD, EOS, MASK, UNK = "<pad>", "<eos>", "<mask>", "<unk>"
 _ALIASES = {
     PAD: (PAD, "[PAD]", "<|pad|>"),
     EOS: (EOS, "<|endoftext|>", "</s>", "[SEP]"),
@@ -111,6 +111,30 @@ def train_bpe(docs: Iterable[str], vocab_size: int) -> Tokenizer:
     )
     tok.train_from_iterator(docs, trainer=trainer)
     return Tokenizer(tok)
+
+
+def train_word_level(docs: Iterable[str], vocab_size: int) -> Tokenizer:
+    """A word-level tokenizer: the ``vocab_size`` most frequent words and punctuation marks, every other
+    word one unknown token (dropped on decoding, like other special tokens). Whitespace is normalised
+    to single spaces, so line breaks are not kept; word starts are marked so that decoding restores
+    the spaces between words and none before punctuation."""
+    tok = HFTokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Replace(Regex(r"\s+"), " ")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=[PAD, EOS, MASK, UNK],
+                                        show_progress=False)
+    tok.train_from_iterator(docs, trainer=trainer)
+    return Tokenizer(tok)
+
+
+# Tokenizers trained on the run's own text, by data.tokenizer value; anything else is loaded.
+TRAINED_TOKENIZERS = {"bpe": train_bpe, "word": train_word_level}
+
+
+def make_tokenizer(spec: str, vocab_size: int, docs: Iterable[str]) -> Tokenizer:
+    """``data.tokenizer``: train one of TRAINED_TOKENIZERS on ``docs``, or load ``spec``."""
+    return TRAINED_TOKENIZERS[spec](docs, vocab_size) if spec in TRAINED_TOKENIZERS else load_tokenizer(spec)
 
 
 def _from_vocab_merges(vocab_path: Path, merges_path: Path) -> HFTokenizer:

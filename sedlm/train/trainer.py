@@ -28,7 +28,7 @@ from sedlm.config import Config
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.data.packing import PackedRows
 from sedlm.data.shards import is_prepared
-from sedlm.data.tokenizer import Tokenizer, load_tokenizer
+from sedlm.data.tokenizer import TRAINED_TOKENIZERS, Tokenizer, load_tokenizer
 from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
@@ -175,7 +175,7 @@ def _tokenizer_for(cfg: Config):
     data.vocab_size); a tokenizer saved beside an embed.path table wins over data.tokenizer=bpe."""
     if cfg.embed.kind == "pretrained":
         return pretrained_tokenizer(cfg.embed.pretrained)
-    if cfg.embed.kind in ("mlm", "ppmi") and cfg.embed.path and cfg.data.tokenizer == "bpe":
+    if cfg.embed.kind in ("mlm", "ppmi") and cfg.embed.path and cfg.data.tokenizer in TRAINED_TOKENIZERS:
         beside = _embedding_file(cfg.embed.path).parent / "tokenizer.json"
         if beside.is_file():
             return load_tokenizer(beside)
@@ -241,7 +241,7 @@ def _prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Token
     main = accelerator.is_main_process
     shared = out / "tokenizer.json"
     with accelerator.main_process_first():
-        if not main and tokenizer is None and cfg.data.tokenizer == "bpe" and not is_prepared(cfg.data.source):
+        if not main and tokenizer is None and cfg.data.tokenizer in TRAINED_TOKENIZERS and not is_prepared(cfg.data.source):
             tokenizer = load_tokenizer(shared)
         if main:
             log(f"loading data from {cfg.data.source}")
