@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -22,7 +22,6 @@ from sedlm.errors import SedlmError
 if TYPE_CHECKING:
     from sedlm.config import Config, SampleConfig
     from sedlm.data.tokenizer import Tokenizer
-    from sedlm.pretrained import PretrainedLM
     from sedlm.sampling.templates import Layout
 
 Loss = tuple[torch.Tensor, dict[str, torch.Tensor]]
@@ -32,6 +31,17 @@ Callback = Callable[[dict[str, Any]], None]
 REQUESTS = ("unconditional", "prompt", "infill", "seq2seq")
 REQUEST_NAMES = {"unconditional": "unconditional generation", "prompt": "prompts", "infill": "infilling",
                  "seq2seq": "seq2seq sources"}
+
+
+class Loaded(Protocol):
+    """What a family's ``generate`` and ``preview`` use of a loaded model (``sedlm.pretrained.PretrainedLM``)."""
+
+    config: "Config"
+    model: nn.Module
+    tokenizer: "Tokenizer"
+
+    @property
+    def device(self) -> torch.device: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ class Family:
         """Training loss on a batch (B, L) of ids; ``given`` (B, L) marks seq2seq source positions."""
         raise NotImplementedError
 
-    def generate(self, lm: "PretrainedLM", request: Request, callback: Callback | None = None) -> torch.Tensor:
+    def generate(self, lm: Loaded, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """(n, seq_len) token ids, padding included, given tokens kept verbatim."""
         raise NotImplementedError
 
@@ -144,7 +154,7 @@ class Family:
         """The option a quality/diversity frontier of a model with config ``cfg`` sweeps, and its values."""
         return self.frontier_knob
 
-    def preview(self, lm: "PretrainedLM", info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
+    def preview(self, lm: Loaded, info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
         """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
         return None
 

@@ -5,9 +5,9 @@ a ``FAMILY`` instance of a ``sedlm.family.Family`` subclass) and one line here."
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 from sedlm.errors import SedlmError
-from sedlm.family import Family
 
 # name -> module holding FAMILY (imported on first use, so listing names costs nothing)
 FAMILIES: dict[str, str] = {
@@ -18,8 +18,10 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def get_family(name: str) -> Family:
-    """The family registered under ``name``; an unknown name lists the valid ones."""
+def get_family(name: str) -> Any:
+    """The family (a ``sedlm.family.Family``) registered under ``name``; an unknown name lists the valid
+    ones. This module imports nothing of the package but its errors, so the config can check names
+    against the registry without an import cycle."""
     if name not in FAMILIES:
         raise SedlmError(f"unknown model family '{name}'; valid families: {', '.join(FAMILIES)}")
     family = import_module(FAMILIES[name]).FAMILY
@@ -27,5 +29,5 @@ def get_family(name: str) -> Family:
     return family
 
 
-def all_families() -> list[Family]:
+def all_families() -> list[Any]:
     return [get_family(name) for name in FAMILIES]
