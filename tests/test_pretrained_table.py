@@ -62,7 +62,7 @@ def test_minilm_table_keeps_the_neighbours_of_the_384d_space():
 
 @needs_minilm
 def test_pretrained_run_uses_the_wordpiece_tokenizer_whatever_data_tokenizer_says():
-    from sedlm.train.trainer import _tokenizer_for
+    from sedlm.train.setup import tokenizer_for as _tokenizer_for
 
     cfg = load_config(None, ["embed.kind=pretrained", "embed.pretrained=minilm", "data.tokenizer=gpt2", "data.vocab_size=300"])
     tok, (ref, _) = _tokenizer_for(cfg), _minilm_reference()

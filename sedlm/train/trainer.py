@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,22 +23,21 @@ from typing import Any, Callable
 import torch
 
 from sedlm.config import Config
-from sedlm.data.dataset import PreparedData, prepare_data
+from sedlm.data.dataset import PreparedData
 from sedlm.data.packing import PackedRows
-from sedlm.data.shards import is_prepared
-from sedlm.data.tokenizer import TRAINED_TOKENIZERS, Tokenizer, load_tokenizer
+from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.family import Family
+from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
-from sedlm.model.embedding import bits_table, effective_d_embed, load_table, random_table
-from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer, variance_kept
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
 from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
                                      optimizer_state, shard_like, wrap_model)
-from sedlm.train.embed import build_table, save_embedding
 from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
+from sedlm.train.setup import (check_out, load_initial, prepare_on_main_first, table_on_main_first, tokenizer_for,
+                               truncate_metrics)
 
 
 @dataclass
@@ -121,84 +118,6 @@ def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, to
     return total / max(1, len(batches))
 
 
-def _embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.device, progress: bool, log) -> torch.Tensor:
-    V, De = data.tokenizer.vocab_size, cfg.model.d_embed
-    if cfg.embed.kind == "pretrained":
-        _, table = pretrained_table(cfg.embed.pretrained, De, cfg.embed.seed)
-        if len(table) != V:
-            raise SedlmError(f"the table of embed.pretrained={cfg.embed.pretrained} has {len(table)} rows but the data's "
-                             f"tokenizer has {V} tokens; tokenise the data with that model's tokenizer")
-        log(f"embedding table: PCA of {cfg.embed.pretrained}'s input embeddings to {De} dims "
-            f"({100 * variance_kept(cfg.embed.pretrained, De):.0f}% of their variance)")
-        save_embedding(out / "embeddings.safetensors", table)
-        return table
-    if cfg.embed.kind in ("random", "learned"):
-        return random_table(V, De, torch.Generator().manual_seed(cfg.embed.seed))
-    if cfg.embed.kind == "bits":
-        return bits_table(V)
-    if cfg.embed.path:
-        return load_table(_embedding_file(cfg.embed.path), V, De)
-    table = build_table(cfg.embed, data.train, data.tokenizer, De, device, progress, log)
-    save_embedding(out / "embeddings.safetensors", table)
-    return table
-
-
-def _check_out(out: Path) -> None:
-    """The run folder must be a folder we can create or write, checked before any work."""
-    if out.exists() and not out.is_dir():
-        raise SedlmError(f"--out '{out}' is a file; pass a folder path for the run")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    try:  # a real write, since permission bits do not tell (root, read-only mounts, /proc)
-        tempfile.TemporaryDirectory(dir=parent, prefix=".sedlm-probe-").cleanup()
-    except OSError:
-        raise SedlmError(f"--out '{out}' cannot be created ('{parent}' is not writable); pick another folder") from None
-
-
-def _load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Load a checkpoint's weights into a freshly built model, or say why they do not fit."""
-    try:
-        model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in weights.items()})
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise SedlmError(f"the weights of '{path}' do not fit this model ({first}); keep the checkpoint's model.* "
-                         "settings when fine-tuning with --init") from None
-
-
-def _embedding_file(path: str) -> Path:
-    p = Path(path)
-    return p / "embeddings.safetensors" if p.is_dir() else p
-
-
-def _tokenizer_for(cfg: Config):
-    """The tokenizer the table's rows are indexed by, when it is not data.tokenizer's choice:
-    embed.kind=pretrained uses the pretrained model's tokenizer, overriding data.tokenizer (and
-    data.vocab_size); a tokenizer saved beside an embed.path table wins over data.tokenizer=bpe."""
-    if cfg.embed.kind == "pretrained":
-        return pretrained_tokenizer(cfg.embed.pretrained)
-    if cfg.embed.kind in ("mlm", "ppmi") and cfg.embed.path and cfg.data.tokenizer in TRAINED_TOKENIZERS:
-        beside = _embedding_file(cfg.embed.path).parent / "tokenizer.json"
-        if beside.is_file():
-            return load_tokenizer(beside)
-    return None
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop log rows written after the checkpoint the run restarts from (and a last line
-    cut short by a killed process)."""
-    if not path.is_file():
-        return
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                rows.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
 class _StopFlag:
     """First Ctrl-C asks the loop to stop after the current step; a second one interrupts at once."""
 
@@ -235,31 +154,6 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     )
 
 
-def _prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Tokenizer | None, log) -> PreparedData:
-    """The main process loads the data (training the tokenizer if needed) and writes the tokenizer;
-    the others then load the same tokenizer, so every process tokenises identically."""
-    main = accelerator.is_main_process
-    shared = out / "tokenizer.json"
-    with accelerator.main_process_first():
-        if not main and tokenizer is None and cfg.data.tokenizer in TRAINED_TOKENIZERS and not is_prepared(cfg.data.source):
-            tokenizer = load_tokenizer(shared)
-        if main:
-            log(f"loading data from {cfg.data.source}")
-        data = prepare_data(cfg.data, tokenizer)
-        if main and tokenizer is None:
-            out.mkdir(parents=True, exist_ok=True)
-            data.tokenizer.save(shared)
-    return data
-
-
-def _table_on_main_first(cfg: Config, data: PreparedData, out: Path, accelerator, device, progress, log) -> torch.Tensor:
-    """SED's frozen table, built once by the main process (which saves it) and read by the others."""
-    with accelerator.main_process_first():
-        if accelerator.is_main_process or cfg.embed.kind in ("random", "learned") or cfg.embed.path:
-            return _embedding_table(cfg, data, out, device, progress and accelerator.is_main_process, log)
-        return load_table(out / "embeddings.safetensors", data.tokenizer.vocab_size, cfg.model.d_embed)
-
-
 def _mean_over_processes(accelerator, values: dict[str, torch.Tensor]) -> dict[str, float]:
     """Average scalar tensors over processes (a collective: every process calls it at the same step)."""
     keys = sorted(values)
@@ -294,7 +188,7 @@ def train(
     ``sedlm.train.distributed`` for how the global batch is shared. Only the main process logs
     and writes files."""
     out = Path(out)
-    _check_out(out)
+    check_out(out)
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
     if not resume and is_checkpoint(out):
@@ -309,9 +203,9 @@ def train(
         raise SedlmError("--resume continues the run in --out; --init starts a new one from a checkpoint: pass one of them")
     saved = load_checkpoint(out) if resume else None  # (config, EMA weights, tokenizer)
     initial = load_checkpoint(init) if init else None
-    tokenizer = saved[2] if saved else initial[2] if initial else _tokenizer_for(cfg)
+    tokenizer = saved[2] if saved else initial[2] if initial else tokenizer_for(cfg)
     if data is None:
-        data = _prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
+        data = prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
     family = get_family(cfg.method)
@@ -327,11 +221,11 @@ def train(
         else:
             if main:
                 out.mkdir(parents=True, exist_ok=True)
-            table = _table_on_main_first(cfg, data, out, accelerator, device, progress, log)
+            table = table_on_main_first(cfg, data, out, accelerator, device, progress, log)
     tok = data.tokenizer
     model = family.build(cfg, tok, table).to(device)
     if initial:
-        _load_initial(model, initial[1], init)
+        load_initial(model, initial[1], init)
         log(f"starting from the weights of {init}")
     elif not state:
         family.init_from_data(model, cfg, train_rows, tok)
@@ -357,7 +251,7 @@ def train(
         set_rng_state(state["rng"], state["meta"].get("rng", {}))
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed_s"]
         if main:
-            _truncate_metrics(metrics_path, step)
+            truncate_metrics(metrics_path, step)
         log(f"resuming from step {step}")
 
     def checkpoint() -> None:
