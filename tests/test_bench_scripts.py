@@ -112,3 +112,19 @@ def test_bleu_and_nll_columns():
     assert 0 < b["bleu"] <= 100 and b["bleu_ci95"][0] <= b["bleu_ci95"][1]
     nll = conditional.nll_columns([4.0, 6.0, 0.0], [2, 2, 0])
     assert nll["judge_nll"] == pytest.approx(2.5) and 2.0 <= nll["judge_nll_ci95"][0] <= nll["judge_nll_ci95"][1] <= 3.0
+
+
+def test_tokenizer_ablation_rows_on_a_micro_budget(tmp_path, tiny_judge_dir, corpus_file):
+    import importlib
+
+    from sedlm.eval.judge import get_judge
+
+    tokenizers = importlib.import_module("benchmarks.tokenizers")
+    over = [*MICRO, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1"]
+    judge = get_judge(str(tiny_judge_dir))
+    rows = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, [*over, "data.vocab_size=300"])
+    assert [r["method"] for r in rows] == ["sed", "ar", "data"]
+    sed, ar, data = rows
+    assert sed["vocab_size"] == ar["vocab_size"] <= 304 and sed["chars_per_token"] > 2  # words, not bytes
+    assert sed["eval_tokens"] == ar["eval_tokens"] == data["eval_tokens"]  # equal-length sets
+    assert abs(ar["params"] - sed["params"]) / sed["params"] <= 0.10

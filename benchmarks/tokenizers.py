@@ -1,0 +1,115 @@
+"""Tokenizer granularity and embedding space at the tiny budget: SED and AR on each tokenizer.
+
+Embedding diffusion rounds a continuous estimate to one of V token rows; more distinct identities
+(a larger vocabulary) make each row rarer but each text shorter. For every tokenizer below this
+script trains the tiny SED config and an AR model of matched size for the same number of steps on the
+default corpus, samples both, and scores them with one judge:
+
+    bpe-2k, bpe-4k, bpe-8k, bpe-16k   byte-level BPE trained on the corpus (data.tokenizer=bpe)
+    word-8k                           word-level with an unknown token (data.tokenizer=word)
+    gpt2                              the GPT-2 BPE (50,257 tokens)
+    minilm                            all-MiniLM-L6-v2's WordPiece tokenizer and its input embeddings
+                                      (embed.kind=pretrained, PCA to d_embed) as SED's table
+
+Sets of equal length across tokenizers: every sample and reference is cut to the same number of
+characters' worth of tokens (``--chars``, converted per tokenizer with its mean characters per token
+on validation text), so judge NLL compares like with like. Per-sample entropy is over each model's
+own tokens and is therefore not comparable across tokenizers; ``word_entropy`` (pooled words) is.
+Each row also has the frontier point of its family's temperature knob at the ends of the sweep.
+
+    python benchmarks/tokenizers.py --steps 1200                        # ~2 h on 2 cores
+    python benchmarks/tokenizers.py --tokenizers bpe-2k,word-8k --steps 300 --n 64   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
+
+from benchmarks.common import publish, run_main  # noqa: E402
+
+TOKENIZERS: dict[str, list[str]] = {
+    "bpe-2k": ["data.tokenizer=bpe", "data.vocab_size=2048"],
+    "bpe-4k": ["data.tokenizer=bpe", "data.vocab_size=4096"],
+    "bpe-8k": ["data.tokenizer=bpe", "data.vocab_size=8192"],
+    "bpe-16k": ["data.tokenizer=bpe", "data.vocab_size=16384"],
+    "word-8k": ["data.tokenizer=word", "data.vocab_size=8192"],
+    "gpt2": ["data.tokenizer=gpt2"],
+    "minilm": ["embed.kind=pretrained", "embed.pretrained=minilm"],
+}
+COLUMNS = ["tokenizer", "method", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",
+           "judge_nll", "judge_nll_ci95", "unigram_entropy", "word_entropy", "real_word_share", "val_loss", "val_loss_kind"]
+
+
+def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge: Any, runs: Path,
+        extra: list[str]) -> list[dict[str, Any]]:
+    """Train SED and AR with ``tokenizer`` and return their rows and the data row."""
+    from sedlm.api import load_pretrained
+    from sedlm.config import load_config, resolve_config_path
+    from sedlm.data.dataset import prepare_data
+    from sedlm.eval.bench import match_width, param_count
+    from sedlm.eval.harness import evaluate_model
+    from sedlm.train.setup import tokenizer_for
+    from sedlm.train.trainer import train
+
+    over = [*TOKENIZERS[tokenizer], f"train.max_steps={steps}", "train.max_minutes=0", *extra]
+    sed = load_config(resolve_config_path("tiny"), over)
+    data = prepare_data(sed.data, tokenizer=tokenizer_for(sed))
+    sed.model.vocab_size = data.tokenizer.vocab_size
+    val_text = " ".join(data.val_docs[:200])
+    cpt = len(val_text) / max(1, len(data.tokenizer.encode(val_text)))
+    eval_tokens = max(4, min(int(chars / cpt), int(0.8 * sed.data.seq_len)))
+    ar = sed.copy()
+    ar.method, ar.embed.kind = "ar", "random"
+    params = {"sed": param_count(sed, data)}
+    params["ar"] = match_width(ar, params["sed"], data)
+    rows, data_row = [], None
+    for method, cfg in (("sed", sed), ("ar", ar)):
+        out = runs / f"{tokenizer}-{method}"
+        shutil.rmtree(out, ignore_errors=True)
+        train(cfg, out, data=data, log=lambda s: None)
+        (row, drow), _ = evaluate_model(load_pretrained(out), data, judge=judge, n=n, steps=sample_steps, seed=0,
+                                        eval_tokens=eval_tokens, label=method)
+        data_row = data_row or drow
+        rows.append({**row, "tokenizer": tokenizer, "vocab_size": data.tokenizer.vocab_size,
+                     "chars_per_token": round(cpt, 2), "params": params[method], "train_steps": steps})
+    return [*rows, {**data_row, "tokenizer": tokenizer, "method": "data", "vocab_size": data.tokenizer.vocab_size,
+                    "chars_per_token": round(cpt, 2)}]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizers", default=",".join(TOKENIZERS), help=f"comma-separated, of {', '.join(TOKENIZERS)}")
+    ap.add_argument("--steps", type=int, default=1200, help="optimiser steps per model (default: 1200)")
+    ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")
+    ap.add_argument("--chars", type=int, default=200, help="characters' worth of tokens per sample (default: 200)")
+    ap.add_argument("--sample-steps", type=int, default=200, help="SED sampling steps (default: 200)")
+    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    ap.add_argument("--runs-dir", default="runs/tokenizers", help="where the runs are written")
+    ap.add_argument("--name", default="tokenizers-shakespeare", help="results name")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
+    args = ap.parse_args()
+    from sedlm.errors import SedlmError
+    from sedlm.eval.judge import get_judge
+
+    chosen = [t.strip() for t in args.tokenizers.split(",") if t.strip()]
+    if unknown := [t for t in chosen if t not in TOKENIZERS]:
+        raise SedlmError(f"unknown tokenizer(s) {', '.join(unknown)}; valid: {', '.join(TOKENIZERS)}")
+    if args.steps < 1 or args.n < 1:
+        raise SedlmError("--steps and --n must be at least 1")
+    judge, rows, start = get_judge(args.judge), [], time.perf_counter()
+    for t in chosen:
+        rows += run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides)
+        publish(args.name, "tokenizers.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
+    print(f"{(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
