@@ -119,7 +119,7 @@ def test_tokenizer_ablation_rows_on_a_micro_budget(tmp_path, tiny_judge_dir, cor
 
     from sedlm.eval.judge import get_judge
 
-    tokenizers = importlib.import_module("benchmarks.tokenizers")
+    tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
     over = [*MICRO, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1"]
     judge = get_judge(str(tiny_judge_dir))
     rows = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, [*over, "data.vocab_size=300"])

@@ -17,8 +17,8 @@ on validation text), so judge NLL compares like with like. Per-sample entropy is
 own tokens and is therefore not comparable across tokenizers; ``word_entropy`` (pooled words) is.
 Each row also has the frontier point of its family's temperature knob at the ends of the sweep.
 
-    python benchmarks/tokenizers.py --steps 1200                        # ~2 h on 2 cores
-    python benchmarks/tokenizers.py --tokenizers bpe-2k,word-8k --steps 300 --n 64   # a quick look
+    python benchmarks/tokenizer_ablation.py --steps 1200                        # ~2 h on 2 cores
+    python benchmarks/tokenizer_ablation.py --tokenizers bpe-2k,word-8k --steps 300 --n 64   # a quick look
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main() -> int:
     judge, rows, start = get_judge(args.judge), [], time.perf_counter()
     for t in chosen:
         rows += run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides)
-        publish(args.name, "tokenizers.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
+        publish(args.name, "tokenizer_ablation.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
     print(f"{(time.perf_counter() - start) / 60:.1f} min")
     return 0
 
