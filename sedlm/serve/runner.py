@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sedlm.family import Request
 from sedlm.pretrained import PretrainedLM
-from sedlm.sampling.templates import Layout
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest
 
@@ -79,13 +79,8 @@ class FairGate:
 class Job:
     """One checked request: what to sample and how."""
 
-    n: int
-    steps: int
-    seq_len: int
-    seed: int
-    layout: Layout | None
+    request: Request  # built and checked once, by the model's family
     drop_given_prefix: bool
-    options: dict[str, Any]  # extra keyword arguments for generate_ids
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -114,11 +109,10 @@ class Runner:
                 raise LimitError(413, f"{name} is {len(text)} characters, over this server's limit of "
                                       f"{lim.max_text_chars} (set by --max-text-chars)")
         given = {o.name: getattr(req, o.name, None) for o in family.options if o.per_request}
-        options = family.resolve_options(s, given)  # a bad value is a 400 before any work starts
         layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
-        seed = s.seed if req.seed is None else req.seed
-        self.model.request(req.n, steps, seed, seq_len, layout, src=req.src is not None)  # a request the family cannot serve
-        return Job(req.n, steps, seq_len, seed, layout, req.src is not None, {"steps": steps, **options})
+        # a bad option value or a request the family cannot serve is a 400 before any work starts
+        request = self.model.request(req.n, steps, req.seed, seq_len, layout, src=req.src is not None, **given)
+        return Job(request, req.src is not None)
 
     def admit(self) -> None:
         """Take a place in the queue or raise ``Busy``; every admitted job must end with ``done``."""
@@ -138,19 +132,19 @@ class Runner:
             raise Cancelled()
         try:
             start = time.perf_counter()
-            ids = self.model.generate_ids(job.n, seq_len=job.seq_len, seed=job.seed, layout=job.layout,
-                                          callback=self._callback(job, on_step), **job.options)
+            ids = self.model.family.generate(self.model, job.request, self._callback(job, on_step))
             seconds = time.perf_counter() - start
         finally:
             self._gate.release()
-        return {"texts": self.model.texts(ids, job.layout, job.drop_given_prefix),
-                "spans": self.model.spans(ids, job.layout, job.drop_given_prefix), "method": self.model.method,
-                "n": job.n, "steps": job.steps, "options": {k: v for k, v in job.options.items() if k != "steps"},
-                "seed": job.seed, "seq_len": job.seq_len, "tokens": job.n * job.seq_len, "seconds": round(seconds, 4)}
+        r = job.request
+        return {"texts": self.model.texts(ids, r.layout, job.drop_given_prefix),
+                "spans": self.model.spans(ids, r.layout, job.drop_given_prefix), "method": self.model.method,
+                "n": r.n, "steps": r.steps, "options": r.options, "seed": r.seed, "seq_len": r.seq_len,
+                "tokens": r.n * r.seq_len, "seconds": round(seconds, 4)}
 
     def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
         # Thinning: every step for short runs, every k-th (and the last) when steps > stream_events.
-        every = max(1, math.ceil(job.steps / max(1, self.limits.stream_events)))
+        every = max(1, math.ceil(job.request.steps / max(1, self.limits.stream_events)))
         deadline = time.monotonic() + self.limits.max_seconds if self.limits.max_seconds else None
 
         def callback(info: dict[str, Any]) -> None:
@@ -160,14 +154,14 @@ class Runner:
                 raise TimeLimit(f"the request ran past this server's limit of {self.limits.max_seconds} s "
                                 "(set by --max-seconds); ask for fewer steps or samples")
             i = int(info["i"])
-            if on_step is not None and (i % every == 0 or i == job.steps - 1):
-                on_step(i + 1, job.steps, *self.preview(info, job))
+            if on_step is not None and (i % every == 0 or i == job.request.steps - 1):
+                on_step(i + 1, job.request.steps, *self.preview(info, job))
 
         return callback
 
     def preview(self, info: dict[str, Any], job: Job) -> tuple[list[str], list[list[dict[str, Any]]]]:
         """The texts (and their given/generated pieces) a sampler's current state decodes to."""
-        ids = self.model.family.preview(self.model, info, job.layout)
+        ids = self.model.family.preview(self.model, info, job.request.layout)
         if ids is None:
             return [], []
-        return self.model.texts(ids, job.layout, job.drop_given_prefix), self.model.spans(ids, job.layout, job.drop_given_prefix)
+        return self.model.texts(ids, job.request.layout, job.drop_given_prefix), self.model.spans(ids, job.request.layout, job.drop_given_prefix)
