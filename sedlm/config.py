@@ -71,6 +71,9 @@ class DiffusionConfig:
     # CDCD time warping: fit the loss as a function of t during training, draw t where it changes fastest,
     # and offer the fitted warp as a sampling grid (sample.time_grid=warped); stored in the checkpoint
     time_warp: bool = False
+    # SeqDiffuSeq's adaptive noise schedule: one warp per position, fitted so that each position's loss
+    # rises linearly along a shared time u (training draws u, samplers step uniformly in u); ddpm/ddim only
+    position_warp: bool = False
     sigma0: float = 1e-2
     self_cond: str = "both"  # "both" (paper), "half_nograd" (Analog Bits), "off"
     # "direct": x0_hat is regressed (the paper); "interp": x0_hat = softmax(logits) E, the expected
@@ -313,6 +316,16 @@ def validate(cfg: Config) -> None:
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
         raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
                          "training); set sample.time_grid=uniform or karras")
+    if cfg.diffusion.position_warp:
+        if cfg.diffusion.time_warp:
+            raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")
+        if cfg.sample.time_grid != "uniform":
+            raise SedlmError("diffusion.position_warp steps uniformly in the shared time u; set sample.time_grid=uniform")
+        from sedlm.sampling.samplers import get_sampler
+
+        if not get_sampler(cfg.sample.sampler).per_position:
+            raise SedlmError(f"sample.sampler={cfg.sample.sampler} cannot follow per-position schedules "
+                             "(diffusion.position_warp); use ddpm or ddim")
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:

@@ -69,6 +69,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "first pass half of the time, asymmetric time intervals (time_delta = 1 step) with DDIM, decoding by the "
            "nearest code (equal to thresholding the bits)",
            "the paper's bit scale and time_delta were tuned for images; ids beyond V decode to the nearest valid code"),
+    Recipe("seqdiffuseq", "sed",
+           ("embed.kind=learned", "diffusion.schedule=sqrt", "diffusion.position_warp=true", "diffusion.time_warp=false",
+            "diffusion.self_cond=half_nograd", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1",
+            "diffusion.ce_weight=0", "diffusion.round_weight=1", "sample.time_grid=uniform", "sample.sampler=ddpm"),
+           "Yuan et al. 2022, SeqDiffuSeq: Text Diffusion with Encoder-Decoder Transformers (arXiv 2212.10325)",
+           "the adaptive noise schedule: one schedule per position, refitted during training so that each position's "
+           "loss rises linearly along the diffusion time, used both to noise training rows and to step the sampler; "
+           "self-conditioning (Analog Bits style); DiffuSeq's learned embeddings with the sqrt schedule as the base "
+           "and the rounding term; seq2seq with the source given (data.task=seq2seq)",
+           "SeqDiffuSeq is an encoder-decoder; here the source is given positions of one bidirectional Transformer "
+           "(SED's conditioning channel), and the network is told each position's own time instead of the shared "
+           "step; on language-model data the recipe trains on the size config's conditioning masks"),
     Recipe("diffusionbert", "mdlm",
            ("diffusion.mask_schedule=spindle", "diffusion.spindle_lambda=0.5"),
            "He et al. 2023, DiffusionBERT: Improving Generative Masked Language Models with Diffusion Models "

@@ -173,7 +173,9 @@ def _copy_pairs(n: int, seed: int = 0) -> list[dict]:
     return [{"src": " ".join(s := [rng.choice(words) for _ in range(4)]), "tgt": " ".join(s)} for _ in range(n)]
 
 
-def test_seq2seq_copy_task_beats_chance(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["diffusion.position_warp=true"]], ids=["shared-schedule", "per-position"])
+def test_seq2seq_copy_task_beats_chance(tmp_path, extra):
+    """Also with SeqDiffuSeq's per-position schedules, whose fitted warps must differ by position."""
     import json
 
     from sedlm.api import SED
@@ -185,9 +187,13 @@ def test_seq2seq_copy_task_beats_chance(tmp_path):
                              "model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_embed=16",
                              "embed.kind=random", "train.batch_size=32", "train.max_steps=300", "train.lr=3e-3",
                              "train.warmup_steps=20", "train.eval_every=300", "train.log_every=50",
-                             "train.checkpoint_every=300", "train.ema_decay=0.9"])
+                             "train.checkpoint_every=300", "train.ema_decay=0.9", *extra])
     train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "run")
+    if extra:
+        knots = model.model.position_knots  # (L, B + 1): fitted on generated (target) positions only
+        mids = model.model.position_times(torch.tensor([0.5]), 16)[0]
+        assert not torch.allclose(knots[-1], torch.linspace(0, 1, knots.shape[1])) and mids.max() - mids.min() > 0.02
     hits = total = 0
     for p in _copy_pairs(12, seed=1):
         out = model.generate(n=1, src=p["src"], steps=20, seed=0)[0].split()

@@ -109,6 +109,10 @@ class Tapped(nn.Module):
     def time_warp(self):
         return self.inner.time_warp
 
+    @property
+    def position_knots(self):
+        return self.inner.position_knots
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.inner.embed(ids)
 

@@ -32,13 +32,14 @@ from sedlm.model.denoiser import SEDDenoiser
 
 def _pass_loss(
     x0_hat: torch.Tensor, logits: torch.Tensor, x0: torch.Tensor, ids: torch.Tensor, gen: torch.Tensor, cfg: DiffusionConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     n = gen.sum().clamp(min=1)
-    mse = (((x0_hat - x0) ** 2).mean(-1) * gen).sum() / n
+    mse_pos = ((x0_hat - x0) ** 2).mean(-1) * gen  # (B, L)
     ce_pos = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen  # (B, L)
-    ce = ce_pos.sum() / n
+    mse, ce = mse_pos.sum() / n, ce_pos.sum() / n
     ce_rows = ce_pos.sum(1) / gen.sum(1).clamp(min=1)  # (B,) for the time-warping fit
-    return cfg.mse_weight * mse + cfg.ce_weight * ce, mse, ce, ce_rows
+    loss_pos = cfg.mse_weight * mse_pos + cfg.ce_weight * ce_pos  # (B, L) for the per-position warp
+    return cfg.mse_weight * mse + cfg.ce_weight * ce, mse, ce, ce_rows, loss_pos
 
 
 def sed_loss(
@@ -61,7 +62,9 @@ def sed_loss(
     t = torch.rand(B, generator=generator, device=dev)
     if model.time_warp is not None:  # built with diffusion.time_warp
         t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
-    ab = schedule(t)[:, None, None]
+    # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t); the model maps t itself
+    t_noise = model.position_times(t, L) if model.position_knots is not None else t[:, None]  # (B, L) or (B, 1)
+    ab = schedule(t_noise)[..., None]  # (B, L or 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, device=dev)
 
     keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond).float()  # CFG dropout
@@ -81,17 +84,17 @@ def sed_loss(
 
     if mode == "off":
         x0_hat, logits = model(x_t, t, zeros, cond, m)
-        loss, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
     elif mode == "sc_nograd":
         with torch.no_grad():
             first, _ = model(x_t, t, zeros, cond, m)
         x0_hat, logits = model(x_t, t, hold(first) * keep[:, None, None], cond, m)
-        loss, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
     else:  # both passes optimised
         first, logits1 = model(x_t, t, zeros, cond, m)
         loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg)[0]
         x0_hat, logits = model(x_t, t, hold(first.detach()) * keep[:, None, None], cond, m)
-        loss2, mse, ce, ce_rows = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss2, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
         loss = 0.5 * (loss1 + loss2)
 
     if cfg.round_weight:
@@ -99,5 +102,9 @@ def sed_loss(
         loss = loss + cfg.round_weight * (rounding * gen).sum() / gen.sum().clamp(min=1)
     with torch.no_grad():
         acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)
-    # scalars are logged; the per-example (t, CE) pairs feed time warping
-    return loss, {"mse": mse.detach(), "ce": ce.detach(), "acc": acc, "t": t.detach(), "ce_rows": ce_rows.detach()}
+    # scalars are logged; the per-example (t, CE) pairs feed time warping, the per-position ones its
+    # per-position form
+    out = {"mse": mse.detach(), "ce": ce.detach(), "acc": acc, "t": t.detach(), "ce_rows": ce_rows.detach()}
+    if model.position_knots is not None:
+        out.update(pos_t=t_noise.detach(), pos_loss=loss_pos.detach(), pos_gen=gen)
+    return loss, out

@@ -85,3 +85,61 @@ def record(sums: torch.Tensor, counts: torch.Tensor, t: torch.Tensor, loss: torc
     i = (t.detach() * B).long().clamp(0, B - 1)
     sums.mul_(decay).index_add_(0, i, loss.detach().to(sums.dtype))
     counts.mul_(decay).index_add_(0, i, torch.ones_like(t, dtype=counts.dtype))
+
+
+# --- Per-position warps: SeqDiffuSeq's adaptive noise schedule (Yuan et al. 2022, §3.3) ---------------
+# SeqDiffuSeq gives every position i its own schedule, chosen so that the loss at that position rises
+# linearly along the diffusion time. With the base schedule abar(t) and the position's normalised loss
+# curve F_i(t) (the same monotone fit as above, one per position), a shared time u in [0, 1] puts
+# position i at t_i = F_i^-1(u), i.e. at abar_i(u) = abar(F_i^-1(u)): equal steps in u are equal steps
+# in each position's loss. Training draws u ~ U[0, 1] per example; samplers step uniformly in u.
+
+
+def unwarp_rows(knots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """t_i = F_i^-1(u) for every position: knots (P, B + 1) strictly increasing rows, u (...,) -> (..., P)."""
+    P, B1 = knots.shape
+    k = knots.to(u.device, u.dtype)
+    shape = u.shape
+    uu = u.reshape(-1, 1).clamp(0, 1).expand(-1, P).t().contiguous()  # (P, N)
+    i = (torch.searchsorted(k.contiguous(), uu, right=True) - 1).clamp(0, B1 - 2)  # (P, N)
+    lo, hi = k.gather(1, i), k.gather(1, i + 1)
+    frac = ((uu - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+    t = ((i + frac) / (B1 - 1)).clamp(0, 1)  # (P, N)
+    return t.t().reshape(*shape, P)
+
+
+@torch.no_grad()
+def record_rows(sums: torch.Tensor, counts: torch.Tensor, t: torch.Tensor, loss: torch.Tensor, weight: torch.Tensor,
+                decay: float = 0.999) -> None:
+    """Add per-position losses (N, P) at per-position times t (N, P), weighted by ``weight`` (N, P; 0 where a
+    position was not generated), to decaying per-(position, bin) statistics sums/counts (P', B), in place.
+    Rows longer than P' count toward the last position's statistics."""
+    P, B = sums.shape
+    pos = torch.arange(t.shape[1], device=t.device).clamp(max=P - 1)[None].expand_as(t)  # (N, P)
+    flat = pos * B + (t.detach() * B).long().clamp(0, B - 1)
+    w = weight.detach().to(sums.dtype)
+    sums.mul_(decay).view(-1).index_add_(0, flat.reshape(-1), (loss.detach().to(sums.dtype) * w).reshape(-1))
+    counts.mul_(decay).view(-1).index_add_(0, flat.reshape(-1), w.reshape(-1))
+
+
+def fit_warp_rows(sums: torch.Tensor, counts: torch.Tensor, floor: float = FLOOR) -> torch.Tensor:
+    """One ``fit_warp`` per position. (P, B) -> (P, B + 1)"""
+    return torch.stack([fit_warp(s, c, floor) for s, c in zip(sums, counts)])
+
+
+WARP_START, WARP_EVERY = 100, 50  # training steps before the first fit, and between refits
+
+
+@torch.no_grad()
+def update_warps(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
+    """Record one training step's losses in the model's warp statistics and refit every WARP_EVERY steps:
+    the CDCD warp from per-example (t, CE), the per-position ones from per-position (t_i, loss_i)."""
+    refit = step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0
+    if getattr(model, "time_warp", None) is not None:
+        record(model.warp_sums, model.warp_counts, metrics["t"], metrics["ce_rows"])
+        if refit:
+            model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
+    if getattr(model, "position_knots", None) is not None:
+        record_rows(model.position_sums, model.position_counts, metrics["pos_t"], metrics["pos_loss"], metrics["pos_gen"])
+        if refit:
+            model.position_knots.copy_(fit_warp_rows(model.position_sums, model.position_counts))

@@ -18,6 +18,7 @@ from sedlm.data.masks import conditioning
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
+from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
 from sedlm.family import Callback, Family, Loss, Request, SamplingOption
 from sedlm.model.denoiser import SEDDenoiser
@@ -29,7 +30,8 @@ from sedlm.sampling.samplers import SAMPLERS, get_sampler
 def build_denoiser(cfg: Config, table: torch.Tensor) -> SEDDenoiser:
     """A denoiser over the embedding ``table`` (V, d_embed); frozen unless embed.kind=learned."""
     return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
-                       time_warp=cfg.diffusion.time_warp)
+                       time_warp=cfg.diffusion.time_warp,
+                       position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0)
 
 
 class SEDFamily(Family):
@@ -71,6 +73,9 @@ class SEDFamily(Family):
             ids, given = conditioning(cfg.diffusion.cond_masks, ids, tokenizer.pad_id, generator)
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
         return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
+
+    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
+        update_warps(model, metrics, step)  # CDCD's time warp and SeqDiffuSeq's per-position schedules
 
     def frontier(self, cfg: Config) -> tuple[str, tuple[float, ...]]:
         """Interp estimates: CDCD's score temperature. Direct estimates: the noise temperature of a

@@ -13,7 +13,10 @@ the d_embed-wide x0 first would cap the logits at rank d_embed),
 so every estimate lies in the convex hull of the embedding rows; tau is the score temperature.
 
 ``c`` is the clean embedding of given (conditioning) positions and ``m`` marks them; both are
-zero for unconditional generation. No loss, device or autocast logic lives here.
+zero for unconditional generation. ``t`` is one time per row (B,) or one per position (B, L); a
+denoiser built with ``position_warp`` (SeqDiffuSeq's adaptive per-position schedule, see
+``sedlm.diffusion.timewarp``) reads a shared time u (B,) as t_i = F_i^-1(u) at each position i.
+No loss, device or autocast logic lives here.
 """
 
 from __future__ import annotations
@@ -25,20 +28,22 @@ from torch import nn
 
 from sedlm.config import ModelConfig
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
+from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
 from sedlm.model.transformer import Transformer
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DDPM). (B,) -> (B, dim)"""
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DDPM). (...,) -> (..., dim)"""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]
+    args = 1000.0 * t.float()[..., None] * freqs
     return torch.cat([args.cos(), args.sin()], dim=-1)
 
 
 class SEDDenoiser(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace, x0_estimate: str = "direct", time_warp: bool = False):
+    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace, x0_estimate: str = "direct", time_warp: bool = False,
+                 position_warp: int = 0):
         super().__init__()
         self.cfg = cfg
         self.x0_estimate = x0_estimate
@@ -48,6 +53,12 @@ class SEDDenoiser(nn.Module):
             self.register_buffer("warp_counts", torch.zeros(WARP_BINS))
         else:
             self.time_warp = None
+        if position_warp:  # SeqDiffuSeq: one warp per position (position_warp = the training row length)
+            self.register_buffer("position_knots", torch.linspace(0, 1, WARP_BINS + 1).repeat(position_warp, 1))
+            self.register_buffer("position_sums", torch.zeros(position_warp, WARP_BINS))
+            self.register_buffer("position_counts", torch.zeros(position_warp, WARP_BINS))
+        else:
+            self.position_knots = None
         d, de = cfg.d_model, cfg.d_embed
         self.embedding = embedding
         self.inp = nn.Linear(3 * de + 1, d)
@@ -71,6 +82,14 @@ class SEDDenoiser(nn.Module):
         """Expected embedding softmax(logits / temperature) E. (B, L, V) -> (B, L, De)"""
         return torch.softmax(logits.float() / temperature, dim=-1).to(logits.dtype) @ self.embedding.weight
 
+    def position_times(self, u: torch.Tensor, L: int) -> torch.Tensor:
+        """Each position's time t_i = F_i^-1(u) under the per-position warp (positions past the trained
+        row length use the last one's). (...,) -> (..., L)"""
+        assert self.position_knots is not None, "built without position_warp"
+        P = len(self.position_knots)
+        knots = self.position_knots[torch.arange(L, device=u.device).clamp(max=P - 1)]  # (L, B + 1)
+        return unwarp_rows(knots, u)
+
     def decode_logits(self, x0: torch.Tensor) -> torch.Tensor:
         """Token scores of a final estimate: the readout for direct estimates; for interpolated ones
         the nearest embedding row (rows have equal norms, so <x0, E_i> ranks by distance). (B, L, V)"""
@@ -79,7 +98,7 @@ class SEDDenoiser(nn.Module):
     def forward(
         self,
         x_t: torch.Tensor,  # (B, L, De)
-        t: torch.Tensor,  # (B,) in [0, 1]
+        t: torch.Tensor,  # (B,) or (B, L) in [0, 1]
         self_cond: torch.Tensor | None = None,  # (B, L, De) previous x0 estimate, or zeros
         cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
         cond_mask: torch.Tensor | None = None,  # (B, L) 1 where the position is given
@@ -91,9 +110,11 @@ class SEDDenoiser(nn.Module):
         cond = zeros if cond is None else cond
         mask = x_t.new_zeros(B, L, 1) if cond_mask is None else cond_mask[..., None].to(x_t.dtype)
         h = self.inp(torch.cat([x_t, self_cond, cond, mask], dim=-1))  # (B, L, D)
-        temb = self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))  # (B, D)
+        if self.position_knots is not None and t.dim() == 1:
+            t = self.position_times(t, L)  # (B, L)
+        temb = self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))  # (B, D) or (B, L, D)
         if self.cfg.time_cond == "add":
-            h = self.backbone(h + temb[:, None])
+            h = self.backbone(h + (temb[:, None] if temb.dim() == 2 else temb))
         else:
             h = self.backbone(h, cond=temb)
         if self.x0_estimate == "interp":

@@ -86,7 +86,8 @@ class Block(nn.Module):
         if self.modulation is None:
             x = x + self.attn(self.norm1(x), cos, sin, cache)
             return x + self.mlp(self.norm2(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D) each
+        mod = self.modulation(cond)  # (B, 6D), or (B, L, 6D) for one condition per position
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, None] if mod.dim() == 2 else mod).chunk(6, dim=-1)
         x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 

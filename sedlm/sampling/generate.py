@@ -123,9 +123,23 @@ def sample_ids(
     x = torch.randn(n, seq_len, model.cfg.d_embed, generator=g, device=device)  # (n, L, De)
     alpha_bar = get_schedule(schedule, logsnr_shift)
     ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, rho=rho, knots=model.time_warp)
+    if model.position_knots is not None:
+        alpha_bar = _per_position(model, alpha_bar, seq_len, sampler, time_grid)
     x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode), x, ts,
             alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
     return decode_ids(model, x0, layout, pad_id)
+
+
+def _per_position(model: SEDDenoiser, alpha_bar: Any, seq_len: int, sampler: str, time_grid: str) -> Any:
+    """The schedule of a position-warped model (SeqDiffuSeq) as samplers see it: the shared time u maps
+    to each position's abar_i(u) = abar(F_i^-1(u)). (K + 1,) -> (K + 1, L, 1)"""
+    if not get_sampler(sampler).per_position:
+        raise SedlmError(f"sampler {sampler} cannot follow the per-position schedules of this model "
+                         "(diffusion.position_warp); use ddpm or ddim")
+    if time_grid != "uniform":
+        raise SedlmError(f"time grid {time_grid} does not apply to a position-warped model, which steps uniformly in "
+                         "its shared time; use time_grid uniform")
+    return lambda u: alpha_bar(model.position_times(u.float(), seq_len).to(u.dtype))[..., None]
 
 
 def decode_ids(model: SEDDenoiser, x0: torch.Tensor, layout: Layout | None = None, pad_id: int | None = None) -> torch.Tensor:

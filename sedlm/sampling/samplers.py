@@ -299,6 +299,9 @@ class SamplerEntry:
     options: tuple[str, ...] = ()
     description: str = ""
     stochastic: bool = False  # draws fresh noise every step with its default options (noise_temp then matters)
+    # its update is elementwise in abar, so abar may differ per position (an (L, 1) tensor per grid time):
+    # the per-position schedules of diffusion.position_warp
+    per_position: bool = False
 
     def __call__(self, *args: Any, **kw: Any) -> torch.Tensor:
         return self.fn(*args, **kw)
@@ -306,8 +309,10 @@ class SamplerEntry:
 
 # The registry: adding a sampler is one function above and one line here.
 SAMPLERS: dict[str, SamplerEntry] = {
-    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)", stochastic=True),
-    "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)"),
+    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)", stochastic=True,
+                         per_position=True),
+    "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)",
+                         per_position=True),
     "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
     "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
     "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", ("eta", "noise_temp"), "DPM-Solver++(2M) (Lu et al. 2022)"),
