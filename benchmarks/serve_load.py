@@ -22,9 +22,11 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
@@ -44,14 +46,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ckpt: str, port: int, extra: list[str], timeout: float = 120.0) -> subprocess.Popen:
-    """``sedlm serve`` in a subprocess; returns once /healthz answers."""
-    cmd = [sys.executable, "-m", "sedlm", "serve", "--ckpt", ckpt, "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_server(ckpt: str, port: int, extra: list[str], log: IO[bytes], env: dict[str, str] | None = None,
+                 timeout: float = 120.0) -> subprocess.Popen:
+    """``sedlm serve`` on loopback in a subprocess, its stderr to ``log`` (a file: a pipe nobody reads
+    could fill and block the server); returns once /healthz answers."""
+    cmd = [sys.executable, "-m", "sedlm", "serve", "--ckpt", ckpt, "--host", "127.0.0.1", "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SedlmError(f"the server exited ({proc.returncode}): {proc.stderr.read().strip()[-2000:]}")
+            log.seek(0)
+            raise SedlmError(f"the server exited ({proc.returncode}): {log.read().decode(errors='replace').strip()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
@@ -60,6 +65,15 @@ def start_server(ckpt: str, port: int, extra: list[str], timeout: float = 120.0)
         time.sleep(0.2)
     proc.kill()
     raise SedlmError(f"the server did not answer /healthz within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def one_request(http: httpx.Client, endpoint: str, body: dict) -> tuple[int, dict | None, float | None]:
@@ -147,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.clients) < 1 or args.seconds <= 0:
         ap.error("--clients and --seconds must be positive")
     port = free_port()
-    proc = start_server(args.ckpt, port, args.server_args.split())
+    log = tempfile.TemporaryFile()
+    proc = start_server(args.ckpt, port, args.server_args.split(), log)
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -161,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_load(url, endpoint, clients, args.seconds, body))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
+        log.close()
     publish("serve_load", "serve_load.py", rows, COLUMNS)
     return 0
 

@@ -256,25 +256,38 @@ def test_a_client_that_leaves_a_plain_request_stops_the_work(sed_ckpt):
         assert httpx.post(f"{url}/v1/generate", json={"steps": 2}, timeout=10).status_code == 200
 
 
-def test_slow_header_clients_are_dropped_and_do_not_block_others(sed_ckpt):
+SLOW_STARTS = {
+    # the first request's headers, never finished
+    "headers": b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n",
+    # one whole request on a kept-alive connection, then the next one's headers, never finished
+    "keepalive": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a",
+    # whole headers, then a body that never arrives in full
+    "body": b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{",
+}
+
+
+@pytest.mark.parametrize("kind", list(SLOW_STARTS))
+def test_slow_clients_are_dropped_and_do_not_block_others(sed_ckpt, kind):
     import socket
 
     with server_thread(create_app(sed_ckpt), header_timeout=1.0) as url:
         host, port = url.split("//")[1].split(":")
         held = []
-        for _ in range(300):  # slowloris: headers started, never finished
+        for _ in range(100 if kind == "headers" else 30):  # slowloris: a request started, never finished
             s = socket.create_connection((host, int(port)))
-            s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(SLOW_STARTS[kind])
             held.append(s)
         start = time.monotonic()
         assert httpx.post(f"{url}/v1/generate", json={"steps": 2}, timeout=10).status_code == 200
         assert time.monotonic() - start < 2.0
-        time.sleep(1.5)
+        time.sleep(2.0)
         closed = 0
         for s in held:
             s.settimeout(1.0)
             try:
-                closed += s.recv(1) == b""
+                while chunk := s.recv(65536):  # a kept-alive connection first gets its finished request's answer
+                    assert chunk.startswith(b"HTTP/1.1 200") and kind == "keepalive", chunk[:80]
+                closed += 1
             except (socket.timeout, OSError):
                 pass
             s.close()

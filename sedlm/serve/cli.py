@@ -14,15 +14,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sedlm.serve.app import create_app
     from sedlm.serve.server import serve_forever
 
-    if not args.header_timeout > 0:
-        raise SedlmError(f"--header-timeout must be positive (got {args.header_timeout})")
+    if not args.read_timeout > 0:
+        raise SedlmError(f"--read-timeout must be positive (got {args.read_timeout})")
     if not 0 <= args.port <= 65535:
         raise SedlmError(f"--port must be in 0..65535 (got {args.port})")
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
     app = create_app(args.ckpt, limits, device=args.device, allowed_hosts=hosts)
-    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (OpenAPI schema at /openapi.json; Ctrl-C stops)")
-    serve_forever(app, host=args.host, port=args.port, header_timeout=args.header_timeout)
+    import torch
+
+    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (OpenAPI schema at /openapi.json; Ctrl-C stops; "
+          f"{torch.get_num_threads()} CPU thread(s) shared by --max-concurrent {limits.max_concurrent} model call(s))")
+    serve_forever(app, host=args.host, port=args.port, header_timeout=args.read_timeout)
     return 0
 
 
@@ -37,8 +40,9 @@ def add_serve_parser(sub) -> None:
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    v.add_argument("--header-timeout", type=float, default=10.0,
-                   help="seconds a connection may take to send its request headers before it is closed (default: 10)")
+    v.add_argument("--read-timeout", "--header-timeout", dest="read_timeout", type=float, default=10.0,
+                   help="seconds a client may take to send a whole request (headers and body), on every request of a "
+                        "kept-alive connection, before the connection is closed (default: 10)")
     v.add_argument("--allowed-hosts", help="comma-separated Host header values to accept, e.g. localhost,127.0.0.1; "
                                            "others get 400 (default: any)")
     for f in fields(Limits):

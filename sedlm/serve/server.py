@@ -7,6 +7,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -15,23 +16,50 @@ HEADER_TIMEOUT_S = 10.0
 
 
 def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose first request has not sent all its headers
-    within ``seconds`` (slowloris clients would otherwise hold their connections forever)."""
+    """uvicorn's HTTP/1.1 protocol with a read timeout: every request, the first of a connection and each
+    later one on a kept-alive connection, must arrive whole (request line, headers and body) within
+    ``seconds`` of its first byte (of the connection's opening, for the first), else the connection is
+    closed. Slowloris clients trickling headers or a body would otherwise hold connections forever:
+    uvicorn's keep-alive timer stops at the first byte of the next request, and the body has no timer."""
+    check_every = min(1.0, seconds / 4)
 
-    class HeaderTimeout(H11Protocol):
+    class ReadTimeout(H11Protocol):
         def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
             super().connection_made(transport)
-            self.header_timer = self.loop.call_later(seconds, self.headers_too_slow)
+            self.request_started: float | None = self.loop.time()  # reading a request since (None: not reading)
+            self.read_timer = self.loop.call_later(check_every, self.check_read)
 
-        def headers_too_slow(self) -> None:
-            if self.cycle is None and not self.transport.is_closing():  # no complete request head yet
+        def reading(self) -> None:
+            """Track whether a request is being received: from its first byte until it is complete."""
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+                if self.request_started is None and (self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]):
+                    self.request_started = self.loop.time()
+            else:  # DONE (being answered), MUST_CLOSE, CLOSED, ...
+                self.request_started = None
+
+        def data_received(self, data: bytes) -> None:
+            if self.request_started is None and self.conn.their_state is h11.IDLE:
+                self.request_started = self.loop.time()  # first byte of a next request on a kept-alive connection
+            super().data_received(data)
+            self.reading()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self.reading()
+
+        def check_read(self) -> None:
+            if self.transport.is_closing():
+                return
+            if self.request_started is not None and self.loop.time() - self.request_started > seconds:
                 self.transport.close()
+                return
+            self.read_timer = self.loop.call_later(check_every, self.check_read)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self.header_timer.cancel()
+            self.read_timer.cancel()
             super().connection_lost(exc)
 
-    return HeaderTimeout
+    return ReadTimeout
 
 
 def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
