@@ -264,8 +264,21 @@ def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on every subcommand that runs (nested ones included)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        parser.add_argument("--threads", metavar="N|auto",
+                            help="CPU threads for torch (default: auto, the free cores of this process's share; "
+                                 "OMP_NUM_THREADS or SEDLM_THREADS set one for every command)")
+    for action in subs:
+        for child in set(action.choices.values()):
+            add_threads_flag(child)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    add_threads_flag(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -283,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = note
     try:
+        from sedlm.threads import apply_threads
+
+        # a server's concurrent model calls share this process's cores
+        apply_threads(getattr(args, "threads", None), share=getattr(args, "max_concurrent", None) or 1)
         return args.func(args)
     except SedlmError as e:
         print(f"sedlm {args.command}: error: {e}", file=sys.stderr)

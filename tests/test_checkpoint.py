@@ -92,11 +92,20 @@ def test_resume_continues_with_the_same_losses(corpus_file, tmp_path):
     part_cfg = load_config(None, [*over, "train.max_steps=3"])
     train(part_cfg, tmp_path / "part", progress=False, log=lambda s: None)
     resumed_cfg = ckpt.load_checkpoint(tmp_path / "part")[0]
+    logged = []
+    train(resumed_cfg, tmp_path / "part", resume=True, progress=False, log=logged.append)
+    assert any("already reached train.max_steps=3" in m and "nothing to train" in m for m in logged), logged
+    # a killed run logged steps 4 and 5 (and half a line) after its last checkpoint: they are redone, not repeated
+    with (tmp_path / "part" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 9.0}\n{"step": 5, "loss": 9.0}\n{"step": 6, "lo')
     resumed_cfg.train.max_steps = 6
-    resumed = train(resumed_cfg, tmp_path / "part", resume=True, progress=False, log=lambda s: None)
+    logged.clear()
+    resumed = train(resumed_cfg, tmp_path / "part", resume=True, progress=False, log=logged.append)
+    assert any("resuming from the checkpoint at step 3, training to step 6; steps 4-5 ran after that checkpoint and "
+               "are redone" in m for m in logged), logged
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history[3:]]
     rows = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and 9.0 not in [r["loss"] for r in rows]
     with pytest.raises(SedlmError, match="already holds a run"):
         train(load_config(None, over), tmp_path / "full", progress=False, log=lambda s: None)
 

@@ -82,21 +82,24 @@ def tokenizer_for(cfg: Config):
     return None
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
+def truncate_metrics(path: Path, last_step: int) -> int:
     """On resume, drop log rows written after the checkpoint the run restarts from (and a last line
-    cut short by a killed process)."""
+    cut short by a killed process); return the last step the log had reached (``last_step`` if none later)."""
     if not path.is_file():
-        return
-    rows = []
+        return last_step
+    rows, reached = [], last_step
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= last_step:
-                rows.append(line)
+            step = json.loads(line)["step"]
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
+        reached = max(reached, step) if isinstance(step, int) else reached
+        if step <= last_step:
+            rows.append(line)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(r + "\n" for r in rows))
     os.replace(tmp, path)
+    return reached
 
 
 def prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Tokenizer | None, log) -> PreparedData:

@@ -26,7 +26,6 @@ from sedlm.config import Config
 from sedlm.data.dataset import PreparedData
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.diffusion.timewarp import fit_warp, record
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.family import Family
@@ -61,15 +60,16 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-WARP_START, WARP_EVERY = 100, 50  # steps before the first time-warp fit, and between refits
-
-
-@torch.no_grad()
-def update_time_warp(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
-    """Record this step's per-example (t, CE) and refit the warp every WARP_EVERY steps (CDCD §3.3)."""
-    record(model.warp_sums, model.warp_counts, metrics["t"], metrics["ce_rows"])
-    if step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0:
-        model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
+def resume_message(saved: int, reached: int, max_steps: int, checkpoint_every: int) -> str:
+    """What a resumed run will do, truthfully: where it restarts, what it repeats, where it stops."""
+    if saved >= max_steps:
+        return (f"the run already reached train.max_steps={max_steps} (checkpoint at step {saved}); nothing to train "
+                f"(raise it to continue, e.g. train.max_steps={max_steps * 2})")
+    msg = f"resuming from the checkpoint at step {saved}, training to step {max_steps}"
+    if reached > saved:
+        msg += (f"; steps {saved + 1}-{reached} ran after that checkpoint and are redone (their metrics rows are "
+                f"replaced; train.checkpoint_every={checkpoint_every})")
+    return msg
 
 
 class EMA:
@@ -234,7 +234,8 @@ def train(
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
         f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
-        f"{world} process(es) x {n_micro} micro-batch(es) x {micro}")
+        f"{world} process(es) x {n_micro} micro-batch(es) x {micro}"
+        + (f"; {torch.get_num_threads()} CPU thread(s)" if accelerator.device.type == "cpu" else ""))
 
     engine, opt = wrap_model(model, lambda m: make_optimizer(m, cfg), accelerator, cfg)
     ema = EMA(model, cfg.train.ema_decay)
@@ -250,9 +251,8 @@ def train(
         load_optimizer_state(opt, state["optimizer"])
         set_rng_state(state["rng"], state["meta"].get("rng", {}))
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed_s"]
-        if main:
-            truncate_metrics(metrics_path, step)
-        log(f"resuming from step {step}")
+        reached = truncate_metrics(metrics_path, step) if main else step
+        log(resume_message(step, reached, cfg.train.max_steps, cfg.train.checkpoint_every))
 
     def checkpoint() -> None:
         """Gather full tensors on every process (sharded runs), write on the main one."""
@@ -285,8 +285,8 @@ def train(
                 group["lr"] = lr_at(step, cfg)
             torch.manual_seed(step_seed(cfg.train.seed, step, rank))
             loss, m = _train_step(engine, opt, train_rows, cfg, tok, step, share, micro, n_micro)
-            if getattr(model, "time_warp", None) is not None:
-                update_time_warp(model, {k: accelerator.gather(m[k]) if world > 1 else m[k] for k in ("t", "ce_rows")}, step)
+            # per-example metrics (time-warp statistics), from every process, for state fitted in training
+            family.after_step(model, {k: accelerator.gather(v) if world > 1 else v for k, v in m.items() if v.ndim}, step)
             ema.update(model, step)
             step += 1
             window_steps += 1
