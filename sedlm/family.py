@@ -111,6 +111,7 @@ class Family:
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     val_loss_kind: ClassVar[str] = ""  # what its validation loss is, with units
+    nll_kind: ClassVar[str] = ""  # what ``nll_bound`` returns: "exact" or "bound" (an upper bound on -log p)
     uses_embedding_table: ClassVar[bool] = False  # built over a frozen (or learned) V x d_embed table
     pads: ClassVar[bool] = True  # trains on rows with random padding (variable length through padding tokens)
     requests: ClassVar[tuple[str, ...]] = REQUESTS

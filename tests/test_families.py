@@ -57,6 +57,20 @@ def test_every_registered_family_trains_and_samples_through_the_cli_and_the_api(
         assert r.status_code == 400 and f"family {name} does not support infilling" in r.json()["detail"]
 
 
+def test_every_registered_family_reports_its_likelihood_or_says_it_has_none(trained, capsys, tmp_path):
+    name, out = trained
+    family = get_family(name)
+    capsys.readouterr()
+    code = main(["eval", "--ckpt", str(out), "--nll", "--rows", "4", "--json", "--out", str(tmp_path / "nll.json")])
+    if family.capabilities()["nll_bound"]:
+        res = json.loads(capsys.readouterr().out)
+        assert code == 0 and res["method"] == name and res["nll_kind"] in ("exact", "bound") and res["rows"] == 4
+        assert res["nll"] > 0 and res["nll_se"] > 0
+        assert json.loads((tmp_path / "nll.json").read_text())["nll"] == res["nll"]
+    else:
+        assert code == 2 and f"family {name} has no likelihood" in capsys.readouterr().err
+
+
 def test_cli_choices_and_options_come_from_the_registry():
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]

@@ -80,11 +80,14 @@ def _wiki_plaintext(markup: str) -> str:
     return "\n".join(lines)
 
 
-def wiki_documents() -> list[str]:
-    """gensim's Wikipedia sample (markup stripped) followed by the Lee news articles."""
-    data = _package_dir("gensim", "pip install --no-deps gensim") / "test" / "test_data"
+def _gensim_data() -> Path:
+    return _package_dir("gensim", "pip install --no-deps gensim") / "test" / "test_data"
+
+
+def wikipedia_documents() -> list[str]:
+    """gensim's Wikipedia sample: articles with their markup stripped (redirects and stubs left out)."""
     docs: list[str] = []
-    dump = data / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    dump = _gensim_data() / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
     with bz2.open(dump, "rb") as f:
         for _, elem in ET.iterparse(f):
             if not elem.tag.endswith("}page"):
@@ -97,9 +100,18 @@ def wiki_documents() -> list[str]:
                     if len(plain.split()) >= 50:
                         docs.append(plain)
             elem.clear()
-    lee = (data / "lee_background.cor").read_text(encoding="utf-8", errors="replace")
-    docs.extend(line.strip() for line in lee.splitlines() if line.strip())
     return docs
+
+
+def news_documents() -> list[str]:
+    """gensim's Lee et al. news articles, one per line."""
+    lee = (_gensim_data() / "lee_background.cor").read_text(encoding="utf-8", errors="replace")
+    return [line.strip() for line in lee.splitlines() if line.strip()]
+
+
+def wiki_documents() -> list[str]:
+    """gensim's Wikipedia sample (markup stripped) followed by the Lee news articles."""
+    return wikipedia_documents() + news_documents()
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,10 @@ CORPORA: dict[str, Corpus] = {
         "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2 and lee_background.cor",
         wiki_documents,
     ),
+    "wikipedia": Corpus("wikipedia", "the English Wikipedia articles of `wiki` alone",
+                        "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2", wikipedia_documents),
+    "news": Corpus("news", "the Lee et al. news articles of `wiki` alone (300 short articles)",
+                   "PyPI package gensim, test/test_data/lee_background.cor", news_documents),
 }
 DEFAULT_CORPUS = "shakespeare"
 

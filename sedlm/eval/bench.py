@@ -138,6 +138,50 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def prepare_systems(corpus: str, methods: tuple[str, ...], overrides: list[str] | None = None
+                    ) -> tuple[Config, PreparedData, dict[str, Config], dict[str, int]]:
+    """The tiny config on ``corpus``, its data, and each system's config with its width matched to the
+    first system's parameter count (and that count)."""
+    base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
+    data = prepare_data(base.data)
+    base.model.vocab_size = data.tokenizer.vocab_size
+    cfgs = {m: system_config(base, m) for m in methods}
+    for m, cfg in cfgs.items():
+        apply_overrides(cfg, list(overrides or []))  # the caller's overrides win over a recipe's
+    reference = methods[0]
+    target = param_count(cfgs[reference], data)
+    params = {m: target if m == reference else match_width(cfgs[m], target, data) for m in methods}
+    return base, data, cfgs, params
+
+
+def run_folder(runs_dir: str | Path, system: str) -> Path:
+    return Path(runs_dir) / system.replace(":", "_").replace("=", "-")
+
+
+def train_system(cfg: Config, system: str, n_steps: int, runs_dir: str | Path, data: PreparedData,
+                 log: Callable[[str], None], reuse: bool = False) -> tuple[Path, float]:
+    """Train one system for ``n_steps`` into its run folder (replacing an earlier run); with ``reuse``, a
+    finished run of the same method, recipe and step count is kept. Returns the folder and training seconds."""
+    cfg.train.max_steps = n_steps
+    cfg.train.max_minutes = 0.0
+    cfg.train.eval_every = max(1, n_steps // 4)
+    cfg.train.checkpoint_every = n_steps
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, n_steps // 10 + 1)
+    out = run_folder(runs_dir, system)
+    if reuse and (out / "config.json").is_file():
+        from sedlm.train.checkpoint import load_checkpoint, load_training_state
+
+        saved = load_checkpoint(out)[0]
+        meta = load_training_state(out)["meta"]
+        if (saved.method, saved.recipe, meta["step"]) == (cfg.method, cfg.recipe, n_steps):
+            log(f"reusing the finished run in {out}")
+            return out, float(meta["elapsed_s"])
+    if out.exists():
+        shutil.rmtree(out)
+    result = train(cfg, out, data=data, log=log)
+    return out, result.elapsed_s
+
+
 def system_config(base: Config, spec: str) -> Config:
     """The config of one compared system: ``NAME[:section.key=value[:...]]`` where NAME is a family or a
     recipe (``sedlm recipes``) and the optional overrides make a variant of it (e.g.
@@ -208,17 +252,8 @@ def compare(
     rerun = tuple(rerun or methods)
     if unknown := set(rerun) - set(methods):
         raise SedlmError(f"--rerun names systems not in --methods: {', '.join(sorted(unknown))}")
-    base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
     log(f"bench {name} on corpus:{corpus}: {', '.join(methods)}")
-    data = prepare_data(base.data)
-    base.model.vocab_size = data.tokenizer.vocab_size
-
-    cfgs = {m: system_config(base, m) for m in methods}
-    for m, cfg in cfgs.items():
-        apply_overrides(cfg, list(overrides or []))  # the caller's overrides win over a recipe's
-    reference = methods[0]
-    target = param_count(cfgs[reference], data)
-    params = {m: target if m == reference else match_width(cfgs[m], target, data) for m in methods}
+    base, data, cfgs, params = prepare_systems(corpus, methods, overrides)
     per_step = {m: seconds_per_step(cfgs[m], data) for m in rerun} if not train_steps else {}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))
@@ -249,16 +284,8 @@ def compare(
 
     for system in rerun:
         cfg = cfgs[system]
-        cfg.train.max_steps = n_steps
-        cfg.train.max_minutes = 0.0
-        cfg.train.eval_every = max(1, n_steps // 4)
-        cfg.train.checkpoint_every = n_steps
-        cfg.train.warmup_steps = min(cfg.train.warmup_steps, n_steps // 10 + 1)
-        out = runs_dir / system.replace(":", "_").replace("=", "-")
-        if out.exists():
-            shutil.rmtree(out)
         log(f"training {system} ({cfg.method}, {params[system]:,} parameters)")
-        result = train(cfg, out, data=data, log=log)
+        out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log)
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
         data_row = data_row or drow
@@ -274,7 +301,7 @@ def compare(
             frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
             log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
-        train_tok_s = tokens / max(result.elapsed_s, 1e-9)
+        train_tok_s = tokens / max(elapsed, 1e-9)
         row.update(family=cfg.method, params=params[system], train_steps=n_steps, train_tokens=tokens,
                    train_tokens_per_s=round(train_tok_s, 1),
                    sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),

@@ -25,6 +25,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sedlm.eval.judge import get_judge
     from sedlm.eval.results import markdown_table, write_atomic
 
+    if args.nll:
+        return _eval_nll(args)
+    if args.data:
+        raise SedlmError("--data chooses the text --nll scores; sample quality is judged against the checkpoint's own data")
     if args.n < 1:  # before the judge is loaded
         raise SedlmError(f"--n must be at least 1 (got {args.n})")
     model = load_pretrained(args.ckpt, device=args.device)
@@ -42,10 +46,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_nll(args: argparse.Namespace) -> int:
+    """``sedlm eval --nll``: likelihood per token (exact or bound) with its standard error."""
+    from sedlm.api import load_pretrained
+    from sedlm.eval.likelihood import likelihood
+    from sedlm.eval.results import write_atomic
+
+    model = load_pretrained(args.ckpt, device=args.device)
+    res = {"ckpt": str(args.ckpt), "method": model.config.method, **likelihood(model, args.data, rows=args.rows, seed=args.seed)}
+    out = Path(args.out) if args.out else Path(args.ckpt) / "nll.json"
+    write_atomic(out, json.dumps(res, indent=2))
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']}; perplexity {res['perplexity']:.2f}) "
+              f"on {res['rows']} rows of {res['tokens_per_row']} tokens of {res['source']}; wrote {out}")
+    return 0
+
+
 def _bench_command(name: str) -> str:
     import shlex
 
     return shlex.join(["sedlm", "bench", *sys.argv[sys.argv.index("bench") + 1:]]) if "bench" in sys.argv else f"sedlm bench {name}"
+
+
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    from sedlm.eval.bench import METHODS
+    from sedlm.eval.likelihood import bench_likelihood
+
+    split = lambda text: tuple(m.strip() for m in (text or "").split(",") if m.strip())  # noqa: E731
+    bench_likelihood(args.corpus, methods=split(args.methods) or METHODS, train_steps=args.train_steps,
+                     zero_shot=split(args.zero_shot), rows=args.rows, runs_dir=args.runs_dir,
+                     results_dir=args.results_dir, reuse=not args.retrain, overrides=args.overrides,
+                     command=_bench_command("likelihood"))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -93,7 +127,9 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     """The `eval` and `bench` subcommands."""
     v = sub.add_parser("eval", help="score a checkpoint's samples with a judge LM next to real text",
                        description="Sample N texts and report judge NLL, unigram entropy, distinct-n, self-BLEU, MAUVE "
-                                   "and validation loss, next to the same metrics on held-out text (the data row).")
+                                   "and validation loss, next to the same metrics on held-out text (the data row). With "
+                                   "--nll: the likelihood of held-out text per token instead (exact for ar, a variational "
+                                   "bound for sed and mdlm), with its standard error.")
     v.add_argument("--ckpt", required=True, help="checkpoint folder of any model family")
     v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
     v.add_argument("--n", type=int, default=256, help="number of samples (default: 256)")
@@ -101,7 +137,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     add_option_flags(v)
     v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json)")
+    v.add_argument("--nll", action="store_true", help="instead of sampling: -log p per token of held-out text, exact (ar) "
+                                                      "or an upper bound (diffusion), with its standard error")
+    v.add_argument("--data", help="--nll: text to score (path, corpus:NAME, hf:NAME) instead of the checkpoint's "
+                                  "validation split (zero-shot)")
+    v.add_argument("--rows", type=int, default=256, help="--nll: rows of data.seq_len tokens to score (default: 256)")
+    v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json, or <ckpt>/nll.json with --nll)")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object (val_loss, val_loss_kind, rows, samples)")
     v.set_defaults(func=cmd_eval)
 
@@ -127,6 +168,24 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     bc.add_argument("--runs-dir", default="runs/compare", help="where the runs are written")
     bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
     bc.set_defaults(func=cmd_bench)
+
+    bl = bsub.add_parser("likelihood", help="validation and zero-shot likelihood of families and recipes at equal budget",
+                         description="Train the chosen systems as `bench compare` does (matched size, equal steps; a "
+                                     "finished run of the same step count in --runs-dir is reused) and score held-out "
+                                     "text: -log p per token, exact (ar) or an upper bound (sed, mdlm), with standard "
+                                     "errors, on the corpus's validation rows and on other corpora (zero-shot). Writes "
+                                     "benchmarks/results/likelihood-<corpus>.{json,md}.")
+    bl.add_argument("--corpus", default="shakespeare", help="bundled corpus to train on (default: shakespeare)")
+    bl.add_argument("--methods", help="comma-separated systems, as for compare (default: every family)")
+    bl.add_argument("--train-steps", type=int, default=600, help="optimiser steps per system (default: 600)")
+    bl.add_argument("--zero-shot", default="corpus:news,corpus:wikipedia",
+                    help="comma-separated text sources scored zero-shot (default: corpus:news,corpus:wikipedia)")
+    bl.add_argument("--rows", type=int, default=256, help="rows of data.seq_len tokens per source (default: 256)")
+    bl.add_argument("--runs-dir", default="runs/systems", help="where the runs are (default: runs/systems)")
+    bl.add_argument("--retrain", action="store_true", help="train every system again even if a finished run exists")
+    bl.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    bl.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
+    bl.set_defaults(func=cmd_likelihood)
 
     bs = bsub.add_parser("steps", help="judge NLL and entropy against NFE for every sampler; speed against AR",
                          description="For each sampler and NFE budget, sample N texts from an SED checkpoint and score "

@@ -20,6 +20,7 @@ class ARFamily(Family):
     description = "autoregressive causal Transformer"
     paper = "Radford et al. 2019 (GPT-2 style decoder); nucleus sampling, Holtzman et al. 2020"
     val_loss_kind = "next-token NLL (nats/token)"
+    nll_kind = "exact"
     pads = False  # text ends with EOS instead
     requests = ("unconditional", "prompt", "seq2seq")
     step_callbacks = False  # one network call per token

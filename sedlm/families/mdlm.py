@@ -28,6 +28,7 @@ class MDLMFamily(Family):
     description = "masked discrete diffusion (MDLM)"
     paper = "Sahoo et al. 2024, Simple and Effective Masked Diffusion Language Models (arXiv 2406.07524)"
     val_loss_kind = "NELBO (nats/token)"
+    nll_kind = "bound"
     frontier_knob = ("temperature", (0.7, 0.85, 1.0))
     summary_options = ("temperature",)
     options = (

@@ -17,6 +17,7 @@ from sedlm.config import Config
 from sedlm.data.masks import conditioning
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.objective import sed_loss
+from sedlm.diffusion.likelihood import embedding_vlb
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
@@ -39,6 +40,7 @@ class SEDFamily(Family):
     description = "self-conditioned embedding diffusion"
     paper = "Strudel et al. 2022, Self-conditioned Embedding Diffusion for Text Generation (arXiv 2211.04236)"
     val_loss_kind = "SED loss (x0 MSE + CE)"
+    nll_kind = "bound"
     uses_embedding_table = True
     samplers = tuple(SAMPLERS)
     frontier_knob = ("score_temp", (0.6, 0.8, 1.0))  # CDCD's score temperature of interp estimates
@@ -73,6 +75,15 @@ class SEDFamily(Family):
             ids, given = conditioning(cfg.diffusion.cond_masks, ids, tokenizer.pad_id, generator)
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
         return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
+
+    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator,
+                  tokenizer: Tokenizer) -> torch.Tensor:
+        """Variational upper bound on -log p(row) per token (nats): reconstruction + diffusion + prior terms
+        (``sedlm.diffusion.likelihood.embedding_vlb``), 32 log-SNR points per row."""
+        schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
+        terms = embedding_vlb(model, ids, schedule, generator, sigma0=cfg.diffusion.sigma0,
+                              self_condition=cfg.diffusion.self_cond != "off")
+        return (terms["total"] / ids.shape[1]).float()
 
     def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
         update_warps(model, metrics, step)  # CDCD's time warp and SeqDiffuSeq's per-position schedules

@@ -1,0 +1,102 @@
+"""Likelihood of held-out text under any family, in nats per token: exact for AR, a bound for diffusion.
+
+Each family's ``nll_bound`` scores rows of ``data.seq_len`` tokens of plain packed text (documents joined
+by <eos>, no random padding), the same rows for every family. The rows are the checkpoint's own
+validation split, or, for zero-shot numbers, every document of another source tokenised with the
+checkpoint's tokenizer. Rows are independent, so the standard error of the mean is the rows' standard
+deviation / sqrt(rows); for bounds it includes the Monte Carlo noise of the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from sedlm.errors import SedlmError
+from sedlm.pretrained import PretrainedLM
+
+
+def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256) -> torch.Tensor:
+    """Up to ``rows`` rows (R, L) of plain text: the checkpoint's validation split, or ``source``'s
+    documents (a path, ``corpus:NAME`` or ``hf:NAME``) tokenised with the checkpoint's tokenizer."""
+    from sedlm.data.dataset import prepare_data
+    from sedlm.data.corpora import load_documents
+    from sedlm.data.packing import pack_rows, tokenize_documents
+
+    L = model.config.data.seq_len
+    if source is None:
+        if model.config.data.task == "seq2seq":
+            raise SedlmError("likelihood is measured on plain text; pass --data with a text source for a seq2seq model")
+        val = prepare_data(model.config.data, tokenizer=model.tokenizer).val
+        if val is None:
+            raise SedlmError("the checkpoint's data has no validation split; pass --data to score other text")
+        out = torch.as_tensor(val.rows[:rows])
+    else:
+        ids = tokenize_documents(model.tokenizer, load_documents(source))
+        if len(ids) < L:
+            raise SedlmError(f"'{source}' holds {len(ids)} tokens, fewer than one row of {L}; give more text")
+        out = pack_rows(ids, L)[:rows]
+    return out.long()
+
+
+@torch.no_grad()
+def likelihood(model: PretrainedLM, source: str | None = None, *, rows: int = 256, seed: int = 0,
+               batch_size: int = 32) -> dict[str, Any]:
+    """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound) and the
+    perplexity exp(nll); ``source`` as in ``text_rows``."""
+    if rows < 2:
+        raise SedlmError(f"--rows must be at least 2 for a standard error (got {rows})")
+    family = model.family
+    if not family.capabilities()["nll_bound"]:
+        raise SedlmError(f"family {family.name} has no likelihood or likelihood bound")
+    data = text_rows(model, source, rows)
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    model.model.eval()
+    per_row = torch.cat([family.nll_bound(model.model, batch.to(model.device), model.config, g, model.tokenizer).double().cpu()
+                         for batch in data.split(batch_size)])
+    nll, se = per_row.mean().item(), per_row.std().item() / math.sqrt(len(per_row))
+    return {"nll": nll, "nll_se": se, "nll_kind": family.nll_kind, "perplexity": math.exp(nll) if nll < 700 else None,
+            "rows": len(per_row),
+            "tokens_per_row": int(data.shape[1]), "source": source or f"validation split of {model.config.data.source}"}
+
+
+LIKELIHOOD_COLUMNS = ["method", "family", "params", "train_steps", "source", "nll_kind", "nll", "nll_se", "perplexity", "rows"]
+
+
+def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], train_steps: int = 600,
+                     zero_shot: tuple[str, ...] = ("corpus:news", "corpus:wikipedia"), rows: int = 256,
+                     runs_dir: str = "runs/systems", results_dir: str = "benchmarks/results", reuse: bool = True,
+                     overrides: list[str] | None = None, command: str = "sedlm bench likelihood",
+                     log: Any = print) -> list[dict[str, Any]]:
+    """Train each system as ``sedlm bench compare`` does (matched size, equal steps; ``reuse`` keeps a
+    finished run of the same step count in ``runs_dir``), then score the same validation rows and each
+    ``zero_shot`` source with its family's likelihood (exact or bound); write likelihood-<corpus>.{json,md}.
+    Families without a likelihood get a row that says so."""
+    from sedlm.api import load_pretrained
+    from sedlm.eval.bench import prepare_systems, train_system
+    from sedlm.eval.results import markdown_table, write_results
+
+    if train_steps < 1:
+        raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
+    _, data, cfgs, params = prepare_systems(corpus, methods, overrides)
+    out_rows: list[dict[str, Any]] = []
+    for system in methods:
+        log(f"{system}: {params[system]:,} parameters, {train_steps} steps")
+        folder, _ = train_system(cfgs[system], system, train_steps, runs_dir, data, log, reuse=reuse)
+        model = load_pretrained(folder)
+        for source in (None, *zero_shot):
+            row = {"method": system, "family": model.config.method, "params": params[system], "train_steps": train_steps,
+                   "source": source or f"corpus:{corpus} (validation)"}
+            try:
+                res = likelihood(model, source, rows=rows, seed=0)
+            except SedlmError as e:  # a family or variant without a likelihood: the row says why
+                row["nll_kind"] = f"none: {e}"
+            else:
+                row.update({k: res[k] for k in ("nll_kind", "nll", "nll_se", "perplexity", "rows")})
+                log(f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']})")
+            out_rows.append(row)
+        write_results(f"likelihood-{corpus}", command, out_rows, LIKELIHOOD_COLUMNS, results_dir)  # after every system
+    log(markdown_table(out_rows, LIKELIHOOD_COLUMNS))
+    return out_rows

@@ -1,0 +1,135 @@
+"""The variational bound of embedding diffusion (sedlm/diffusion/likelihood.py) on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sedlm.diffusion.likelihood import diffusion_term, embedding_vlb, noisy, prior_term
+from sedlm.diffusion.schedules import get_schedule, log_snr
+
+
+def _gaussian_denoiser(s: float):
+    """The exact posterior mean of x ~ N(0, s^2 I) given z_lam: sqrt(ab) s^2 z / (ab s^2 + 1 - ab)."""
+
+    def denoise(z, lam):
+        ab = torch.sigmoid(lam)[:, None, None]
+        return ab.sqrt() * s**2 * z / (ab * s**2 + 1 - ab)
+
+    return denoise
+
+
+def test_gaussian_data_with_the_exact_denoiser_gives_the_exact_nll():
+    """For x ~ N(0, s^2 I) and the optimal denoiser the continuous-time bound is tight: reconstruction with
+    the Gaussian decoder N(x; z/alpha, sigma^2/alpha^2), plus diffusion, plus prior = -log N(x; 0, s^2 I)."""
+    g = torch.Generator().manual_seed(0)
+    s, B, L, D = 0.7, 4000, 2, 3
+    x = s * torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    lam_min, lam_max = -12.0, 10.0
+    diff = diffusion_term(_gaussian_denoiser(s), x, lam_min, lam_max, points=24, generator=g)
+    z = noisy(x, lam_max, g)
+    a2, s2 = 1 / (1 + math.exp(-lam_max)), 1 / (1 + math.exp(lam_max))
+    recon = (0.5 * math.log(2 * math.pi * s2 / a2) + 0.5 * (x - z / math.sqrt(a2)) ** 2 / (s2 / a2)).sum((1, 2))
+    bound = recon + diff + prior_term(x, lam_min)
+    exact = (0.5 * math.log(2 * math.pi * s**2) + 0.5 * x**2 / s**2).sum((1, 2))
+    gap = bound - exact
+    assert abs(gap.mean().item()) < 3 * gap.std().item() / math.sqrt(B) + 0.01, (bound.mean(), exact.mean())
+    # a worse denoiser can only raise it: the bound of a model that shrinks too little
+    worse = diffusion_term(_gaussian_denoiser(1.5 * s), x, lam_min, lam_max, points=24, generator=g)
+    assert (recon + worse + prior_term(x, lam_min)).mean() > bound.mean() + 0.5
+
+
+def test_prior_term_is_the_gaussian_kl():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 4, 3, generator=g, dtype=torch.float64)
+    lam = -1.3
+    a, sig = math.sqrt(1 / (1 + math.exp(-lam))), math.sqrt(1 / (1 + math.exp(lam)))
+    q = torch.distributions.Normal(a * x, sig)
+    want = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum((1, 2))
+    assert torch.allclose(prior_term(x, lam), want)
+
+
+class TwoTokens(torch.nn.Module):
+    """A one-position SED-shaped model of uniform data over two tokens with embeddings +-e: its estimate is
+    the exact posterior mean E[x | z_t] and its readout the exact posterior p(w | x_hat)."""
+
+    def __init__(self, schedule, d: int = 4):
+        super().__init__()
+        self.e = torch.ones(d, dtype=torch.float64)  # norm sqrt(d), as SED's rows
+        self.schedule = schedule
+        self.position_knots = None
+
+    def embed(self, ids):
+        return torch.where(ids[..., None] == 0, self.e, -self.e)  # (B, L, d)
+
+    def forward(self, z, t, self_cond=None, *_):
+        ab = self.schedule(t.double())[:, None, None].clamp(1e-12, 1 - 1e-12)
+        # log N(z; +-sqrt(ab) e, (1 - ab)) difference: logit of p(w = 0 | z)
+        logit = 2 * ab.sqrt() * (z.double() * self.e).sum(-1, keepdim=True) / (1 - ab)
+        p0 = torch.sigmoid(logit)
+        x0 = (2 * p0 - 1) * self.e
+        return x0.to(z.dtype), None
+
+    def decode_logits(self, x0):
+        p0 = ((x0.double() * self.e).sum(-1) / self.e.pow(2).sum() + 1) / 2  # x0 = (2 p0 - 1) e
+        p0 = p0.clamp(1e-12, 1 - 1e-12)
+        return torch.stack([p0.log(), (1 - p0).log()], -1)
+
+
+def test_one_token_of_two_equally_likely_gives_log_2():
+    """-log p(w) = log 2 for uniform data over two tokens; with the exact denoiser and readout the bound
+    (32 log-SNR points, data noise 1e-2) reaches it."""
+    schedule = get_schedule("cosine")
+    model = TwoTokens(schedule)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 2, (4000, 1), generator=g)
+    terms = embedding_vlb(model, ids, schedule, g, self_condition=False, posterior_from=math.inf)
+    total = terms["total"]
+    assert total.mean().item() == pytest.approx(math.log(2), abs=3 * total.std().item() / math.sqrt(len(ids)) + 0.01)
+    assert terms["reconstruction"].mean() < 1e-3 and terms["prior"].mean() < 1e-5
+    # the schedule's own end points set the range (cosine reaches abar = 1 at t = 0: capped at 1/sigma0^2)
+    assert log_snr(schedule(torch.tensor([1.0]))).item() < -15
+
+
+def test_bound_of_a_trained_model_falls_with_training(tmp_path, corpus_file):
+    from conftest import TINY
+
+    from sedlm.api import load_pretrained
+    from sedlm.config import load_config
+    from sedlm.eval.likelihood import likelihood
+    from sedlm.train.trainer import train
+
+    over = [*TINY, f"data.source={corpus_file}", "train.eval_every=1000", "train.checkpoint_every=1000"]
+    results = []
+    for steps in (1, 150):
+        out = tmp_path / f"s{steps}"
+        train(load_config(None, [*over, f"train.max_steps={steps}", "train.lr=3e-3"]), out, progress=False,
+              log=lambda s: None)
+        results.append(likelihood(load_pretrained(out), rows=32, seed=0))
+    early, late = results
+    assert late["nll"] < early["nll"] - 3 * (early["nll_se"] + late["nll_se"]), (early, late)
+    assert late["nll_kind"] == "bound" and late["perplexity"] == pytest.approx(math.exp(late["nll"]), rel=1e-6)
+
+
+class Shrunk(TwoTokens):
+    """The same model with its estimate shrunk by 5%: an error that stays as the noise vanishes, as a
+    regressed estimate's does."""
+
+    def forward(self, z, t, self_cond=None, *_):
+        x0, _ = super().forward(z, t)
+        return 0.95 * x0, None
+
+
+def test_posterior_estimate_keeps_an_imperfect_models_bound_finite():
+    schedule = get_schedule("cosine")
+    model = Shrunk(schedule)
+    model.embedding = torch.nn.Module()
+    model.embedding.weight = torch.stack([model.e, -model.e]).float()  # (V, d) rows of the two tokens
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 2, (2000, 1), generator=g)
+    plain = embedding_vlb(model, ids, schedule, g, self_condition=False, posterior_from=math.inf)["total"].mean()
+    fixed = embedding_vlb(model, ids, schedule, g, self_condition=False)["total"].mean()
+    assert plain > 20  # the 5% error times e^lam up to 1 / sigma0^2
+    assert math.log(2) - 0.05 < fixed < math.log(2) + 0.3, fixed  # still a bound, and close to the truth
