@@ -75,6 +75,17 @@ class DiffusionConfig:
     # rises linearly along a shared time u (training draws u, samplers step uniformly in u); ddpm/ddim only
     position_warp: bool = False
     sigma0: float = 1e-2
+    # "vp": the network sees the variance-preserving state; "flow": flow matching's straight path
+    # x_t = (1 - t) x0 + t eps (use with schedule=flow; sedlm/diffusion/schedules.py)
+    path: str = "vp"
+    # training times: "uniform" t ~ U[0, 1], or "logit_normal" t = sigmoid(time_mean + time_std * n)
+    # (Esser et al. 2024), which spends more steps at middle noise levels
+    time_dist: str = "uniform"
+    time_mean: float = 0.0
+    time_std: float = 1.0
+    # weight of the x0 MSE: "x0" (1) or "velocity" (1 / t'^2 with t' the straight path's time at that noise
+    # level, capped at 100: the flow-matching velocity loss ||v - v_hat||^2 written for an x0 estimate)
+    mse_weighting: str = "x0"
     self_cond: str = "both"  # "both" (paper), "half_nograd" (Analog Bits), "off"
     # "direct": x0_hat is regressed (the paper); "interp": x0_hat = softmax(logits) E, the expected
     # embedding under the model's token distribution (CDCD score interpolation; train with mse_weight=0)
@@ -197,6 +208,9 @@ CHOICES = {
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("diffusion", "x0_estimate"): ("direct", "interp"),
+    ("diffusion", "path"): ("vp", "flow"),
+    ("diffusion", "time_dist"): ("uniform", "logit_normal"),
+    ("diffusion", "mse_weighting"): ("x0", "velocity"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
     ("train", "strategy"): ("ddp", "fsdp"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
@@ -316,6 +330,12 @@ def validate(cfg: Config) -> None:
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
         raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
                          "training); set sample.time_grid=uniform or karras")
+    if cfg.diffusion.path == "flow" and cfg.diffusion.schedule != "flow":
+        raise SedlmError("diffusion.path=flow is flow matching's straight path; set diffusion.schedule=flow with it")
+    if cfg.diffusion.time_dist != "uniform" and (cfg.diffusion.time_warp or cfg.diffusion.position_warp):
+        raise SedlmError("time warping draws its own training times; set diffusion.time_dist=uniform with it")
+    if not cfg.diffusion.time_std > 0:
+        raise SedlmError(f"diffusion.time_std must be positive (got {cfg.diffusion.time_std})")
     if cfg.diffusion.position_warp:
         if cfg.diffusion.time_warp:
             raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")

@@ -81,6 +81,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "SeqDiffuSeq is an encoder-decoder; here the source is given positions of one bidirectional Transformer "
            "(SED's conditioning channel), and the network is told each position's own time instead of the shared "
            "step; on language-model data the recipe trains on the size config's conditioning masks"),
+    Recipe("flow-matching", "sed",
+           ("diffusion.path=flow", "diffusion.schedule=flow", "diffusion.logsnr_shift=0", "diffusion.time_dist=logit_normal",
+            "diffusion.time_mean=0", "diffusion.time_std=1", "diffusion.mse_weighting=x0", "diffusion.x0_estimate=direct",
+            "diffusion.self_cond=both", "diffusion.mse_weight=1", "diffusion.ce_weight=1", "sample.sampler=ddim",
+            "sample.time_grid=uniform"),
+           "Lipman et al. 2023, Flow Matching for Generative Modeling (arXiv 2210.02747), in a frozen embedding space "
+           "with x-prediction and self-conditioning as ELF and LangFlow (2025) do",
+           "the straight path x_t = (1 - t) x0 + t eps fed to the network, x0-prediction with the MSE and the readout "
+           "CE, self-conditioning, logit-normal training times (Esser et al. 2024), and the flow ODE integrated by "
+           "DDIM (exactly Euler's method in t on this path) or any other sampler",
+           "LangFlow learns its noise schedule and ELF embeds with a large frozen encoder; here the time distribution "
+           "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's"),
     Recipe("diffusionbert", "mdlm",
            ("diffusion.mask_schedule=spindle", "diffusion.spindle_lambda=0.5"),
            "He et al. 2023, DiffusionBERT: Improving Generative Masked Language Models with Diffusion Models "

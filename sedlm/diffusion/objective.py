@@ -5,6 +5,11 @@ x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the loss on generated positions is
 
     L = mse_weight * ||x0_hat - x0||^2 / d_embed + ce_weight * CE(R x0_hat, w) + round_weight * CE(R x0, w)
 
+With ``mse_weighting="velocity"`` the MSE is weighted by 1 / t'^2 (t' the straight path's time at that
+noise level): the flow-matching loss ||v - v_hat||^2 (Lipman et al. 2023) of the velocity v = eps - x0
+implied by an x0 estimate on x_t = (1 - t') x0 + t' eps. ``time_dist="logit_normal"`` draws training
+times as sigmoid(m + s n) (Esser et al. 2024) instead of uniformly.
+
 The last term is Diffusion-LM's rounding loss (Li et al. 2022, eq. 2, L_round = -log p(w | x0)): it
 scores the readout on the data's own x0, so a jointly learned table stays decodable.
 
@@ -25,16 +30,22 @@ import torch
 import torch.nn.functional as F
 
 from sedlm.config import DiffusionConfig
-from sedlm.diffusion.schedules import Schedule
+from sedlm.diffusion.schedules import Schedule, path_scale
 from sedlm.diffusion.timewarp import unwarp
 from sedlm.model.denoiser import SEDDenoiser
 
 
+VELOCITY_WEIGHT_MAX = 100.0  # the velocity weight 1 / t'^2 grows without bound as t' -> 0
+
+
 def _pass_loss(
-    x0_hat: torch.Tensor, logits: torch.Tensor, x0: torch.Tensor, ids: torch.Tensor, gen: torch.Tensor, cfg: DiffusionConfig
+    x0_hat: torch.Tensor, logits: torch.Tensor, x0: torch.Tensor, ids: torch.Tensor, gen: torch.Tensor, cfg: DiffusionConfig,
+    weight: torch.Tensor | None = None,  # (B, L) per-position weight of the MSE, or None for 1
 ) -> tuple[torch.Tensor, ...]:
     n = gen.sum().clamp(min=1)
     mse_pos = ((x0_hat - x0) ** 2).mean(-1) * gen  # (B, L)
+    if weight is not None:
+        mse_pos = mse_pos * weight
     ce_pos = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen  # (B, L)
     mse, ce = mse_pos.sum() / n, ce_pos.sum() / n
     ce_rows = ce_pos.sum(1) / gen.sum(1).clamp(min=1)  # (B,) for the time-warping fit
@@ -60,11 +71,17 @@ def sed_loss(
     clean = model.embed(ids)  # (B, L, De)
     x0 = clean + cfg.sigma0 * torch.randn(clean.shape, generator=generator, device=dev)
     t = torch.rand(B, generator=generator, device=dev)
+    if cfg.time_dist == "logit_normal":  # Esser et al. 2024, eq. 19: t = sigmoid(m + s n)
+        t = torch.sigmoid(cfg.time_mean + cfg.time_std * torch.randn(B, generator=generator, device=dev))
     if model.time_warp is not None:  # built with diffusion.time_warp
         t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
     # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t); the model maps t itself
     t_noise = model.position_times(t, L) if model.position_knots is not None else t[:, None]  # (B, L) or (B, 1)
     ab = schedule(t_noise)[..., None]  # (B, L or 1, 1)
+    weight = None
+    if cfg.mse_weighting == "velocity":  # ||v - v_hat||^2 = ||x0 - x0_hat||^2 / t'^2 on the straight path
+        t_path = (1 - ab).clamp(min=0).sqrt() * path_scale(ab)  # the straight path's time at this log-SNR
+        weight = t_path.squeeze(-1).pow(-2).clamp(max=VELOCITY_WEIGHT_MAX).expand(B, L)  # (B, L)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, device=dev)
 
     keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond).float()  # CFG dropout
@@ -84,17 +101,17 @@ def sed_loss(
 
     if mode == "off":
         x0_hat, logits = model(x_t, t, zeros, cond, m)
-        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     elif mode == "sc_nograd":
         with torch.no_grad():
             first, _ = model(x_t, t, zeros, cond, m)
         x0_hat, logits = model(x_t, t, hold(first) * keep[:, None, None], cond, m)
-        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     else:  # both passes optimised
         first, logits1 = model(x_t, t, zeros, cond, m)
-        loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg)[0]
+        loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg, weight)[0]
         x0_hat, logits = model(x_t, t, hold(first.detach()) * keep[:, None, None], cond, m)
-        loss2, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg)
+        loss2, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
         loss = 0.5 * (loss1 + loss2)
 
     if cfg.round_weight:

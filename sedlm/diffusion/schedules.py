@@ -34,7 +34,22 @@ def sqrt(t: torch.Tensor, s: float = 1e-4) -> torch.Tensor:
     return (1 - torch.sqrt(t + s)).clamp(0.0, 1.0)
 
 
-SCHEDULES: dict[str, Schedule] = {"cosine": cosine, "linear": linear, "sqrt": sqrt}
+def flow(t: torch.Tensor) -> torch.Tensor:
+    """The straight path of flow matching (Lipman et al. 2023; rectified flow, Liu et al. 2023),
+    x_t = (1 - t) x0 + t eps, in variance-preserving form: x_t / ((1 - t)^2 + t^2)^(1/2) is the VP state with
+    abar_t = (1 - t)^2 / ((1 - t)^2 + t^2), i.e. log-SNR 2 log((1 - t) / t). A denoiser built with
+    ``path="flow"`` sees the path's own state (``path_scale``); every VP sampler then integrates the same
+    ODE, and DDIM's step is exactly Euler's step of the flow ODE dx/dt = v in t."""
+    return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+
+
+def path_scale(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Factor from the VP state to the straight path's state at the same log-SNR: with abar = a^2 / (a^2 + s^2)
+    for path coefficients a = 1 - t, s = t, x_path = x_vp / (sqrt(abar) + sqrt(1 - abar))."""
+    return 1 / (alpha_bar.sqrt() + (1 - alpha_bar).clamp(min=0).sqrt())
+
+
+SCHEDULES: dict[str, Schedule] = {"cosine": cosine, "linear": linear, "sqrt": sqrt, "flow": flow}
 
 
 def shift_log_snr(schedule: Schedule, shift: float) -> Schedule:

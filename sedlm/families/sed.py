@@ -32,7 +32,8 @@ def build_denoiser(cfg: Config, table: torch.Tensor) -> SEDDenoiser:
     """A denoiser over the embedding ``table`` (V, d_embed); frozen unless embed.kind=learned."""
     return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
                        time_warp=cfg.diffusion.time_warp,
-                       position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0)
+                       position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0, path=cfg.diffusion.path,
+                       schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift))
 
 
 class SEDFamily(Family):

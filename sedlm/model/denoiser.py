@@ -16,17 +16,22 @@ so every estimate lies in the convex hull of the embedding rows; tau is the scor
 zero for unconditional generation. ``t`` is one time per row (B,) or one per position (B, L); a
 denoiser built with ``position_warp`` (SeqDiffuSeq's adaptive per-position schedule, see
 ``sedlm.diffusion.timewarp``) reads a shared time u (B,) as t_i = F_i^-1(u) at each position i.
+Inputs x_t are variance-preserving states; with ``path="flow"`` (flow matching) the network is fed the
+straight path's state instead, x_t * path_scale(abar_t) = (1 - t') x0 + t' eps at the same log-SNR, so
+samplers and objective stay those of the VP process (``sedlm.diffusion.schedules.flow``).
 No loss, device or autocast logic lives here.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from sedlm.config import ModelConfig
+from sedlm.diffusion.schedules import path_scale
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
@@ -43,9 +48,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 class SEDDenoiser(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace, x0_estimate: str = "direct", time_warp: bool = False,
-                 position_warp: int = 0):
+                 position_warp: int = 0, path: str = "vp", schedule: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.cfg = cfg
+        if path not in ("vp", "flow") or (path == "flow" and schedule is None):
+            raise ValueError("path is 'vp' or 'flow' (which needs the schedule)")
+        self.path, self.schedule = path, schedule
         self.x0_estimate = x0_estimate
         if time_warp:  # CDCD time warping state (sedlm/diffusion/timewarp.py); saved with the weights
             self.register_buffer("time_warp", torch.linspace(0, 1, WARP_BINS + 1))
@@ -109,9 +117,12 @@ class SEDDenoiser(nn.Module):
         self_cond = zeros if self_cond is None else self_cond
         cond = zeros if cond is None else cond
         mask = x_t.new_zeros(B, L, 1) if cond_mask is None else cond_mask[..., None].to(x_t.dtype)
-        h = self.inp(torch.cat([x_t, self_cond, cond, mask], dim=-1))  # (B, L, D)
         if self.position_knots is not None and t.dim() == 1:
             t = self.position_times(t, L)  # (B, L)
+        if self.path == "flow":  # the straight path's state at this noise level
+            scale = path_scale(self.schedule(t.float()))
+            x_t = x_t * (scale[:, None, None] if t.dim() == 1 else scale[..., None]).to(x_t.dtype)
+        h = self.inp(torch.cat([x_t, self_cond, cond, mask], dim=-1))  # (B, L, D)
         temb = self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))  # (B, D) or (B, L, D)
         if self.cfg.time_cond == "add":
             h = self.backbone(h + (temb[:, None] if temb.dim() == 2 else temb))
