@@ -174,3 +174,22 @@ def test_asymmetric_time_intervals_shift_the_network_time(name):
     assert times[0] == 1.0 and times[1] == pytest.approx(float(ts[1]) + 0.5 * width)
     assert times[-1] == pytest.approx(float(ts[-2]) + 0.5 * width)
     assert torch.allclose(out, x0.expand_as(out))
+
+
+@pytest.mark.parametrize("mode", ["off", "both"])
+def test_sampling_feeds_self_conditioning_only_to_models_trained_with_it(mode, tmp_path, corpus_file):
+    """A model trained with diffusion.self_cond=off never saw a non-zero estimate in that input (its weights
+    there are untrained): sampling must give it zeros, and the previous estimate otherwise."""
+    from conftest import TINY
+
+    from sedlm.api import load_pretrained
+    from sedlm.config import load_config
+    from sedlm.train.trainer import train
+
+    train(load_config(None, [*TINY, f"data.source={corpus_file}", "train.max_steps=2", f"diffusion.self_cond={mode}"]),
+          tmp_path / "run", progress=False, log=lambda s: None)
+    lm = load_pretrained(tmp_path / "run")
+    seen = []
+    lm.model.register_forward_pre_hook(lambda mod, args: seen.append(args[2].abs().max().item()))
+    lm.generate(n=2, steps=4, sampler="ddim")
+    assert seen[0] == 0 and (max(seen[1:]) == 0 if mode == "off" else min(seen[1:]) > 0), seen

@@ -109,7 +109,8 @@ class SEDFamily(Family):
             sampler=o["sampler"], schedule=cfg.diffusion.schedule, logsnr_shift=cfg.diffusion.logsnr_shift,
             time_grid=o["time_grid"], rho=cfg.sample.rho, guidance=o["guidance"], guidance_mode=o["guidance_mode"],
             seed=request.seed, score_temp=o["score_temp"], clamp=o["clamp"], callback=callback, layout=request.layout,
-            pad_id=lm.tokenizer.pad_id, noise_temp=o["noise_temp"], **extra)
+            pad_id=lm.tokenizer.pad_id, noise_temp=o["noise_temp"], self_condition=cfg.diffusion.self_cond != "off",
+            **extra)
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
         """The argmax readout of the current x0 estimate."""

@@ -102,13 +102,15 @@ def sample_ids(
     callback: Callback | None = None,
     layout: Layout | None = None,
     pad_id: int | None = None,
+    self_condition: bool = True,
     **sampler_kw: Any,
 ) -> torch.Tensor:
     """Sample ``n`` rows of ``seq_len`` token ids (padding included). (n, L)
 
     With a ``layout`` (prompt, template or seq2seq source), its given tokens condition every
     network call through the clean-embedding channel and are copied into the output unchanged;
-    positions in ``layout.no_pad`` never decode to ``pad_id``.
+    positions in ``layout.no_pad`` never decode to ``pad_id``. ``self_condition=False`` feeds every call a
+    zero estimate, as a model trained without self-conditioning saw in training.
     """
     fn = get_sampler(sampler)
     device = next(model.parameters()).device
@@ -126,7 +128,7 @@ def sample_ids(
     if model.position_knots is not None:
         alpha_bar = _per_position(model, alpha_bar, seq_len, sampler, time_grid)
     x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode), x, ts,
-            alpha_bar=alpha_bar, generator=g, callback=callback, **sampler_kw)
+            alpha_bar=alpha_bar, generator=g, callback=callback, self_condition=self_condition, **sampler_kw)
     return decode_ids(model, x0, layout, pad_id)
 
 
