@@ -7,7 +7,8 @@ import torch
 
 from sedlm.cli import build_parser, main
 
-SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "prepare", "recipes", "sample", "infill", "serve", "eval", "bench"]
+SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "prepare", "recipes", "sample", "infill", "distill", "serve", "eval",
+               "bench"]
 
 
 def run(args, capsys):

@@ -128,6 +128,20 @@ def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
 
 
+@torch.no_grad()
+def consistency(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
+                self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Alg. 1): each step estimates x0 and draws the next
+    state afresh from the forward process, x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) z, forgetting x_t.
+    For a consistency model (whose estimate is already the end of the trajectory through x_t) more steps
+    refine; for an ordinary denoiser it is a crude sampler."""
+
+    def update(x, x0_hat, ab_t, ab_s):
+        return ab_s.sqrt() * x0_hat + noise_temp * (1 - ab_s).clamp(min=0).sqrt() * _noise(x, generator)
+
+    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
+
+
 # --- Samplers of the probability-flow ODE / SDE in sigma space (Karras et al. 2022) -----------------
 # With sigma_t = sqrt((1 - abar_t) / abar_t) and x~ = x / sqrt(abar_t), the VP process becomes
 # x~ = x0 + sigma eps, and the ODE is dx~/dsigma = (x~ - D(x~, sigma)) / sigma with D the x0 estimate.
@@ -313,6 +327,9 @@ SAMPLERS: dict[str, SamplerEntry] = {
                          per_position=True),
     "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)",
                          per_position=True),
+    "consistency": SamplerEntry(consistency, 1, "uniform", ("noise_temp",),
+                                "multistep consistency sampling, for consistency-distilled students (Song et al. 2023)",
+                                stochastic=True, per_position=True),
     "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
     "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
     "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", ("eta", "noise_temp"), "DPM-Solver++(2M) (Lu et al. 2022)"),
