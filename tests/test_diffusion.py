@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sedlm.config import DiffusionConfig, load_config
+from sedlm.config import load_config
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import SCHEDULES, get_schedule, log_snr, time_grid
 from sedlm.errors import SedlmError

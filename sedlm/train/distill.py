@@ -147,16 +147,17 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
 
 
 def sed_estimates(model: torch.nn.Module, cond: torch.Tensor, mask: torch.Tensor, *, two_pass: bool,
-                  guidance: float = 1.0) -> Estimate:
+                  guidance: float = 1.0, score_temp: float = 1.0) -> Estimate:
     """An SED denoiser as (x_t, t) -> x0 with given positions held: both self-conditioning passes at the same
     x_t (``two_pass``, the teacher) or one pass with a zero estimate (a student); classifier-free guidance
-    on the given tokens with scale ``guidance`` (rows with nothing given are unguided)."""
+    on the given tokens with scale ``guidance`` (rows with nothing given are unguided); ``score_temp`` for
+    interp estimates, as the checkpoint samples with it."""
     given = mask.bool()[..., None]  # (B, L, 1)
 
     def once(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         zeros = torch.zeros_like(x)
-        first = model(x, t, zeros, c, m)[0]
-        return model(x, t, first, c, m)[0] if two_pass else first
+        first = model(x, t, zeros, c, m, score_temp=score_temp)[0]
+        return model(x, t, first, c, m, score_temp=score_temp)[0] if two_pass else first
 
     def estimate(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x0 = once(x, t, cond, mask)
@@ -270,7 +271,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
     def estimate(net: torch.nn.Module, ctx: object, first_teacher: bool) -> Estimate:
         cond, m = ctx  # type: ignore[misc]
         return sed_estimates(net, cond, m, two_pass=two_pass and first_teacher,
-                             guidance=cfg.guidance if first_teacher else 1.0)
+                             guidance=cfg.guidance if first_teacher else 1.0, score_temp=tcfg.sample.score_temp)
 
     def after_round(n_steps: int, net: torch.nn.Module) -> None:
         if save_rounds and n_steps != cfg.nfe:
