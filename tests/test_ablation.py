@@ -129,6 +129,14 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
     # a rerun reuses finished variants instead of training again
     again = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
     assert [r["judge_nll"] for r in again] == [r["judge_nll"] for r in rows]
+    # --rescore scores a saved model again without training it: same steps, and the log says so
+    logged = []
+    rescored = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", rescore=("embed-ppmi",),
+                      **{**kw, "log": logged.append})
+    assert "embed-ppmi: scoring the saved model again" in logged and not any("embed-ppmi: training" in m for m in logged)
+    assert rescored[1]["train_steps"] == rows[1]["train_steps"] and rescored[1]["judge_nll"] == rows[1]["judge_nll"]
+    with pytest.raises(SedlmError, match="--rescore names variants not in --variants"):
+        ablate("shakespeare", 0.02, variants="paper", rescore=("clamp",), **kw)
 
 
 def test_cli_ablate_list(capsys):

@@ -191,10 +191,12 @@ def ablate(
     overrides: list[str] | None = None,
     command: str = "sedlm bench ablate",
     force: bool = False,
+    rescore: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and score the chosen variants (all by default), the AR baseline and the data row; write
-    ablation-<corpus>.{json,md} after every variant; return the rows."""
+    ablation-<corpus>.{json,md} after every variant; return the rows. Variants named in ``rescore`` are
+    scored again on their finished, saved model without retraining (after a sampling or harness fix)."""
     from sedlm.eval.judge import get_judge
 
     start = time.perf_counter()
@@ -233,10 +235,13 @@ def ablate(
 
     budget_key = (minutes, n, steps, judge_name)
 
-    def run_once(row_dir: Path, key: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    if unknown := set(rescore) - {v.name for v in chosen}:
+        raise SedlmError(f"--rescore names variants not in --variants: {', '.join(sorted(unknown))}")
+
+    def run_once(row_dir: Path, key: str, produce: Callable[[], dict[str, Any]], again: bool = False) -> dict[str, Any]:
         """The row saved under ``key`` in ``row_dir``, else ``produce()`` it and save it with the data row."""
         nonlocal data_row
-        saved = None if force else _saved_row(row_dir, key)
+        saved = None if force or again else _saved_row(row_dir, key)
         if saved:
             log(f"{row_dir.name}: reusing the saved row")
             row, data_row = saved[0], data_row or saved[1]
@@ -251,8 +256,11 @@ def ablate(
         run = runs_dir / trained.name
         key = _fingerprint(budget_key, v.name, config_key(cfg), v.sample, v.reuse)
 
-        def produce(v: Variant = v, cfg: Config = cfg, run: Path = run) -> dict[str, Any]:
-            if v.reuse:
+        def produce(v: Variant = v, cfg: Config = cfg, run: Path = run, key: str = key) -> dict[str, Any]:
+            if v.name in rescore and not v.reuse and (saved := _saved_row(run, key)) is not None:
+                log(f"{v.name}: scoring the saved model again")
+                info = {k: saved[0].get(k) for k in ("params", "train_steps", "train_minutes", "table_s")}
+            elif v.reuse:
                 saved = _saved_row(run)
                 if saved is None:
                     raise SedlmError(f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)")
@@ -263,7 +271,7 @@ def ablate(
                 info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": param_count(cfg, data)}
             return {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
 
-        finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce), v)
+        finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce, again=v.name in rescore), v)
 
     # The autoregressive baseline: the same CPU minutes, its width matched to the paper variant's size.
     paper = variant_config(base, VARIANTS["paper"])

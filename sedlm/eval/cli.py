@@ -119,7 +119,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     ablate(args.corpus, args.minutes, variants=args.variants, judge_name=args.judge, n=args.n, steps=args.steps,
            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides,
-           command=_bench_command("ablate"), force=args.force)
+           command=_bench_command("ablate"), force=args.force,
+           rescore=tuple(v.strip() for v in (args.rescore or "").split(",") if v.strip()))
     return 0
 
 
@@ -215,6 +216,8 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     ba.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200)")
     ba.add_argument("--runs-dir", default="runs/ablate", help="where the runs are written")
     ba.add_argument("--force", action="store_true", help="retrain variants even when a matching finished run exists")
+    ba.add_argument("--rescore", help="comma-separated variants to score again on their saved trained model, without "
+                                      "retraining (after a sampling or harness change)")
     ba.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every variant")
     ba.set_defaults(func=cmd_ablate)
 
