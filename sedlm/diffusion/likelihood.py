@@ -72,15 +72,12 @@ def log_snr_range(schedule: Callable[[torch.Tensor], torch.Tensor], sigma0: floa
     return ends[0], min(ends[1], 2 * math.log(1 / sigma0))
 
 
-def token_posterior_logits(model: torch.nn.Module, x_hat: torch.Tensor, z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Token scores that combine the model's readout of x_hat with the likelihood of z under each row:
-    logits_w = readout_w(x_hat) + (sqrt(abar) <z, E_w> - abar ||E_w||^2 / 2) / (1 - abar), the posterior over w
-    of z ~ N(sqrt(abar) E_w, 1 - abar) with the readout as prior. As the noise vanishes it picks the row z
-    came from with certainty, which a regressed x_hat alone never does exactly. (B, L, V)"""
+def likelihood_logits(model: torch.nn.Module, z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The log-likelihood of z_lam under each token's row, up to a constant: z ~ N(sqrt(abar) E_w, 1 - abar) gives
+    (sqrt(abar) <z, E_w> - abar ||E_w||^2 / 2) / (1 - abar). (B, L, V)"""
     E = model.embedding.weight.float()  # (V, D)
     ab = torch.sigmoid(lam.double()).float()[:, None, None]  # (B, 1, 1)
-    lik = (ab.sqrt() * (z.float() @ E.t()) - 0.5 * ab * E.pow(2).sum(-1)) / (1 - ab)
-    return model.decode_logits(x_hat).float() + lik
+    return (ab.sqrt() * (z.float() @ E.t()) - 0.5 * ab * E.pow(2).sum(-1)) / (1 - ab)
 
 
 @torch.no_grad()
@@ -90,39 +87,38 @@ def embedding_vlb(model: torch.nn.Module, ids: torch.Tensor, schedule: Callable[
     """The three terms of the bound for each row of ``ids`` (B, L) under an SED denoiser, in nats per row:
     {"reconstruction", "diffusion", "prior", "total"}, each (B,).
 
-    x_hat at log-SNR lam is the model's estimate at the time t with abar_t = sigmoid(lam) (both
-    self-conditioning passes when ``self_condition``). From lam >= ``posterior_from`` on it is replaced by
-    the embedding expected under ``token_posterior_logits``: a regressed estimate keeps a small error as
-    the noise vanishes, which the weight e^lam of the diffusion term would blow up, while the posterior
-    becomes exact there. Any function of z_lam gives a valid bound; the switch point is fixed in
-    advance (0, where the two estimates' errors cross on a trained tiny model), never chosen per row.
-    The reconstruction p(w | z_max) uses the same posterior logits at lam_max."""
+    The model is called at the time t with abar_t = sigmoid(lam) (both self-conditioning passes when
+    ``self_condition``, the second fed the first's estimate, as when sampling), and x_hat is the embedding
+    expected under its token distribution, softmax(logits) E. From lam >= ``posterior_from`` on, the
+    logits are combined with the likelihood of z under each row (``likelihood_logits``): the posterior
+    over tokens with the model as prior, which becomes exact as the noise vanishes, where any error left
+    in x_hat would be blown up by the weight e^lam. Any function of z_lam gives a valid bound; the switch
+    point is fixed in advance, never chosen per row. The reconstruction p(w | z_max) is the same
+    distribution at lam_max."""
     from sedlm.diffusion.schedules import time_of
     from sedlm.errors import SedlmError
 
     if getattr(model, "position_knots", None) is not None:
         raise SedlmError("the likelihood bound does not cover per-position schedules (diffusion.position_warp) yet")
     x = model.embed(ids).float()  # (B, L, D)
+    E = model.embedding.weight.float()
     lam_min, lam_max = log_snr_range(schedule, sigma0)
 
-    def model_estimate(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    def token_logits(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         t = time_of(schedule, torch.sigmoid(lam.double())).to(z.dtype)  # (B,)
-        first = model(z, t, torch.zeros_like(z))[0]
-        return model(z, t, first)[0] if self_condition else first
+        first, logits = model(z, t, torch.zeros_like(z))
+        if self_condition:
+            logits = model(z, t, first)[1]
+        logits = logits.float()  # (B, L, V)
+        late = (lam >= posterior_from)[:, None, None]
+        return torch.where(late, logits + likelihood_logits(model, z, lam), logits) if late.any() else logits
 
     def estimate(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        x_hat = model_estimate(z, lam)
-        late = lam >= posterior_from  # (B,)
-        if not late.any():
-            return x_hat
-        probs = torch.softmax(token_posterior_logits(model, x_hat, z, lam), -1)
-        return torch.where(late[:, None, None], probs @ model.embedding.weight.float(), x_hat)
+        return torch.softmax(token_logits(z, lam), -1) @ E
 
     diffusion = diffusion_term(estimate, x, lam_min, lam_max, points, generator)
     z_max = noisy(x, lam_max, generator)
-    lam = torch.full((len(ids),), lam_max, device=x.device)
-    logits = model_estimate(z_max, lam)
-    logits = token_posterior_logits(model, logits, z_max, lam) if lam_max >= posterior_from else model.decode_logits(logits)
+    logits = token_logits(z_max, torch.full((len(ids),), lam_max, device=x.device))
     recon = torch.nn.functional.cross_entropy(logits.double().transpose(1, 2), ids, reduction="none").sum(1)
     prior = prior_term(x, lam_min)
     return {"reconstruction": recon, "diffusion": diffusion, "prior": prior, "total": recon + diffusion + prior}
