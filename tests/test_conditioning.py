@@ -114,8 +114,8 @@ def test_given_positions_follow_the_forward_process(tok, sampler):
     sample_ids(model, n=2, seq_len=32, steps=6, sampler=sampler, layout=lay, pad_id=tok.pad_id, seed=3,
                callback=lambda info: seen.append((info["x0_hat"][:, lay.given].clone(), info["x"][:, lay.given].clone())))
     assert seen and all(torch.equal(x0, clean.expand_as(x0)) for x0, _ in seen)
-    if sampler == "ddpm":
-        return  # stochastic: fresh noise at every step, only its law is fixed
+    if SAMPLERS[sampler].stochastic:
+        return  # fresh noise at every step: only its law is fixed
     ts = time_grid(6, kind="uniform")
     ab = get_schedule("cosine")(ts.double()).clamp(1e-8, 1.0)
     x_T = torch.randn(2, 32, 8, generator=torch.Generator().manual_seed(3))[:, lay.given]

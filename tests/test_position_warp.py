@@ -79,7 +79,7 @@ def test_samplers_follow_a_different_schedule_at_every_position(name):
 
 
 def test_only_elementwise_samplers_declare_per_position():
-    assert {k for k, v in SAMPLERS.items() if v.per_position} == {"ddpm", "ddim"}
+    assert {k for k, v in SAMPLERS.items() if v.per_position} == {"ddpm", "ddim", "consistency"}
 
 
 def _model(tmp_path=None):

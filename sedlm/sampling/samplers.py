@@ -316,6 +316,9 @@ class SamplerEntry:
     # its update is elementwise in abar, so abar may differ per position (an (L, 1) tensor per grid time):
     # the per-position schedules of diffusion.position_warp
     per_position: bool = False
+    # meant for a model whose estimate is already the end of the trajectory through x_t (a consistency-
+    # distilled student); on an ordinary denoiser it is a crude sampler, so sweeps over samplers skip it
+    for_flow_maps: bool = False
 
     def __call__(self, *args: Any, **kw: Any) -> torch.Tensor:
         return self.fn(*args, **kw)
@@ -329,7 +332,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
                          per_position=True),
     "consistency": SamplerEntry(consistency, 1, "uniform", ("noise_temp",),
                                 "multistep consistency sampling, for consistency-distilled students (Song et al. 2023)",
-                                stochastic=True, per_position=True),
+                                stochastic=True, per_position=True, for_flow_maps=True),
     "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
     "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
     "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", ("eta", "noise_temp"), "DPM-Solver++(2M) (Lu et al. 2022)"),
