@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import RESULTS_DIR, publish, run_main  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, publish, run_main  # noqa: E402
+from sedlm.eval.results import markdown_table, write_results  # noqa: E402
 
 COLUMNS = ["method", "sampler", "nfe", "n_samples", "judge_nll", "judge_nll_ci95", "unigram_entropy",
            "unigram_entropy_ci95", "mean_sample_tokens", "student_optimizer_steps", "distill_minutes", "cost_vs_teacher",
@@ -68,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         path = RESULTS_DIR / f"distill-{args.name}.json"
         if not path.is_file():
             ap.error(f"{path} does not exist; run the benchmark first")
-        rows = json.loads(path.read_text())["rows"]
+        earlier = json.loads(path.read_text())
+        rows = earlier["rows"]
         time_rows(rows, Path(args.students), args.teacher, args.ar)
-        publish(f"distill-{args.name}", "distill.py", rows, COLUMNS)
+        command = f"{earlier['command'].split('; then ')[0]}; then {command_line('distill.py')}"
+        write_results(f"distill-{args.name}", command, rows, COLUMNS, RESULTS_DIR)
+        print(markdown_table(rows, COLUMNS))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
