@@ -339,13 +339,9 @@ def validate(cfg: Config) -> None:
     if cfg.diffusion.position_warp:
         if cfg.diffusion.time_warp:
             raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")
-        if cfg.sample.time_grid != "uniform":
-            raise SedlmError("diffusion.position_warp steps uniformly in the shared time u; set sample.time_grid=uniform")
-        from sedlm.sampling.samplers import get_sampler
+        from sedlm.sampling.samplers import check_per_position
 
-        if not get_sampler(cfg.sample.sampler).per_position:
-            raise SedlmError(f"sample.sampler={cfg.sample.sampler} cannot follow per-position schedules "
-                             "(diffusion.position_warp); use ddpm or ddim")
+        check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:

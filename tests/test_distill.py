@@ -10,8 +10,8 @@ import torch
 
 from sedlm.diffusion.schedules import cosine
 from sedlm.errors import SedlmError
-from sedlm.sampling.samplers import ddim
-from sedlm.train.distill import DistillConfig, ddim_step, round_grids, run_distillation, two_step_target
+from sedlm.sampling.samplers import ddim, ddim_step
+from sedlm.train.distill import DistillConfig, round_grids, run_distillation, two_step_target
 
 S = 0.5  # data: x0 ~ N(0, S^2) per dimension
 

@@ -41,10 +41,7 @@ def diffusion_term(denoise: Denoise, x: torch.Tensor, lam_min: float, lam_max: f
     total = torch.zeros(B, dtype=torch.float64, device=x.device)
     for k in range(points):
         lam = lam_min + width * (k + r) / points  # (B,)
-        ab = torch.sigmoid(lam).to(x.dtype)[:, None, None]
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        z = ab.sqrt() * x + (1 - ab).sqrt() * eps
-        err = (x - denoise(z, lam.to(x.dtype))).double().pow(2).sum((1, 2))  # (B,)
+        err = (x - denoise(noisy(x, lam, generator), lam.to(x.dtype))).double().pow(2).sum((1, 2))  # (B,)
         total += 0.5 * torch.exp(lam) * err
     return total * width / points
 
@@ -57,10 +54,11 @@ def prior_term(x: torch.Tensor, lam_min: float) -> torch.Tensor:
     return per_dim.sum((1, 2))
 
 
-def noisy(x: torch.Tensor, lam: float, generator: torch.Generator) -> torch.Tensor:
-    """A draw of z_lam given x. (B, L, D)"""
-    ab = 1 / (1 + math.exp(-lam))
-    return math.sqrt(ab) * x + math.sqrt(1 - ab) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def noisy(x: torch.Tensor, lam: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A draw of z_lam given x, at one log-SNR or one per row (B,). (B, L, D)"""
+    lam = torch.as_tensor(lam, dtype=torch.float64, device=x.device)
+    ab = torch.sigmoid(lam).to(x.dtype).reshape(-1, 1, 1) if lam.dim() else torch.sigmoid(lam).to(x.dtype)
+    return ab.sqrt() * x + (1 - ab).sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def log_snr_range(schedule: Callable[[torch.Tensor], torch.Tensor], sigma0: float) -> tuple[float, float]:

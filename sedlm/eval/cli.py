@@ -46,6 +46,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None) -> tuple[str, ...]:
+    """A comma-separated option as its non-empty, stripped items (none for an unset option)."""
+    return tuple(m.strip() for m in (text or "").split(",") if m.strip())
+
+
 def _eval_nll(args: argparse.Namespace) -> int:
     """``sedlm eval --nll``: likelihood per token (exact or bound) with its standard error."""
     from sedlm.api import load_pretrained
@@ -59,7 +64,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']}; perplexity {res['perplexity']:.2f}) "
+        ppl = f"{res['perplexity']:.2f}" if res["perplexity"] is not None else "too large to show"
+        print(f"{res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']}; perplexity {ppl}) "
               f"on {res['rows']} rows of {res['tokens_per_row']} tokens of {res['source']}; wrote {out}")
     return 0
 
@@ -74,9 +80,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     from sedlm.eval.bench import METHODS
     from sedlm.eval.likelihood import bench_likelihood
 
-    split = lambda text: tuple(m.strip() for m in (text or "").split(",") if m.strip())  # noqa: E731
-    bench_likelihood(args.corpus, methods=split(args.methods) or METHODS, train_steps=args.train_steps,
-                     zero_shot=split(args.zero_shot), rows=args.rows, runs_dir=args.runs_dir,
+    bench_likelihood(args.corpus, methods=_names(args.methods) or METHODS, train_steps=args.train_steps,
+                     zero_shot=_names(args.zero_shot), rows=args.rows, runs_dir=args.runs_dir,
                      results_dir=args.results_dir, reuse=not args.retrain, overrides=args.overrides,
                      command=_bench_command("likelihood"))
     return 0
@@ -85,12 +90,9 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sedlm.eval.bench import METHODS, compare
 
-    def names(text: str | None) -> tuple[str, ...] | None:
-        return tuple(m.strip() for m in text.split(",") if m.strip()) if text else None
-
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
             runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
-            methods=names(args.methods) or METHODS, rerun=names(args.rerun), name=args.name,
+            methods=_names(args.methods) or METHODS, rerun=_names(args.rerun) or None, name=args.name,
             command=_bench_command("compare"))
     return 0
 
@@ -120,7 +122,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablate(args.corpus, args.minutes, variants=args.variants, judge_name=args.judge, n=args.n, steps=args.steps,
            runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides,
            command=_bench_command("ablate"), force=args.force,
-           rescore=tuple(v.strip() for v in (args.rescore or "").split(",") if v.strip()))
+           rescore=_names(args.rescore))
     return 0
 
 

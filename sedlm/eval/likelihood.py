@@ -14,27 +14,30 @@ from typing import Any
 
 import torch
 
+from sedlm.data.dataset import PreparedData
 from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
 
 
-def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256) -> torch.Tensor:
-    """Up to ``rows`` rows (R, L) of plain text: the checkpoint's validation split, or ``source``'s
-    documents (a path, ``corpus:NAME`` or ``hf:NAME``) tokenised with the checkpoint's tokenizer."""
-    from sedlm.data.dataset import prepare_data
+def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256, *, data: PreparedData | None = None,
+              documents: list[str] | None = None) -> torch.Tensor:
+    """Up to ``rows`` rows (R, L) of plain text: the checkpoint's validation split (of ``data`` when given,
+    already prepared with the checkpoint's tokenizer), or ``source``'s documents (a path, ``corpus:NAME`` or
+    ``hf:NAME``; ``documents`` when already loaded) tokenised with the checkpoint's tokenizer."""
     from sedlm.data.corpora import load_documents
+    from sedlm.data.dataset import prepare_data
     from sedlm.data.packing import pack_rows, tokenize_documents
 
     L = model.config.data.seq_len
     if source is None:
         if model.config.data.task == "seq2seq":
             raise SedlmError("likelihood is measured on plain text; pass --data with a text source for a seq2seq model")
-        val = prepare_data(model.config.data, tokenizer=model.tokenizer).val
+        val = (data or prepare_data(model.config.data, tokenizer=model.tokenizer)).val
         if val is None:
             raise SedlmError("the checkpoint's data has no validation split; pass --data to score other text")
         out = torch.as_tensor(val.rows[:rows])
     else:
-        ids = tokenize_documents(model.tokenizer, load_documents(source))
+        ids = tokenize_documents(model.tokenizer, documents if documents is not None else load_documents(source))
         if len(ids) < L:
             raise SedlmError(f"'{source}' holds {len(ids)} tokens, fewer than one row of {L}; give more text")
         out = pack_rows(ids, L)[:rows]
@@ -43,23 +46,24 @@ def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256) -
 
 @torch.no_grad()
 def likelihood(model: PretrainedLM, source: str | None = None, *, rows: int = 256, seed: int = 0,
-               batch_size: int = 32) -> dict[str, Any]:
+               batch_size: int = 32, data: PreparedData | None = None, documents: list[str] | None = None
+               ) -> dict[str, Any]:
     """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound) and the
-    perplexity exp(nll); ``source`` as in ``text_rows``."""
+    perplexity exp(nll); ``source``, ``data`` and ``documents`` as in ``text_rows``."""
     if rows < 2:
         raise SedlmError(f"--rows must be at least 2 for a standard error (got {rows})")
     family = model.family
     if not family.capabilities()["nll_bound"]:
         raise SedlmError(f"family {family.name} has no likelihood or likelihood bound")
-    data = text_rows(model, source, rows)
+    data_rows = text_rows(model, source, rows, data=data, documents=documents)
     g = torch.Generator(device=model.device).manual_seed(seed)
     model.model.eval()
     per_row = torch.cat([family.nll_bound(model.model, batch.to(model.device), model.config, g, model.tokenizer).double().cpu()
-                         for batch in data.split(batch_size)])
+                         for batch in data_rows.split(batch_size)])
     nll, se = per_row.mean().item(), per_row.std().item() / math.sqrt(len(per_row))
     return {"nll": nll, "nll_se": se, "nll_kind": family.nll_kind, "perplexity": math.exp(nll) if nll < 700 else None,
             "rows": len(per_row),
-            "tokens_per_row": int(data.shape[1]), "source": source or f"validation split of {model.config.data.source}"}
+            "tokens_per_row": int(data_rows.shape[1]), "source": source or f"validation split of {model.config.data.source}"}
 
 
 LIKELIHOOD_COLUMNS = ["method", "family", "params", "train_steps", "source", "nll_kind", "nll", "nll_se", "perplexity", "rows"]
@@ -80,7 +84,10 @@ def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], t
 
     if train_steps < 1:
         raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
+    from sedlm.data.corpora import load_documents
+
     _, data, cfgs, params = prepare_systems(corpus, methods, overrides)
+    documents = {source: load_documents(source) for source in zero_shot}  # read once for every system
     out_rows: list[dict[str, Any]] = []
     for system in methods:
         log(f"{system}: {params[system]:,} parameters, {train_steps} steps")
@@ -90,7 +97,7 @@ def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], t
             row = {"method": system, "family": model.config.method, "params": params[system], "train_steps": train_steps,
                    "source": source or f"corpus:{corpus} (validation)"}
             try:
-                res = likelihood(model, source, rows=rows, seed=0)
+                res = likelihood(model, source, rows=rows, seed=0, data=data, documents=documents.get(source))
             except SedlmError as e:  # a family or variant without a likelihood: the row says why
                 row["nll_kind"] = f"none: {e}"
             else:

@@ -26,7 +26,7 @@ from sedlm.diffusion.schedules import get_schedule
 from sedlm.diffusion.schedules import time_grid as make_time_grid
 from sedlm.errors import SedlmError
 from sedlm.model.denoiser import SEDDenoiser
-from sedlm.sampling.samplers import Callback, DenoiseFn, get_sampler
+from sedlm.sampling.samplers import Callback, DenoiseFn, check_per_position, get_sampler
 from sedlm.sampling.templates import Layout
 
 GUIDANCE_MODES = ("cond", "self_cond")
@@ -135,12 +135,7 @@ def sample_ids(
 def _per_position(model: SEDDenoiser, alpha_bar: Any, seq_len: int, sampler: str, time_grid: str) -> Any:
     """The schedule of a position-warped model (SeqDiffuSeq) as samplers see it: the shared time u maps
     to each position's abar_i(u) = abar(F_i^-1(u)). (K + 1,) -> (K + 1, L, 1)"""
-    if not get_sampler(sampler).per_position:
-        raise SedlmError(f"sampler {sampler} cannot follow the per-position schedules of this model "
-                         "(diffusion.position_warp); use ddpm or ddim")
-    if time_grid != "uniform":
-        raise SedlmError(f"time grid {time_grid} does not apply to a position-warped model, which steps uniformly in "
-                         "its shared time; use time_grid uniform")
+    check_per_position(sampler, time_grid)
     return lambda u: alpha_bar(model.position_times(u.float(), seq_len).to(u.dtype))[..., None]
 
 

@@ -107,6 +107,14 @@ def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
 
 
+def ddim_step(x: torch.Tensor, x0_hat: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor,
+              sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The deterministic part of a DDIM step t -> s (Song et al. 2021, eq. 12), abar broadcastable to x:
+    sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat, eps_hat = (x - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)."""
+    eps = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).clamp(min=1e-12).sqrt()
+    return ab_s.sqrt() * x0_hat + (1 - ab_s - sigma**2).clamp(min=0.0).sqrt() * eps
+
+
 @torch.no_grad()
 def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
          eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0, time_delta: float = 0.0) -> torch.Tensor:
@@ -119,10 +127,8 @@ def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
     """
 
     def update(x, x0_hat, ab_t, ab_s):
-        one_m = (1 - ab_t).clamp(min=1e-12)
-        eps = (x - ab_t.sqrt() * x0_hat) / one_m.sqrt()
-        sigma = eta * ((1 - ab_s) / one_m * (1 - ab_t / ab_s)).clamp(min=0.0).sqrt()
-        x = ab_s.sqrt() * x0_hat + (1 - ab_s - sigma**2).clamp(min=0.0).sqrt() * eps
+        sigma = eta * ((1 - ab_s) / (1 - ab_t).clamp(min=1e-12) * (1 - ab_t / ab_s)).clamp(min=0.0).sqrt()
+        x = ddim_step(x, x0_hat, ab_t, ab_s, sigma)
         return x + noise_temp * sigma * _noise(x, generator) if eta > 0 else x
 
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
@@ -349,6 +355,18 @@ def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,
     if ts is not None and alpha_bar is not None and len(ts) > 2:
         pure = int(_sigmas(ts[:1], alpha_bar)[1][0] >= SIGMA_PURE_NOISE)
     return 2 * steps - 1 - pure
+
+
+def check_per_position(sampler: str, time_grid: str) -> None:
+    """A position-warped model (diffusion.position_warp) steps uniformly in its shared time with a sampler
+    whose update is elementwise in abar; anything else is an error naming the fix."""
+    if time_grid != "uniform":
+        raise SedlmError("diffusion.position_warp steps uniformly in the shared time u; set sample.time_grid=uniform "
+                         "(--time-grid uniform)")
+    if not get_sampler(sampler).per_position:
+        able = ", ".join(k for k, v in SAMPLERS.items() if v.per_position)
+        raise SedlmError(f"sampler {sampler} cannot follow per-position schedules (diffusion.position_warp); use ddpm or "
+                         f"ddim (the samplers that can: {able})")
 
 
 def get_sampler(name: str) -> SamplerEntry:

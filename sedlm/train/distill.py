@@ -37,6 +37,7 @@ from typing import Callable
 import torch
 
 from sedlm.errors import SedlmError
+from sedlm.sampling.samplers import ddim_step
 
 Estimate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B, L, D), t (B,)) -> x0 (B, L, D)
 METHODS = ("progressive", "consistency")
@@ -82,22 +83,20 @@ def round_grids(teacher_steps: int, nfe: int) -> list[int]:
     return out
 
 
-def ddim_step(x: torch.Tensor, x0: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step t -> s (abar per row, broadcastable to x)."""
-    eps = (x - ab_t.sqrt() * x0) / (1 - ab_t).clamp(min=1e-12).sqrt()
-    return ab_s.sqrt() * x0 + (1 - ab_s).clamp(min=0).sqrt() * eps
-
-
 def two_step_target(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
     """The x0 whose single DDIM step from (x_t, t) lands on x_s at s (Salimans & Ho 2022, Alg. 2)."""
     r = (1 - ab_s).clamp(min=0).sqrt() / (1 - ab_t).clamp(min=1e-12).sqrt()
     return (x_s - r * x_t) / (ab_s.sqrt() - r * ab_t.sqrt())
 
 
-def _times(grid: torch.Tensor, B: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step (t_i, t_i+1) of a decreasing grid per row. (B,), (B,)"""
-    i = torch.randint(0, len(grid) - 1, (B,), generator=generator, device=grid.device)
-    return grid[i], grid[i + 1]
+def _draw(x0: torch.Tensor, n_steps: int, alpha_bar: Callable[[torch.Tensor], torch.Tensor],
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step (t, s) of the uniform grid of ``n_steps`` per row, and x_t drawn from q(x_t | x0). (B,), (B,), (B, L, D)"""
+    grid = torch.linspace(1.0, 0.0, n_steps + 1, device=x0.device)
+    i = torch.randint(0, n_steps, (x0.shape[0],), generator=generator, device=x0.device)
+    t, s = grid[i], grid[i + 1]
+    ab_t = alpha_bar(t)[:, None, None].to(x0.dtype)
+    return t, s, ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * torch.randn(x0.shape, generator=generator, device=x0.device)
 
 
 def progressive_loss(student: Estimate, teacher: Estimate, x0: torch.Tensor, n_steps: int,
@@ -105,12 +104,9 @@ def progressive_loss(student: Estimate, teacher: Estimate, x0: torch.Tensor, n_s
                      weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error of the student's x0 at a random step of its uniform grid of ``n_steps`` against
     the two-teacher-step target; ``weight`` (B, L) masks positions (given ones carry no loss)."""
-    B = x0.shape[0]
-    grid = torch.linspace(1.0, 0.0, n_steps + 1, device=x0.device)
-    t, s = _times(grid, B, generator)
+    t, s, x_t = _draw(x0, n_steps, alpha_bar, generator)
     mid = (t + s) / 2  # the teacher's grid of 2N steps
     ab_t, ab_m, ab_s = (alpha_bar(v)[:, None, None].to(x0.dtype) for v in (t, mid, s))
-    x_t = ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * torch.randn(x0.shape, generator=generator, device=x0.device)
     with torch.no_grad():
         x_m = ddim_step(x_t, teacher(x_t, t), ab_t, ab_m)
         x_s = ddim_step(x_m, teacher(x_m, mid), ab_m, ab_s)
@@ -123,11 +119,8 @@ def consistency_loss(student: Estimate, target_net: Estimate, teacher: Estimate,
                      weight: torch.Tensor | None = None) -> torch.Tensor:
     """Consistency distillation on the fine grid of ``n_steps``: the student at (x_t, t) against the target
     network at the teacher's next point (x_s, s); the teacher's own x0 where s = 0."""
-    B = x0.shape[0]
-    grid = torch.linspace(1.0, 0.0, n_steps + 1, device=x0.device)
-    t, s = _times(grid, B, generator)
+    t, s, x_t = _draw(x0, n_steps, alpha_bar, generator)
     ab_t, ab_s = (alpha_bar(v)[:, None, None].to(x0.dtype) for v in (t, s))
-    x_t = ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * torch.randn(x0.shape, generator=generator, device=x0.device)
     with torch.no_grad():
         x0_teacher = teacher(x_t, t)
         x_s = ddim_step(x_t, x0_teacher, ab_t, ab_s)
@@ -298,10 +291,9 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
 
 def _save_student(lm, student: torch.nn.Module, tcfg, nfe: int, out: Path, sampler: str = "ddim") -> None:
     """The student as a checkpoint that samples with ``sampler`` in ``nfe`` steps and no self-conditioning."""
+    from sedlm.train.checkpoint import save_checkpoint
+
     cfg = tcfg.copy()
     cfg.diffusion.self_cond = "off"
     cfg.sample.sampler, cfg.sample.steps, cfg.sample.time_grid, cfg.sample.guidance = sampler, nfe, "uniform", 1.0
-    saved = copy.copy(lm)
-    saved.config, saved.model = cfg, student.eval()
-    saved.save_pretrained(out)
-    student.train()
+    save_checkpoint(out, cfg, student.state_dict(), lm.tokenizer)
