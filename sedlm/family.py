@@ -151,9 +151,11 @@ class Family:
         """Called once on a freshly built model before training (not on resume), with the training rows
         (``sedlm.data.packing.PackedRows``): for statistics a family keeps as buffers (saved with the weights)."""
 
-    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
-        """Called after optimiser step ``step`` with its per-example metrics (the non-scalar ones ``loss``
-        returned, gathered from every process): for state a family fits during training (time warps)."""
+    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int,
+                   gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Called after optimiser step ``step`` with the metrics ``loss`` returned on this process, for state a
+        family fits during training (time warps); ``gather`` collects a per-example metric from every process
+        (so only the metrics a family uses cross processes)."""
 
     def frontier(self, cfg: "Config") -> tuple[str, tuple[float, ...]]:
         """The option a quality/diversity frontier of a model with config ``cfg`` sweeps, and its values."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -83,11 +84,14 @@ def choose_threads(requested: str | int | None = None, share: int = 1) -> tuple[
     return max(1, min(per_process, free) // share), f"auto: {usable_cores()} cores, {local} process(es), {others} busy elsewhere"
 
 
-def apply_threads(requested: str | int | None = None, share: int = 1) -> str:
-    """Set torch's intra-op thread count by ``choose_threads``; returns a one-line description."""
-    import torch
-
-    n, why = choose_threads(requested, share)
+def apply_threads(requested: str | int | None = None, share: int = 1) -> int | None:
+    """Set torch's intra-op thread count by ``choose_threads``; returns it (None: left as it was). When torch
+    is not imported yet the count goes to ``OMP_NUM_THREADS``, which torch reads as it starts, so commands
+    that never use torch do not pay for importing it (processes they start inherit the setting)."""
+    n, _ = choose_threads(requested, share)
     if n is not None:
-        torch.set_num_threads(n)
-    return f"{torch.get_num_threads()} thread(s) ({why})"
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+        else:
+            os.environ["OMP_NUM_THREADS"] = str(n)
+    return n

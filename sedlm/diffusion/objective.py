@@ -75,8 +75,10 @@ def sed_loss(
         t = torch.sigmoid(cfg.time_mean + cfg.time_std * torch.randn(B, generator=generator, device=dev))
     if model.time_warp is not None:  # built with diffusion.time_warp
         t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
-    # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t); the model maps t itself
+    # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t), and the network is
+    # given those times (mapped once here, not again in every pass)
     t_noise = model.position_times(t, L) if model.position_knots is not None else t[:, None]  # (B, L) or (B, 1)
+    t_in = t_noise if model.position_knots is not None else t  # (B, L) or (B,)
     ab = schedule(t_noise)[..., None]  # (B, L or 1, 1)
     weight = None
     if cfg.mse_weighting == "velocity":  # ||v - v_hat||^2 = ||x0 - x0_hat||^2 / t'^2 on the straight path
@@ -100,17 +102,17 @@ def sed_loss(
         mode = "sc_nograd" if use_sc else "off"
 
     if mode == "off":
-        x0_hat, logits = model(x_t, t, zeros, cond, m)
+        x0_hat, logits = model(x_t, t_in, zeros, cond, m)
         loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     elif mode == "sc_nograd":
         with torch.no_grad():
-            first, _ = model(x_t, t, zeros, cond, m)
-        x0_hat, logits = model(x_t, t, hold(first) * keep[:, None, None], cond, m)
+            first, _ = model(x_t, t_in, zeros, cond, m)
+        x0_hat, logits = model(x_t, t_in, hold(first) * keep[:, None, None], cond, m)
         loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     else:  # both passes optimised
-        first, logits1 = model(x_t, t, zeros, cond, m)
+        first, logits1 = model(x_t, t_in, zeros, cond, m)
         loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg, weight)[0]
-        x0_hat, logits = model(x_t, t, hold(first.detach()) * keep[:, None, None], cond, m)
+        x0_hat, logits = model(x_t, t_in, hold(first.detach()) * keep[:, None, None], cond, m)
         loss2, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
         loss = 0.5 * (loss1 + loss2)
 

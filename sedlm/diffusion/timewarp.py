@@ -13,6 +13,8 @@ saved in every checkpoint and a resumed run continues with the same warp.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 BINS = 64
@@ -131,15 +133,18 @@ WARP_START, WARP_EVERY = 100, 50  # training steps before the first fit, and bet
 
 
 @torch.no_grad()
-def update_warps(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
+def update_warps(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int,
+                 gather: Callable[[torch.Tensor], torch.Tensor] = lambda v: v) -> None:
     """Record one training step's losses in the model's warp statistics and refit every WARP_EVERY steps:
-    the CDCD warp from per-example (t, CE), the per-position ones from per-position (t_i, loss_i)."""
+    the CDCD warp from per-example (t, CE), the per-position ones from per-position (t_i, loss_i); ``gather``
+    collects a metric from every process (nothing is gathered for a model without warps)."""
     refit = step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0
     if getattr(model, "time_warp", None) is not None:
-        record(model.warp_sums, model.warp_counts, metrics["t"], metrics["ce_rows"])
+        record(model.warp_sums, model.warp_counts, gather(metrics["t"]), gather(metrics["ce_rows"]))
         if refit:
             model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
     if getattr(model, "position_knots", None) is not None:
-        record_rows(model.position_sums, model.position_counts, metrics["pos_t"], metrics["pos_loss"], metrics["pos_gen"])
+        t, loss, weight = (gather(metrics[k]) for k in ("pos_t", "pos_loss", "pos_gen"))
+        record_rows(model.position_sums, model.position_counts, t, loss, weight)
         if refit:
             model.position_knots.copy_(fit_warp_rows(model.position_sums, model.position_counts))

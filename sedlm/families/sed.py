@@ -8,7 +8,7 @@ a seq2seq source (``sedlm.sampling.generate``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -86,8 +86,9 @@ class SEDFamily(Family):
                               self_condition=cfg.diffusion.self_cond != "off")
         return (terms["total"] / ids.shape[1]).float()
 
-    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int) -> None:
-        update_warps(model, metrics, step)  # CDCD's time warp and SeqDiffuSeq's per-position schedules
+    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int,
+                   gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        update_warps(model, metrics, step, gather)  # CDCD's time warp and SeqDiffuSeq's per-position schedules
 
     def frontier(self, cfg: Config) -> tuple[str, tuple[float, ...]]:
         """Interp estimates: CDCD's score temperature. Direct estimates: the noise temperature of a

@@ -285,8 +285,7 @@ def train(
                 group["lr"] = lr_at(step, cfg)
             torch.manual_seed(step_seed(cfg.train.seed, step, rank))
             loss, m = _train_step(engine, opt, train_rows, cfg, tok, step, share, micro, n_micro)
-            # per-example metrics (time-warp statistics), from every process, for state fitted in training
-            family.after_step(model, {k: accelerator.gather(v) if world > 1 else v for k, v in m.items() if v.ndim}, step)
+            family.after_step(model, m, step, accelerator.gather if world > 1 else (lambda v: v))
             ema.update(model, step)
             step += 1
             window_steps += 1
