@@ -270,7 +270,7 @@ SLOW_STARTS = {
 def test_slow_clients_are_dropped_and_do_not_block_others(sed_ckpt, kind):
     import socket
 
-    with server_thread(create_app(sed_ckpt), header_timeout=1.0) as url:
+    with server_thread(create_app(sed_ckpt), read_timeout=1.0) as url:
         host, port = url.split("//")[1].split(":")
         held = []
         for _ in range(100 if kind == "headers" else 30):  # slowloris: a request started, never finished

@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (OpenAPI schema at /openapi.json; Ctrl-C stops; "
           f"{torch.get_num_threads()} CPU thread(s) shared by --max-concurrent {limits.max_concurrent} model call(s))")
-    serve_forever(app, host=args.host, port=args.port, header_timeout=args.read_timeout)
+    serve_forever(app, host=args.host, port=args.port, read_timeout=args.read_timeout)
     return 0
 
 

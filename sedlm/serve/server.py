@@ -12,10 +12,10 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 10.0
 
 
-def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
+def read_timeout_protocol(seconds: float) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with a read timeout: every request, the first of a connection and each
     later one on a kept-alive connection, must arrive whole (request line, headers and body) within
     ``seconds`` of its first byte (of the connection's opening, for the first), else the connection is
@@ -31,10 +31,11 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
 
         def reading(self) -> None:
             """Track whether a request is being received: from its first byte until it is complete."""
-            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
-                if self.request_started is None and (self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]):
+            state = self.conn.their_state
+            if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+                if self.request_started is None:
                     self.request_started = self.loop.time()
-            else:  # DONE (being answered), MUST_CLOSE, CLOSED, ...
+            elif state is not h11.IDLE:  # DONE (being answered), MUST_CLOSE, CLOSED, ...
                 self.request_started = None
 
         def data_received(self, data: bytes) -> None:
@@ -63,18 +64,18 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
 
 
 def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-                  header_timeout: float = HEADER_TIMEOUT_S) -> None:
+                  read_timeout: float = READ_TIMEOUT_S) -> None:
     """Serve until Ctrl-C. The default host is loopback: pass --host 0.0.0.0 to listen on every interface."""
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
-                http=header_timeout_protocol(header_timeout))
+                http=read_timeout_protocol(read_timeout))
 
 
 @contextmanager
 def server_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
-                  header_timeout: float = HEADER_TIMEOUT_S) -> Iterator[str]:
+                  read_timeout: float = READ_TIMEOUT_S) -> Iterator[str]:
     """Serve ``app`` from a daemon thread and yield its base URL (``port=0``: a free port picked by the OS)."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
-                                           http=header_timeout_protocol(header_timeout)))
+                                           http=read_timeout_protocol(read_timeout)))
     thread = threading.Thread(target=server.run, name="sedlm-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
