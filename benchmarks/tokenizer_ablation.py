@@ -10,6 +10,10 @@ default corpus, samples both, and scores them with one judge:
     gpt2                              the GPT-2 BPE (50,257 tokens)
     minilm                            all-MiniLM-L6-v2's WordPiece tokenizer and its input embeddings
                                       (embed.kind=pretrained, PCA to d_embed) as SED's table
+    smollm2                           SmolLM2-135M's byte-level BPE and its input embeddings, likewise
+    minilm-ppmi, smollm2-ppmi         the same tokenizers with the default table (a PPMI-SVD table learned
+                                      on the corpus): with the rows above, the embedding-space ablation
+                                      at a fixed tokenizer (a pretrained table fixes its tokenizer)
 
 Sets of equal length across tokenizers: every sample and reference is cut to the same number of
 characters' worth of tokens (``--chars``, converted per tokenizer with its mean characters per token
@@ -24,6 +28,7 @@ Each row also has the frontier point of its family's temperature knob at the end
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -42,13 +47,45 @@ TOKENIZERS: dict[str, list[str]] = {
     "word-8k": ["data.tokenizer=word", "data.vocab_size=8192"],
     "gpt2": ["data.tokenizer=gpt2"],
     "minilm": ["embed.kind=pretrained", "embed.pretrained=minilm"],
+    "smollm2": ["embed.kind=pretrained", "embed.pretrained=smollm2"],
+    "minilm-ppmi": [],  # data.tokenizer=<minilm's tokenizer.json>, written by ``overrides``
+    "smollm2-ppmi": [],
 }
+
+
+def overrides(tokenizer: str, runs: Path) -> list[str]:
+    """Config overrides for ``tokenizer``; a ``<name>-ppmi`` row saves the pretrained model's tokenizer
+    as a tokenizer.json and points data.tokenizer at it, so only the table differs from row ``<name>``."""
+    if not tokenizer.endswith("-ppmi"):
+        return TOKENIZERS[tokenizer]
+    from sedlm.model.pretrained_table import pretrained_tokenizer
+
+    path = runs / f"{tokenizer}.tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pretrained_tokenizer(tokenizer.removesuffix("-ppmi")).save(path)
+    return [f"data.tokenizer={path}", "embed.kind=ppmi"]
+
+
+def finished(out: Path, cfg: Any) -> bool:
+    """A run in ``out`` trained with this config to its last step (``--reuse`` rescores it)."""
+    from sedlm.config import load_config
+    from sedlm.errors import SedlmError
+
+    try:
+        saved = load_config(out / "config.json")
+        last = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError, SedlmError):
+        return False
+    same = (saved.data.tokenizer, saved.data.vocab_size, saved.embed.kind, saved.embed.pretrained, saved.method) == (
+        cfg.data.tokenizer, cfg.data.vocab_size, cfg.embed.kind, cfg.embed.pretrained, cfg.method)
+    return same and bool(last) and max(last) >= cfg.train.max_steps
+
 COLUMNS = ["tokenizer", "method", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",
            "judge_nll", "judge_nll_ci95", "unigram_entropy", "word_entropy", "real_word_share", "val_loss", "val_loss_kind"]
 
 
 def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge: Any, runs: Path,
-        extra: list[str]) -> list[dict[str, Any]]:
+        extra: list[str], reuse: bool = False) -> list[dict[str, Any]]:
     """Train SED and AR with ``tokenizer`` and return their rows and the data row."""
     from sedlm.api import load_pretrained
     from sedlm.config import load_config, resolve_config_path
@@ -58,7 +95,7 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     from sedlm.train.setup import tokenizer_for
     from sedlm.train.trainer import train
 
-    over = [*TOKENIZERS[tokenizer], f"train.max_steps={steps}", "train.max_minutes=0", *extra]
+    over = [*overrides(tokenizer, runs), f"train.max_steps={steps}", "train.max_minutes=0", *extra]
     sed = load_config(resolve_config_path("tiny"), over)
     data = prepare_data(sed.data, tokenizer=tokenizer_for(sed))
     sed.model.vocab_size = data.tokenizer.vocab_size
@@ -72,8 +109,9 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     rows, data_row = [], None
     for method, cfg in (("sed", sed), ("ar", ar)):
         out = runs / f"{tokenizer}-{method}"
-        shutil.rmtree(out, ignore_errors=True)
-        train(cfg, out, data=data, log=lambda s: None)
+        if not (reuse and finished(out, cfg)):
+            shutil.rmtree(out, ignore_errors=True)
+            train(cfg, out, data=data, log=lambda s: None)
         (row, drow), _ = evaluate_model(load_pretrained(out), data, judge=judge, n=n, steps=sample_steps, seed=0,
                                         eval_tokens=eval_tokens, label=method)
         data_row = data_row or drow
@@ -93,6 +131,8 @@ def main() -> int:
     ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
     ap.add_argument("--runs-dir", default="runs/tokenizers", help="where the runs are written")
     ap.add_argument("--name", default="tokenizers-shakespeare", help="results name")
+    ap.add_argument("--reuse", action="store_true",
+                    help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError
@@ -105,7 +145,8 @@ def main() -> int:
         raise SedlmError("--steps and --n must be at least 1")
     judge, rows, start = get_judge(args.judge), [], time.perf_counter()
     for t in chosen:
-        rows += run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides)
+        rows += run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides,
+                    args.reuse)
         publish(args.name, "tokenizer_ablation.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
     print(f"{(time.perf_counter() - start) / 60:.1f} min")
     return 0
