@@ -13,7 +13,7 @@ default corpus, samples both, and scores them with one judge:
     smollm2                           SmolLM2-135M's byte-level BPE and its input embeddings, likewise
     minilm-ppmi, smollm2-ppmi         the same tokenizers with the default table (a PPMI-SVD table learned
                                       on the corpus): with the rows above, the embedding-space ablation
-                                      at a fixed tokenizer (a pretrained table fixes its tokenizer)
+                                      at a fixed tokenizer (a pretrained table fixes its tokenizer); SED only
 
 Sets of equal length across tokenizers: every sample and reference is cut to the same number of
 characters' worth of tokens (``--chars``, converted per tokenizer with its mean characters per token
@@ -107,7 +107,8 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     params = {"sed": param_count(sed, data)}
     params["ar"] = match_width(ar, params["sed"], data)
     rows, data_row = [], None
-    for method, cfg in (("sed", sed), ("ar", ar)):
+    # a <name>-ppmi row differs from row <name> in SED's table alone; AR (no table) would repeat that row's
+    for method, cfg in (("sed", sed),) if tokenizer.endswith("-ppmi") else (("sed", sed), ("ar", ar)):
         out = runs / f"{tokenizer}-{method}"
         if not (reuse and finished(out, cfg)):
             shutil.rmtree(out, ignore_errors=True)

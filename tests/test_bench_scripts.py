@@ -128,3 +128,63 @@ def test_tokenizer_ablation_rows_on_a_micro_budget(tmp_path, tiny_judge_dir, cor
     assert sed["vocab_size"] == ar["vocab_size"] <= 304 and sed["chars_per_token"] > 2  # words, not bytes
     assert sed["eval_tokens"] == ar["eval_tokens"] == data["eval_tokens"]  # equal-length sets
     assert abs(ar["params"] - sed["params"]) / sed["params"] <= 0.10
+
+
+def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_judge_dir, corpus_file):
+    import importlib
+
+    from sedlm.eval.judge import get_judge
+
+    tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
+    micro = [o for o in MICRO if not o.startswith("train.max_steps")]  # the step count is run()'s argument
+    over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
+    judge = get_judge(str(tiny_judge_dir))
+    tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over)
+    weights = tmp_path / "word-8k-sed" / "model.safetensors"
+    first = weights.stat().st_mtime_ns
+    tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over, reuse=True)
+    assert weights.stat().st_mtime_ns == first  # rescored, not retrained
+    tokenizers.run("word-8k", 3, 4, 60, 2, judge, tmp_path, over, reuse=True)
+    assert weights.stat().st_mtime_ns != first  # a different step count trains again
+
+
+def test_tokenizer_ablation_table_control_keeps_the_pretrained_tokenizer(tmp_path):
+    import importlib
+
+    from sedlm.data.tokenizer import load_tokenizer
+    from sedlm.model.pretrained_table import pretrained_tokenizer
+
+    tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
+    over = tokenizers.overrides("minilm-ppmi", tmp_path)
+    assert "embed.kind=ppmi" in over and not any(o.startswith("embed.pretrained") for o in over)
+    path = next(o.split("=", 1)[1] for o in over if o.startswith("data.tokenizer="))
+    text = "But soft, what light through yonder window breaks?"
+    assert load_tokenizer(path).encode(text) == pretrained_tokenizer("minilm").encode(text)
+
+
+def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
+    import importlib
+
+    from sedlm.eval.judge import get_judge
+
+    targets = importlib.import_module("benchmarks.quickstart_targets")
+    over = [*MICRO, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.3", "sample.steps=2"]
+    rows = targets.measure(3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, over)
+    sed, ar, data = rows
+    assert [r["method"] for r in rows] == ["sed", "ar", "data"]
+    assert sed["train_steps"] == ar["train_steps"] == 3  # trained the same way
+    assert sed["eval_tokens"] == ar["eval_tokens"] == data["eval_tokens"] == 8  # equal-length sets
+    assert abs(ar["params"] - sed["params"]) / sed["params"] <= 0.10
+    assert ar["nll_vs_ar"] == 1 and sed["nll_vs_ar"] == pytest.approx(sed["judge_nll"] / ar["judge_nll"], abs=1e-3)
+    assert sed["entropy_vs_data"] == pytest.approx(sed["unigram_entropy"] / data["unigram_entropy"] - 1, abs=1e-3)
+    assert sed["quickstart_minutes"] > 0 and (tmp_path / "sed" / "model.safetensors").is_file()
+
+
+def test_quickstart_targets_verdicts():
+    import importlib
+
+    targets = importlib.import_module("benchmarks.quickstart_targets")
+    met = {"real_word_share": 0.90, "nll_vs_ar": 1.10, "entropy_vs_data": -0.05}
+    assert targets.targets_met(met) == "real words yes, NLL yes, entropy yes"
+    missed = {"real_word_share": 0.89, "nll_vs_ar": 1.11, "entropy_vs_data": 0.06}
+    assert targets.targets_met(missed) == "real words no, NLL no, entropy no"

@@ -1,0 +1,111 @@
+"""The quickstart's targets, measured: real words, judge NLL against AR trained the same way, entropy against data.
+
+Runs ``sedlm quickstart`` as a user would (the tiny config, a fixed number of steps; ``--data`` trains it on
+other text instead, e.g. a book in a plain-text file), trains an autoregressive model of matched size
+the same way (same data, tokenizer, steps, batch and learning rate), draws ``--n`` samples from each with
+its shipped sampling settings, and scores both and real held-out text with one judge, every set cut to
+the same number of model tokens. The targets:
+
+    real words        >= 90% of the samples' words occur in the training text
+    judge NLL         SED within 10% of the AR model's
+    entropy           SED's mean per-sample unigram entropy (model tokens) within 5% of real text's
+
+    python benchmarks/quickstart_targets.py                                   # the default corpus, ~25 min
+    python benchmarks/quickstart_targets.py --data my_book.txt --name quickstart-book
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
+
+from benchmarks.common import publish, run_main  # noqa: E402
+
+COLUMNS = ["method", "data", "params", "train_steps", "train_minutes", "quickstart_minutes", "eval_tokens", "n_samples", "judge_nll",
+           "judge_nll_ci95", "nll_vs_ar", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
+           "real_word_share", "val_loss", "val_loss_kind", "targets_met"]
+TARGETS = {"real_word_share": 0.90, "nll_vs_ar": 1.10, "entropy_vs_data": 0.05}
+
+
+def targets_met(row: dict[str, Any]) -> str:
+    """Which of the three targets a SED row meets, e.g. ``real words no, NLL yes, entropy no``."""
+    ok = {"real words": row["real_word_share"] >= TARGETS["real_word_share"],
+          "NLL": row["nll_vs_ar"] <= TARGETS["nll_vs_ar"],
+          "entropy": abs(row["entropy_vs_data"]) <= TARGETS["entropy_vs_data"]}
+    return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in ok.items())
+
+
+def train_minutes(run: Path) -> float:
+    """Training wall time of a run, from the last ``elapsed_s`` in its metrics log."""
+    import json
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return round(max(json.loads(line).get("elapsed_s", 0.0) for line in lines if line.strip()) / 60, 2)
+
+
+def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    """Run the quickstart into ``runs/sed``, train AR the same way into ``runs/ar``, and return the
+    sed, ar and data rows with the ratios the targets are stated in."""
+    from sedlm.api import load_pretrained
+    from sedlm.data.dataset import prepare_data
+    from sedlm.eval.bench import match_width, param_count
+    from sedlm.eval.harness import evaluate_model
+    from sedlm.quickstart import quickstart
+    from sedlm.train.trainer import train
+
+    summary = quickstart(runs / "sed", steps=steps, force=True, overrides=overrides)
+    sed = load_pretrained(runs / "sed")
+    data = prepare_data(sed.config.data, tokenizer=sed.tokenizer)
+    ar_cfg = sed.config.copy()
+    ar_cfg.method, ar_cfg.embed.kind, ar_cfg.embed.path = "ar", "random", ""
+    params = {"sed": param_count(sed.config.copy(), data)}
+    params["ar"] = match_width(ar_cfg, params["sed"], data)
+    shutil.rmtree(runs / "ar", ignore_errors=True)
+    train(ar_cfg, runs / "ar", data=data, log=lambda s: None)
+
+    rows: list[dict[str, Any]] = []
+    for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
+        (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
+        rows.append({**row, "data": sed.config.data.source, "params": params[method], "train_steps": steps,
+                     "train_minutes": train_minutes(runs / method)})
+    rows.append({**data_row, "method": "data", "data": sed.config.data.source})
+    sed_row, ar_row, real = rows
+    for row in (sed_row, ar_row):
+        row["nll_vs_ar"] = round(row["judge_nll"] / ar_row["judge_nll"], 4)
+        row["entropy_vs_data"] = round(row["unigram_entropy"] / real["unigram_entropy"] - 1, 4)
+    sed_row["quickstart_minutes"] = round(summary["seconds"] / 60, 2)
+    sed_row["targets_met"] = targets_met(sed_row)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="", help="train on this source instead of the quickstart's corpus "
+                    "(a text file, a folder, corpus:NAME or hf:NAME)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the quickstart's)")
+    ap.add_argument("--n", type=int, default=256, help="samples per model (default: 256)")
+    ap.add_argument("--eval-tokens", type=int, default=51, help="model tokens per sample and reference (default: 51)")
+    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    ap.add_argument("--runs-dir", default="runs/quickstart-targets", help="where the two runs are written")
+    ap.add_argument("--name", default="quickstart-targets", help="results name")
+    ap.add_argument("overrides", nargs="*", help="config overrides for both runs (section.key=value)")
+    args = ap.parse_args()
+    from sedlm.errors import SedlmError
+    from sedlm.eval.judge import get_judge
+    from sedlm.quickstart import DEFAULT_STEPS
+
+    if args.n < 1 or args.eval_tokens < 1:
+        raise SedlmError("--n and --eval-tokens must be at least 1")
+    over = [*([f"data.source={args.data}"] if args.data else []), *args.overrides]
+    rows = measure(args.steps or DEFAULT_STEPS, args.n, args.eval_tokens, get_judge(args.judge), Path(args.runs_dir), over)
+    publish(args.name, "quickstart_targets.py", rows, COLUMNS)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
