@@ -28,7 +28,8 @@ def ar_loss(model: ARModel, ids: torch.Tensor, pad_id: int | None = None) -> tup
     """Mean next-token cross-entropy in nats (targets equal to ``pad_id`` are ignored)."""
     logits = model(ids[:, :-1])  # (B, L-1, V)
     target = ids[:, 1:]
-    loss = F.cross_entropy(logits.transpose(1, 2).float(), target, ignore_index=-100 if pad_id is None else pad_id)
+    V = logits.shape[-1]  # flattened rows: no copy of transposed logits (sedlm.losses)
+    loss = F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1), ignore_index=-100 if pad_id is None else pad_id)
     with torch.no_grad():
         acc = (logits.argmax(-1) == target).float().mean()
     return loss, {"ce": loss.detach(), "acc": acc}

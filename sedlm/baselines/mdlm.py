@@ -40,12 +40,12 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sedlm.config import ModelConfig
 from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
+from sedlm.losses import token_nll
 
 
 class MDLMModel(TokenTransformer):
@@ -113,7 +113,7 @@ def mdlm_loss(model: MDLMModel, ids: torch.Tensor, generator: torch.Generator, e
     masked = torch.rand(ids.shape, generator=generator, device=ids.device) < m
     z = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
     logits = model(z)
-    ce = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none")  # (B, L)
+    ce = token_nll(logits.float(), ids)  # (B, L)
     # Weight m'/m; a masked position has m > 0, the clamp only keeps 0 * weight finite where m = 0.
     nelbo = (ce * masked * dm / m.clamp(min=torch.finfo(m.dtype).tiny)).sum() / (B * L)
     with torch.no_grad():

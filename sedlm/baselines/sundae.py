@@ -26,13 +26,13 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sedlm.config import ModelConfig
 from sedlm.errors import SedlmError
 from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
+from sedlm.losses import token_nll
 
 
 class SUNDAEModel(TokenTransformer):
@@ -69,7 +69,7 @@ def sundae_loss(model: nn.Module, ids: torch.Tensor, generator: torch.Generator,
     ces = []
     for t in range(unroll_steps):
         logits = model(x)  # (B, L, V)
-        ce = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none")  # (B, L)
+        ce = token_nll(logits.float(), ids)  # (B, L)
         ces.append((ce * counted).sum() / n_counted)
         if t == 0:
             with torch.no_grad():

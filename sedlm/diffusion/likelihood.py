@@ -27,6 +27,7 @@ import math
 from typing import Callable
 
 import torch
+from sedlm.losses import token_nll
 
 # z -> x_hat at log-SNR lam: (B, L, D), (B,) -> (B, L, D)
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -117,6 +118,6 @@ def embedding_vlb(model: torch.nn.Module, ids: torch.Tensor, schedule: Callable[
     diffusion = diffusion_term(estimate, x, lam_min, lam_max, points, generator)
     z_max = noisy(x, lam_max, generator)
     logits = token_logits(z_max, torch.full((len(ids),), lam_max, device=x.device))
-    recon = torch.nn.functional.cross_entropy(logits.double().transpose(1, 2), ids, reduction="none").sum(1)
+    recon = token_nll(logits.double(), ids).sum(1)
     prior = prior_term(x, lam_min)
     return {"reconstruction": recon, "diffusion": diffusion, "prior": prior, "total": recon + diffusion + prior}

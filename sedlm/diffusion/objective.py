@@ -27,12 +27,12 @@ with probability p_uncond.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from sedlm.config import DiffusionConfig
 from sedlm.diffusion.schedules import Schedule, path_scale
 from sedlm.diffusion.timewarp import unwarp
 from sedlm.model.denoiser import SEDDenoiser
+from sedlm.losses import token_nll
 
 
 VELOCITY_WEIGHT_MAX = 100.0  # the velocity weight 1 / t'^2 grows without bound as t' -> 0
@@ -46,7 +46,7 @@ def _pass_loss(
     mse_pos = ((x0_hat - x0) ** 2).mean(-1) * gen  # (B, L)
     if weight is not None:
         mse_pos = mse_pos * weight
-    ce_pos = F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none") * gen  # (B, L)
+    ce_pos = token_nll(logits.float(), ids) * gen  # (B, L)
     mse, ce = mse_pos.sum() / n, ce_pos.sum() / n
     ce_rows = ce_pos.sum(1) / gen.sum(1).clamp(min=1)  # (B,) for the time-warping fit
     loss_pos = cfg.mse_weight * mse_pos + cfg.ce_weight * ce_pos  # (B, L) for the per-position warp
@@ -117,7 +117,7 @@ def sed_loss(
         loss = 0.5 * (loss1 + loss2)
 
     if cfg.round_weight:
-        rounding = F.cross_entropy(model.decode_logits(x0).transpose(1, 2).float(), ids, reduction="none")  # (B, L)
+        rounding = token_nll(model.decode_logits(x0).float(), ids)  # (B, L)
         loss = loss + cfg.round_weight * (rounding * gen).sum() / gen.sum().clamp(min=1)
     with torch.no_grad():
         acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sedlm.errors import SedlmError
+from sedlm.losses import token_nll
 
 # name -> (python package, file inside it, pip command that installs it)
 BUNDLED: dict[str, tuple[str, str, str]] = {
@@ -108,7 +108,7 @@ class Judge:
         for idx, inp, att in self._batches(ids, batch_size, min_len=2, progress=progress):
             logits = self.model(input_ids=inp, attention_mask=att).logits[:, :-1].float()  # (B, L-1, V)
             target = inp[:, 1:].masked_fill(att[:, 1:] == 0, -100)  # pad positions are ignored
-            nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")  # (B, L-1)
+            nll = token_nll(logits, target)  # (B, L-1)
             for r, i in enumerate(idx):
                 sums[i] = float(nll[r].sum())
                 counts[i] = int(att[r, 1:].sum())

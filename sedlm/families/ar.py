@@ -13,6 +13,7 @@ from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.family import Callback, Family, Loss, Request, SamplingOption
+from sedlm.losses import token_nll
 
 
 class ARFamily(Family):
@@ -44,7 +45,7 @@ class ARFamily(Family):
                   tokenizer: Tokenizer) -> torch.Tensor:
         """Exact next-token NLL per row (nats/token)."""
         logits = model(ids[:, :-1]).float()  # (B, L-1, V)
-        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").mean(-1)
+        return token_nll(logits, ids[:, 1:]).mean(-1)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A ``layout`` gives one prefix per row (a prompt or a seq2seq source): the model continues

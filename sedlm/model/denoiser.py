@@ -88,7 +88,8 @@ class SEDDenoiser(nn.Module):
 
     def interpolate(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Expected embedding softmax(logits / temperature) E. (B, L, V) -> (B, L, De)"""
-        return torch.softmax(logits.float() / temperature, dim=-1).to(logits.dtype) @ self.embedding.weight
+        scaled = logits.float() if temperature == 1 else logits.float() / temperature  # no (B, L, V) pass at tau = 1
+        return torch.softmax(scaled, dim=-1).to(logits.dtype) @ self.embedding.weight
 
     def position_times(self, u: torch.Tensor, L: int) -> torch.Tensor:
         """Each position's time t_i = F_i^-1(u) under the per-position warp (positions past the trained
