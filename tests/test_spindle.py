@@ -9,12 +9,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sedlm import load_pretrained
 from sedlm.baselines.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
 from sedlm.config import ModelConfig, load_config
 from sedlm.families import get_family
+from sedlm.losses import token_nll
 from sedlm.model.transformer import Transformer
 from sedlm.train.checkpoint import load_checkpoint
 from sedlm.train.trainer import train
@@ -38,7 +38,7 @@ def _linear_loss(model: MDLMModel, ids: torch.Tensor, generator: torch.Generator
     t = eps + (1 - eps) * u
     masked = torch.rand(ids.shape, generator=generator) < t[:, None]
     z = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
-    ce = F.cross_entropy(model(z).transpose(1, 2).float(), ids, reduction="none")
+    ce = token_nll(model(z).float(), ids)
     return (ce * masked / t[:, None]).sum() / (B * L)
 
 
