@@ -267,3 +267,17 @@ def test_ar_logits_at_i_ignore_later_tokens_and_depend_on_earlier_ones():
         diff = (model(other) - base).abs().amax(-1)  # (B, L)
         assert torch.all(diff[:, :j] <= 1e-6), f"positions before {j} changed"
         assert torch.all(diff[:, j:] > 1e-3), f"positions >= {j} must depend on token {j}: {diff[:, j:].min():.2e}"
+
+
+def test_token_nll_is_per_position_cross_entropy_with_ignored_targets():
+    from sedlm.losses import token_nll
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, generator=g)
+    target = torch.randint(0, 7, (3, 5), generator=g)
+    target[1, 2] = -100
+    nll = token_nll(logits, target)
+    assert nll.shape == (3, 5) and nll[1, 2] == 0
+    expect = -torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+    keep = target != -100
+    assert torch.allclose(nll[keep], expect[keep], atol=1e-6)
