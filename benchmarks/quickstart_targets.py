@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 
 from benchmarks.common import publish, run_main  # noqa: E402
 
-COLUMNS = ["method", "data", "params", "train_steps", "train_minutes", "quickstart_minutes", "eval_tokens", "n_samples", "judge_nll",
+COLUMNS = ["method", "knob", "value", "data", "params", "train_steps", "train_minutes", "quickstart_minutes", "eval_tokens", "n_samples", "judge_nll",
            "judge_nll_ci95", "nll_vs_ar", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
            "real_word_share", "val_loss", "val_loss_kind", "targets_met"]
 TARGETS = {"real_word_share": 0.90, "nll_vs_ar": 1.10, "entropy_vs_data": 0.05}
@@ -55,39 +55,54 @@ def train_minutes(run: Path) -> float:
     return round(max(json.loads(line).get("elapsed_s", 0.0) for line in lines if line.strip()) / 60, 2)
 
 
-def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overrides: list[str]) -> list[dict[str, Any]]:
-    """Run the quickstart into ``runs/sed``, train AR the same way into ``runs/ar``, and return the
-    sed, ar and data rows with the ratios the targets are stated in."""
+def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overrides: list[str],
+            frontier: bool = False, reuse: bool = False) -> list[dict[str, Any]]:
+    """Run the quickstart into ``runs/sed``, train AR the same way into ``runs/ar`` (``reuse``: score the
+    runs already there), and return the sed, ar and data rows with the ratios the targets are stated in;
+    ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.bench import match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.quickstart import quickstart
+    from sedlm.train.checkpoint import is_checkpoint
     from sedlm.train.trainer import train
 
-    summary = quickstart(runs / "sed", steps=steps, force=True, overrides=overrides)
+    reuse = reuse and is_checkpoint(runs / "sed") and is_checkpoint(runs / "ar")
+    summary = None if reuse else quickstart(runs / "sed", steps=steps, force=True, overrides=overrides)
     sed = load_pretrained(runs / "sed")
     data = prepare_data(sed.config.data, tokenizer=sed.tokenizer)
     ar_cfg = sed.config.copy()
     ar_cfg.method, ar_cfg.embed.kind, ar_cfg.embed.path = "ar", "random", ""
     params = {"sed": param_count(sed.config.copy(), data)}
     params["ar"] = match_width(ar_cfg, params["sed"], data)
-    shutil.rmtree(runs / "ar", ignore_errors=True)
-    train(ar_cfg, runs / "ar", data=data, log=lambda s: None)
+    if not reuse:
+        shutil.rmtree(runs / "ar", ignore_errors=True)
+        train(ar_cfg, runs / "ar", data=data, log=lambda s: None)
 
     rows: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
     for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
+        run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
+               "train_minutes": train_minutes(runs / method)}
+        knob, values = model.frontier_knob
+        default = model.family.resolve_options(model.config.sample, {}).get(knob)
         (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
-        rows.append({**row, "data": sed.config.data.source, "params": params[method], "train_steps": steps,
-                     "train_minutes": train_minutes(runs / method)})
-    rows.append({**data_row, "method": "data", "data": sed.config.data.source})
-    sed_row, ar_row, real = rows
-    for row in (sed_row, ar_row):
-        row["nll_vs_ar"] = round(row["judge_nll"] / ar_row["judge_nll"], 4)
+        rows.append({**row, **run, "knob": knob, "value": default})
+        for value in values if frontier else ():
+            if value != default:
+                (point,), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method,
+                                             with_data_row=False, min_mauve=10**9, **{**model.frontier_fixed, knob: value})
+                points.append({**point, **run, "knob": knob, "value": value})
+    real = {**data_row, "method": "data", "data": sed.config.data.source}
+    ar_nll = rows[1]["judge_nll"]
+    for row in (*rows, *points):
+        row["nll_vs_ar"] = round(row["judge_nll"] / ar_nll, 4)
         row["entropy_vs_data"] = round(row["unigram_entropy"] / real["unigram_entropy"] - 1, 4)
-    sed_row["quickstart_minutes"] = round(summary["seconds"] / 60, 2)
-    sed_row["targets_met"] = targets_met(sed_row)
-    return rows
+        if row["method"] == "sed":
+            row["targets_met"] = targets_met(row)
+    rows[0]["quickstart_minutes"] = round(summary["seconds"] / 60, 2) if summary else None
+    return [*rows, real, *points]
 
 
 def write_book(path: Path, works: int = 5) -> str:
@@ -117,6 +132,9 @@ def main() -> int:
     ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
     ap.add_argument("--runs-dir", default="runs/quickstart-targets", help="where the two runs are written")
     ap.add_argument("--name", default="quickstart-targets", help="results name")
+    ap.add_argument("--frontier", action="store_true",
+                    help="also score each model at the other values of its temperature knob (SED: score temperature)")
+    ap.add_argument("--reuse", action="store_true", help="score the runs already in --runs-dir instead of training")
     ap.add_argument("overrides", nargs="*", help="config overrides for both runs (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError
@@ -129,7 +147,8 @@ def main() -> int:
         raise SedlmError("--write-book writes the file to train on; drop --data")
     source = write_book(Path(args.write_book)) if args.write_book else args.data
     over = [*([f"data.source={source}"] if source else []), *args.overrides]
-    rows = measure(args.steps or DEFAULT_STEPS, args.n, args.eval_tokens, get_judge(args.judge), Path(args.runs_dir), over)
+    rows = measure(args.steps or DEFAULT_STEPS, args.n, args.eval_tokens, get_judge(args.judge), Path(args.runs_dir), over,
+                   frontier=args.frontier, reuse=args.reuse)
     publish(args.name, "quickstart_targets.py", rows, COLUMNS)
     return 0
 

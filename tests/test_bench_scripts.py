@@ -168,7 +168,8 @@ def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
     from sedlm.eval.judge import get_judge
 
     targets = importlib.import_module("benchmarks.quickstart_targets")
-    over = [*MICRO, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.3", "sample.steps=2"]
+    micro = [o for o in MICRO if not o.startswith("train.max_steps")]  # the step count is measure()'s argument
+    over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.3", "sample.steps=2"]
     rows = targets.measure(3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, over)
     sed, ar, data = rows
     assert [r["method"] for r in rows] == ["sed", "ar", "data"]
@@ -178,6 +179,14 @@ def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
     assert ar["nll_vs_ar"] == 1 and sed["nll_vs_ar"] == pytest.approx(sed["judge_nll"] / ar["judge_nll"], abs=1e-3)
     assert sed["entropy_vs_data"] == pytest.approx(sed["unigram_entropy"] / data["unigram_entropy"] - 1, abs=1e-3)
     assert sed["quickstart_minutes"] > 0 and (tmp_path / "sed" / "model.safetensors").is_file()
+    weights = (tmp_path / "sed" / "model.safetensors").stat().st_mtime_ns
+    again = targets.measure(3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, over, frontier=True, reuse=True)
+    assert (tmp_path / "sed" / "model.safetensors").stat().st_mtime_ns == weights  # scored again, not retrained
+    assert again[0]["judge_nll"] == sed["judge_nll"]  # same seed, same model: the same samples
+    points = again[3:]
+    assert {(p["method"], p["knob"]) for p in points} == {("sed", "score_temp"), ("ar", "temperature")}
+    assert all(p["value"] != again[0 if p["method"] == "sed" else 1]["value"] for p in points)
+    assert all("targets_met" in p for p in points if p["method"] == "sed")
 
 
 def test_quickstart_targets_verdicts():
