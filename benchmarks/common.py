@@ -33,6 +33,14 @@ def setup_device(ap: Any, device: str, threads: int | None) -> "torch.device":
     return torch.device(device)
 
 
+def add_judged_run_options(ap: Any, runs_dir: str, name: str) -> None:
+    """Options of a benchmark that trains runs and judges their samples: --n, --judge, --runs-dir, --name."""
+    ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")
+    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    ap.add_argument("--runs-dir", default=runs_dir, help=f"where the runs are written (default: {runs_dir})")
+    ap.add_argument("--name", default=name, help=f"results name (default: {name})")
+
+
 def publish(name: str, script: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
     """Write the results files and print the table with where it went."""
     json_path, md_path = write_results(name, command_line(script), rows, columns, RESULTS_DIR)

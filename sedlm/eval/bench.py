@@ -85,6 +85,24 @@ def sampling_tokens_per_s(model: Any, batch: int, steps: int) -> float:
     return batch * THROUGHPUT_LEN / generation_seconds(model, batch, THROUGHPUT_LEN, steps=steps)
 
 
+def frontier_points(model: Any, row: dict[str, Any], data: Any, judge: Any, *, n: int, steps: int | None = None,
+                    eval_tokens: int | None = None, label: str) -> list[tuple[str, float, dict[str, Any]]]:
+    """(knob, value, row) for each value of the model's temperature knob (``model.frontier_knob``): the
+    value it samples with by default is ``row`` itself (same seed, same samples); the others are sampled anew."""
+    knob, values = model.frontier_knob
+    defaults = model.family.resolve_options(model.config.sample, {})
+    points = []
+    for value in values:
+        fixed = {**model.frontier_fixed, knob: value}
+        if all(defaults.get(k) == v for k, v in fixed.items()):
+            points.append((knob, value, row))
+            continue
+        (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, eval_tokens=eval_tokens,
+                                     min_mauve=10**9, label=label, with_data_row=False, **fixed)
+        points.append((knob, value, point))
+    return points
+
+
 def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Path) -> None:
     """Judge NLL against per-sample entropy, one line per family through its temperature sweep, with
     95% CIs as error bars; the real-text row is a point. Lower-right is better; a family is compared
@@ -289,15 +307,7 @@ def compare(
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
         data_row = data_row or drow
-        knob, values = model.frontier_knob
-        defaults = model.family.resolve_options(model.config.sample, {})
-        for value in values:
-            fixed = {**model.frontier_fixed, knob: value}
-            if all(defaults.get(k) == v for k, v in fixed.items()):  # the row above is this very point (same seed)
-                point = row
-            else:
-                (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, min_mauve=10**9,
-                                             label=system, with_data_row=False, **fixed)
+        for knob, value, point in frontier_points(model, row, data, judge, n=n, steps=steps, label=system):
             frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
             log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
