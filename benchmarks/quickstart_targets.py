@@ -86,13 +86,12 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
         run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
                "train_minutes": train_minutes(runs / method)}
         knob = model.frontier_knob[0]
-        default = model.family.resolve_options(model.config.sample, {}).get(knob)
         (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
-        rows.append({**row, **run, "knob": knob, "value": default})
-        if frontier:  # the knob's other values; the default's point is the row above
+        rows.append({**row, **run, "knob": knob, "value": model.family.resolve_options(model.config.sample, {}).get(knob)})
+        if frontier:  # every point but the default's, which is the row above (AR's frontier holds top_p=1, so
+            # its point at the default temperature differs from the row, which samples with the config's top-p)
             points += [{**point, **run, "knob": knob, "value": value} for knob, value, point in
-                       frontier_points(model, row, data, judge, n=n, eval_tokens=eval_tokens, label=method)
-                       if value != default]
+                       frontier_points(model, row, data, judge, n=n, eval_tokens=eval_tokens, label=method) if point is not row]
     real = {**data_row, "method": "data", "data": sed.config.data.source}
     ar_nll = rows[1]["judge_nll"]
     for row in (*rows, *points):

@@ -185,7 +185,9 @@ def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
     assert again[0]["judge_nll"] == sed["judge_nll"]  # same seed, same model: the same samples
     points = again[3:]
     assert {(p["method"], p["knob"]) for p in points} == {("sed", "score_temp"), ("ar", "temperature")}
-    assert all(p["value"] != again[0 if p["method"] == "sed" else 1]["value"] for p in points)
+    # no point repeats its model's default row: SED's other score temperatures, AR's whole pure-temperature sweep
+    assert sorted(p["value"] for p in points if p["method"] == "sed") == [0.6, 1.0]
+    assert sorted(p["value"] for p in points if p["method"] == "ar") == [0.7, 0.85, 1.0]
     assert all("targets_met" in p for p in points if p["method"] == "sed")
 
 
