@@ -199,3 +199,4 @@ def test_quickstart_targets_verdicts():
     assert targets.targets_met(met) == "real words yes, NLL yes, entropy yes"
     missed = {"real_word_share": 0.89, "nll_vs_ar": 1.11, "entropy_vs_data": 0.06}
     assert targets.targets_met(missed) == "real words no, NLL no, entropy no"
+    assert targets.targets_met({**met, "entropy_vs_data": -0.12}).endswith("entropy no")  # too repetitive misses too
