@@ -281,5 +281,7 @@ def test_token_nll_is_per_position_cross_entropy_with_ignored_targets():
     expect = -torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
     keep = target != -100
     assert torch.allclose(nll[keep], expect[keep], atol=1e-6)
-    pad = int(target[0, 0])  # another ignored id (a pad id) is honoured too
-    assert token_nll(logits, target, ignore_index=pad)[target == pad].abs().sum() == 0
+    ids = target.clamp(min=0)
+    pad = int(ids[0, 0])  # another ignored id (a pad id) is honoured too
+    padded = token_nll(logits, ids, ignore_index=pad)
+    assert padded[ids == pad].abs().sum() == 0 and torch.all(padded[ids != pad] > 0)
