@@ -19,10 +19,13 @@ Sets of equal length across tokenizers: every sample and reference is cut to the
 characters' worth of tokens (``--chars``, converted per tokenizer with its mean characters per token
 on validation text), so judge NLL compares like with like. Per-sample entropy is over each model's
 own tokens and is therefore not comparable across tokenizers; ``word_entropy`` (pooled words) is.
-Each row also has the frontier point of its family's temperature knob at the ends of the sweep.
+``--frontier`` adds, per tokenizer and family, a row for every other value of the family's temperature
+knob (SED: score temperature 0.6/0.8/1.0; AR: temperature 0.7/0.85/1.0 without top-p), so each
+tokenizer gets a judge-NLL/entropy frontier and a plot ``<name>-<tokenizer>.png`` beside the results.
 
     python benchmarks/tokenizer_ablation.py --steps 1200                        # ~2 h on 2 cores
     python benchmarks/tokenizer_ablation.py --tokenizers bpe-2k,word-8k --steps 300 --n 64   # a quick look
+    python benchmarks/tokenizer_ablation.py --tokenizers bpe-4k --steps 600 --reuse --frontier    # rescore + sweep
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import add_judged_run_options, publish, run_main  # noqa: E402
+from benchmarks.common import RESULTS_DIR, add_judged_run_options, publish, run_main  # noqa: E402
 
 TOKENIZERS: dict[str, list[str]] = {
     "bpe-2k": ["data.tokenizer=bpe", "data.vocab_size=2048"],
@@ -80,17 +83,18 @@ def finished(out: Path, cfg: Any) -> bool:
         cfg.data.tokenizer, cfg.data.vocab_size, cfg.embed.kind, cfg.embed.pretrained, cfg.method)
     return same and bool(last) and max(last) >= cfg.train.max_steps
 
-COLUMNS = ["tokenizer", "method", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",
+COLUMNS = ["tokenizer", "method", "knob", "value", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",
            "judge_nll", "judge_nll_ci95", "unigram_entropy", "word_entropy", "real_word_share", "val_loss", "val_loss_kind"]
 
 
 def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge: Any, runs: Path,
-        extra: list[str], reuse: bool = False) -> list[dict[str, Any]]:
-    """Train SED and AR with ``tokenizer`` and return their rows and the data row."""
+        extra: list[str], reuse: bool = False, frontier: bool = False) -> list[dict[str, Any]]:
+    """Train SED and AR with ``tokenizer`` and return their rows, the data row and (``frontier``) a row per
+    other value of each family's temperature knob."""
     from sedlm.api import load_pretrained
     from sedlm.config import load_config, resolve_config_path
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import match_width, param_count
+    from sedlm.eval.bench import frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.train.setup import tokenizer_for
     from sedlm.train.trainer import train
@@ -106,20 +110,28 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     ar.method, ar.embed.kind = "ar", "random"
     params = {"sed": param_count(sed, data)}
     params["ar"] = match_width(ar, params["sed"], data)
-    rows, data_row = [], None
+    rows, points, data_row = [], [], None
     # a <name>-ppmi row differs from row <name> in SED's table alone; AR (no table) would repeat that row's
     for method, cfg in (("sed", sed),) if tokenizer.endswith("-ppmi") else (("sed", sed), ("ar", ar)):
         out = runs / f"{tokenizer}-{method}"
         if not (reuse and finished(out, cfg)):
             shutil.rmtree(out, ignore_errors=True)
             train(cfg, out, data=data, log=lambda s: None)
-        (row, drow), _ = evaluate_model(load_pretrained(out), data, judge=judge, n=n, steps=sample_steps, seed=0,
+        model = load_pretrained(out)
+        (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=sample_steps, seed=0,
                                         eval_tokens=eval_tokens, label=method)
         data_row = data_row or drow
-        rows.append({**row, "tokenizer": tokenizer, "vocab_size": data.tokenizer.vocab_size,
-                     "chars_per_token": round(cpt, 2), "params": params[method], "train_steps": steps})
+        knob = model.frontier_knob[0]
+        run_cols = {"tokenizer": tokenizer, "vocab_size": data.tokenizer.vocab_size, "chars_per_token": round(cpt, 2),
+                    "params": params[method], "train_steps": steps}
+        rows.append({**row, **run_cols, "knob": knob,
+                     "value": model.family.resolve_options(model.config.sample, {}).get(knob)})
+        if frontier:  # the default's point is the row above; AR's sweep holds top_p=1, so all three of its are new
+            points += [{**point, **run_cols, "knob": k, "value": v} for k, v, point in
+                       frontier_points(model, row, data, judge, n=n, steps=sample_steps, eval_tokens=eval_tokens,
+                                       label=method) if point is not row]
     return [*rows, {**data_row, "tokenizer": tokenizer, "method": "data", "vocab_size": data.tokenizer.vocab_size,
-                    "chars_per_token": round(cpt, 2)}]
+                    "chars_per_token": round(cpt, 2)}, *points]
 
 
 def main() -> int:
@@ -131,9 +143,12 @@ def main() -> int:
     add_judged_run_options(ap, "runs/tokenizers", "tokenizers-shakespeare")
     ap.add_argument("--reuse", action="store_true",
                     help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps")
+    ap.add_argument("--frontier", action="store_true",
+                    help="add a row per other value of each family's temperature knob and a frontier plot per tokenizer")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError
+    from sedlm.eval.bench import plot_frontier
     from sedlm.eval.judge import get_judge
 
     chosen = [t.strip() for t in args.tokenizers.split(",") if t.strip()]
@@ -143,8 +158,12 @@ def main() -> int:
         raise SedlmError("--steps and --n must be at least 1")
     judge, rows, start = get_judge(args.judge), [], time.perf_counter()
     for t in chosen:
-        rows += run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides,
-                    args.reuse)
+        new = run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides,
+                  args.reuse, args.frontier)
+        rows += new
+        if args.frontier:
+            plot_frontier([r for r in new if r["method"] != "data"], next(r for r in new if r["method"] == "data"),
+                          RESULTS_DIR / f"{args.name}-{t}.png")
         publish(args.name, "tokenizer_ablation.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
     print(f"{(time.perf_counter() - start) / 60:.1f} min")
     return 0

@@ -148,6 +148,27 @@ def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_j
     assert weights.stat().st_mtime_ns != first  # a different step count trains again
 
 
+def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir, corpus_file):
+    import importlib
+
+    from sedlm.eval.judge import get_judge
+
+    tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
+    micro = [o for o in MICRO if not o.startswith("train.max_steps")]
+    over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
+    rows = tokenizers.run("word-8k", 2, 4, 60, 2, judge := get_judge(str(tiny_judge_dir)), tmp_path, over, frontier=True)
+    sweep = {m: sorted(r["value"] for r in rows if r["method"] == m) for m in ("sed", "ar")}
+    assert sweep == {"sed": [0.6, 0.8, 1.0], "ar": [0.7, 0.85, 1.0, 1.0]}  # AR's default row has top-p, its sweep not
+    assert {r["knob"] for r in rows if r["method"] == "sed"} == {"score_temp"}
+    assert [r["method"] for r in rows].count("data") == 1
+    assert len({r["eval_tokens"] for r in rows}) == 1  # every point on the same-length sets
+    sed = [r for r in rows if r["method"] == "sed"]
+    assert len({r["unigram_entropy"] for r in sed}) == 3  # each point sampled at its own temperature
+    plain = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over, reuse=True)
+    keys = ("method", "value", "judge_nll", "unigram_entropy", "word_entropy")
+    assert [[r.get(k) for k in keys] for r in plain] == [[r.get(k) for k in keys] for r in rows[:3]]  # sweep-independent
+
+
 def test_tokenizer_ablation_table_control_keeps_the_pretrained_tokenizer(tmp_path):
     import importlib
 
