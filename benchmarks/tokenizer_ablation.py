@@ -163,7 +163,7 @@ def main() -> int:
         rows += new
         if args.frontier:
             plot_frontier([r for r in new if r["method"] != "data"], next(r for r in new if r["method"] == "data"),
-                          RESULTS_DIR / f"{args.name}-{t}.png")
+                          RESULTS_DIR / f"{args.name}-{t}.png", f"{t}: judge NLL against entropy (95% bootstrap CIs)")
         publish(args.name, "tokenizer_ablation.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
     print(f"{(time.perf_counter() - start) / 60:.1f} min")
     return 0

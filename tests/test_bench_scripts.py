@@ -3,6 +3,7 @@ two-step models): they run end to end, score only held-out text, and produce the
 
 from __future__ import annotations
 
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -148,15 +149,25 @@ def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_j
     assert weights.stat().st_mtime_ns != first  # a different step count trains again
 
 
-def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir, corpus_file):
+def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir, corpus_file, monkeypatch):
     import importlib
+    import sys
 
+    import benchmarks.common as common
     from sedlm.eval.judge import get_judge
 
     tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
     micro = [o for o in MICRO if not o.startswith("train.max_steps")]
     over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
-    rows = tokenizers.run("word-8k", 2, 4, 60, 2, judge := get_judge(str(tiny_judge_dir)), tmp_path, over, frontier=True)
+    results = tmp_path / "results"
+    monkeypatch.setattr(common, "RESULTS_DIR", results)
+    monkeypatch.setattr(tokenizers, "RESULTS_DIR", results)
+    monkeypatch.setattr(sys, "argv", ["tokenizer_ablation.py", "--tokenizers", "word-8k", "--steps", "2", "--n", "4",
+                                      "--chars", "60", "--sample-steps", "2", "--judge", str(tiny_judge_dir),
+                                      "--runs-dir", str(tmp_path / "runs"), "--name", "tok", "--frontier", *over])
+    assert tokenizers.main() == 0
+    rows = json.loads((results / "tok.json").read_text())["rows"]
+    assert (results / "tok-word-8k.png").stat().st_size > 1000
     sweep = {m: sorted(r["value"] for r in rows if r["method"] == m) for m in ("sed", "ar")}
     assert sweep == {"sed": [0.6, 0.8, 1.0], "ar": [0.7, 0.85, 1.0, 1.0]}  # AR's default row has top-p, its sweep not
     assert {r["knob"] for r in rows if r["method"] == "sed"} == {"score_temp"}
@@ -164,7 +175,7 @@ def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir
     assert len({r["eval_tokens"] for r in rows}) == 1  # every point on the same-length sets
     sed = [r for r in rows if r["method"] == "sed"]
     assert len({r["unigram_entropy"] for r in sed}) == 3  # each point sampled at its own temperature
-    plain = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over, reuse=True)
+    plain = tokenizers.run("word-8k", 2, 4, 60, 2, get_judge(str(tiny_judge_dir)), tmp_path / "runs", over, reuse=True)
     keys = ("method", "value", "judge_nll", "unigram_entropy", "word_entropy")
     assert [[r.get(k) for k in keys] for r in plain] == [[r.get(k) for k in keys] for r in rows[:3]]  # sweep-independent
 

@@ -103,10 +103,11 @@ def frontier_points(model: Any, row: dict[str, Any], data: Any, judge: Any, *, n
     return points
 
 
-def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Path) -> None:
+def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Path,
+                  title: str = "quality/diversity frontier (95% bootstrap CIs)") -> None:
     """Judge NLL against per-sample entropy, one line per family through its temperature sweep, with
     95% CIs as error bars; the real-text row is a point. Lower-right is better; a family is compared
-    at equal entropy, never by NLL alone."""
+    at equal entropy, never by NLL alone. A point sampled with top-p < 1 is labelled with it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,11 +121,12 @@ def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Pa
         yerr = [[y - r["judge_nll_ci95"][0] for y, r in zip(ys, pts)], [r["judge_nll_ci95"][1] - y for y, r in zip(ys, pts)]]
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=f"{method} ({pts[0]['knob']} sweep)")
         for x, y, r in zip(xs, ys, pts):
-            ax.annotate(f"{r['value']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            top_p = r.get("top_p", 1.0) or 1.0
+            ax.annotate(f"{r['value']:g}" + (f", top-p {top_p:g}" if top_p < 1 else ""), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.scatter([data_row["unigram_entropy"]], [data_row["judge_nll"]], marker="*", s=150, color="black", label="real text")
     ax.set_xlabel("unigram entropy per sample (bits, model tokens)")
     ax.set_ylabel("judge NLL (nats/token, lower is better)")
-    ax.set_title("quality/diversity frontier (95% bootstrap CIs)")
+    ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

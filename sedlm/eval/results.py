@@ -80,10 +80,11 @@ def write_results(
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    """Save a matplotlib figure atomically (temp file + rename; the folder is created) and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:
         fig.savefig(tmp, dpi=dpi)
