@@ -54,6 +54,8 @@ bench-ablate: install
 # on 2 cores: a 30k-50k-token vocabulary makes every step and sample ~10x dearer).
 bench-tokenizers: install
 	$(BIN)/python benchmarks/tokenizer_ablation.py --steps 600 --chars 128 --reuse
+	$(BIN)/python benchmarks/tokenizer_ablation.py --tokenizers bpe-4k,bpe-2k,bpe-8k,bpe-16k,word-8k --steps 600 \
+		--chars 128 --reuse --frontier --name tokenizers-frontier
 
 # The quickstart's targets (real words, judge NLL against AR trained the same way, entropy against data), on
 # the default corpus and on a book-length text file (about 1 hour each on 2 cores).
