@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs/quickstart", help="checkpoint folder to write (default: runs/quickstart)")
     q.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"optimiser steps of the diffusion stage; the result depends only on the seed, not on the "
-                        f"machine's load (default: {DEFAULT_STEPS}, about 4 min on 2 CPU cores)")
+                        f"machine's load (default: {DEFAULT_STEPS}, about 3 min on 2 CPU cores)")
     q.add_argument("--force", action="store_true", help="replace an existing run in --out")
     q.set_defaults(func=cmd_quickstart)
 

@@ -24,7 +24,7 @@ from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
 
 N_SHOWN, N_SCORED = 4, 16
-# About 3.3 minutes of training on 2 idle CPU cores (3 steps/s measured, 8,192 BPE tokens), 4.0 minutes in all.
+# About 2.9 minutes of training on 2 idle CPU cores (3.5 steps/s measured, 8,192 BPE tokens), 3.1 minutes in all.
 DEFAULT_STEPS = 600
 INFILL_TEMPLATE = "To be, or not to be, [___] the question: [___:12] suffer"
 
