@@ -53,7 +53,7 @@ bench-ablate: install
 # Tokenizer granularity and pretrained tables, SED and AR on each, 600 steps, equal-length sets (many hours
 # on 2 cores: a 30k-50k-token vocabulary makes every step and sample ~10x dearer).
 bench-tokenizers: install
-	$(BIN)/python benchmarks/tokenizer_ablation.py --steps 600 --chars 128 --reuse
+	$(BIN)/python benchmarks/tokenizer_ablation.py --steps 600 --chars 128 --reuse sample.score_temp=0.8
 	$(BIN)/python benchmarks/tokenizer_ablation.py --tokenizers bpe-4k,bpe-2k,bpe-8k,bpe-16k,word-8k --steps 600 \
 		--chars 128 --reuse --frontier --name tokenizers-frontier
 
