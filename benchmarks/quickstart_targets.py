@@ -62,7 +62,7 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import frontier_points, match_width, param_count
+    from sedlm.eval.bench import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.quickstart import quickstart
     from sedlm.train.checkpoint import is_checkpoint
@@ -85,9 +85,9 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
         run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
                "train_minutes": train_minutes(runs / method)}
-        knob = model.frontier_knob[0]
+        knob, value = default_knob(model)
         (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
-        rows.append({**row, **run, "knob": knob, "value": model.family.resolve_options(model.config.sample, {}).get(knob)})
+        rows.append({**row, **run, "knob": knob, "value": value})
         if frontier:  # every point but the default's, which is the row above (AR's frontier holds top_p=1, so
             # its point at the default temperature differs from the row, which samples with the config's top-p)
             points += [{**point, **run, "knob": knob, "value": value} for knob, value, point in

@@ -94,7 +94,7 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     from sedlm.api import load_pretrained
     from sedlm.config import load_config, resolve_config_path
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import frontier_points, match_width, param_count
+    from sedlm.eval.bench import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.train.setup import tokenizer_for
     from sedlm.train.trainer import train
@@ -121,11 +121,10 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=sample_steps, seed=0,
                                         eval_tokens=eval_tokens, label=method)
         data_row = data_row or drow
-        knob = model.frontier_knob[0]
         run_cols = {"tokenizer": tokenizer, "vocab_size": data.tokenizer.vocab_size, "chars_per_token": round(cpt, 2),
                     "params": params[method], "train_steps": steps}
-        rows.append({**row, **run_cols, "knob": knob,
-                     "value": model.family.resolve_options(model.config.sample, {}).get(knob)})
+        knob, value = default_knob(model)
+        rows.append({**row, **run_cols, "knob": knob, "value": value})
         if frontier:  # the default's point is the row above; AR's sweep holds top_p=1, so all three of its are new
             points += [{**point, **run_cols, "knob": k, "value": v} for k, v, point in
                        frontier_points(model, row, data, judge, n=n, steps=sample_steps, eval_tokens=eval_tokens,

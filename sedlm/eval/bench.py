@@ -85,6 +85,12 @@ def sampling_tokens_per_s(model: Any, batch: int, steps: int) -> float:
     return batch * THROUGHPUT_LEN / generation_seconds(model, batch, THROUGHPUT_LEN, steps=steps)
 
 
+def default_knob(model: Any) -> tuple[str, Any]:
+    """(knob, value): the model's temperature knob and the value it samples with by default."""
+    knob = model.frontier_knob[0]
+    return knob, model.family.resolve_options(model.config.sample, {}).get(knob)
+
+
 def frontier_points(model: Any, row: dict[str, Any], data: Any, judge: Any, *, n: int, steps: int | None = None,
                     eval_tokens: int | None = None, label: str) -> list[tuple[str, float, dict[str, Any]]]:
     """(knob, value, row) for each value of the model's temperature knob (``model.frontier_knob``): the
