@@ -79,8 +79,13 @@ def finished(out: Path, cfg: Any) -> bool:
         last = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError, KeyError, TypeError, SedlmError):
         return False
-    same = (saved.data.tokenizer, saved.data.vocab_size, saved.embed.kind, saved.embed.pretrained, saved.method) == (
-        cfg.data.tokenizer, cfg.data.vocab_size, cfg.embed.kind, cfg.embed.pretrained, cfg.method)
+    from sedlm.data.tokenizer import TRAINED_TOKENIZERS
+
+    def key(c: Any) -> tuple:  # data.vocab_size only sizes a tokenizer trained here; a fixed one ignores it
+        size = c.data.vocab_size if c.data.tokenizer in TRAINED_TOKENIZERS else None
+        return c.data.tokenizer, size, c.embed.kind, c.embed.pretrained, c.method
+
+    same = key(saved) == key(cfg)
     return same and bool(last) and max(last) >= cfg.train.max_steps
 
 COLUMNS = ["tokenizer", "method", "knob", "value", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",

@@ -149,6 +149,27 @@ def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_j
     assert weights.stat().st_mtime_ns != first  # a different step count trains again
 
 
+def test_tokenizer_ablation_reuse_ignores_vocab_size_only_for_a_fixed_tokenizer(tmp_path):
+    import importlib
+
+    from sedlm.config import load_config, resolve_config_path
+
+    tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
+
+    def cfg(*over: str):
+        return load_config(resolve_config_path("tiny"), ["train.max_steps=5", *over])
+
+    for spec, reused in (("gpt2", True), ("bpe", False)):
+        out = tmp_path / spec
+        out.mkdir()
+        (out / "config.json").write_text(cfg(f"data.tokenizer={spec}", "data.vocab_size=4096").to_json())
+        (out / "metrics.jsonl").write_text(json.dumps({"step": 5}) + "\n")
+        assert tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=4096"))
+        # the default vocabulary size changed since the run: GPT-2's tokenizer never read it, BPE's did
+        assert tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=8192")) is reused
+        assert not tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=4096", "train.max_steps=6"))
+
+
 def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir, corpus_file, monkeypatch):
     import importlib
     import sys
