@@ -54,8 +54,8 @@ bench-ablate: install
 # on 2 cores: a 30k-50k-token vocabulary makes every step and sample ~10x dearer).
 bench-tokenizers: install
 	$(BIN)/python benchmarks/tokenizer_ablation.py --steps 600 --chars 128 --reuse sample.score_temp=0.8
-	$(BIN)/python benchmarks/tokenizer_ablation.py --tokenizers bpe-4k,bpe-2k,bpe-8k,bpe-16k,word-8k --steps 600 \
-		--chars 128 --reuse --frontier --name tokenizers-frontier
+	$(BIN)/python benchmarks/tokenizer_ablation.py --tokenizers bpe-4k,bpe-2k,bpe-8k,bpe-16k,word-8k,gpt2 --steps 600 \
+		--chars 128 --reuse --frontier --name tokenizers-frontier sample.score_temp=0.8
 
 # The quickstart's targets (real words, judge NLL against AR trained the same way, entropy against data), on
 # the default corpus and on a book-length text file (about 1 hour each on 2 cores).
