@@ -81,8 +81,10 @@ def finished(out: Path, cfg: Any) -> bool:
         return False
     from sedlm.data.tokenizer import TRAINED_TOKENIZERS
 
-    def key(c: Any) -> tuple:  # data.vocab_size only sizes a tokenizer trained here; a fixed one ignores it
-        size = c.data.vocab_size if c.data.tokenizer in TRAINED_TOKENIZERS else None
+    def key(c: Any) -> tuple:  # data.vocab_size only sizes a tokenizer trained here; a fixed one ignores it,
+        # and so does a pretrained table, which brings its own tokenizer
+        trained = c.data.tokenizer in TRAINED_TOKENIZERS and c.embed.kind != "pretrained"
+        size = c.data.vocab_size if trained else None
         return c.data.tokenizer, size, c.embed.kind, c.embed.pretrained, c.method
 
     same = key(saved) == key(cfg)

@@ -159,15 +159,18 @@ def test_tokenizer_ablation_reuse_ignores_vocab_size_only_for_a_fixed_tokenizer(
     def cfg(*over: str):
         return load_config(resolve_config_path("tiny"), ["train.max_steps=5", *over])
 
-    for spec, reused in (("gpt2", True), ("bpe", False)):
-        out = tmp_path / spec
+    pretrained = ("embed.kind=pretrained", "embed.pretrained=smollm2")
+    for name, over, reused in (("gpt2", ("data.tokenizer=gpt2",), True), ("bpe", ("data.tokenizer=bpe",), False),
+                               ("smollm2", ("data.tokenizer=bpe", *pretrained), True)):
+        out = tmp_path / name
         out.mkdir()
-        (out / "config.json").write_text(cfg(f"data.tokenizer={spec}", "data.vocab_size=4096").to_json())
+        (out / "config.json").write_text(cfg(*over, "data.vocab_size=4096").to_json())
         (out / "metrics.jsonl").write_text(json.dumps({"step": 5}) + "\n")
-        assert tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=4096"))
-        # the default vocabulary size changed since the run: GPT-2's tokenizer never read it, BPE's did
-        assert tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=8192")) is reused
-        assert not tokenizers.finished(out, cfg(f"data.tokenizer={spec}", "data.vocab_size=4096", "train.max_steps=6"))
+        assert tokenizers.finished(out, cfg(*over, "data.vocab_size=4096"))
+        # the default vocabulary size changed since the run: GPT-2's tokenizer and a pretrained table's never
+        # read it, a BPE trained here did
+        assert tokenizers.finished(out, cfg(*over, "data.vocab_size=8192")) is reused
+        assert not tokenizers.finished(out, cfg(*over, "data.vocab_size=4096", "train.max_steps=6"))
 
 
 def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir, corpus_file, monkeypatch):
