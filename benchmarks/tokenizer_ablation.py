@@ -125,6 +125,7 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
             shutil.rmtree(out, ignore_errors=True)
             train(cfg, out, data=data, log=lambda s: None)
         model = load_pretrained(out)
+        model.config.sample = cfg.sample  # a rescored run samples with this command's settings, not its saved ones
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=sample_steps, seed=0,
                                         eval_tokens=eval_tokens, label=method)
         data_row = data_row or drow

@@ -140,11 +140,14 @@ def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_j
     micro = [o for o in MICRO if not o.startswith("train.max_steps")]  # the step count is run()'s argument
     over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
     judge = get_judge(str(tiny_judge_dir))
-    tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over)
+    before = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over)
     weights = tmp_path / "word-8k-sed" / "model.safetensors"
     first = weights.stat().st_mtime_ns
-    tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over, reuse=True)
+    rows = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, [*over, "sample.score_temp=0.6"], reuse=True)
     assert weights.stat().st_mtime_ns == first  # rescored, not retrained
+    sed, sed_before = (next(r for r in rs if r["method"] == "sed") for rs in (rows, before))
+    assert sed["value"] == 0.6 and sed_before["value"] != 0.6  # sampled with this command's settings, not the saved
+    assert sed["unigram_entropy"] != sed_before["unigram_entropy"]
     tokenizers.run("word-8k", 3, 4, 60, 2, judge, tmp_path, over, reuse=True)
     assert weights.stat().st_mtime_ns != first  # a different step count trains again
 
