@@ -61,6 +61,7 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     runs already there), and return the sed, ar and data rows with the ratios the targets are stated in;
     ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
+    from sedlm.config import apply_overrides
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.bench import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
@@ -83,6 +84,8 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     rows: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
     for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
+        # a reused run samples with this command's sample.* settings, not the ones saved with it
+        apply_overrides(model.config, [o for o in overrides if o.startswith("sample.")])
         run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
                "train_minutes": train_minutes(runs / method)}
         knob, value = default_knob(model)
@@ -129,7 +132,7 @@ def main() -> int:
     add_judged_run_options(ap, "runs/quickstart-targets", "quickstart-targets")
     ap.add_argument("--frontier", action="store_true",
                     help="also score each model at the other values of its temperature knob (SED: score temperature)")
-    ap.add_argument("--reuse", action="store_true", help="score the runs already in --runs-dir instead of training")
+    ap.add_argument("--reuse", action="store_true", help="score the runs already in --runs-dir instead of training (sample.* overrides still apply)")
     ap.add_argument("overrides", nargs="*", help="config overrides for both runs (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError

@@ -248,6 +248,10 @@ def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
     assert sorted(p["value"] for p in points if p["method"] == "sed") == [v for v in (0.6, 0.8, 1.0) if v != sed["value"]]
     assert sorted(p["value"] for p in points if p["method"] == "ar") == [0.7, 0.85, 1.0]
     assert all("targets_met" in p for p in points if p["method"] == "sed")
+    cooler = targets.measure(3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, [*over, "sample.score_temp=0.6"],
+                             reuse=True)[0]
+    assert cooler["value"] == 0.6 != sed["value"]  # a reused run samples with the command's settings
+    assert cooler["unigram_entropy"] != sed["unigram_entropy"]
 
 
 def test_quickstart_targets_verdicts():
