@@ -149,7 +149,7 @@ def main() -> int:
     ap.add_argument("--sample-steps", type=int, default=200, help="SED sampling steps (default: 200)")
     add_judged_run_options(ap, "runs/tokenizers", "tokenizers-shakespeare")
     ap.add_argument("--reuse", action="store_true",
-                    help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps")
+                    help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps (sample.* overrides apply)")
     ap.add_argument("--frontier", action="store_true",
                     help="add a row per other value of each family's temperature knob and a frontier plot per tokenizer")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
