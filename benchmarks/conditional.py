@@ -294,8 +294,8 @@ def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: s
     """Train a seq2seq run of ``method`` unless ``run`` already holds one. With ``match``, the run gets
     that run's step count (equal training tokens) and a width matched to its parameter count."""
     from sedlm.config import load_config, resolve_config_path
-    from sedlm.eval.bench import match_width
-    from sedlm.family import count_parameters
+    from sedlm.bench.compare import match_width
+    from sedlm.families.base import count_parameters
     from sedlm.train.trainer import train
 
     if (run / "model.safetensors").is_file():

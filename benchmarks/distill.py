@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.harness import evaluate_model
     from sedlm.eval.judge import get_judge
-    from sedlm.train.distill import DistillConfig, distill
+    from sedlm.distill import DistillConfig, distill
 
     if args.speed == "only":
         if not args.students:

@@ -63,7 +63,7 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     from sedlm.api import load_pretrained
     from sedlm.config import apply_overrides
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import default_knob, frontier_points, match_width, param_count
+    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.quickstart import quickstart
     from sedlm.train.checkpoint import is_checkpoint

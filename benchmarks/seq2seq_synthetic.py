@@ -128,8 +128,8 @@ def run_task(task: str, args) -> list[dict[str, Any]]:
     from benchmarks.conditional import heldout_pairs, seq2seq_targets, steps_of
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import match_width
-    from sedlm.family import count_parameters
+    from sedlm.bench.compare import match_width
+    from sedlm.families.base import count_parameters
     from sedlm.train.checkpoint import is_checkpoint
     from sedlm.train.trainer import train
 
@@ -176,7 +176,7 @@ def params_of(cfg, tok) -> int:
     import torch
 
     from sedlm.families import get_family
-    from sedlm.family import count_parameters
+    from sedlm.families.base import count_parameters
 
     method = get_family(cfg.method)
     with torch.device("meta"):

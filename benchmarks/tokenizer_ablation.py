@@ -101,7 +101,7 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     from sedlm.api import load_pretrained
     from sedlm.config import load_config, resolve_config_path
     from sedlm.data.dataset import prepare_data
-    from sedlm.eval.bench import default_knob, frontier_points, match_width, param_count
+    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.train.setup import tokenizer_for
     from sedlm.train.trainer import train
@@ -155,7 +155,7 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError
-    from sedlm.eval.bench import plot_frontier
+    from sedlm.bench.compare import plot_frontier
     from sedlm.eval.judge import get_judge
 
     chosen = [t.strip() for t in args.tokenizers.split(",") if t.strip()]

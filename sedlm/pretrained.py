@@ -10,9 +10,10 @@ from torch import nn
 
 from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
+from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
-from sedlm.family import Family, Request, request_kind
+from sedlm.families.base import Family, Request, request_kind
 from sedlm.sampling.samplers import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
@@ -21,16 +22,6 @@ from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 MAX_SEED = 2**63 - 1  # what a torch.Generator takes
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU) or a torch device name, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SedlmError(f"device '{name}' asked for but no CUDA device is available; use cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise SedlmError(f"unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto") from None
 
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
@@ -50,7 +41,7 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
 
 class PretrainedLM:
     """A trained network of any family with its tokenizer and config; generation goes through the
-    family (``sedlm.family.Family``). Subclasses may pin ``method`` to one family."""
+    family (``sedlm.families.base.Family``). Subclasses may pin ``method`` to one family."""
 
     method: str = ""
 

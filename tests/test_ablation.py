@@ -12,7 +12,7 @@ from sedlm.cli import main
 from sedlm.config import load_config
 from sedlm.diffusion.schedules import get_schedule, log_snr, shift_log_snr
 from sedlm.errors import SedlmError
-from sedlm.eval.ablate import PAPER, VARIANTS, ablate, get_variants, variant_config
+from sedlm.bench.ablate import PAPER, VARIANTS, ablate, get_variants, variant_config
 from sedlm.families.sed import build_denoiser
 from sedlm.sampling.generate import sample_ids
 from sedlm.train.embed import ppmi_table

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sedlm import AR, MDLM, SED, load_pretrained
-from sedlm.baselines.ar import ARModel, ar_generate, sample_next
-from sedlm.baselines.mdlm import MDLMModel, mdlm_loss, mdlm_sample
+from sedlm.families.ar import ARModel, ar_generate, sample_next
+from sedlm.families.mdlm import MDLMModel, mdlm_loss, mdlm_sample
 from sedlm.config import ModelConfig, load_config
 from sedlm.errors import SedlmError
 from sedlm.train.trainer import train

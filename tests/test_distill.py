@@ -1,4 +1,4 @@
-"""Distillation into few-step students (sedlm/train/distill.py): the round schedule, the two-step target,
+"""Distillation into few-step students (sedlm/distill.py): the round schedule, the two-step target,
 students of an analytic Gaussian teacher, and the `sedlm distill` command on a tiny SED model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from sedlm.diffusion.schedules import cosine
 from sedlm.errors import SedlmError
 from sedlm.sampling.samplers import ddim, ddim_step
-from sedlm.train.distill import DistillConfig, round_grids, run_distillation, two_step_target
+from sedlm.distill import DistillConfig, round_grids, run_distillation, two_step_target
 
 S = 0.5  # data: x0 ~ N(0, S^2) per dimension
 

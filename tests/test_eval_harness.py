@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sedlm.cli import main
-from sedlm.eval.bench import COLUMNS, compare
+from sedlm.bench.compare import COLUMNS, compare
 from sedlm.eval.harness import CallCounter, evaluate_model
 from sedlm.api import load_pretrained
 from sedlm.config import load_config

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sedlm.cli import build_parser, main
 from sedlm.config import load_config
 from sedlm.families import FAMILIES, all_families, get_family
-from sedlm.family import REQUESTS, Family, request_kind
+from sedlm.families.base import REQUESTS, Family, request_kind
 from sedlm.model.embedding import bits_dim, bits_table
-from sedlm.recipes import RECIPES, apply_recipe
+from sedlm.families.recipes import RECIPES, apply_recipe
 from sedlm.sampling.templates import Layout
 from sedlm.serve import create_app
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sedlm.baselines import ar, mdlm
+from sedlm.families import ar, mdlm
 from sedlm.config import ModelConfig, load_config
 from sedlm.data import masks
 from sedlm.diffusion import objective

@@ -8,7 +8,7 @@ import torch
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule, time_grid, time_of
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import sample_texts
-from sedlm.eval.steps import steps_bench, steps_for
+from sedlm.bench.steps import steps_bench, steps_for
 from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
 from sedlm.train.trainer import train
 

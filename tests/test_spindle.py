@@ -1,4 +1,4 @@
-"""DiffusionBERT's spindle schedule in the mdlm family (He et al. 2023; ``sedlm.baselines.mdlm``): it reduces
+"""DiffusionBERT's spindle schedule in the mdlm family (He et al. 2023; ``sedlm.families.mdlm``): it reduces
 to the linear schedule bit for bit, its weight integrates to one (a uniform model scores log(V - 1)), the
 rate is a valid schedule that masks informative tokens first, the sampler reveals them last, and it trains,
 saves and loads through the ordinary trainer and checkpoints without touching linear checkpoints."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sedlm import load_pretrained
-from sedlm.baselines.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
+from sedlm.families.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
 from sedlm.config import ModelConfig, load_config
 from sedlm.families import get_family
 from sedlm.losses import token_nll

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sedlm import load_pretrained
-from sedlm.baselines.sundae import SUNDAEModel, sundae_loss, sundae_sample
+from sedlm.families.sundae import SUNDAEModel, sundae_loss, sundae_sample
 from sedlm.config import ModelConfig, load_config
 from sedlm.families.sundae import SUNDAEFamily
 from sedlm.sampling.templates import Layout

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from sedlm.family import Family, Request, SamplingOption
+from sedlm.families.base import Family, Request, SamplingOption
 
 
 class Unigram(nn.Module):

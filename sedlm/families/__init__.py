@@ -1,6 +1,6 @@
 """The registry of model families: the only list of them. CLI choices and help, the server, the
 benchmarks and the docs all read ``FAMILIES``; adding a family is one module in this package (holding
-a ``FAMILY`` instance of a ``sedlm.family.Family`` subclass) and one line here."""
+a ``FAMILY`` instance of a ``sedlm.families.base.Family`` subclass) and one line here."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FAMILIES: dict[str, str] = {
 
 
 def get_family(name: str) -> Any:
-    """The family (a ``sedlm.family.Family``) registered under ``name``; an unknown name lists the valid
+    """The family (a ``sedlm.families.base.Family``) registered under ``name``; an unknown name lists the valid
     ones. This module imports nothing of the package but its errors, so the config can check names
     against the registry without an import cycle."""
     if name not in FAMILIES:

@@ -1,19 +1,194 @@
-"""``mdlm``: the masked (absorbing-state) discrete diffusion baseline (Sahoo et al. 2024;
-``sedlm.baselines.mdlm``). Its validation loss is the continuous-time NELBO, a likelihood bound under the
+"""Masked (absorbing-state) discrete diffusion baseline in the style of MDLM (Sahoo et al. 2024).
+
+Forward process: token i is replaced by the mask token independently with probability m_i(t) = 1 - alpha_i(t).
+The network predicts x0 from z_t with the SUBS parameterisation (the mask token is never predicted;
+unmasked tokens are carried over) and has no time input (DiffusionBERT's time-agnostic decoding).
+
+Schedules. ``linear``: m(t) = t (MDLM's log-linear alpha_t = 1 - t). ``spindle`` (DiffusionBERT, He et al.
+2023, arXiv 2211.15029): m_i(t) = clip(t + lambda sin(pi t) h(x0_i), 0, 1), h the token's normalised
+information (``spindle_info``; h > 0 for rare words). Informative tokens are masked EARLIER in the forward
+process, so generation reveals them LATER: the frequent, easy words come first and the content words are
+chosen with that scaffold in place. m(0) = 0 and m(1) = 1 for every token, and m is non-decreasing for any
+lambda: with a = lambda h > 0, f = t + a sin(pi t) only decreases on some (t*, 1], where it falls to f(1) = 1,
+so f >= 1 and the clip is flat there (a < 0: the mirror image at t = 0).
+
+Continuous-time NELBO (MDLM eq. 10, each position with its own alpha_i; the sum over positions of the
+single-token bound, since the forward process masks positions independently):
+
+    NELBO = E_t [ sum_{i masked} -alpha_i'(t) / (1 - alpha_i(t)) * -log p_theta(x0_i | z_t) ] / L,
+    weight  -alpha_i' / (1 - alpha_i) = m_i'(t) / m_i(t)       (= 1/t for the linear schedule).
+
+Since P(i masked at t) = m_i(t), E[weight * 1[masked]] = int_0^1 m_i'(t) dt = m_i(1) - m_i(0) = 1 for any
+valid schedule, so a model uniform over the V - 1 non-mask tokens scores log(V - 1) (up to the eps cut-off
+of ``mdlm_loss``'s times). Caveat: the spindle weight depends on x0_i, which the reverse process does
+not know while i is masked; for the mixture reverse process that ``mdlm_sample`` runs, the exact bound
+adds E[sum_w p_theta(w | z_t) r_w - r_x0] (r = m'/m; Shi et al. 2024, GenMD4), zero when p_theta is the
+true posterior and identically zero for the linear schedule. So under ``spindle`` this is DiffusionBERT's
+training objective, not a strict bound.
+
+Ancestral sampling from t = 1 (all masked) to 0: under the linear schedule a masked position is revealed
+between t and s with probability (t - s) / t, its token drawn from p_theta(x0 | z_t). Under the spindle the
+reveal probability (m_w(t) - m_w(s)) / m_w(t) depends on the unknown token w; we take the expectation under
+the model's own prediction, i.e. the exact reverse kernel q(z_s | z_t, x0 ~ p_theta): position i becomes w
+with probability p_theta(w | z_t) (m_w(t) - m_w(s)) / m_w(t). (Revealing by the linear rule instead would
+hand the network partly masked inputs unlike those of training, where rare words are masked more.) With no
+time input, a step that reveals nothing reuses the previous prediction and makes no network call.
+
+The family adapter (``FAMILY``): ``mdlm``: the masked (absorbing-state) discrete diffusion baseline (Sahoo et al. 2024;
+``sedlm.families.mdlm``). Its validation loss is the continuous-time NELBO, a likelihood bound under the
 linear schedule. ``diffusion.mask_schedule=spindle`` uses DiffusionBERT's information-dependent schedule
-(He et al. 2023), its token information measured on the training rows (``init_from_data``)."""
+(He et al. 2023), its token information measured on the training rows (``init_from_data``).
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from sedlm.baselines.mdlm import MDLMModel, mdlm_loss, mdlm_sample, spindle_info
 from sedlm.config import Config
+from sedlm.config import ModelConfig
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.family import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
+from sedlm.losses import token_nll
+from sedlm.model.transformer import TokenTransformer
+from sedlm.sampling.templates import Layout
+
+
+class MDLMModel(TokenTransformer):
+    """Token embedding (tied head) + bidirectional backbone; logits never put mass on the mask.
+    ``token_info`` (V,) holds the spindle schedule's h per token (zeros: linear); it is saved with the
+    weights only under ``spindle``, so checkpoints of the linear schedule keep their old keys."""
+
+    def __init__(self, cfg: ModelConfig, mask_id: int, mask_schedule: str = "linear", spindle_lambda: float = 0.5):
+        super().__init__(cfg, causal=False)
+        self.mask_id = mask_id
+        self.spindle_lambda = spindle_lambda if mask_schedule == "spindle" else 0.0
+        self.register_buffer("token_info", torch.zeros(cfg.vocab_size), persistent=mask_schedule == "spindle")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(z)  # (B, L, V)
+        logits[..., self.mask_id] = float("-inf")
+        return logits
+
+
+def mask_rate(t: torch.Tensor, h: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spindle masking probability m = clip(t + lam sin(pi t) h, 0, 1) and dm/dt (0 where clipped),
+    broadcast over ``t`` and ``h``. lam = 0 or h = 0 gives m = t, dm = 1 exactly (the linear schedule)."""
+    bump = torch.sin(torch.pi * torch.minimum(t, 1 - t))  # sin(pi t), exactly 0 at t = 0 and 1: m(1) = 1 exactly
+    raw = t + lam * bump * h
+    slope = 1 + (lam * torch.pi) * torch.cos(torch.pi * t) * h
+    return raw.clamp(0.0, 1.0), torch.where((raw >= 0) & (raw <= 1), slope, torch.zeros_like(slope))
+
+
+def spindle_info(counts: torch.Tensor, special_ids: Iterable[int]) -> torch.Tensor:
+    """h (V,) from unigram counts (V,): the information -log p(w) of add-one smoothed frequencies over the
+    non-special tokens, minus its mean over the data (the unigram entropy: the expected masked fraction
+    stays t, only the order changes), divided by its range over the vocabulary so |h| <= 1 (DiffusionBERT
+    scales log-frequencies to [0, 1] likewise). Special tokens (pad, eos, mask) get 0, the linear schedule:
+    the padding rate is a data setting, not information, and the mask never occurs in data."""
+    counts = counts.double()
+    keep = torch.ones_like(counts, dtype=torch.bool)
+    keep[list(special_ids)] = False
+    smoothed = counts[keep] + 1
+    info = -(smoothed / smoothed.sum()).log()  # nats
+    mean = (counts[keep] * info).sum() / counts[keep].sum().clamp(min=1)
+    h = torch.zeros_like(counts)
+    span = info.max() - info.min() if len(info) else torch.tensor(0.0)
+    if span > 0:
+        h[keep] = (info - mean) / span
+    return h.float()
+
+
+def _schedule(model: nn.Module, spindle_lambda: float | None) -> tuple[float, torch.Tensor | None]:
+    """lambda (None: the model's) and the token information (V,); a predictor without one is linear."""
+    lam = getattr(model, "spindle_lambda", 0.0) if spindle_lambda is None else spindle_lambda
+    return lam, getattr(model, "token_info", None)
+
+
+def mdlm_loss(model: MDLMModel, ids: torch.Tensor, generator: torch.Generator, eps: float = 1e-3, *,
+              spindle_lambda: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """NELBO in nats per token on one batch (module docstring; ``spindle_lambda`` None: the model's).
+    Times are drawn on [eps, 1]; under the spindle that drops a bias of about m(eps) - eps."""
+    B, L = ids.shape
+    lam, info = _schedule(model, spindle_lambda)
+    # Antithetic (stratified) times reduce the variance of the 1/t-weighted estimate.
+    u = (torch.rand((), generator=generator, device=ids.device) + torch.arange(B, device=ids.device) / B) % 1.0
+    t = eps + (1 - eps) * u  # (B,)
+    h = info.float()[ids] if info is not None else torch.zeros((), device=ids.device)  # (B, L)
+    m, dm = mask_rate(t[:, None], h, lam)  # (B, L) each
+    masked = torch.rand(ids.shape, generator=generator, device=ids.device) < m
+    z = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
+    logits = model(z)
+    ce = token_nll(logits.float(), ids)  # (B, L)
+    # Weight m'/m; a masked position has m > 0, the clamp only keeps 0 * weight finite where m = 0.
+    nelbo = (ce * masked * dm / m.clamp(min=torch.finfo(m.dtype).tiny)).sum() / (B * L)
+    with torch.no_grad():
+        acc = ((logits.argmax(-1) == ids) & masked).sum() / masked.sum().clamp(min=1)
+    return nelbo, {"ce": ((ce * masked).sum() / masked.sum().clamp(min=1)).detach(), "acc": acc}
+
+
+@torch.inference_mode()
+def mdlm_sample(
+    model: MDLMModel,
+    n: int,
+    length: int,
+    steps: int,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict], None] | None = None,
+    layout: Layout | None = None,
+    pad_id: int | None = None,
+    temperature: float = 1.0,
+    spindle_lambda: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Sample (n, length) ids with ``steps`` reveal steps; also return the network calls made.
+    A ``layout``'s given tokens are unmasked from the start (infilling); its ``no_pad`` positions
+    never reveal ``pad_id``. Revealed tokens are drawn from softmax(logits / ``temperature``) in
+    float64 (categorical draws in float32 lower the entropy of diffusion samples; Zheng et al. 2024).
+    ``spindle_lambda`` (None: the model's) with a non-zero ``token_info`` reveals by the spindle kernel."""
+    device = next(model.parameters()).device
+    lam, info = _schedule(model, spindle_lambda)
+    shared = lam == 0 or info is None or not bool(info.any())  # one schedule for all tokens: the (t - s) / t rule
+    z = torch.full((n, length), model.mask_id, dtype=torch.long, device=device)
+    no_pad = None
+    if layout is not None:
+        z = torch.where(layout.given.to(device), layout.ids.to(device), z)
+        if pad_id is not None and layout.no_pad.any():
+            no_pad = layout.no_pad.to(device)
+    ts = torch.linspace(1.0, 0.0, steps + 1)
+    probs, nfe = None, 0
+    for i in range(steps):
+        t, s = ts[i].item(), ts[i + 1].item()
+        masked = z == model.mask_id
+        if not masked.any():
+            break
+        if probs is None:
+            logits = model(z).float()  # (n, L, V)
+            if no_pad is not None:
+                logits[:, no_pad, pad_id] = float("-inf")
+            probs = torch.softmax(logits.double() / temperature, dim=-1)
+            nfe += 1
+        if shared:
+            joint, p_reveal = probs, (t - s) / t
+        else:
+            m_t, _ = mask_rate(torch.tensor(t, dtype=torch.float64, device=device), info.double(), lam)  # (V,)
+            m_s, _ = mask_rate(torch.tensor(s, dtype=torch.float64, device=device), info.double(), lam)
+            # A token whose rate is already 0 cannot still be masked: it is revealed now.
+            rho = torch.where(m_t > 0, (m_t - m_s) / m_t.clamp(min=1e-300), torch.ones_like(m_t))  # (V,)
+            joint = probs * rho  # (n, L, V): P(reveal as w) = p(w) rho_w
+            p_reveal = joint.sum(-1) if s > 0 else 1.0  # (n, L); every position is revealed at s = 0
+        reveal = masked & (torch.rand(z.shape, generator=generator, device=device) < p_reveal)
+        if reveal.any():
+            z = z.clone()
+            z[reveal] = torch.multinomial(joint[reveal], 1, generator=generator).squeeze(-1)  # draw only where revealed
+            probs = None  # the input changed: the next step needs a fresh prediction
+        if callback is not None:
+            callback({"i": i, "t": t, "z": z})
+    return z, nfe
+
 
 COUNT_TOKENS = 1 << 24  # unigram frequencies are read from at most this many training tokens (evenly spread rows)
 
@@ -41,7 +216,7 @@ class MDLMFamily(Family):
 
     def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
         """Under the spindle schedule, fill ``model.token_info`` from the unigram counts of the training
-        rows (``sedlm.baselines.mdlm.spindle_info``: pad, eos and mask keep the linear schedule)."""
+        rows (``sedlm.families.mdlm.spindle_info``: pad, eos and mask keep the linear schedule)."""
         if cfg.diffusion.mask_schedule != "spindle":
             return
         data, V = rows.rows, model.token_info.numel()  # (N, L): a tensor or memory-mapped shard rows
@@ -61,7 +236,7 @@ class MDLMFamily(Family):
     def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator,
                   tokenizer: Tokenizer) -> torch.Tensor:
         """The NELBO of each row (nats/token), one antithetic time draw per row (under the spindle,
-        DiffusionBERT's objective rather than a strict bound: ``sedlm.baselines.mdlm``)."""
+        DiffusionBERT's objective rather than a strict bound: ``sedlm.families.mdlm``)."""
         lam = spindle_lambda(cfg)
         return torch.stack([mdlm_loss(model, row[None], generator, spindle_lambda=lam)[0] for row in ids])
 

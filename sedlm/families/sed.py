@@ -21,7 +21,7 @@ from sedlm.diffusion.likelihood import embedding_vlb
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
-from sedlm.family import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.model.embedding import EmbeddingSpace
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids

@@ -43,7 +43,7 @@ def _package_folder(package: str, install: str) -> Path:
 
 
 def _smollm2_file() -> tuple[Path, str]:
-    from sedlm.eval.judge import BUNDLED
+    from sedlm.bundled import BUNDLED
 
     package, filename, install = BUNDLED["smollm2"]
     return _package_folder(package, install), filename

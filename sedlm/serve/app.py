@@ -32,7 +32,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sedlm.errors import SedlmError
-from sedlm.family import count_parameters
+from sedlm.families.base import count_parameters
 from sedlm.pretrained import PretrainedLM
 from sedlm.serve.limits import Limits
 from sedlm.serve.openai_compat import add_completions

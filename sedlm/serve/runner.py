@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sedlm.family import Request
+from sedlm.families.base import Request
 from sedlm.pretrained import PretrainedLM
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest

@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API.
 
 The sampling options of a request are those the served model's family declares
-(``sedlm.family.SamplingOption``): ``request_models(family)`` derives the request bodies, and so the
+(``sedlm.families.base.SamplingOption``): ``request_models(family)`` derives the request bodies, and so the
 OpenAPI schema, from the declarations. Unknown fields (a misspelt option, or one the family does not
 take) are rejected (422) so that they never silently fall back to a default. Fields left out take the
 checkpoint's ``config.sample`` defaults.
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from sedlm.family import Family
+from sedlm.families.base import Family
 
 
 MAX_SEED = 2**53 - 1  # exact as a JSON number in every client (JavaScript included); a torch.Generator takes it

@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from sedlm.config import Config
 from sedlm.errors import SedlmError
-from sedlm.pretrained import resolve_device
+from sedlm.devices import resolve_device
 
 
 def make_accelerator(cfg: Config):

@@ -28,7 +28,7 @@ from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
-from sedlm.family import Family
+from sedlm.families.base import Family
 from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint

@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from sedlm.families import all_families
-from sedlm.family import SamplingOption
+from sedlm.families.base import SamplingOption
 
 
 def declared_options() -> dict[str, tuple[SamplingOption, list[str]]]:

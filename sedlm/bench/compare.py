@@ -23,9 +23,9 @@ from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.families import FAMILIES, get_family
-from sedlm.family import count_parameters
+from sedlm.families.base import count_parameters
 from sedlm.model.embedding import effective_d_embed
-from sedlm.recipes import RECIPES, apply_recipe
+from sedlm.families.recipes import RECIPES, apply_recipe
 from sedlm.train.trainer import train
 
 METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)

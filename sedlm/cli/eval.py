@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sedlm.errors import SedlmError
-from sedlm.families.flags import add_option_flags, options_from_args
+from sedlm.cli.flags import add_option_flags, options_from_args
 
 
 def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
@@ -23,7 +23,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sedlm.api import load_pretrained
     from sedlm.eval.harness import evaluate_model
     from sedlm.eval.judge import get_judge
-    from sedlm.eval.results import markdown_table, write_atomic
+    from sedlm.eval.results import markdown_table
+    from sedlm.io import write_atomic
 
     if args.nll:
         return _eval_nll(args)
@@ -55,7 +56,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
     """``sedlm eval --nll``: likelihood per token (exact or bound) with its standard error."""
     from sedlm.api import load_pretrained
     from sedlm.eval.likelihood import likelihood
-    from sedlm.eval.results import write_atomic
+    from sedlm.io import write_atomic
 
     model = load_pretrained(args.ckpt, device=args.device)
     res = {"ckpt": str(args.ckpt), "method": model.config.method, **likelihood(model, args.data, rows=args.rows, seed=args.seed)}
@@ -77,8 +78,8 @@ def _bench_command(name: str) -> str:
 
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
-    from sedlm.eval.bench import METHODS
-    from sedlm.eval.likelihood import bench_likelihood
+    from sedlm.bench.compare import METHODS
+    from sedlm.bench.likelihood import bench_likelihood
 
     bench_likelihood(args.corpus, methods=_names(args.methods) or METHODS, train_steps=args.train_steps,
                      zero_shot=_names(args.zero_shot), rows=args.rows, runs_dir=args.runs_dir,
@@ -88,7 +89,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sedlm.eval.bench import METHODS, compare
+    from sedlm.bench.compare import METHODS, compare
 
     compare(args.corpus, args.budget_minutes, judge_name=args.judge, n=args.n, steps=args.steps,
             runs_dir=args.runs_dir, results_dir=args.results_dir, overrides=args.overrides, train_steps=args.train_steps,
@@ -98,7 +99,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
-    from sedlm.eval.steps import NFES, steps_bench
+    from sedlm.bench.steps import NFES, steps_bench
 
     samplers = [x.strip() for x in args.samplers.split(",")] if args.samplers else None
     try:
@@ -113,7 +114,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from sedlm.eval.ablate import VARIANTS, ablate, describe
+    from sedlm.bench.ablate import VARIANTS, ablate, describe
 
     if args.list:
         for v in VARIANTS.values():

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from sedlm.errors import SedlmError
-from sedlm.eval.cli import add_eval_and_bench_parsers
-from sedlm.families.flags import add_option_flags, options_from_args
-from sedlm.serve.cli import add_serve_parser  # imports no web framework until `serve` runs
+from sedlm.cli.eval import add_eval_and_bench_parsers
+from sedlm.cli.flags import add_option_flags, options_from_args
+from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
 
 CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
 OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200 model.d_model=256"
@@ -43,7 +43,7 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from sedlm.data.dataset import prepare_data
-    from sedlm.pretrained import resolve_device
+    from sedlm.devices import resolve_device
     from sedlm.train.embed import build_table, save_embedding
 
     cfg = _load_config(args, "tiny")
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = _load_config(args, "tiny")
         if args.recipe:
-            from sedlm.recipes import apply_recipe
+            from sedlm.families.recipes import apply_recipe
 
             apply_recipe(cfg, args.recipe)
             apply_overrides(cfg, list(args.overrides))  # the command line wins over the recipe
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from sedlm.train.distill import DistillConfig, distill
+    from sedlm.distill import DistillConfig, distill
 
     cfg = DistillConfig(method=args.method, nfe=args.nfe, teacher_steps=args.teacher_steps,
                         steps_per_round=args.steps_per_round, batch_size=args.batch_size, lr=args.lr,
@@ -105,7 +105,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from sedlm.families import all_families
-    from sedlm.recipes import RECIPES
+    from sedlm.families.recipes import RECIPES
 
     print("families (sedlm train --method NAME):")
     for f in all_families():

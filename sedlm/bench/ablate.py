@@ -25,11 +25,12 @@ from sedlm.api import load_pretrained
 from sedlm.config import Config, apply_overrides, load_config, resolve_config_path, validate
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.bench import match_width, param_count, seconds_per_step
+from sedlm.bench.compare import match_width, param_count, seconds_per_step
 from sedlm.eval.harness import evaluate_model
-from sedlm.eval.results import markdown_table, write_atomic, write_results
-from sedlm.pretrained import resolve_device
-from sedlm.recipes import RECIPES
+from sedlm.eval.results import markdown_table, write_results
+from sedlm.io import write_atomic
+from sedlm.devices import resolve_device
+from sedlm.families.recipes import RECIPES
 from sedlm.train.embed import build_table, save_embedding
 from sedlm.train.trainer import train
 

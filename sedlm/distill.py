@@ -227,7 +227,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
     from sedlm.data.dataset import prepare_data
     from sedlm.data.masks import conditioning
     from sedlm.diffusion.schedules import get_schedule
-    from sedlm.eval.results import write_atomic
+    from sedlm.io import write_atomic
     from sedlm.train.checkpoint import load_training_state
 
     cfg.check()
