@@ -301,7 +301,7 @@ def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: s
     if (run / "model.safetensors").is_file():
         return
     cfg = load_config(resolve_config_path("tiny"), [f"data.source={data_source}", "data.task=seq2seq", *overrides])
-    cfg.method = method
+    cfg.family = method
     if match is not None:
         ref = load_pretrained(match)
         data = prepare_data(cfg.data, tokenizer=ref.tokenizer)

@@ -74,7 +74,7 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     sed = load_pretrained(runs / "sed")
     data = prepare_data(sed.config.data, tokenizer=sed.tokenizer)
     ar_cfg = sed.config.copy()
-    ar_cfg.method, ar_cfg.embed.kind, ar_cfg.embed.path = "ar", "random", ""
+    ar_cfg.family, ar_cfg.embed.kind, ar_cfg.embed.path = "ar", "random", ""
     params = {"sed": param_count(sed.config.copy(), data)}
     params["ar"] = match_width(ar_cfg, params["sed"], data)
     if not reuse:

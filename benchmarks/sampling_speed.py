@@ -33,7 +33,7 @@ from tqdm import tqdm  # noqa: E402
 from benchmarks.common import publish, run_main, setup_device  # noqa: E402
 from sedlm.config import load_config, resolve_config_path  # noqa: E402
 from sedlm.sampling.generate import sample_ids  # noqa: E402
-from sedlm.families.sed import build_denoiser  # noqa: E402
+from sedlm.model.denoiser import SEDDenoiser  # noqa: E402
 
 COLUMNS = ["config", "params", "sampler", "batch_size", "seq_len", "nfe",
            "seconds_per_step", "seconds_per_sample", "tokens_per_s"]
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         V, L, K = cfg.model.vocab_size, cfg.data.seq_len, steps[name]
         table = torch.randn(V, cfg.model.d_embed, generator=torch.Generator().manual_seed(args.seed))  # (V, De)
         torch.manual_seed(args.seed)
-        model = build_denoiser(cfg, table).to(device).eval()
+        model = SEDDenoiser.from_config(cfg, table).to(device).eval()
         params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {params / 1e6:.1f}M parameters, L = {L}, K = {K}", file=sys.stderr)
         for B in args.batch_sizes:

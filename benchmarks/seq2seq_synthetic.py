@@ -120,7 +120,7 @@ def config(method: str, pairs_path: Path, steps: int, extra: list[str]):
     cfg = load_config(resolve_config_path("tiny"), [
         f"data.source={pairs_path}", "data.task=seq2seq", *OVERRIDES, f"train.max_steps={steps}",
         f"train.eval_every={max(1, steps // 4)}", f"train.checkpoint_every={steps}", "train.max_minutes=0", *extra])
-    cfg.method = method
+    cfg.family = method
     return cfg
 
 
@@ -178,7 +178,7 @@ def params_of(cfg, tok) -> int:
     from sedlm.families import get_family
     from sedlm.families.base import count_parameters
 
-    method = get_family(cfg.method)
+    method = get_family(cfg.family)
     with torch.device("meta"):
         table = torch.empty(tok.vocab_size, cfg.model.d_embed) if method.uses_embedding_table else None
         return count_parameters(method.build(cfg, tok, table))

@@ -85,7 +85,7 @@ def finished(out: Path, cfg: Any) -> bool:
         # and so does a pretrained table, which brings its own tokenizer
         trained = c.data.tokenizer in TRAINED_TOKENIZERS and c.embed.kind != "pretrained"
         size = c.data.vocab_size if trained else None
-        return c.data.tokenizer, size, c.embed.kind, c.embed.pretrained, c.method
+        return c.data.tokenizer, size, c.embed.kind, c.embed.pretrained, c.family
 
     same = key(saved) == key(cfg)
     return same and bool(last) and max(last) >= cfg.train.max_steps
@@ -114,7 +114,7 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
     cpt = len(val_text) / max(1, len(data.tokenizer.encode(val_text)))
     eval_tokens = max(4, min(int(chars / cpt), int(0.8 * sed.data.seq_len)))
     ar = sed.copy()
-    ar.method, ar.embed.kind = "ar", "random"
+    ar.family, ar.embed.kind = "ar", "random"
     params = {"sed": param_count(sed, data)}
     params["ar"] = match_width(ar, params["sed"], data)
     rows, points, data_row = [], [], None

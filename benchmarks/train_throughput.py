@@ -38,7 +38,7 @@ from benchmarks.common import publish, run_main, setup_device  # noqa: E402
 from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
 from sedlm.diffusion.objective import sed_loss  # noqa: E402
 from sedlm.diffusion.schedules import get_schedule  # noqa: E402
-from sedlm.families.sed import build_denoiser  # noqa: E402
+from sedlm.model.denoiser import SEDDenoiser  # noqa: E402
 
 VARIANTS = [("plain", None), ("sed", "both"), ("sed", "half_nograd"), ("sed", "off")]
 COLUMNS = ["variant", "self_cond", "batch_size", "seq_len", "params", "seconds_per_step", "tokens_per_s", "cost_vs_plain"]
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     # One model and optimiser shared by all variants: the cost of a step does not depend on the
     # weights' values, and four copies of a large model with AdamW state would not fit.
-    model = build_denoiser(cfg, table).to(device).train()
+    model = SEDDenoiser.from_config(cfg, table).to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,6 +1,7 @@
 """sedlm: continuous diffusion language models, built around Self-conditioned Embedding Diffusion."""
 
-from sedlm.config import Config, load_config
+from sedlm.config import Config
+from sedlm.families import load_config
 from sedlm.errors import SedlmError
 from sedlm.api import AR, MDLM, SED, load_pretrained
 

@@ -96,12 +96,6 @@ class DiffusionConfig:
     # which keeps learned embeddings decodable (Li et al. 2022, eq. 2's L_round)
     round_weight: float = 0.0
     p_uncond: float = 0.1
-    # Masked diffusion (mdlm family): "linear" (alpha_t = 1 - t) or "spindle" (DiffusionBERT: tokens
-    # carrying more information are masked earlier, by spindle_lambda times a sine bump)
-    mask_schedule: str = "linear"
-    spindle_lambda: float = 0.5
-    # sundae family: unroll steps T of the training loss (1 = a plain denoising autoencoder; the paper: 2)
-    unroll_steps: int = 2
     # Conditioning kinds trained on (sedlm/data/masks.py): SED's span masking (which includes
     # unconditional rows, n = 1), prompt prefixes, and free-length blanks (text then padding inside a
     # window, so that `[___]` blanks get text of a fitting length); "none" trains unconditional only.
@@ -155,7 +149,9 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    """Defaults for `sedlm sample` and `SED.generate`."""
+    """Defaults for `sedlm sample` and `SED.generate`. Sampling options that one family or one sampler
+    declares (e.g. ``temperature``, ``top_p``, ``eta``, ``churn``, ``time_delta``) are set here too, as
+    ``sample.NAME=value``; they are kept in ``options`` and checked against their declarations."""
 
     sampler: str = "ddpm"
     steps: int = 1000
@@ -171,16 +167,15 @@ class SampleConfig:
     score_temp: float = 1.0  # softmax temperature of interp x0 estimates (diffusion.x0_estimate=interp)
     clamp: bool = False  # snap every x0 estimate to its nearest embedding row (Diffusion-LM clamping)
     compile: bool = False  # torch.compile the denoiser for sampling (pays off for long runs on a GPU)
-    temperature: float = 1.0  # autoregressive and masked-diffusion baselines: softmax temperature of token draws
-    top_p: float = 0.95  # autoregressive baseline (nucleus sampling)
-    # ddpm/ddim: evaluate the denoiser this many steps later than the state's time (Analog Bits'
-    # asymmetric time intervals, Chen et al. 2023, Alg. 2)
-    time_delta: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # declared options of a family or sampler (see above)
 
 
 @dataclass
 class Config:
-    method: str = "sed"
+    """The shared sections, plus ``settings``: the sections of settings a family owns (``mdlm.mask_schedule``),
+    keyed by the family's name, declared and checked by the family (``sedlm.families.check_config``)."""
+
+    family: str = "sed"
     recipe: str = ""  # the named recipe (sedlm recipes) this config was made with, if any
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -188,10 +183,17 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dict: the sample section's options sit among its keys, each family's settings form a
+        section named after the family (the shape ``from_dict`` and YAML files use)."""
+        d = dataclasses.asdict(self)
+        d["sample"].update(d["sample"].pop("options"))
+        settings = d.pop("settings")
+        version = d.pop("format_version")
+        return {**d, **settings, "format_version": version}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -201,10 +203,15 @@ class Config:
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
+_TOP = ("family", "recipe")
+# The keys of each shared section, as error messages list them.
+SHARED_KEYS = {name: [x.name for x in dataclasses.fields(f.default_factory) if x.name != "options"]
+               for name, f in _SECTIONS.items()}
+# Section keys whose values are kept as declared options of a family or sampler (``SampleConfig.options``).
+_OPEN_SECTIONS = ("sample",)
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
     ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits", "pretrained"),
-    ("diffusion", "mask_schedule"): ("linear", "spindle"),
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("diffusion", "x0_estimate"): ("direct", "interp"),
@@ -220,6 +227,12 @@ CHOICES = {
 # Keys older configs hold that no longer mean anything; dropped when read. (diffusion.timesteps: the
 # samplers take their step count from sample.steps, in continuous time.)
 _RETIRED = {("diffusion", "timesteps")}
+# Keys older configs hold that moved to the section of the family that owns them (read under the new name).
+_MOVED = {("diffusion", "mask_schedule"): ("mdlm", "mask_schedule"),
+          ("diffusion", "spindle_lambda"): ("mdlm", "spindle_lambda"),
+          ("diffusion", "unroll_steps"): ("sundae", "unroll_steps")}
+# Top-level keys older configs hold under another name.
+_RENAMED = {"method": "family"}
 
 
 def _coerce(value: Any, typ: type, name: str) -> Any:
@@ -240,29 +253,43 @@ def _coerce(value: Any, typ: type, name: str) -> Any:
 
 def _set(section_obj: Any, section: str, key: str, value: Any) -> None:
     hints = typing.get_type_hints(type(section_obj))
+    if section in _OPEN_SECTIONS and (key not in hints or key == "options"):
+        section_obj.options[key] = value  # a declared option of a family or sampler, checked by its owner
+        return
     if key not in hints:
         valid = ", ".join(f"{section}.{k}" for k in hints)
         raise SedlmError(f"unknown config key '{section}.{key}'; valid keys: {valid}")
     setattr(section_obj, key, _coerce(value, hints[key], f"{section}.{key}"))
 
 
+def set_key(cfg: Config, section: str, key: str, value: Any) -> None:
+    """Set ``section.key``: a shared section's field (type-checked here), a sampling option kept in
+    ``sample.options``, or a setting of the family section ``section`` (checked by the family)."""
+    section, key = _MOVED.get((section, key), (section, key))
+    if (section, key) in _RETIRED:
+        return
+    if section in _SECTIONS:
+        _set(getattr(cfg, section), section, key, value)
+    else:
+        cfg.settings.setdefault(section, {})[key] = value
+
+
 def from_dict(d: dict[str, Any]) -> Config:
-    """Build a Config from a nested dict, rejecting unknown sections and keys."""
+    """Build a Config from a nested dict, rejecting unknown keys of the shared sections. Any other
+    section is taken as a family's settings, checked against the families by ``sedlm.families.check_config``."""
     cfg = Config()
     for name, value in d.items():
-        if name in _SECTIONS:
-            if not isinstance(value, dict):
-                raise SedlmError(f"config section '{name}' must be a mapping of keys to values")
-            for key, v in value.items():
-                if (name, key) not in _RETIRED:
-                    _set(getattr(cfg, name), name, key, v)
-        elif name in ("method", "recipe"):
+        name = _RENAMED.get(name, name)
+        if name in _TOP:
             setattr(cfg, name, _coerce(value, str, name))
         elif name == "format_version":
             cfg.format_version = _coerce(value, int, "format_version")
+        elif not isinstance(value, dict):
+            valid = ", ".join([*_TOP, *_SECTIONS])
+            raise SedlmError(f"config entry '{name}' must be a section (a mapping of keys to values) or one of: {valid}")
         else:
-            valid = ", ".join(["method", "recipe", *_SECTIONS])
-            raise SedlmError(f"unknown config section '{name}'; valid sections: {valid}")
+            for key, v in value.items():
+                set_key(cfg, name, key, v)
     return cfg
 
 
@@ -273,18 +300,16 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise SedlmError(f"override {item!r} is not of the form section.key=value (e.g. train.max_steps=100)")
         dotted, raw = item.split("=", 1)
         section, key = dotted.split(".", 1)
-        if section not in _SECTIONS:
-            raise SedlmError(f"unknown config section '{section}' in {item!r}; valid sections: {', '.join(_SECTIONS)}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:  # not a YAML scalar (e.g. "@x"): the text itself
             value = raw
         if value is None:
             value = ""
-        hints = typing.get_type_hints(type(getattr(cfg, section)))
+        hints = typing.get_type_hints(type(getattr(cfg, section))) if section in _SECTIONS else {}
         if hints.get(key) is str and not isinstance(value, str):
             value = raw  # e.g. data.tokenizer=gpt2 stays a string even if YAML would read a number
-        _set(getattr(cfg, section), section, key, value)
+        set_key(cfg, section, key, value)
     return cfg
 
 
@@ -320,13 +345,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate(cfg: Config) -> None:
-    """Raise SedlmError naming the first inconsistent value."""
-    from sedlm.families import FAMILIES
-
-    if cfg.method not in FAMILIES:
-        raise SedlmError(f"unknown method '{cfg.method}'; valid model families: {', '.join(FAMILIES)}")
-    if cfg.diffusion.unroll_steps < 1:
-        raise SedlmError(f"diffusion.unroll_steps must be at least 1 (got {cfg.diffusion.unroll_steps})")
+    """Raise SedlmError naming the first inconsistent value of the shared sections. The family's own
+    settings and options are checked by the family: ``sedlm.families.check_config`` runs both."""
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
         raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
                          "training); set sample.time_grid=uniform or karras")
@@ -336,19 +356,12 @@ def validate(cfg: Config) -> None:
         raise SedlmError("time warping draws its own training times; set diffusion.time_dist=uniform with it")
     if not cfg.diffusion.time_std > 0:
         raise SedlmError(f"diffusion.time_std must be positive (got {cfg.diffusion.time_std})")
-    if cfg.diffusion.position_warp:
-        if cfg.diffusion.time_warp:
-            raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")
-        from sedlm.sampling.samplers import check_per_position
-
-        check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
+    if cfg.diffusion.position_warp and cfg.diffusion.time_warp:
+        raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:
             raise SedlmError(f"{section}.{key}={v!r} is not valid; choose one of: {', '.join(valid)}")
-    from sedlm.data.masks import parse_mixture
-
-    parse_mixture(cfg.diffusion.cond_masks)
     m = cfg.model
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
         raise SedlmError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes")

@@ -237,7 +237,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
     lm = load_pretrained(teacher_dir)
     if not lm.family.uses_embedding_table or not hasattr(lm.model, "embed"):
         raise SedlmError(f"distillation needs a continuous (embedding diffusion) teacher; '{teacher_dir}' is "
-                         f"a {lm.config.method} model")
+                         f"a {lm.config.family} model")
     if lm.model.position_knots is not None:
         raise SedlmError("distillation does not cover per-position schedules (diffusion.position_warp) yet")
     tcfg = lm.config

@@ -26,14 +26,14 @@ MAX_SEED = 2**63 - 1  # what a torch.Generator takes
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
     """Rebuild a family's network from its config and load ``weights`` strictly."""
-    family = get_family(config.method)
+    family = get_family(config.family)
     table = weights.get("embedding.table") if family.uses_embedding_table else None
     if family.uses_embedding_table and table is None:
-        raise SedlmError(f"the checkpoint holds no embedding table; is it a {config.method} checkpoint?")
+        raise SedlmError(f"the checkpoint holds no embedding table; is it a {config.family} checkpoint?")
     model = family.build(config, tokenizer, table)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise SedlmError(f"checkpoint weights do not match the {config.method} model "
+        raise SedlmError(f"checkpoint weights do not match the {config.family} model "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); a checkpoint written by another "
                          "sedlm version (e.g. an interp model from before its full-rank logits head) must be retrained")
     return model
@@ -41,16 +41,16 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
 
 class PretrainedLM:
     """A trained network of any family with its tokenizer and config; generation goes through the
-    family (``sedlm.families.base.Family``). Subclasses may pin ``method`` to one family."""
+    family (``sedlm.families.base.Family``). Subclasses may pin ``family_name`` to one family."""
 
-    method: str = ""
+    family_name: str = ""
 
     def __init__(self, config: Config, model: nn.Module, tokenizer: Tokenizer):
         self.config = config
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.method = config.method
-        self.family: Family = get_family(config.method)
+        self.family_name = config.family
+        self.family: Family = get_family(config.family)
 
     @property
     def device(self) -> torch.device:
@@ -60,9 +60,9 @@ class PretrainedLM:
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "PretrainedLM":
         """Load a checkpoint folder written by training or ``save_pretrained``."""
         config, weights, tokenizer = load_checkpoint(path)
-        if cls.method and config.method != cls.method:
-            raise SedlmError(f"'{path}' holds a '{config.method}' model, not '{cls.method}'; "
-                             f"load it with sedlm.load_pretrained or the {config.method.upper()} class")
+        if cls.family_name and config.family != cls.family_name:
+            raise SedlmError(f"'{path}' holds a '{config.family}' model, not '{cls.family_name}'; "
+                             f"load it with sedlm.load_pretrained or the {config.family.upper()} class")
         model = build_from_weights(config, weights, tokenizer)
         return cls(config, model.to(resolve_device(str(device))), tokenizer)
 

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sedlm.config import load_config, resolve_config_path
+from sedlm.config import resolve_config_path
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.eval.harness import content_ids, heldout_ids
 from sedlm.eval.metrics import mean_token_entropy, real_word_share, vocabulary
 from sedlm.api import SED

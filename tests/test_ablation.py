@@ -9,11 +9,11 @@ import torch
 
 from conftest import TINY
 from sedlm.cli import main
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.diffusion.schedules import get_schedule, log_snr, shift_log_snr
 from sedlm.errors import SedlmError
 from sedlm.bench.ablate import PAPER, VARIANTS, ablate, get_variants, variant_config
-from sedlm.families.sed import build_denoiser
+from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.generate import sample_ids
 from sedlm.train.embed import ppmi_table
 from sedlm.train.trainer import train
@@ -68,7 +68,7 @@ def test_interp_ce_only_trains_and_loss_falls(tmp_path, tiny_overrides):
     result = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     losses = [r["loss"] for r in result.history]
     assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.3
-    model = build_denoiser(cfg, torch.randn(cfg.model.vocab_size, cfg.model.d_embed))
+    model = SEDDenoiser.from_config(cfg, torch.randn(cfg.model.vocab_size, cfg.model.d_embed))
     x0, logits = model(torch.randn(2, 5, cfg.model.d_embed), torch.rand(2))
     # an interpolated estimate is the expected embedding under the predicted distribution
     assert torch.allclose(x0, torch.softmax(logits, -1) @ model.embedding.weight, atol=1e-5)
@@ -77,7 +77,7 @@ def test_interp_ce_only_trains_and_loss_falls(tmp_path, tiny_overrides):
 def test_sampling_knobs(tiny_overrides):
     cfg = load_config(None, tiny_overrides)
     cfg.model.vocab_size = 50
-    model = build_denoiser(cfg, torch.randn(50, cfg.model.d_embed)).eval()
+    model = SEDDenoiser.from_config(cfg, torch.randn(50, cfg.model.d_embed)).eval()
     seen = []
     ids = sample_ids(model, n=2, seq_len=6, steps=4, clamp=True, seed=0,
                      callback=lambda info: seen.append(info["x0_hat"]))
@@ -90,7 +90,7 @@ def test_sampling_knobs(tiny_overrides):
     c = sample_ids(model, n=2, seq_len=6, steps=4, noise_temp=1.0, seed=0)
     assert a.shape == b.shape == c.shape
     cfg.diffusion.x0_estimate = "interp"
-    interp = build_denoiser(cfg, torch.randn(50, cfg.model.d_embed)).eval()
+    interp = SEDDenoiser.from_config(cfg, torch.randn(50, cfg.model.d_embed)).eval()
     sharp = sample_ids(interp, n=2, seq_len=6, steps=4, score_temp=0.5, seed=0)
     assert sharp.shape == (2, 6) and int(sharp.max()) < 50
 

@@ -6,7 +6,8 @@ import torch
 from sedlm import AR, MDLM, SED, load_pretrained
 from sedlm.families.ar import ARModel, ar_generate, sample_next
 from sedlm.families.mdlm import MDLMModel, mdlm_loss, mdlm_sample
-from sedlm.config import ModelConfig, load_config
+from sedlm.config import ModelConfig
+from sedlm.families import load_config
 from sedlm.errors import SedlmError
 from sedlm.train.trainer import train
 
@@ -67,7 +68,7 @@ def test_mdlm_bound_is_finite_and_never_predicts_the_mask():
 @pytest.mark.parametrize("method, cls", [("ar", AR), ("mdlm", MDLM)])
 def test_baselines_train_save_and_sample(method, cls, tiny_overrides, tmp_path):
     cfg = load_config(None, [*tiny_overrides, "train.max_steps=30", "train.eval_every=15", "train.lr=3e-3"])
-    cfg.method = method
+    cfg.family = method
     result = train(cfg, tmp_path / method, progress=False, log=lambda s: None)
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0]

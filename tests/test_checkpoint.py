@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sedlm import SED
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.errors import SedlmError
 from sedlm.train import checkpoint as ckpt
 from sedlm.train.trainer import train

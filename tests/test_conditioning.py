@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.data.masks import MASKS, mixture_mask, parse_mixture, prefix_mask, span_mask
 from sedlm.data.tokenizer import train_bpe
 from sedlm.errors import SedlmError
-from sedlm.families.sed import build_denoiser
+from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.generate import make_denoise_fn, sample_ids
 from sedlm.sampling.samplers import SAMPLERS
 from sedlm.sampling.templates import layout_prompt, layout_source, layout_template, parse_template
@@ -85,7 +85,7 @@ def _model(tok):
     cfg = load_config(None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",
                              f"model.vocab_size={tok.vocab_size}"])
     torch.manual_seed(0)
-    return build_denoiser(cfg, torch.randn(tok.vocab_size, 8)).eval()
+    return SEDDenoiser.from_config(cfg, torch.randn(tok.vocab_size, 8)).eval()
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from sedlm.config import resolve_config_path
-from sedlm.config import Config, apply_overrides, from_dict, load_config
+from sedlm.config import Config, apply_overrides, from_dict
+from sedlm.families import check_config, load_config
 from sedlm.errors import SedlmError
-from sedlm.families.sed import build_denoiser
+from sedlm.model.denoiser import SEDDenoiser
 
 
 def test_defaults_and_overrides():
@@ -54,7 +55,7 @@ def test_paper_configs_match_paper_sizes(name, target):
     cfg = load_config(resolve_config_path(name), ["model.vocab_size=32768"])
     assert cfg.model.n_layers == 12 and cfg.model.n_heads == 16 and cfg.data.seq_len == 256
     with torch.device("meta"):
-        model = build_denoiser(cfg, torch.empty(32768, cfg.model.d_embed))
+        model = SEDDenoiser.from_config(cfg, torch.empty(32768, cfg.model.d_embed))
     n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     assert abs(n - target) / target < 0.10, n
 
@@ -63,3 +64,49 @@ def test_copy_is_independent():
     cfg = Config()
     other = apply_overrides(cfg.copy(), ["train.seed=5"])
     assert cfg.train.seed == 0 and other.train.seed == 5
+
+
+def test_old_configs_with_method_and_moved_keys_load_under_the_new_names():
+    """Checkpoints written before the rename say ``method`` and keep the baselines' settings in the shared
+    diffusion/sample sections; they load as ``family`` and the owning family's section."""
+    old = {"method": "mdlm", "diffusion": {"mask_schedule": "spindle", "spindle_lambda": 0.3, "unroll_steps": 3},
+           "sample": {"temperature": 0.7, "top_p": 0.9, "time_delta": 1.0}}
+    cfg = check_config(from_dict(old))
+    assert cfg.family == "mdlm"
+    assert cfg.settings == {"mdlm": {"mask_schedule": "spindle", "spindle_lambda": 0.3}, "sundae": {"unroll_steps": 3}}
+    assert cfg.sample.options == {"temperature": 0.7, "top_p": 0.9, "time_delta": 1.0}
+    assert "method" not in cfg.to_dict() and cfg.to_dict()["mdlm"]["mask_schedule"] == "spindle"
+    assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # round trip
+    same = load_config(None, ["diffusion.mask_schedule=spindle"])  # an old override still works
+    assert same.settings["mdlm"]["mask_schedule"] == "spindle"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["mdlm.mask_schedule=cosine"], "unknown mask_schedule 'cosine' for family mdlm; valid values: linear, spindle"),
+        (["mdlm.mask_shedule=spindle"], "unknown config key 'mdlm.mask_shedule'"),
+        (["sundae.unroll_steps=0"], "setting unroll_steps must be >= 1"),
+        (["sample.temprature=0.5"], "unknown config key 'sample.temprature'"),
+        (["sample.eta=-1"], "sampling option eta must be >= 0"),
+    ],
+)
+def test_family_settings_and_declared_options_are_checked_by_their_owner(overrides, fragment):
+    with pytest.raises(SedlmError, match=fragment):
+        load_config(None, overrides)
+
+
+def test_an_option_of_another_family_is_kept_and_checked_when_that_family_runs():
+    """A base config shared by several families may set AR's top_p: SED ignores it, AR checks it."""
+    assert check_config(from_dict({"family": "sed", "sample": {"top_p": -1}})).sample.options == {"top_p": -1}
+    with pytest.raises(SedlmError, match="sampling option top_p must be >= 0"):
+        check_config(from_dict({"family": "ar", "sample": {"top_p": -1}}))
+
+
+def test_a_family_reads_its_settings_with_their_declared_defaults():
+    from sedlm.families import get_family
+
+    mdlm, sundae = get_family("mdlm"), get_family("sundae")
+    cfg = load_config(None, ["mdlm.spindle_lambda=0.25"])
+    assert mdlm.setting(cfg, "spindle_lambda") == 0.25 and mdlm.setting(cfg, "mask_schedule") == "linear"
+    assert sundae.setting(cfg, "unroll_steps") == 2

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import SCHEDULES, get_schedule, log_snr, time_grid
 from sedlm.errors import SedlmError
 from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
-from sedlm.families.sed import build_denoiser
+from sedlm.model.denoiser import SEDDenoiser
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
@@ -74,7 +74,7 @@ def _tiny_model():
     cfg = load_config(None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",
                              "model.vocab_size=20"])
     torch.manual_seed(0)
-    return cfg, build_denoiser(cfg, torch.randn(20, 8))
+    return cfg, SEDDenoiser.from_config(cfg, torch.randn(20, 8))
 
 
 def test_second_pass_gets_detached_first_estimate():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import TINY, make_documents
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.data.corpora import iter_documents
 from sedlm.data.packing import PackedRows, pack_rows, tokenize_documents
 from sedlm.data.shards import in_validation, load_prepared, prepare_shards, token_dtype
@@ -62,7 +62,7 @@ def test_two_processes_follow_the_one_process_loss_curve(corpus_file, tmp_path, 
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 7))
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-4)
     # the main process alone wrote the checkpoint, and it loads
-    assert ckpt.load_checkpoint(tmp_path / "two")[0].method == method
+    assert ckpt.load_checkpoint(tmp_path / "two")[0].family == method
     assert ckpt.load_training_state(tmp_path / "two")["meta"]["processes"] == 2
 
 

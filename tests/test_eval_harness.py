@@ -8,7 +8,7 @@ from sedlm.cli import main
 from sedlm.bench.compare import COLUMNS, compare
 from sedlm.eval.harness import CallCounter, evaluate_model
 from sedlm.api import load_pretrained
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.train.trainer import train
 
 from conftest import TINY
@@ -47,7 +47,7 @@ def test_harness_validation_loss_is_the_trainers(method, tmp_path, corpus_file):
     from sedlm.eval.harness import heldout_loss
 
     cfg = load_config(None, [*TINY, f"data.source={corpus_file}", "data.val_fraction=0.2", "train.eval_every=6"])
-    cfg.method = method
+    cfg.family = method
     result = train(cfg, tmp_path / method, progress=False, log=lambda s: None)
     model = load_pretrained(tmp_path / method)
     val, kind = heldout_loss(model, prepare_data(model.config.data, tokenizer=model.tokenizer))

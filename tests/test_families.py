@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from sedlm.cli import build_parser, main
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.families import FAMILIES, all_families, get_family
 from sedlm.families.base import REQUESTS, Family, request_kind
 from sedlm.model.embedding import bits_dim, bits_table
@@ -39,15 +39,15 @@ def trained(request, tmp_path_factory, corpus_file):
 def test_every_registered_family_trains_and_samples_through_the_cli_and_the_api(trained, capsys):
     name, out = trained
     family = get_family(name)
-    assert json.loads((out / "config.json").read_text())["method"] == name
+    assert json.loads((out / "config.json").read_text())["family"] == name
     capsys.readouterr()
     assert main(["sample", "--ckpt", str(out), "--n", "2", "--steps", "3", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["method"] == name and len(payload["samples"]) == 2
+    assert payload["family"] == name and len(payload["samples"]) == 2
     assert set(o.name for o in family.options) <= set(payload)  # every declared option, resolved
     client = TestClient(create_app(out))
     info = client.get("/v1/model").json()
-    assert info["method"] == name and info["requests"] == list(family.requests)
+    assert info["family"] == name and info["requests"] == list(family.requests)
     r = client.post("/v1/generate", json={"n": 1, "steps": 3, "prompt": "The king"})
     assert r.status_code == 200 and r.json()["texts"][0].startswith("The king"), r.text
     r = client.post("/v1/infill", json={"template": TEMPLATE, "steps": 3})
@@ -64,7 +64,7 @@ def test_every_registered_family_reports_its_likelihood_or_says_it_has_none(trai
     code = main(["eval", "--ckpt", str(out), "--nll", "--rows", "4", "--json", "--out", str(tmp_path / "nll.json")])
     if family.capabilities()["nll_bound"]:
         res = json.loads(capsys.readouterr().out)
-        assert code == 0 and res["method"] == name and res["nll_kind"] in ("exact", "bound") and res["rows"] == 4
+        assert code == 0 and res["family"] == name and res["nll_kind"] in ("exact", "bound") and res["rows"] == 4
         assert res["nll"] > 0 and res["nll_se"] > 0
         assert json.loads((tmp_path / "nll.json").read_text())["nll"] == res["nll"]
     else:
@@ -74,7 +74,7 @@ def test_every_registered_family_reports_its_likelihood_or_says_it_has_none(trai
 def test_cli_choices_and_options_come_from_the_registry():
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
-    method = next(a for a in train._actions if a.dest == "method")
+    method = next(a for a in train._actions if a.dest == "family")
     assert list(method.choices) == list(FAMILIES)
     sample = parser._subparsers._group_actions[0].choices["sample"]
     flags = {a.dest for a in sample._actions}
@@ -122,7 +122,7 @@ def test_every_recipe_trains_and_samples(name, tmp_path, corpus_file):
     assert main(["train", "--config", "tiny", "--recipe", name, "--out", str(out), *sizes, f"data.source={corpus_file}",
                  "train.max_steps=2", "train.eval_every=2", "embed.steps=2"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["recipe"] == name and cfg["method"] == RECIPES[name].family
+    assert cfg["recipe"] == name and cfg["family"] == RECIPES[name].family
     for item in RECIPES[name].overrides:  # the recipe's options are in the checkpoint
         section, rest = item.split(".", 1)
         key, value = rest.split("=", 1)
@@ -151,7 +151,7 @@ def test_analog_bits_codes():
 def test_rounding_term_trains_a_learned_table():
     from sedlm.diffusion.objective import sed_loss
     from sedlm.diffusion.schedules import get_schedule
-    from sedlm.families.sed import build_denoiser
+    from sedlm.model.denoiser import SEDDenoiser
     from conftest import TINY
 
     cfg = load_config(None, [*TINY, "embed.kind=learned", "diffusion.mse_weight=0", "diffusion.ce_weight=0"])
@@ -161,7 +161,7 @@ def test_rounding_term_trains_a_learned_table():
 
     def run(weight: float) -> tuple[float, torch.Tensor | None]:
         torch.manual_seed(0)
-        model = build_denoiser(cfg, table)
+        model = SEDDenoiser.from_config(cfg, table)
         cfg.diffusion.round_weight = weight
         loss, _ = sed_loss(model, ids, cfg.diffusion, get_schedule("cosine"), torch.Generator().manual_seed(2))
         loss.backward()
@@ -195,7 +195,7 @@ def test_a_new_family_is_one_module_and_one_registry_line(monkeypatch, tmp_path,
     capsys.readouterr()
     assert main(["infill", "--ckpt", str(out), TEMPLATE, "--json", "--temperature", "0.5"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["method"] == "unigram" and payload["samples"][0].startswith("The king")
+    assert payload["family"] == "unigram" and payload["samples"][0].startswith("The king")
     r = TestClient(create_app(out)).post("/v1/generate", json={"n": 2, "temperature": 2.0})
     assert r.status_code == 200 and r.json()["options"] == {"temperature": 2.0}
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.diffusion.schedules import flow, log_snr, path_scale
 from sedlm.sampling.samplers import SAMPLERS, ddim
 
@@ -58,12 +58,12 @@ def test_every_sampler_converges_on_gaussian_data_under_the_flow_schedule(name):
 
 
 def _model(*over):
-    from sedlm.families.sed import build_denoiser
+    from sedlm.model.denoiser import SEDDenoiser
 
     cfg = load_config(None, ["diffusion.path=flow", "diffusion.schedule=flow", "model.d_model=32", "model.n_layers=1",
                              "model.n_heads=2", "model.d_embed=8", "model.vocab_size=50", "data.seq_len=6", *over])
     table = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1) * math.sqrt(8)
-    return cfg, build_denoiser(cfg, table)
+    return cfg, SEDDenoiser.from_config(cfg, table)
 
 
 def test_the_network_sees_the_straight_paths_state():

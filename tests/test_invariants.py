@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from sedlm.families import ar, mdlm
-from sedlm.config import ModelConfig, load_config
+from sedlm.config import ModelConfig
+from sedlm.families import load_config
 from sedlm.data import masks
 from sedlm.diffusion import objective
 from sedlm.diffusion.schedules import get_schedule
-from sedlm.families.sed import build_denoiser
+from sedlm.model.denoiser import SEDDenoiser
 from sedlm.model.embedding import random_table
 
 from conftest import TINY
@@ -130,7 +131,7 @@ def _tiny_sed(seed: int = 0):
     cfg.model.vocab_size = 40
     cfg.diffusion.self_cond, cfg.diffusion.p_uncond = "both", 0.0
     torch.manual_seed(seed)
-    model = build_denoiser(cfg, random_table(40, cfg.model.d_embed, torch.Generator().manual_seed(seed)))
+    model = SEDDenoiser.from_config(cfg, random_table(40, cfg.model.d_embed, torch.Generator().manual_seed(seed)))
     return cfg, model
 
 

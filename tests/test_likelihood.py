@@ -94,7 +94,7 @@ def test_bound_of_a_trained_model_falls_with_training(tmp_path, corpus_file):
     from conftest import TINY
 
     from sedlm.api import load_pretrained
-    from sedlm.config import load_config
+    from sedlm.families import load_config
     from sedlm.eval.likelihood import likelihood
     from sedlm.train.trainer import train
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.diffusion.schedules import cosine
 from sedlm.diffusion.timewarp import BINS, WARP_EVERY, fit_warp_rows, record_rows, unwarp, unwarp_rows, update_warps
 from sedlm.errors import SedlmError
@@ -83,12 +83,12 @@ def test_only_elementwise_samplers_declare_per_position():
 
 
 def _model(tmp_path=None):
-    from sedlm.families.sed import build_denoiser
+    from sedlm.model.denoiser import SEDDenoiser
 
     cfg = load_config(None, ["diffusion.position_warp=true", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
                              "model.d_embed=8", "model.vocab_size=50", "data.seq_len=6"])
     table = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1) * math.sqrt(8)
-    return cfg, build_denoiser(cfg, table)
+    return cfg, SEDDenoiser.from_config(cfg, table)
 
 
 def test_model_reads_the_shared_time_per_position_and_the_loss_noises_by_it():

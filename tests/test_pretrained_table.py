@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer as HFTokenizer
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.errors import SedlmError
 from sedlm.model import pretrained_table as pt
 from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer

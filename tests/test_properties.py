@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sedlm.config import load_config
+from sedlm.families import load_config
 from sedlm.errors import SedlmError
 from sedlm.sampling.templates import parse_template
 

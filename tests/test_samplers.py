@@ -76,7 +76,7 @@ def test_steps_for_respects_the_budget():
 
 def test_guided_calls_count_twice(tmp_path, tiny_overrides):
     from sedlm.api import SED
-    from sedlm.config import load_config
+    from sedlm.families import load_config
 
     train(load_config(None, tiny_overrides), tmp_path / "run", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "run")
@@ -88,11 +88,11 @@ def test_guided_calls_count_twice(tmp_path, tiny_overrides):
 
 
 def test_bench_steps_micro(tmp_path, tiny_overrides, tiny_judge_dir):
-    from sedlm.config import load_config
+    from sedlm.families import load_config
 
     train(load_config(None, tiny_overrides), tmp_path / "sed", progress=False, log=lambda s: None)
     ar_cfg = load_config(None, tiny_overrides)
-    ar_cfg.method = "ar"
+    ar_cfg.family = "ar"
     train(ar_cfg, tmp_path / "ar", progress=False, log=lambda s: None)
     rows, speed = steps_bench(tmp_path / "sed", ar_ckpt=tmp_path / "ar", samplers=["ddpm", "heun", "dpmpp_2m"], nfes=(4, 8),
                               n=3, judge_name=str(tiny_judge_dir), name="micro", results_dir=tmp_path / "res", log=lambda s: None)
@@ -140,7 +140,7 @@ def test_isotonic_fit_is_monotone_and_exact_on_monotone_input():
 
 def test_training_with_time_warp_fits_saves_and_samples(tmp_path, tiny_overrides):
     from sedlm.api import SED
-    from sedlm.config import load_config
+    from sedlm.families import load_config
 
     cfg = load_config(None, [*tiny_overrides, "diffusion.time_warp=true", "train.max_steps=120", "train.checkpoint_every=120",
                              "train.eval_every=120", "train.log_every=40"])
@@ -183,7 +183,7 @@ def test_sampling_feeds_self_conditioning_only_to_models_trained_with_it(mode, t
     from conftest import TINY
 
     from sedlm.api import load_pretrained
-    from sedlm.config import load_config
+    from sedlm.families import load_config
     from sedlm.train.trainer import train
 
     train(load_config(None, [*TINY, f"data.source={corpus_file}", "train.max_steps=2", f"diffusion.self_cond={mode}"]),

@@ -41,7 +41,7 @@ def parse_sse(body: str) -> list[tuple[str, dict]]:
 def test_health_model_page_and_schema(client):
     assert client.get("/healthz").json() == {"status": "ok", "pending": 0}
     info = client.get("/v1/model").json()
-    assert info["method"] == "sed" and info["seq_len"] == 16 and "ddim" in info["samplers"]
+    assert info["family"] == "sed" and info["seq_len"] == 16 and "ddim" in info["samplers"]
     assert info["limits"]["max_n"] == 4 and info["limits"]["max_seq_len"] == 16
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -189,7 +189,7 @@ def baseline_client(request, tmp_path_factory):
 def test_baselines(baseline_client):
     method, client = baseline_client
     info = client.get("/v1/model").json()
-    assert info["method"] == method and info["samplers"] == [] and info["d_embed"] is None
+    assert info["family"] == method and info["samplers"] == [] and info["d_embed"] is None
     r = client.post("/v1/generate", json={"n": 2, "steps": 4, "prompt": "The king"})
     assert r.status_code == 200 and all(t.startswith("The king") for t in r.json()["texts"]), r.text
     r = client.post("/v1/generate", json={"sampler": "ddim"})  # an option this family does not declare

@@ -30,7 +30,7 @@ def test_compiled_sampling_matches_eager(tmp_path, tiny_overrides):
     import torch
 
     from sedlm.api import SED
-    from sedlm.config import load_config
+    from sedlm.families import load_config
     from sedlm.train.trainer import train
 
     train(load_config(None, tiny_overrides), tmp_path / "run", progress=False, log=lambda s: None)
@@ -44,7 +44,7 @@ def test_compiled_sampling_matches_eager(tmp_path, tiny_overrides):
 def test_compiled_training_follows_the_eager_loss_curve(tmp_path, tiny_overrides):
     import numpy as np
 
-    from sedlm.config import load_config
+    from sedlm.families import load_config
     from sedlm.train.trainer import train
 
     runs = {c: train(load_config(None, [*tiny_overrides, "train.log_every=1", f"train.compile={c}"]), tmp_path / str(c),

@@ -12,7 +12,8 @@ import torch
 
 from sedlm import load_pretrained
 from sedlm.families.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
-from sedlm.config import ModelConfig, load_config
+from sedlm.config import ModelConfig
+from sedlm.families import load_config
 from sedlm.families import get_family
 from sedlm.losses import token_nll
 from sedlm.model.transformer import Transformer
@@ -133,11 +134,11 @@ def test_the_spindle_sampler_reveals_informative_tokens_last():
 def test_spindle_trains_saves_its_token_information_and_generates(tiny_overrides, tmp_path):
     cfg = load_config(None, [*tiny_overrides, "diffusion.mask_schedule=spindle", "train.max_steps=4",
                              "train.eval_every=4", "train.checkpoint_every=4"])
-    cfg.method = "mdlm"
+    cfg.family = "mdlm"
     train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     config, weights, tok = load_checkpoint(tmp_path / "run")
     info = weights["token_info"]
-    assert config.diffusion.mask_schedule == "spindle" and info.abs().max() > 0
+    assert get_family("mdlm").setting(config, "mask_schedule") == "spindle" and info.abs().max() > 0
     assert all(info[i] == 0 for i in (tok.pad_id, tok.eos_id, tok.mask_id))
     lm = load_pretrained(tmp_path / "run")
     assert torch.equal(lm.model.token_info, info)
@@ -169,5 +170,5 @@ def test_linear_checkpoints_keep_their_old_keys(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "linear", "mdlm")  # through the family's build, as training saves it
     assert "token_info" not in load_checkpoint(ckpt)[1]
     lm = load_pretrained(ckpt)
-    assert lm.config.diffusion.mask_schedule == "linear" and len(lm.generate(n=1, steps=4, seed=0)) == 1
+    assert lm.family.setting(lm.config, "mask_schedule") == "linear" and len(lm.generate(n=1, steps=4, seed=0)) == 1
     assert get_family("mdlm").build(lm.config, lm.tokenizer, None).spindle_lambda == 0.0

@@ -10,7 +10,8 @@ from torch import nn
 
 from sedlm import load_pretrained
 from sedlm.families.sundae import SUNDAEModel, sundae_loss, sundae_sample
-from sedlm.config import ModelConfig, load_config
+from sedlm.config import ModelConfig
+from sedlm.families import load_config
 from sedlm.families.sundae import SUNDAEFamily
 from sedlm.sampling.templates import Layout
 from sedlm.train.trainer import train
@@ -168,7 +169,7 @@ def test_no_pad_positions_never_decode_to_padding():
 
 def test_sundae_trains_saves_and_samples(tiny_overrides, tmp_path, one_thread):
     cfg = load_config(None, [*tiny_overrides, "train.max_steps=40", "train.eval_every=20", "train.lr=3e-3"])
-    cfg.method = "sundae"
+    cfg.family = "sundae"
     result = train(cfg, tmp_path / "sundae", progress=False, log=lambda s: None)
     losses = [r["loss"] for r in result.history]
     assert sum(losses[-3:]) / 3 < 0.8 * losses[0]

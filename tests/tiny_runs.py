@@ -13,14 +13,14 @@ from conftest import TINY, make_documents
 
 def tiny_checkpoint(out: Path, method: str = "sed") -> Path:
     """Write a TINY-config checkpoint of ``method`` with freshly initialised weights to ``out``."""
-    from sedlm.config import load_config
+    from sedlm.families import load_config
     from sedlm.data.tokenizer import train_bpe
     from sedlm.families import get_family
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
     cfg = load_config(None, TINY)
-    cfg.method = method
+    cfg.family = method
     tok = train_bpe(make_documents(10), cfg.data.vocab_size)
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)

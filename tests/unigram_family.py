@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from sedlm.families.base import Family, Request, SamplingOption
+from sedlm.families.base import Family, Request
+from sedlm.options import Option
 
 
 class Unigram(nn.Module):
@@ -17,7 +18,7 @@ class UnigramFamily(Family):
     description = "unigram LM: every token drawn independently"
     paper = "Shannon 1948"
     val_loss_kind = "unigram NLL (nats/token)"
-    options = (SamplingOption("temperature", float, "softmax temperature", "temperature", minimum=1e-6),)
+    options = (Option("temperature", float, "softmax temperature", default=1.0, minimum=1e-6),)
     summary_options = ("temperature",)
 
     def build(self, cfg, tokenizer, table):

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sedlm.api import load_pretrained
-from sedlm.config import Config, apply_overrides, load_config, resolve_config_path, validate
+from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
+from sedlm.families import check_config, load_config
 from sedlm.bench.compare import match_width, param_count, seconds_per_step
 from sedlm.eval.harness import evaluate_model
 from sedlm.eval.results import markdown_table, write_results
@@ -114,7 +115,7 @@ def describe(v: Variant) -> str:
 def variant_config(base: Config, v: Variant) -> Config:
     cfg = base.copy()
     apply_overrides(cfg, [] if v.name == "default" else [*PAPER, *v.overrides])
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 
@@ -277,7 +278,7 @@ def ablate(
     # The autoregressive baseline: the same CPU minutes, its width matched to the paper variant's size.
     paper = variant_config(base, VARIANTS["paper"])
     ar_cfg = paper.copy()
-    ar_cfg.method = "ar"
+    ar_cfg.family = "ar"
     ar_run = runs_dir / "ar"
 
     def produce_ar() -> dict[str, Any]:

@@ -17,12 +17,12 @@ from typing import Any, Callable
 import torch
 
 from sedlm.api import load_pretrained
-from sedlm.config import Config, apply_overrides, load_config, resolve_config_path, validate
+from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
-from sedlm.families import FAMILIES, get_family
+from sedlm.families import FAMILIES, check_config, get_family, load_config
 from sedlm.families.base import count_parameters
 from sedlm.model.embedding import effective_d_embed
 from sedlm.families.recipes import RECIPES, apply_recipe
@@ -40,7 +40,7 @@ FRONTIER_COLUMNS = ["method", "knob", "value", "n_samples", "mean_sample_tokens"
 
 def param_count(cfg: Config, data: PreparedData) -> int:
     """Parameters (and buffers) of the model ``cfg`` builds, counted without allocating it."""
-    family = get_family(cfg.method)
+    family = get_family(cfg.family)
     cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
     with torch.device("meta"):
         table = torch.empty(cfg.model.vocab_size, cfg.model.d_embed) if family.uses_embedding_table else None
@@ -58,13 +58,13 @@ def match_width(cfg: Config, target: int, data: PreparedData) -> int:
             best = (d, n)
     cfg.model.d_model, n = best
     if abs(n - target) / target > 0.10:
-        raise SedlmError(f"could not match {cfg.method} to {target:,} parameters within 10% (closest {n:,})")
+        raise SedlmError(f"could not match {cfg.family} to {target:,} parameters within 10% (closest {n:,})")
     return n
 
 
 def seconds_per_step(cfg: Config, data: PreparedData, n: int = 3) -> float:
     """Seconds per optimiser step of this family (a random embedding table where it needs one; timing only)."""
-    family = get_family(cfg.method)
+    family = get_family(cfg.family)
     table = torch.randn(cfg.model.vocab_size, cfg.model.d_embed) if family.uses_embedding_table else None
     model = family.build(cfg, data.tokenizer, table)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -199,7 +199,7 @@ def train_system(cfg: Config, system: str, n_steps: int, runs_dir: str | Path, d
 
         saved = load_checkpoint(out)[0]
         meta = load_training_state(out)["meta"]
-        if (saved.method, saved.recipe, meta["step"]) == (cfg.method, cfg.recipe, n_steps):
+        if (saved.family, saved.recipe, meta["step"]) == (cfg.family, cfg.recipe, n_steps):
             log(f"reusing the finished run in {out}")
             return out, float(meta["elapsed_s"])
     if out.exists():
@@ -217,12 +217,12 @@ def system_config(base: Config, spec: str) -> Config:
     if name in RECIPES:
         apply_recipe(cfg, name)
     elif name in FAMILIES:
-        cfg.method = name
+        cfg.family = name
     else:
         raise SedlmError(f"unknown system '{name}'; valid: the families {', '.join(FAMILIES)} or the recipes "
                          f"{', '.join(RECIPES)}, optionally followed by :section.key=value overrides")
     apply_overrides(cfg, extra)
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 
@@ -310,7 +310,7 @@ def compare(
 
     for system in rerun:
         cfg = cfgs[system]
-        log(f"training {system} ({cfg.method}, {params[system]:,} parameters)")
+        log(f"training {system} ({cfg.family}, {params[system]:,} parameters)")
         out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log)
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
@@ -320,7 +320,7 @@ def compare(
             log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(elapsed, 1e-9)
-        row.update(family=cfg.method, params=params[system], train_steps=n_steps, train_tokens=tokens,
+        row.update(family=cfg.family, params=params[system], train_steps=n_steps, train_tokens=tokens,
                    train_tokens_per_s=round(train_tok_s, 1),
                    sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
                    sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1))

@@ -35,7 +35,7 @@ def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], t
         folder, _ = train_system(cfgs[system], system, train_steps, runs_dir, data, log, reuse=reuse)
         model = load_pretrained(folder)
         for source in (None, *zero_shot):
-            row = {"method": system, "family": model.config.method, "params": params[system], "train_steps": train_steps,
+            row = {"method": system, "family": model.config.family, "params": params[system], "train_steps": train_steps,
                    "source": source or f"corpus:{corpus} (validation)"}
             try:
                 res = likelihood(model, source, rows=rows, seed=0, data=data, documents=documents.get(source))

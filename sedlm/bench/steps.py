@@ -89,12 +89,12 @@ def steps_bench(
 
     model = load_pretrained(ckpt)
     if not model.family.samplers:
-        raise SedlmError(f"'{ckpt}' holds a '{model.method}' model, whose family runs no registered sampler; "
+        raise SedlmError(f"'{ckpt}' holds a '{model.family_name}' model, whose family runs no registered sampler; "
                          "bench steps measures the samplers of continuous families")
     samplers = samplers or list(model.family.samplers)
     for s in samplers:
         if s not in model.family.samplers:
-            raise SedlmError(f"unknown sampler '{s}' for family {model.method}; valid samplers: {', '.join(model.family.samplers)}")
+            raise SedlmError(f"unknown sampler '{s}' for family {model.family_name}; valid samplers: {', '.join(model.family.samplers)}")
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
     K = default_eval_tokens(model.config.data.seq_len)
@@ -126,10 +126,10 @@ def steps_bench(
     kw = {"steps": best["steps"], "sampler": best["sampler"], "time_grid": best["time_grid"], "guidance": guidance}
     ar = load_pretrained(ar_ckpt) if ar_ckpt else None
     for batch in (1, 32):
-        speed.append(_speed_row(model, model.method, best["sampler"], best["nfe"], batch, **kw))
+        speed.append(_speed_row(model, model.family_name, best["sampler"], best["nfe"], batch, **kw))
         if ar is not None:
             calls = ar.config.sample.steps if ar.family.step_callbacks else SPEED_LEN  # one call per token without steps
-            speed.append(_speed_row(ar, ar.method, f"{ar.family.description}, its default sampling", calls, batch))
+            speed.append(_speed_row(ar, ar.family_name, f"{ar.family.description}, its default sampling", calls, batch))
     results_dir = Path(results_dir)
     write_results(f"steps-{name}", command, rows, COLUMNS, results_dir)
     plot(rows, results_dir / f"steps-{name}.png")

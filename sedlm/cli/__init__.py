@@ -18,7 +18,8 @@ OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200
 
 
 def _load_config(args: argparse.Namespace, default: str | None = None):
-    from sedlm.config import load_config, resolve_config_path
+    from sedlm.config import resolve_config_path
+    from sedlm.families import load_config
 
     overrides = list(args.overrides)
     if getattr(args, "data", None):
@@ -59,18 +60,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sedlm.config import apply_overrides, validate
+    from sedlm.config import apply_overrides
+    from sedlm.families import check_config
     from sedlm.train.checkpoint import load_checkpoint
     from sedlm.train.trainer import train
 
     out = Path(args.out or f"runs/{Path(args.config or 'tiny').stem}")
-    if args.init and (args.config or args.recipe or args.method or args.task):
+    if args.init and (args.config or args.recipe or args.family or args.task):
         raise SedlmError("--init takes the model, tokenizer and table from the checkpoint; drop --config, --recipe, "
-                         "--method and --task (override single settings as section.key=value)")
+                         "--family and --task (override single settings as section.key=value)")
     if args.resume or args.init:
         cfg = load_checkpoint(args.init or out)[0]
         apply_overrides(cfg, list(args.overrides) + ([f"data.source={args.data}"] if args.data else []))
-        validate(cfg)
+        check_config(cfg)
     else:
         cfg = _load_config(args, "tiny")
         if args.recipe:
@@ -78,11 +80,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             apply_recipe(cfg, args.recipe)
             apply_overrides(cfg, list(args.overrides))  # the command line wins over the recipe
-        if args.method:
-            if args.recipe and args.method != cfg.method:
-                raise SedlmError(f"recipe {args.recipe} is a {cfg.method} recipe; drop --method {args.method}")
-            cfg.method = args.method
-        validate(cfg)
+        if args.family:
+            if args.recipe and args.family != cfg.family:
+                raise SedlmError(f"recipe {args.recipe} is a {cfg.family} recipe; drop --family {args.family}")
+            cfg.family = args.family
+        check_config(cfg)
     result = train(cfg, out, resume=args.resume, init=args.init)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     if result.main:
@@ -107,7 +109,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     from sedlm.families import all_families
     from sedlm.families.recipes import RECIPES
 
-    print("families (sedlm train --method NAME):")
+    print("families (sedlm train --family NAME):")
     for f in all_families():
         print(f"  {f.name:<14} {f.description}; {f.paper}")
     print("recipes (sedlm train --config SIZE --recipe NAME):")
@@ -155,7 +157,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
     if args.json:
         resolved = model.family.resolve_options(s, options_from_args(args))
-        print(json.dumps({"method": model.method, **conditioning, "samples": texts, "steps": options["steps"],
+        print(json.dumps({"family": model.family_name, **conditioning, "samples": texts, "steps": options["steps"],
                           "seed": options["seed"], **resolved}, indent=2))
     else:
         for i, t in enumerate(texts):
@@ -218,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")
-    t.add_argument("--method", choices=[f.name for f in all_families()],
-                   help="model family (overrides the config's method; default: sed): "
+    t.add_argument("--family", "--method", dest="family", choices=[f.name for f in all_families()],
+                   help="model family (overrides the config's family; --method is the same flag; default: sed): "
                         + "; ".join(f"{f.name}: {f.description}" for f in all_families()))
     t.add_argument("--recipe", help="a named recipe over a family (see `sedlm recipes`), composed with --config's size; "
                                     "overrides on the command line still win")

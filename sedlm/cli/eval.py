@@ -59,7 +59,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
     from sedlm.io import write_atomic
 
     model = load_pretrained(args.ckpt, device=args.device)
-    res = {"ckpt": str(args.ckpt), "method": model.config.method, **likelihood(model, args.data, rows=args.rows, seed=args.seed)}
+    res = {"ckpt": str(args.ckpt), "family": model.config.family, **likelihood(model, args.data, rows=args.rows, seed=args.seed)}
     out = Path(args.out) if args.out else Path(args.ckpt) / "nll.json"
     write_atomic(out, json.dumps(res, indent=2))
     if args.json:

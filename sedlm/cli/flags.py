@@ -8,12 +8,12 @@ import argparse
 from typing import Any
 
 from sedlm.families import all_families
-from sedlm.families.base import SamplingOption
+from sedlm.options import Option
 
 
-def declared_options() -> dict[str, tuple[SamplingOption, list[str]]]:
+def declared_options() -> dict[str, tuple[Option, list[str]]]:
     """Every sampling option a registered family declares -> (the declaration, the families declaring it)."""
-    seen: dict[str, tuple[SamplingOption, list[str]]] = {}
+    seen: dict[str, tuple[Option, list[str]]] = {}
     for family in all_families():
         for o in family.options:
             seen.setdefault(o.name, (o, []))[1].append(family.name)

@@ -148,7 +148,7 @@ def evaluate_model(
     val, val_kind = heldout_loss(model, data)
     mk = {"judge": judge, "vocab": vocab, "seed": seed, "min_mauve": MIN_MAUVE_TEXTS if min_mauve is None else min_mauve}
 
-    row = {"method": label or cfg.method, "nfe": round(nfe, 1), "seconds_per_sample": round(sec, 4),
+    row = {"method": label or cfg.family, "nfe": round(nfe, 1), "seconds_per_sample": round(sec, 4),
            **text_metrics(samples, refs, sample_ids=ids, **mk), "eval_tokens": K,
            "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
            "val_loss": round(val, 4), "val_loss_kind": val_kind}

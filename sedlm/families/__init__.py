@@ -1,13 +1,21 @@
 """The registry of model families: the only list of them. CLI choices and help, the server, the
 benchmarks and the docs all read ``FAMILIES``; adding a family is one module in this package (holding
-a ``FAMILY`` instance of a ``sedlm.families.base.Family`` subclass) and one line here."""
+a ``FAMILY`` instance of a ``sedlm.families.base.Family`` subclass) and one line here.
+
+``check_config`` is the whole check of a config: the shared sections (``sedlm.config.validate``), then
+every family section against the settings its family declares, the sampling options against the
+declarations of the families and samplers, and the chosen family's own checks."""
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sedlm.errors import SedlmError
+
+if TYPE_CHECKING:
+    from sedlm.config import Config
 
 # name -> module holding FAMILY (imported on first use, so listing names costs nothing)
 FAMILIES: dict[str, str] = {
@@ -19,9 +27,8 @@ FAMILIES: dict[str, str] = {
 
 
 def get_family(name: str) -> Any:
-    """The family (a ``sedlm.families.base.Family``) registered under ``name``; an unknown name lists the valid
-    ones. This module imports nothing of the package but its errors, so the config can check names
-    against the registry without an import cycle."""
+    """The family (a ``sedlm.families.base.Family``) registered under ``name``; an unknown name lists the
+    valid ones."""
     if name not in FAMILIES:
         raise SedlmError(f"unknown model family '{name}'; valid families: {', '.join(FAMILIES)}")
     family = import_module(FAMILIES[name]).FAMILY
@@ -31,3 +38,34 @@ def get_family(name: str) -> Any:
 
 def all_families() -> list[Any]:
     return [get_family(name) for name in FAMILIES]
+
+
+def check_config(cfg: "Config") -> "Config":
+    """Raise SedlmError naming the first wrong value of ``cfg`` (module docstring); return ``cfg``."""
+    from sedlm.config import SHARED_KEYS, validate
+
+    validate(cfg)
+    family = get_family(cfg.family)
+    families = all_families()
+    for section in cfg.settings:
+        if section not in FAMILIES:
+            valid = ", ".join([*SHARED_KEYS, *FAMILIES])
+            raise SedlmError(f"unknown config section '{section}'; valid sections: {valid} (a family's name holds "
+                             "its own settings)")
+    for f in families:
+        f.check_settings(cfg)
+    declared = {o.name for f in families for o in f.options}
+    for key in cfg.sample.options:
+        if key not in declared:
+            valid = ", ".join([*(f"sample.{k}" for k in SHARED_KEYS["sample"]), *sorted(declared)])
+            raise SedlmError(f"unknown config key 'sample.{key}'; valid keys: {valid}")
+    family.resolve_options(cfg.sample, {})  # the values of its own options set in the config
+    family.check_config(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+    """``sedlm.config.load_config`` (YAML file + ``section.key=value`` overrides), then ``check_config``."""
+    from sedlm.config import load_config as load_shared
+
+    return check_config(load_shared(path, overrides))

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sedlm.config import Config
-from sedlm.config import ModelConfig
+from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 
@@ -96,9 +96,9 @@ class ARFamily(Family):
     frontier_fixed = {"top_p": 1.0}  # pure temperature sampling along the frontier
     summary_options = ("temperature", "top_p")
     options = (
-        SamplingOption("temperature", float, "softmax temperature of token draws; 0 = greedy", "temperature", minimum=0.0),
-        SamplingOption("top_p", float, "nucleus sampling mass", "top_p", minimum=0.0),
-        SamplingOption("use_cache", bool, "decode with the KV cache (off: recompute the prefix every token)", default=True),
+        Option("temperature", float, "softmax temperature of token draws; 0 = greedy", default=1.0, minimum=0.0),
+        Option("top_p", float, "nucleus sampling mass", default=0.95, minimum=0.0),
+        Option("use_cache", bool, "decode with the KV cache (off: recompute the prefix every token)", default=True),
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:

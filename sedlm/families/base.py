@@ -5,12 +5,13 @@ A family (``sed``, ``ar``, ``mdlm``, ...) is one module under ``sedlm/families``
 subclass instance named ``FAMILY``, plus one line in the registry (``sedlm.families.FAMILIES``). It says
 how to build its network, its training and validation losses (and what the validation loss is), which
 requests it can serve, which sampling options it takes (the CLI flags, API arguments and server schema
-are derived from these declarations) and how it generates.
+are derived from these declarations; a family running registered samplers also takes each sampler's
+declared options), which settings it owns (the config section named after it, e.g. ``mdlm.mask_schedule``)
+and how it generates.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from sedlm.errors import SedlmError
+from sedlm.options import Option
 
 if TYPE_CHECKING:
     from sedlm.config import Config, SampleConfig
@@ -42,52 +44,6 @@ class Loaded(Protocol):
 
     @property
     def device(self) -> torch.device: ...
-
-
-@dataclass(frozen=True)
-class SamplingOption:
-    """One sampling option a family takes: its keyword name (``--score-temp`` on the command line for
-    ``score_temp``), value type, help text, the ``config.sample`` field holding its default (None: the
-    option defaults to ``default``), allowed values, and a lower bound."""
-
-    name: str
-    type: type
-    help: str
-    config_key: str | None = None
-    default: Any = None
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    per_request: bool = True  # False: a deployment setting (e.g. compiling the network), not in the server's requests
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def default_for(self, sample: "SampleConfig") -> Any:
-        return getattr(sample, self.config_key) if self.config_key else self.default
-
-    def check(self, value: Any, family: str) -> Any:
-        """``value`` coerced to the option's type, or a clear error."""
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise SedlmError(f"sampling option {self.name} of family {family} takes true or false, got {value!r}")
-            return value
-        try:
-            value = self.type(value)
-        except (TypeError, ValueError):
-            raise SedlmError(f"sampling option {self.name} of family {family} takes a {self.type.__name__}, got {value!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SedlmError(f"sampling option {self.name} must be a finite number (got {value})")
-        if self.choices is not None and value not in self.choices:
-            raise SedlmError(f"unknown {self.name} '{value}' for family {family}; valid values: {', '.join(self.choices)}")
-        if self.minimum is not None and not value >= self.minimum:
-            raise SedlmError(f"sampling option {self.name} must be >= {self.minimum:g} (got {value})")
-        return value
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description (the server's /v1/model lists these)."""
-        return {"name": self.name, "type": self.type.__name__, "help": self.help, "choices": list(self.choices or []) or None,
-                "minimum": self.minimum}
 
 
 @dataclass
@@ -115,7 +71,8 @@ class Family:
     uses_embedding_table: ClassVar[bool] = False  # built over a frozen (or learned) V x d_embed table
     pads: ClassVar[bool] = True  # trains on rows with random padding (variable length through padding tokens)
     requests: ClassVar[tuple[str, ...]] = REQUESTS
-    options: ClassVar[tuple[SamplingOption, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()  # its sampling options (a sampler's own are added by ``sampler_options``)
+    settings: ClassVar[tuple[Option, ...]] = ()  # the settings it owns: config section ``<name>.<setting>``
     samplers: ClassVar[tuple[str, ...]] = ()  # names in sedlm.sampling.samplers.SAMPLERS it can run
     step_callbacks: ClassVar[bool] = True  # calls the callback once per denoising step (progress bars)
     # The sampling option a quality/diversity frontier sweeps, its values, and options held fixed meanwhile.
@@ -165,13 +122,33 @@ class Family:
         """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
         return None
 
+    def check_config(self, cfg: "Config") -> None:
+        """Checks of the shared sections that only this family makes (called after its settings and
+        sampling options were checked against their declarations)."""
+
     # --- provided -----------------------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
         return {"requests": list(self.requests), "samplers": list(self.samplers),
                 "options": [o.name for o in self.options], "nll_bound": type(self).nll_bound is not Family.nll_bound}
 
-    def option(self, name: str) -> SamplingOption | None:
+    def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    def setting(self, cfg: "Config", name: str) -> Any:
+        """The value of this family's setting ``name`` in ``cfg`` (its section, else the declared default)."""
+        decl = next((o for o in self.settings if o.name == name), None)
+        assert decl is not None, f"family {self.name} declares no setting {name}"
+        section = cfg.settings.get(self.name, {})
+        return decl.check(section[name], f"family {self.name}") if name in section else decl.default
+
+    def check_settings(self, cfg: "Config") -> None:
+        """The config section named after this family: known settings with valid values, or a clear error."""
+        section = cfg.settings.get(self.name, {})
+        for key in section:
+            if not any(o.name == key for o in self.settings):
+                valid = ", ".join(f"{self.name}.{o.name}" for o in self.settings) or "none"
+                raise SedlmError(f"unknown config key '{self.name}.{key}'; family {self.name}'s settings: {valid}")
+            self.setting(cfg, key)
 
     def check_request(self, kind: str) -> None:
         if kind not in self.requests:
@@ -185,7 +162,8 @@ class Family:
         if unknown:
             valid = ", ".join(o.name for o in self.options) or "none"
             raise SedlmError(f"family {self.name} has no sampling option {', '.join(sorted(unknown))}; its options: {valid}")
-        return {o.name: o.check(given[o.name], self.name) if given.get(o.name) is not None else o.default_for(sample)
+        owner = f"family {self.name}"
+        return {o.name: o.check(given[o.name], owner) if given.get(o.name) is not None else o.default_for(sample, owner)
                 for o in self.options}
 
     def summary(self, options: dict[str, Any]) -> dict[str, Any]:

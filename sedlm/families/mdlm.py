@@ -36,7 +36,7 @@ time input, a step that reveals nothing reuses the previous prediction and makes
 
 The family adapter (``FAMILY``): ``mdlm``: the masked (absorbing-state) discrete diffusion baseline (Sahoo et al. 2024;
 ``sedlm.families.mdlm``). Its validation loss is the continuous-time NELBO, a likelihood bound under the
-linear schedule. ``diffusion.mask_schedule=spindle`` uses DiffusionBERT's information-dependent schedule
+linear schedule. ``mdlm.mask_schedule=spindle`` uses DiffusionBERT's information-dependent schedule
 (He et al. 2023), its token information measured on the training rows (``init_from_data``).
 """
 
@@ -48,10 +48,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sedlm.config import Config
-from sedlm.config import ModelConfig
+from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
@@ -194,8 +194,8 @@ COUNT_TOKENS = 1 << 24  # unigram frequencies are read from at most this many tr
 
 
 def spindle_lambda(cfg: Config) -> float:
-    """The spindle's lambda; 0 (the linear schedule) unless ``diffusion.mask_schedule`` is spindle."""
-    return cfg.diffusion.spindle_lambda if cfg.diffusion.mask_schedule == "spindle" else 0.0
+    """The spindle's lambda; 0 (the linear schedule) unless ``mdlm.mask_schedule`` is spindle."""
+    return FAMILY.setting(cfg, "spindle_lambda") if FAMILY.setting(cfg, "mask_schedule") == "spindle" else 0.0
 
 
 class MDLMFamily(Family):
@@ -206,18 +206,25 @@ class MDLMFamily(Family):
     nll_kind = "bound"
     frontier_knob = ("temperature", (0.7, 0.85, 1.0))
     summary_options = ("temperature",)
+    settings = (
+        Option("mask_schedule", str, "linear (alpha_t = 1 - t) or spindle (DiffusionBERT: tokens carrying more "
+               "information are masked earlier, by spindle_lambda times a sine bump)", default="linear",
+               choices=("linear", "spindle"), kind="setting"),
+        Option("spindle_lambda", float, "the spindle's amplitude lambda (mask_schedule=spindle)", default=0.5,
+               kind="setting"),
+    )
     options = (
-        SamplingOption("temperature", float, "softmax temperature of revealed tokens (drawn in float64)", "temperature",
-                       minimum=1e-6),
+        Option("temperature", float, "softmax temperature of revealed tokens (drawn in float64)", default=1.0,
+               minimum=1e-6),
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
-        return MDLMModel(cfg.model, tokenizer.mask_id, cfg.diffusion.mask_schedule, cfg.diffusion.spindle_lambda)
+        return MDLMModel(cfg.model, tokenizer.mask_id, self.setting(cfg, "mask_schedule"), self.setting(cfg, "spindle_lambda"))
 
     def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
         """Under the spindle schedule, fill ``model.token_info`` from the unigram counts of the training
         rows (``sedlm.families.mdlm.spindle_info``: pad, eos and mask keep the linear schedule)."""
-        if cfg.diffusion.mask_schedule != "spindle":
+        if self.setting(cfg, "mask_schedule") != "spindle":
             return
         data, V = rows.rows, model.token_info.numel()  # (N, L): a tensor or memory-mapped shard rows
         n = len(data)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sedlm.config import Config, apply_overrides, validate
+from sedlm.config import Config, apply_overrides
 from sedlm.errors import SedlmError
+from sedlm.families import check_config
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "LangFlow learns its noise schedule and ELF embeds with a large frozen encoder; here the time distribution "
            "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's"),
     Recipe("diffusionbert", "mdlm",
-           ("diffusion.mask_schedule=spindle", "diffusion.spindle_lambda=0.5"),
+           ("mdlm.mask_schedule=spindle", "mdlm.spindle_lambda=0.5"),
            "He et al. 2023, DiffusionBERT: Improving Generative Masked Language Models with Diffusion Models "
            "(arXiv 2211.15029)",
            "absorbing-state diffusion with the spindle schedule (informative tokens are masked earlier, by their "
@@ -112,8 +113,8 @@ def get_recipe(name: str) -> Recipe:
 def apply_recipe(cfg: Config, name: str) -> Config:
     """Set ``cfg``'s family and the recipe's options, record the recipe's name, and validate."""
     recipe = get_recipe(name)
-    cfg.method = recipe.family
+    cfg.family = recipe.family
     apply_overrides(cfg, list(recipe.overrides))
     cfg.recipe = recipe.name
-    validate(cfg)
+    check_config(cfg)
     return cfg

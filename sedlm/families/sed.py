@@ -14,26 +14,19 @@ import torch
 from torch import nn
 
 from sedlm.config import Config
-from sedlm.data.masks import conditioning
+from sedlm.data.masks import conditioning, parse_mixture
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.likelihood import embedding_vlb
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.options import Option
 from sedlm.model.denoiser import SEDDenoiser
-from sedlm.model.embedding import EmbeddingSpace
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
-from sedlm.sampling.samplers import SAMPLERS, get_sampler
+from sedlm.sampling.samplers import SAMPLERS, check_per_position, get_sampler, sampler_options
 
-
-def build_denoiser(cfg: Config, table: torch.Tensor) -> SEDDenoiser:
-    """A denoiser over the embedding ``table`` (V, d_embed); frozen unless embed.kind=learned."""
-    return SEDDenoiser(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
-                       time_warp=cfg.diffusion.time_warp,
-                       position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0, path=cfg.diffusion.path,
-                       schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift))
 
 
 class SEDFamily(Family):
@@ -47,26 +40,23 @@ class SEDFamily(Family):
     frontier_knob = ("score_temp", (0.6, 0.8, 1.0))  # CDCD's score temperature of interp estimates
     summary_options = ("sampler", "guidance", "guidance_mode", "score_temp")
     options = (
-        SamplingOption("sampler", str, "sampler: " + ", ".join(f"{k} ({v.description})" for k, v in SAMPLERS.items()),
+        Option("sampler", str, "sampler: " + ", ".join(f"{k} ({v.description})" for k, v in SAMPLERS.items()),
                        "sampler", choices=tuple(SAMPLERS)),
-        SamplingOption("guidance", float, "classifier-free guidance scale; 1 = none, != 1 doubles the network calls",
+        Option("guidance", float, "classifier-free guidance scale; 1 = none, != 1 doubles the network calls",
                        "guidance", minimum=0.0),
-        SamplingOption("guidance_mode", str, "guide on the given tokens (cond; unconditional requests then run unguided) "
+        Option("guidance_mode", str, "guide on the given tokens (cond; unconditional requests then run unguided) "
                        "or on the self-conditioning estimate (self_cond, any request)", "guidance_mode", choices=GUIDANCE_MODES),
-        SamplingOption("time_grid", str, "where the steps sit in [0, 1]", "time_grid", choices=tuple(TIME_GRIDS)),
-        SamplingOption("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
-        SamplingOption("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
-        SamplingOption("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
-        SamplingOption("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
-        SamplingOption("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0),
-        SamplingOption("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0),
-        SamplingOption("time_delta", float, "ddpm/ddim: steps of asymmetric time interval (Analog Bits, Chen et al. 2023)",
-                       "time_delta", minimum=0.0),
+        Option("time_grid", str, "where the steps sit in [0, 1]", "time_grid", choices=tuple(TIME_GRIDS)),
+        Option("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
+        Option("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
+        Option("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
+        Option("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
+        *sampler_options(),  # each sampler's own options, as its registry entry declares them
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         assert table is not None, "sed is built over an embedding table"
-        return build_denoiser(cfg, table)
+        return SEDDenoiser.from_config(cfg, table)
 
     def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
              given: torch.Tensor | None = None) -> Loss:
@@ -86,6 +76,13 @@ class SEDFamily(Family):
                               self_condition=cfg.diffusion.self_cond != "off")
         return (terms["total"] / ids.shape[1]).float()
 
+    def check_config(self, cfg: Config) -> None:
+        """The conditioning-mask mixture parses; a position-warped model samples with a sampler and grid that
+        can follow per-position schedules."""
+        parse_mixture(cfg.diffusion.cond_masks)
+        if cfg.diffusion.position_warp:
+            check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
+
     def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int,
                    gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
         update_warps(model, metrics, step, gather)  # CDCD's time warp and SeqDiffuSeq's per-position schedules
@@ -102,9 +99,10 @@ class SEDFamily(Family):
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         o, cfg = request.options, lm.config
         entry = get_sampler(o["sampler"])
-        extra = {k: o[k] for k in ("churn", "eta", "time_delta") if o[k]}
-        if bad := [k for k in extra if k not in entry.options]:
-            raise SedlmError(f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: {', '.join(entry.options)}")
+        extra = {d.name: o[d.name] for d in sampler_options() if o[d.name] != d.default}  # options set away from "no effect"
+        if bad := [k for k in extra if k not in entry.option_names]:
+            raise SedlmError(f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
+                             f"{', '.join(entry.option_names) or 'none'}")
         return sample_ids(
             _sampling_module(lm, o["compile"]), n=request.n, seq_len=request.seq_len, steps=request.steps,
             sampler=o["sampler"], schedule=cfg.diffusion.schedule, logsnr_shift=cfg.diffusion.logsnr_shift,

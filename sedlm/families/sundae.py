@@ -35,11 +35,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sedlm.config import Config
-from sedlm.config import ModelConfig
+from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request, SamplingOption
+from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.sampling.templates import Layout
@@ -146,14 +146,18 @@ class SUNDAEFamily(Family):
     name = "sundae"
     description = "step-unrolled denoising autoencoder (SUNDAE)"
     paper = "Savinov et al. 2022, Step-unrolled Denoising Autoencoders for Text Generation (arXiv 2112.06749)"
-    val_loss_kind = "unrolled denoising CE, mean over diffusion.unroll_steps steps (nats/token)"
+    val_loss_kind = "unrolled denoising CE, mean over sundae.unroll_steps steps (nats/token)"
     pads = True
     frontier_knob = ("temperature", (0.6, 0.8, 1.0))
     summary_options = ("temperature", "update_fraction")
+    settings = (
+        Option("unroll_steps", int, "unroll steps T of the training loss (1 = a plain denoising autoencoder; the "
+               "paper: 2)", default=2, minimum=1, kind="setting"),
+    )
     options = (
-        SamplingOption("temperature", float, "softmax temperature of token draws (drawn in float64; SUNDAE's paper "
-                       "samples at about 0.8)", "temperature", minimum=1e-6),
-        SamplingOption("update_fraction", float, "sundae: fraction of positions redrawn at the last step; it anneals "
+        Option("temperature", float, "softmax temperature of token draws (drawn in float64; SUNDAE's paper "
+                       "samples at about 0.8)", default=1.0, minimum=1e-6),
+        Option("update_fraction", float, "sundae: fraction of positions redrawn at the last step; it anneals "
                        "linearly from 1 at the first step (in (0, 1])", default=0.3, minimum=1e-6),
     )
 
@@ -162,11 +166,11 @@ class SUNDAEFamily(Family):
 
     def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
              given: torch.Tensor | None = None) -> Loss:
-        """Unrolled over ``diffusion.unroll_steps`` steps (the paper trains with T = 2: one step on corrupted
+        """Unrolled over ``sundae.unroll_steps`` steps (the paper trains with T = 2: one step on corrupted
         data and one on the model's own sample of it, the cheapest unrolling that exposes the network to
         its own errors). Seq2seq sources (``given``) are held clean and left out of the loss; padding is
         counted, so the model learns where text ends."""
-        return sundae_loss(model, ids, generator, unroll_steps=cfg.diffusion.unroll_steps, given=given)
+        return sundae_loss(model, ids, generator, unroll_steps=self.setting(cfg, "unroll_steps"), given=given)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A layout's given tokens are held fixed through every update."""

@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from sedlm.config import ModelConfig
-from sedlm.diffusion.schedules import path_scale
+from sedlm.config import Config, ModelConfig
+from sedlm.diffusion.schedules import get_schedule, path_scale
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
@@ -82,6 +82,15 @@ class SEDDenoiser(nn.Module):
                 self.readout.bias.zero_()
         else:
             self.logits_head = nn.Linear(d, cfg.vocab_size)  # (d_model -> V), full rank
+
+    @classmethod
+    def from_config(cls, cfg: Config, table: torch.Tensor) -> "SEDDenoiser":
+        """The denoiser a config describes, over the embedding ``table`` (V, d_embed); the table is frozen
+        unless embed.kind=learned."""
+        return cls(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
+                   time_warp=cfg.diffusion.time_warp,
+                   position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0, path=cfg.diffusion.path,
+                   schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids)  # (B, L) -> (B, L, d_embed)

@@ -19,6 +19,7 @@ import torch
 
 from sedlm.diffusion.schedules import time_of
 from sedlm.errors import SedlmError
+from sedlm.options import Option
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -307,17 +308,38 @@ def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_
     return _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition)
 
 
+# Options a sampler takes beyond the ones every sampler takes (noise_temp, self_condition): declared once here,
+# named in the entries of the samplers that take them. The CLI flags, the API's keyword arguments, the server's
+# schema and the config's defaults (``sample.NAME=value``) all read these declarations.
+CHURN = Option("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0)
+ETA = Option("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0)
+TIME_DELTA = Option("time_delta", float, "ddpm/ddim: evaluate the denoiser this many steps later than the state's "
+                    "time (asymmetric time intervals, Analog Bits, Chen et al. 2023, Alg. 2)", default=0.0, minimum=0.0)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The exact-answer check every registered sampler must pass (tests/test_analytic.py): with the exact x0
+    predictor of Gaussian data, ``steps`` steps on each time grid (uniform, karras) turn standardised N(0, I)
+    noise into samples whose mean and std are within ``mean`` and ``std`` of the data's."""
+
+    steps: int
+    std: float
+    mean: float = 0.008
+
+
 @dataclass(frozen=True)
 class SamplerEntry:
     """A sampler and what callers need to know about it: network calls per step (guidance doubles
-    them), the time grid it is meant for, and the extra keyword options it takes. Calling the entry
-    calls the sampler."""
+    them), the time grid it is meant for, the extra keyword options it takes (declared ``Option``s,
+    default = no effect) and the tolerance of its exact-answer check. Calling the entry calls the sampler."""
 
     fn: Sampler
     calls_per_step: int
     grid: str  # "uniform" | "karras" (see sedlm.diffusion.schedules.TIME_GRIDS)
-    options: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
     description: str = ""
+    tolerance: Tolerance | None = None  # required: tests/test_analytic.py fails a sampler registered without one
     stochastic: bool = False  # draws fresh noise every step with its default options (noise_temp then matters)
     # its update is elementwise in abar, so abar may differ per position (an (L, 1) tensor per grid time):
     # the per-position schedules of diffusion.position_warp
@@ -329,20 +351,35 @@ class SamplerEntry:
     def __call__(self, *args: Any, **kw: Any) -> torch.Tensor:
         return self.fn(*args, **kw)
 
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
 
-# The registry: adding a sampler is one function above and one line here.
+
+# The registry: adding a sampler is one function above and one entry here (its options and tolerance included).
 SAMPLERS: dict[str, SamplerEntry] = {
-    "ddpm": SamplerEntry(ddpm, 1, "uniform", ("noise_temp", "time_delta"), "ancestral (Ho et al. 2020)", stochastic=True,
-                         per_position=True),
-    "ddim": SamplerEntry(ddim, 1, "uniform", ("eta", "noise_temp", "time_delta"), "deterministic DDIM (Song et al. 2021)",
-                         per_position=True),
-    "consistency": SamplerEntry(consistency, 1, "uniform", ("noise_temp",),
+    "ddpm": SamplerEntry(ddpm, 1, "uniform", (TIME_DELTA,), "ancestral (Ho et al. 2020)", Tolerance(1000, 0.01, 0.01),
+                         stochastic=True, per_position=True),
+    "ddim": SamplerEntry(ddim, 1, "uniform", (ETA, TIME_DELTA), "deterministic DDIM (Song et al. 2021)",
+                         Tolerance(100, 0.02), per_position=True),
+    "consistency": SamplerEntry(consistency, 1, "uniform", (),
                                 "multistep consistency sampling, for consistency-distilled students (Song et al. 2023)",
-                                stochastic=True, per_position=True, for_flow_maps=True),
-    "euler": SamplerEntry(euler, 1, "karras", ("churn", "noise_temp"), "probability-flow ODE, Euler (Karras et al. 2022)"),
-    "heun": SamplerEntry(heun, 2, "karras", ("churn", "noise_temp"), "probability-flow ODE, Heun (Karras et al. 2022)"),
-    "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", ("eta", "noise_temp"), "DPM-Solver++(2M) (Lu et al. 2022)"),
+                                Tolerance(4, 0.01, 0.01), stochastic=True, per_position=True, for_flow_maps=True),
+    "euler": SamplerEntry(euler, 1, "karras", (CHURN,), "probability-flow ODE, Euler (Karras et al. 2022)",
+                          Tolerance(100, 0.02)),
+    "heun": SamplerEntry(heun, 2, "karras", (CHURN,), "probability-flow ODE, Heun (Karras et al. 2022)",
+                         Tolerance(100, 0.008)),
+    "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", (ETA,), "DPM-Solver++(2M) (Lu et al. 2022)", Tolerance(100, 0.008)),
 }
+
+
+def sampler_options() -> tuple[Option, ...]:
+    """Every option some registered sampler declares, each once (in registry order)."""
+    seen: dict[str, Option] = {}
+    for entry in SAMPLERS.values():
+        for o in entry.options:
+            seen.setdefault(o.name, o)
+    return tuple(seen.values())
 
 
 def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,

@@ -170,7 +170,7 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
         cfg, family = model.config, model.family
         s = cfg.sample
         defaults: dict[str, Any] = {"n": 1, "steps": s.steps, "seed": s.seed, **family.resolve_options(s, {})}
-        return {"method": model.method, "params": count_parameters(model.model),
+        return {"family": model.family_name, "params": count_parameters(model.model),
                 "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size, "d_model": cfg.model.d_model,
                 "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads,
                 "d_embed": cfg.model.d_embed if family.uses_embedding_table else None,

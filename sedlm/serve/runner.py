@@ -138,7 +138,7 @@ class Runner:
             self._gate.release()
         r = job.request
         return {"texts": self.model.texts(ids, r.layout, job.drop_given_prefix),
-                "spans": self.model.spans(ids, r.layout, job.drop_given_prefix), "method": self.model.method,
+                "spans": self.model.spans(ids, r.layout, job.drop_given_prefix), "family": self.model.family_name,
                 "n": r.n, "steps": r.steps, "options": r.options, "seed": r.seed, "seq_len": r.seq_len,
                 "tokens": r.n * r.seq_len, "seconds": round(seconds, 4)}
 

@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API.
 
 The sampling options of a request are those the served model's family declares
-(``sedlm.families.base.SamplingOption``): ``request_models(family)`` derives the request bodies, and so the
+(``sedlm.families.base.Option``): ``request_models(family)`` derives the request bodies, and so the
 OpenAPI schema, from the declarations. Unknown fields (a misspelt option, or one the family does not
 take) are rejected (422) so that they never silently fall back to a default. Fields left out take the
 checkpoint's ``config.sample`` defaults.
@@ -79,7 +79,7 @@ class Span(BaseModel):
 class GenerateResponse(BaseModel):
     texts: list[str]
     spans: list[list[Span]] = Field(description="each text as consecutive given and generated pieces")
-    method: str
+    family: str
     n: int
     steps: int
     options: dict[str, Any] = Field(description="the family's sampling options as used (defaults filled in)")
@@ -97,7 +97,7 @@ class StepEvent(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    method: str
+    family: str
     params: int
     seq_len: int
     vocab_size: int

@@ -27,7 +27,7 @@ from sedlm.data.dataset import PreparedData
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
-from sedlm.families import get_family
+from sedlm.families import check_config, get_family
 from sedlm.families.base import Family
 from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
@@ -108,7 +108,7 @@ def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, to
                     device: torch.device) -> float:
     """Mean validation loss of the model's family (``Family.validation_loss``, kind ``val_loss_kind``) on
     fixed validation batches with fixed noise (comparable across steps)."""
-    family = get_family(cfg.method)
+    family = get_family(cfg.family)
     was_training = model.training
     model.eval()
     g = torch.Generator(device=device).manual_seed(2024)
@@ -180,7 +180,7 @@ def train(
     data: PreparedData | None = None,
     init: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model of family ``cfg.method`` and write the run (checkpoint + metrics.jsonl) to ``out``.
+    """Train a model of family ``cfg.family`` and write the run (checkpoint + metrics.jsonl) to ``out``.
     ``init``: a checkpoint folder whose weights, tokenizer and embedding table the run starts from
     (fine-tuning; the optimiser and step count start afresh).
 
@@ -188,6 +188,7 @@ def train(
     ``sedlm.train.distributed`` for how the global batch is shared. Only the main process logs
     and writes files."""
     out = Path(out)
+    check_config(cfg)
     check_out(out)
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
@@ -208,7 +209,7 @@ def train(
         data = prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
-    family = get_family(cfg.method)
+    family = get_family(cfg.family)
     train_rows = family_rows(data.train, family)
     val_rows = family_rows(data.val, family) if data.val else None
     state = load_training_state(out) if resume else None
@@ -331,7 +332,7 @@ def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokeniz
                 micro: int, n_micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimiser step over this process's ``share`` of the global batch, in ``n_micro``
     micro-batches of ``micro`` rows; returns the mean loss and metrics of its micro-batches."""
-    accelerator, family, device = engine.accelerator, get_family(cfg.method), engine.accelerator.device
+    accelerator, family, device = engine.accelerator, get_family(cfg.family), engine.accelerator.device
     ids = rows.batch(step, cfg.train.batch_size, cfg.train.seed, share).to(device)  # (b, L)
     given = rows.batch_given(step, cfg.train.batch_size, cfg.train.seed, share)
     first_chunk = share.start // micro
