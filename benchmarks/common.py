@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sedlm.eval.results import markdown_table, write_results
 
@@ -22,7 +23,7 @@ def command_line(script: str) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])
 
 
-def setup_device(ap: Any, device: str, threads: int | None) -> "torch.device":
+def setup_device(ap: Any, device: str, threads: int | None) -> torch.device:
     """Check the requested device (a parser error if CUDA is missing) and set the thread count."""
     import torch
 

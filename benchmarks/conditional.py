@@ -37,8 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
@@ -56,12 +57,28 @@ from sedlm.sampling.templates import Layout, layout_source  # noqa: E402
 
 GUIDANCE = (1.0, 1.5, 2.5, 4.0)
 N_BOOT = 1000
-COLUMNS = ["method", "guidance", "nfe", "train_steps", "token_accuracy", "token_accuracy_ci95", "bleu", "bleu_ci95",
-           "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95", "mean_sample_tokens",
-           "fill_tokens", "fill_tokens_ci95", "n"]
+COLUMNS = [
+    "method",
+    "guidance",
+    "nfe",
+    "train_steps",
+    "token_accuracy",
+    "token_accuracy_ci95",
+    "bleu",
+    "bleu_ci95",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "mean_sample_tokens",
+    "fill_tokens",
+    "fill_tokens_ci95",
+    "n",
+]
 
 
 # --- shared helpers -------------------------------------------------------------------------------
+
 
 def _ci(lo_hi: tuple[float, float]) -> list[float]:
     return [round(x, 4) for x in lo_hi]
@@ -71,16 +88,21 @@ def heldout_rows(data: PreparedData, n: int) -> torch.Tensor:
     """The first ``n`` validation rows (N, L) as packed (no random padding). Never training rows."""
     have = 0 if data.val is None else len(data.val)
     if have < n:
-        raise SedlmError(f"the validation split holds {have} rows of data.seq_len tokens but --n {n} are needed; "
-                         "lower --n or train with a larger data.val_fraction")
+        raise SedlmError(
+            f"the validation split holds {have} rows of data.seq_len tokens but --n {n} are needed; "
+            "lower --n or train with a larger data.val_fraction"
+        )
     return torch.as_tensor(data.val.rows[:n])
 
 
 def entropy_columns(ids: Sequence[Sequence[int]], seed: int = 0) -> dict[str, Any]:
     """Mean per-sample unigram entropy (bits) over model token ids, its bootstrap CI and the mean length."""
     mean_h, per = mean_token_entropy(ids)
-    return {"unigram_entropy": round(mean_h, 4), "unigram_entropy_ci95": _ci(bootstrap_ci(per, n_boot=N_BOOT, seed=seed)),
-            "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2)}
+    return {
+        "unigram_entropy": round(mean_h, 4),
+        "unigram_entropy_ci95": _ci(bootstrap_ci(per, n_boot=N_BOOT, seed=seed)),
+        "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
+    }
 
 
 def nll_columns(sums: Sequence[float], tokens: Sequence[float], seed: int = 0) -> dict[str, Any]:
@@ -126,8 +148,17 @@ def bleu_columns(hyps: list[str], refs: list[str], seed: int = 0) -> dict[str, A
     boot = []
     for _ in range(N_BOOT):
         t = stats[rng.integers(0, len(stats), len(stats))].sum(0)
-        boot.append(BLEU.compute_bleu(t[:4].tolist(), t[4:8].tolist(), int(t[8]), int(t[9]), smooth_method=bleu.smooth_method,
-                                      smooth_value=bleu.smooth_value, effective_order=bleu.effective_order).score)
+        boot.append(
+            BLEU.compute_bleu(
+                t[:4].tolist(),
+                t[4:8].tolist(),
+                int(t[8]),
+                int(t[9]),
+                smooth_method=bleu.smooth_method,
+                smooth_value=bleu.smooth_value,
+                effective_order=bleu.effective_order,
+            ).score
+        )
     lo, hi = np.quantile(boot, [0.025, 0.975])
     return {"bleu": round(score, 2), "bleu_ci95": [round(float(lo), 2), round(float(hi), 2)]}
 
@@ -164,7 +195,9 @@ def seq2seq_generate(model, sources: list[str], *, seed: int = 0, **gen: Any) ->
     tok, L = model.tokenizer, model.config.data.seq_len
     lays = [layout_source(s, tok, L) for s in sources]
     starts = [int(x.given.sum()) for x in lays]
-    layout = Layout(torch.stack([x.ids for x in lays]), torch.stack([x.given for x in lays]), torch.zeros(L, dtype=torch.bool))
+    layout = Layout(
+        torch.stack([x.ids for x in lays]), torch.stack([x.given for x in lays]), torch.zeros(L, dtype=torch.bool)
+    )
     ids, nfe = sample_counted(model, len(sources), seed=seed, layout=layout, **gen)
     return generated(ids, starts, tok, stop_at_eos=True), nfe
 
@@ -181,6 +214,7 @@ def row_layout(ids: torch.Tensor, given: torch.Tensor) -> Layout:
 
 # --- benchmarks -----------------------------------------------------------------------------------
 
+
 def suffix(args) -> list[dict]:
     sed, ar = load_pretrained(Path(args.runs) / "sed"), load_pretrained(Path(args.runs) / "ar")
     tok = sed.tokenizer
@@ -195,7 +229,13 @@ def suffix(args) -> list[dict]:
 
     def row(method: str, cont_ids: list[list[int]], **extra) -> dict:
         conts = [tok.decode(x) for x in cont_ids]
-        return {"method": method, **extra, **score_nll(conts, args.seed), **entropy_columns(cont_ids, args.seed), "n": n}
+        return {
+            "method": method,
+            **extra,
+            **score_nll(conts, args.seed),
+            **entropy_columns(cont_ids, args.seed),
+            "n": n,
+        }
 
     halves = [half] * n
     out = [row("data", generated(rows, halves, tok, stop_at_eos=False))]
@@ -226,11 +266,16 @@ def middle(args) -> list[dict]:
         per_acc = (filled == rows).float().masked_fill(~hole, 0).sum(1) / hole.sum(1)  # (n,) equal spans
         res = judge.nll(tok.decode_batch(filled))
         middles = content_ids(tok, [f[h].tolist() for f, h in zip(filled, hole)])
-        return {"method": method, **extra, **({"nfe": nfe} if nfe is not None else {}),
-                "token_accuracy": round(per_acc.mean().item(), 4),
-                "token_accuracy_ci95": _ci(bootstrap_ci(per_acc.tolist(), n_boot=N_BOOT, seed=args.seed)),
-                **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
-                **entropy_columns(middles, args.seed), "n": n}
+        return {
+            "method": method,
+            **extra,
+            **({"nfe": nfe} if nfe is not None else {}),
+            "token_accuracy": round(per_acc.mean().item(), 4),
+            "token_accuracy_ci95": _ci(bootstrap_ci(per_acc.tolist(), n_boot=N_BOOT, seed=args.seed)),
+            **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
+            **entropy_columns(middles, args.seed),
+            "n": n,
+        }
 
     out = [row("data", rows)]
     layout = row_layout(rows, ~hole)
@@ -257,16 +302,22 @@ def free_blank_row(sed, rows: torch.Tensor, start: torch.Tensor, span: int, judg
     given = torch.ones(n, L, dtype=torch.bool)
     for i, a in enumerate(start.tolist()):
         ids[i, :a] = rows[i, :a]
-        ids[i, a + W:] = rows[i, a + span : L - extra]
+        ids[i, a + W :] = rows[i, a + span : L - extra]
         given[i, a : a + W] = False
     out, nfe = sample_counted(sed, n, steps=args.steps, seed=args.seed, layout=row_layout(ids, given))
     fills = content_ids(tok, [o[~g].tolist() for o, g in zip(out, given)])
     lengths = [float(len(f)) for f in fills]
     res = judge.nll(tok.decode_batch(out))
-    return {"method": "sed-free-blank", "guidance": 1.0, "nfe": nfe,
-            "fill_tokens": round(sum(lengths) / n, 2), "fill_tokens_ci95": _ci(bootstrap_ci(lengths, n_boot=N_BOOT, seed=args.seed)),
-            **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
-            **entropy_columns(fills, args.seed), "n": n}
+    return {
+        "method": "sed-free-blank",
+        "guidance": 1.0,
+        "nfe": nfe,
+        "fill_tokens": round(sum(lengths) / n, 2),
+        "fill_tokens_ci95": _ci(bootstrap_ci(lengths, n_boot=N_BOOT, seed=args.seed)),
+        **nll_columns(res["per_text_nll_sum"], res["per_text_tokens"], args.seed),
+        **entropy_columns(fills, args.seed),
+        "n": n,
+    }
 
 
 def next_line_pairs(corpus: str, min_words: int = 4) -> list[dict]:
@@ -283,18 +334,22 @@ def next_line_pairs(corpus: str, min_words: int = 4) -> list[dict]:
 def heldout_pairs(data: PreparedData, n: int, seq_len: int) -> list[tuple[str, str]]:
     """The first ``n`` validation pairs whose source fits the canvas (as training drops the others)."""
     tok = data.tokenizer
-    fits = [p for p, ids in zip(data.val_pairs, tok.encode_batch([s for s, _ in data.val_pairs])) if len(ids) + 1 < seq_len]
+    fits = [
+        p for p, ids in zip(data.val_pairs, tok.encode_batch([s for s, _ in data.val_pairs])) if len(ids) + 1 < seq_len
+    ]
     if len(fits) < n:
-        raise SedlmError(f"the validation split holds {len(fits)} pairs whose source fits data.seq_len={seq_len}, "
-                         f"but --n {n} are needed; lower --n or raise data.val_fraction")
+        raise SedlmError(
+            f"the validation split holds {len(fits)} pairs whose source fits data.seq_len={seq_len}, "
+            f"but --n {n} are needed; lower --n or raise data.val_fraction"
+        )
     return fits[:n]
 
 
 def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: str, match: Path | None = None):
     """Train a seq2seq run of ``method`` unless ``run`` already holds one. With ``match``, the run gets
     that run's step count (equal training tokens) and a width matched to its parameter count."""
-    from sedlm.config import load_config, resolve_config_path
     from sedlm.bench.compare import match_width
+    from sedlm.config import load_config, resolve_config_path
     from sedlm.families.base import count_parameters
     from sedlm.train.trainer import train
 
@@ -340,8 +395,14 @@ def seq2seq(args) -> list[dict]:
 
     def row(method: str, hyp_ids: list[list[int]], **extra) -> dict:
         hyps = [tok.decode(x).strip() for x in hyp_ids]
-        return {"method": method, **extra, **bleu_columns(hyps, refs, args.seed), **score_nll(hyps, args.seed),
-                **entropy_columns(hyp_ids, args.seed), "n": len(pairs)}
+        return {
+            "method": method,
+            **extra,
+            **bleu_columns(hyps, refs, args.seed),
+            **score_nll(hyps, args.seed),
+            **entropy_columns(hyp_ids, args.seed),
+            "n": len(pairs),
+        }
 
     # the real next line, cut to what fits the canvas after its source, as in training
     ref_ids = [tok.encode(t)[: L - len(tok.encode(s)) - 1] for s, t in pairs]
@@ -357,18 +418,28 @@ def seq2seq(args) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=["suffix", "middle", "seq2seq"])
-    p.add_argument("--runs", default="runs/compare",
-                   help="suffix/middle: folder with the sed/ar/mdlm runs of `sedlm bench compare`; seq2seq: where its "
-                        "pairs file and its two runs (seq2seq-next-line, seq2seq-next-line-ar) are written")
+    p.add_argument(
+        "--runs",
+        default="runs/compare",
+        help="suffix/middle: folder with the sed/ar/mdlm runs of `sedlm bench compare`; seq2seq: where its "
+        "pairs file and its two runs (seq2seq-next-line, seq2seq-next-line-ar) are written",
+    )
     p.add_argument("--corpus", default="shakespeare", help="bundled corpus (names the results; seq2seq data)")
     p.add_argument("--n", type=int, default=256, help="held-out rows / pairs (validation split only)")
     p.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm")
     p.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", default=",".join(f"{g:g}" for g in GUIDANCE),
-                   help="suffix/seq2seq: comma-separated SED guidance scales (middle runs 1 and 2.5)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 when the cores are shared)")
-    p.add_argument("--train-minutes", type=float, default=6.0, help="seq2seq: SED's training budget (AR gets its steps)")
+    p.add_argument(
+        "--guidance",
+        default=",".join(f"{g:g}" for g in GUIDANCE),
+        help="suffix/seq2seq: comma-separated SED guidance scales (middle runs 1 and 2.5)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 when the cores are shared)"
+    )
+    p.add_argument(
+        "--train-minutes", type=float, default=6.0, help="seq2seq: SED's training budget (AR gets its steps)"
+    )
     p.add_argument("--train-steps", type=int, default=3000, help="seq2seq: SED's step cap")
     p.add_argument("--name", default=None, help="results file name (default per task)")
     p.add_argument("overrides", nargs="*", help="seq2seq: extra section.key=value overrides for both models")
@@ -377,8 +448,14 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = {"suffix": suffix, "middle": middle, "seq2seq": seq2seq}[args.task](args)
-    name = args.name or {"suffix": f"infill-suffix-{args.corpus}", "middle": f"infill-middle-{args.corpus}",
-                         "seq2seq": "seq2seq-next-line"}[args.task]
+    name = (
+        args.name
+        or {
+            "suffix": f"infill-suffix-{args.corpus}",
+            "middle": f"infill-middle-{args.corpus}",
+            "seq2seq": "seq2seq-next-line",
+        }[args.task]
+    )
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     publish(name, "conditional.py", rows, columns)
     return 0

@@ -33,8 +33,15 @@ from sedlm.errors import SedlmError  # noqa: E402
 from sedlm.threads import usable_cores  # noqa: E402
 
 COLUMNS = ["competitors", "threads", "threads_used", "steps", "tokens_per_s", "vs_idle_best", "train_s"]
-TRAIN = ["--config", "tiny", "data.max_chars=300000", "embed.kind=random", "train.log_every=10",
-         "train.eval_every=100000", "train.checkpoint_every=100000"]
+TRAIN = [
+    "--config",
+    "tiny",
+    "data.max_chars=300000",
+    "embed.kind=random",
+    "train.log_every=10",
+    "train.eval_every=100000",
+    "train.checkpoint_every=100000",
+]
 
 
 def spinners(n: int) -> list[subprocess.Popen]:
@@ -44,8 +51,18 @@ def spinners(n: int) -> list[subprocess.Popen]:
 def train_row(threads: str, competitors: int, steps: int, workdir: Path) -> dict:
     out = workdir / f"run-{competitors}-{threads}"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SEDLM_THREADS")}
-    cmd = [sys.executable, "-m", "sedlm", "train", *TRAIN, f"train.max_steps={steps}", "--out", str(out),
-           "--threads", threads]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sedlm",
+        "train",
+        *TRAIN,
+        f"train.max_steps={steps}",
+        "--out",
+        str(out),
+        "--threads",
+        threads,
+    ]
     busy = spinners(competitors)
     try:
         time.sleep(1.0)  # let the competitors show in the run-queue the auto setting reads
@@ -61,15 +78,27 @@ def train_row(threads: str, competitors: int, steps: int, workdir: Path) -> dict
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in rows[1:]] or [rows[-1]["tokens_per_s"]]
     used = re.search(r"(\d+) CPU thread\(s\)", res.stdout + res.stderr)
-    return {"competitors": competitors, "threads": threads, "threads_used": int(used.group(1)) if used else None,
-            "steps": steps, "tokens_per_s": round(sum(rates) / len(rates), 1), "train_s": round(wall, 1)}
+    return {
+        "competitors": competitors,
+        "threads": threads,
+        "threads_used": int(used.group(1)) if used else None,
+        "steps": steps,
+        "tokens_per_s": round(sum(rates) / len(rates), 1),
+        "train_s": round(wall, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--competitors", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside the run")
-    ap.add_argument("--threads", nargs="+", default=["1", str(usable_cores()), "auto"],
-                    help="--threads settings to compare (default: 1, all cores, auto)")
+    ap.add_argument(
+        "--threads",
+        nargs="+",
+        default=["1", str(usable_cores()), "auto"],
+        help="--threads settings to compare (default: 1, all cores, auto)",
+    )
     ap.add_argument("--steps", type=int, default=60, help="training steps per run (default: 60)")
     args = ap.parse_args(argv)
     if args.steps < 20 or min(args.competitors) < 0:
@@ -80,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             for t in args.threads:
                 rows.append(train_row(t, c, args.steps, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
-    best = max(r["tokens_per_s"] for r in rows if r["competitors"] == 0) if any(r["competitors"] == 0 for r in rows) else None
+    best = (
+        max(r["tokens_per_s"] for r in rows if r["competitors"] == 0)
+        if any(r["competitors"] == 0 for r in rows)
+        else None
+    )
     for r in rows:
         r["vs_idle_best"] = round(r["tokens_per_s"] / best, 3) if best else None
     publish("contention", "contention.py", rows, COLUMNS)

@@ -31,14 +31,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 from benchmarks.common import RESULTS_DIR, command_line, publish, run_main  # noqa: E402
 from sedlm.eval.results import markdown_table, write_results  # noqa: E402
 
-COLUMNS = ["method", "sampler", "nfe", "n_samples", "judge_nll", "judge_nll_ci95", "unigram_entropy",
-           "unigram_entropy_ci95", "mean_sample_tokens", "student_optimizer_steps", "distill_minutes", "cost_vs_teacher",
-           "seconds_per_sample_b1", "tokens_per_s_b32"]
+COLUMNS = [
+    "method",
+    "sampler",
+    "nfe",
+    "n_samples",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "mean_sample_tokens",
+    "student_optimizer_steps",
+    "distill_minutes",
+    "cost_vs_teacher",
+    "seconds_per_sample_b1",
+    "tokens_per_s_b32",
+]
 SPEED_LEN = 128
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--teacher", default="runs/compare/sed", help="SED teacher checkpoint (default: runs/compare/sed)")
     ap.add_argument("--ar", default="runs/compare/ar", help="AR checkpoint of the same size (default: runs/compare/ar)")
     ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
@@ -46,10 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-round", type=int, default=300, help="distillation steps per round (default: 300)")
     ap.add_argument("--students", help="folder to keep the students in (default: a temporary one)")
     ap.add_argument("--name", default="shakespeare", help="results name: distill-<name> (default: shakespeare)")
-    ap.add_argument("--speed", choices=("run", "skip", "only"), default="run",
-                    help="time the samplers after scoring (run), not at all (skip), or only time them, filling the "
-                         "speed columns of the last results file with the students kept in --students (only); "
-                         "timings want an otherwise idle machine (default: run)")
+    ap.add_argument(
+        "--speed",
+        choices=("run", "skip", "only"),
+        default="run",
+        help="time the samplers after scoring (run), not at all (skip), or only time them, filling the "
+        "speed columns of the last results file with the students kept in --students (only); "
+        "timings want an otherwise idle machine (default: run)",
+    )
     args = ap.parse_args(argv)
     for path in (args.teacher, args.ar):
         if not Path(path, "config.json").is_file():
@@ -59,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sedlm.api import load_pretrained
     from sedlm.data.dataset import prepare_data
+    from sedlm.distill import DistillConfig, distill
     from sedlm.eval.harness import evaluate_model
     from sedlm.eval.judge import get_judge
-    from sedlm.distill import DistillConfig, distill
 
     if args.speed == "only":
         if not args.students:
@@ -81,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         students = Path(args.students or tmp)
         prog, cons = students / "progressive", students / "consistency"
         if not (prog / "distill.json").is_file():
-            distill(args.teacher, prog, DistillConfig("progressive", nfe=1, teacher_steps=64,
-                                                      steps_per_round=args.steps_per_round), save_rounds=True)
+            distill(
+                args.teacher,
+                prog,
+                DistillConfig("progressive", nfe=1, teacher_steps=64, steps_per_round=args.steps_per_round),
+                save_rounds=True,
+            )
         if not (cons / "distill.json").is_file():
-            distill(args.teacher, cons, DistillConfig("consistency", nfe=4, teacher_steps=64,
-                                                      steps_per_round=2 * args.steps_per_round))
+            distill(
+                args.teacher,
+                cons,
+                DistillConfig("consistency", nfe=4, teacher_steps=64, steps_per_round=2 * args.steps_per_round),
+            )
         prog_rec = json.loads((prog / "distill.json").read_text())
         cons_rec = json.loads((cons / "distill.json").read_text())
 
@@ -96,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def score(model, label: str, extra: dict | None = None, **opts) -> dict:
             nonlocal data_row
-            (row, drow), _ = evaluate_model(model, data, judge=judge, n=args.n, seed=0, label=label, min_mauve=10**9, **opts)
+            (row, drow), _ = evaluate_model(
+                model, data, judge=judge, n=args.n, seed=0, label=label, min_mauve=10**9, **opts
+            )
             data_row = data_row or drow
             row = {"method": label, **{k: row.get(k) for k in COLUMNS if k in row}, **(extra or {})}
             rows.append(row)
@@ -110,13 +138,24 @@ def main(argv: list[str] | None = None) -> int:
         for r in prog_rec["rounds"]:
             done += r["optimizer_steps"]
             folder = prog if r["student_steps"] == 1 else prog / f"round-{r['student_steps']}"
-            score(load_pretrained(folder), "progressive student", {
-                "student_optimizer_steps": done,
-                "distill_minutes": round(prog_rec["minutes"] * done / prog_rec["student_optimizer_steps"], 2),
-                "cost_vs_teacher": _cost(prog_rec, done)})
-        score(load_pretrained(cons), "consistency student", {
-            "student_optimizer_steps": cons_rec["student_optimizer_steps"], "distill_minutes": cons_rec["minutes"],
-            "cost_vs_teacher": cons_rec.get("cost_vs_teacher")})
+            score(
+                load_pretrained(folder),
+                "progressive student",
+                {
+                    "student_optimizer_steps": done,
+                    "distill_minutes": round(prog_rec["minutes"] * done / prog_rec["student_optimizer_steps"], 2),
+                    "cost_vs_teacher": _cost(prog_rec, done),
+                },
+            )
+        score(
+            load_pretrained(cons),
+            "consistency student",
+            {
+                "student_optimizer_steps": cons_rec["student_optimizer_steps"],
+                "distill_minutes": cons_rec["minutes"],
+                "cost_vs_teacher": cons_rec.get("cost_vs_teacher"),
+            },
+        )
         score(load_pretrained(args.ar), "ar")
         rows.append({"method": "data", **{k: data_row.get(k) for k in COLUMNS if k in data_row}})
         if args.speed == "run":
@@ -132,8 +171,11 @@ def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
     from sedlm.api import load_pretrained
     from sedlm.eval.harness import generation_seconds
 
-    speed = {("progressive student", 4): (students / "progressive" / "round-4", {}),
-             ("teacher", 1000): (teacher, {"sampler": "ddpm", "steps": 1000}), ("ar", None): (ar, {})}
+    speed = {
+        ("progressive student", 4): (students / "progressive" / "round-4", {}),
+        ("teacher", 1000): (teacher, {"sampler": "ddpm", "steps": 1000}),
+        ("ar", None): (ar, {}),
+    }
     for (label, nfe), (path, opts) in speed.items():
         model = load_pretrained(path)
         b1 = generation_seconds(model, 1, SPEED_LEN, **opts)
@@ -141,7 +183,9 @@ def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
         for row in rows:
             if row["method"] == label and (nfe is None or row["nfe"] == nfe):
                 row.update(seconds_per_sample_b1=round(b1, 4), tokens_per_s_b32=round(32 * SPEED_LEN / b32, 1))
-        print(f"{label}: {b1:.3f} s per {SPEED_LEN}-token sample at batch 1, {32 * SPEED_LEN / b32:,.0f} tokens/s at 32")
+        print(
+            f"{label}: {b1:.3f} s per {SPEED_LEN}-token sample at batch 1, {32 * SPEED_LEN / b32:,.0f} tokens/s at 32"
+        )
 
 
 def _cost(record: dict, steps_done: int) -> float | None:
@@ -167,7 +211,10 @@ def plot(rows: list[dict], path: Path) -> None:
             if not pts:
                 continue
             xs, ys = [r["nfe"] for r in pts], [r[key] for r in pts]
-            err = [[y - r[f"{key}_ci95"][0] for y, r in zip(ys, pts)], [r[f"{key}_ci95"][1] - y for y, r in zip(ys, pts)]]
+            err = [
+                [y - r[f"{key}_ci95"][0] for y, r in zip(ys, pts)],
+                [r[f"{key}_ci95"][1] - y for y, r in zip(ys, pts)],
+            ]
             ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=2, label=label, ls="-" if label != "teacher" else ":")
         for label, style in (("ar", "--"), ("data", "-.")):
             ref = next((r for r in rows if r["method"] == label), None)
@@ -175,7 +222,9 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.axhline(ref[key], color="grey", ls=style, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("network calls per sample")
-        ax.set_ylabel({"judge_nll": "judge NLL (nats/token)", "unigram_entropy": "unigram entropy per sample (bits)"}[key])
+        ax.set_ylabel(
+            {"judge_nll": "judge NLL (nats/token)", "unigram_entropy": "unigram entropy per sample (bits)"}[key]
+        )
         ax.legend(fontsize=8)
     fig.suptitle("few-step students vs teacher (95% bootstrap CIs)")
     fig.tight_layout()

@@ -41,8 +41,20 @@ from sedlm.train.distributed import Forward  # noqa: E402
 from sedlm.train.rng import chunk_generator  # noqa: E402
 from sedlm.train.trainer import make_optimizer  # noqa: E402
 
-COLUMNS = ["method", "compile", "precision", "batch_size", "seq_len", "params", "tokens_per_s", "seconds_per_step",
-           "gflops_per_token", "tflops_per_s", "mfu", "ar_over_sed_tokens_per_s"]
+COLUMNS = [
+    "method",
+    "compile",
+    "precision",
+    "batch_size",
+    "seq_len",
+    "params",
+    "tokens_per_s",
+    "seconds_per_step",
+    "gflops_per_token",
+    "tflops_per_s",
+    "mfu",
+    "ar_over_sed_tokens_per_s",
+]
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 
@@ -71,7 +83,9 @@ def build(cfg: Config, method: str, device: torch.device, compile: bool):
 
 def make_step(cfg: Config, method: str, model, forward, opt, ids: torch.Tensor, device: torch.device):
     loss_fn = get_family(method).loss
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
     through = Forward(forward, model)  # calls through the (compiled) module, attributes from the plain one
 
@@ -105,11 +119,19 @@ def measure(cfg: Config, method: str, compile: bool, args, device: torch.device)
     sps = (time.perf_counter() - t0) / args.steps
     tps = B * L / sps
     peak = peak_tflops(device, args.peak_tflops)
-    row = {"method": method, "compile": compile, "precision": "bf16" if device.type == "cuda" else "fp32",
-           "batch_size": B, "seq_len": L, "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-           "tokens_per_s": round(tps, 1), "seconds_per_step": round(sps, 5),
-           "gflops_per_token": round(flops_per_token / 1e9, 4), "tflops_per_s": round(flops_per_token * tps / 1e12, 3),
-           "mfu": round(flops_per_token * tps / (peak * 1e12), 4) if peak else None}
+    row = {
+        "method": method,
+        "compile": compile,
+        "precision": "bf16" if device.type == "cuda" else "fp32",
+        "batch_size": B,
+        "seq_len": L,
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "tokens_per_s": round(tps, 1),
+        "seconds_per_step": round(sps, 5),
+        "gflops_per_token": round(flops_per_token / 1e9, 4),
+        "tflops_per_s": round(flops_per_token * tps / 1e12, 3),
+        "mfu": round(flops_per_token * tps / (peak * 1e12), 4) if peak else None,
+    }
     del model, forward, opt, step
     gc.collect()
     if device.type == "cuda":
@@ -118,8 +140,11 @@ def measure(cfg: Config, method: str, compile: bool, args, device: torch.device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Overrides are section.key=value pairs, as for `sedlm train`.")
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides are section.key=value pairs, as for `sedlm train`.",
+    )
     ap.add_argument("--config", default="sed-s", help="bundled config name or YAML path (default: sed-s)")
     ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="device (default: cuda)")
     ap.add_argument("--batch-size", type=int, default=64, help="rows per step (a micro-batch; default: 64)")
@@ -149,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                 r["ar_over_sed_tokens_per_s"] = ratio
         rows.extend(by_method.values())
         for r in by_method.values():
-            print(f"{r['method']} compile={compile}: {r['tokens_per_s']:,.0f} tokens/s, MFU {r['mfu']}", file=sys.stderr)
+            print(
+                f"{r['method']} compile={compile}: {r['tokens_per_s']:,.0f} tokens/s, MFU {r['mfu']}", file=sys.stderr
+            )
     publish(args.name or f"gpu-throughput-{Path(args.config).stem}", "gpu_throughput.py", rows, COLUMNS)
     return 0
 

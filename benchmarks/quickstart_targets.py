@@ -33,17 +33,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 
 from benchmarks.common import add_judged_run_options, publish, run_main  # noqa: E402
 
-COLUMNS = ["method", "knob", "value", "data", "params", "train_steps", "train_minutes", "quickstart_minutes", "eval_tokens", "n_samples", "judge_nll",
-           "judge_nll_ci95", "nll_vs_ar", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
-           "real_word_share", "val_loss", "val_loss_kind", "targets_met"]
+COLUMNS = [
+    "method",
+    "knob",
+    "value",
+    "data",
+    "params",
+    "train_steps",
+    "train_minutes",
+    "quickstart_minutes",
+    "eval_tokens",
+    "n_samples",
+    "judge_nll",
+    "judge_nll_ci95",
+    "nll_vs_ar",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "entropy_vs_data",
+    "real_word_share",
+    "val_loss",
+    "val_loss_kind",
+    "targets_met",
+]
 TARGETS = {"real_word_share": 0.90, "nll_vs_ar": 1.10, "entropy_vs_data": 0.05}
 
 
 def targets_met(row: dict[str, Any]) -> str:
     """Which of the three targets a SED row meets, e.g. ``real words no, NLL yes, entropy no``."""
-    ok = {"real words": row["real_word_share"] >= TARGETS["real_word_share"],
-          "NLL": row["nll_vs_ar"] <= TARGETS["nll_vs_ar"],
-          "entropy": abs(row["entropy_vs_data"]) <= TARGETS["entropy_vs_data"]}
+    ok = {
+        "real words": row["real_word_share"] >= TARGETS["real_word_share"],
+        "NLL": row["nll_vs_ar"] <= TARGETS["nll_vs_ar"],
+        "entropy": abs(row["entropy_vs_data"]) <= TARGETS["entropy_vs_data"],
+    }
     return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in ok.items())
 
 
@@ -55,15 +76,23 @@ def train_minutes(run: Path) -> float:
     return round(max(json.loads(line).get("elapsed_s", 0.0) for line in lines if line.strip()) / 60, 2)
 
 
-def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overrides: list[str],
-            frontier: bool = False, reuse: bool = False) -> list[dict[str, Any]]:
+def measure(
+    steps: int,
+    n: int,
+    eval_tokens: int,
+    judge: Any,
+    runs: Path,
+    overrides: list[str],
+    frontier: bool = False,
+    reuse: bool = False,
+) -> list[dict[str, Any]]:
     """Run the quickstart into ``runs/sed``, train AR the same way into ``runs/ar`` (``reuse``: score the
     runs already there), and return the sed, ar and data rows with the ratios the targets are stated in;
     ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
+    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.config import apply_overrides
     from sedlm.data.dataset import prepare_data
-    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.quickstart import quickstart
     from sedlm.train.checkpoint import is_checkpoint
@@ -86,15 +115,26 @@ def measure(steps: int, n: int, eval_tokens: int, judge: Any, runs: Path, overri
     for method, model in (("sed", sed), ("ar", load_pretrained(runs / "ar"))):
         # a reused run samples with this command's sample.* settings, not the ones saved with it
         apply_overrides(model.config, [o for o in overrides if o.startswith("sample.")])
-        run = {"data": sed.config.data.source, "params": params[method], "train_steps": model.config.train.max_steps,
-               "train_minutes": train_minutes(runs / method)}
+        run = {
+            "data": sed.config.data.source,
+            "params": params[method],
+            "train_steps": model.config.train.max_steps,
+            "train_minutes": train_minutes(runs / method),
+        }
         knob, value = default_knob(model)
-        (row, data_row), _ = evaluate_model(model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method)
+        (row, data_row), _ = evaluate_model(
+            model, data, judge=judge, n=n, seed=0, eval_tokens=eval_tokens, label=method
+        )
         rows.append({**row, **run, "knob": knob, "value": value})
         if frontier:  # every point but the default's, which is the row above (AR's frontier holds top_p=1, so
             # its point at the default temperature differs from the row, which samples with the config's top-p)
-            points += [{**point, **run, "knob": knob, "value": value} for knob, value, point in
-                       frontier_points(model, row, data, judge, n=n, eval_tokens=eval_tokens, label=method) if point is not row]
+            points += [
+                {**point, **run, "knob": knob, "value": value}
+                for knob, value, point in frontier_points(
+                    model, row, data, judge, n=n, eval_tokens=eval_tokens, label=method
+                )
+                if point is not row
+            ]
     real = {**data_row, "method": "data", "data": sed.config.data.source}
     ar_nll = rows[1]["judge_nll"]
     for row in (*rows, *points):
@@ -123,16 +163,30 @@ def write_book(path: Path, works: int = 5) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="", help="train on this source instead of the quickstart's corpus "
-                    "(a text file, a folder, corpus:NAME or hf:NAME)")
-    ap.add_argument("--write-book", metavar="PATH", default="",
-                    help="write the five longest bundled Shakespeare works to PATH and train on that file")
+    ap.add_argument(
+        "--data",
+        default="",
+        help="train on this source instead of the quickstart's corpus (a text file, a folder, corpus:NAME or hf:NAME)",
+    )
+    ap.add_argument(
+        "--write-book",
+        metavar="PATH",
+        default="",
+        help="write the five longest bundled Shakespeare works to PATH and train on that file",
+    )
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the quickstart's)")
     ap.add_argument("--eval-tokens", type=int, default=51, help="model tokens per sample and reference (default: 51)")
     add_judged_run_options(ap, "runs/quickstart-targets", "quickstart-targets")
-    ap.add_argument("--frontier", action="store_true",
-                    help="also score each model at the other values of its temperature knob (SED: score temperature)")
-    ap.add_argument("--reuse", action="store_true", help="score the runs already in --runs-dir instead of training (sample.* overrides still apply)")
+    ap.add_argument(
+        "--frontier",
+        action="store_true",
+        help="also score each model at the other values of its temperature knob (SED: score temperature)",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score the runs already in --runs-dir instead of training (sample.* overrides still apply)",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for both runs (section.key=value)")
     args = ap.parse_args()
     from sedlm.errors import SedlmError
@@ -145,8 +199,16 @@ def main() -> int:
         raise SedlmError("--write-book writes the file to train on; drop --data")
     source = write_book(Path(args.write_book)) if args.write_book else args.data
     over = [*([f"data.source={source}"] if source else []), *args.overrides]
-    rows = measure(args.steps or DEFAULT_STEPS, args.n, args.eval_tokens, get_judge(args.judge), Path(args.runs_dir), over,
-                   frontier=args.frontier, reuse=args.reuse)
+    rows = measure(
+        args.steps or DEFAULT_STEPS,
+        args.n,
+        args.eval_tokens,
+        get_judge(args.judge),
+        Path(args.runs_dir),
+        over,
+        frontier=args.frontier,
+        reuse=args.reuse,
+    )
     publish(args.name, "quickstart_targets.py", rows, COLUMNS)
     return 0
 

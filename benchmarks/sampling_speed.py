@@ -32,11 +32,20 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks.common import publish, run_main, setup_device  # noqa: E402
 from sedlm.config import load_config, resolve_config_path  # noqa: E402
-from sedlm.sampling.generate import sample_ids  # noqa: E402
 from sedlm.model.denoiser import SEDDenoiser  # noqa: E402
+from sedlm.sampling.generate import sample_ids  # noqa: E402
 
-COLUMNS = ["config", "params", "sampler", "batch_size", "seq_len", "nfe",
-           "seconds_per_step", "seconds_per_sample", "tokens_per_s"]
+COLUMNS = [
+    "config",
+    "params",
+    "sampler",
+    "batch_size",
+    "seq_len",
+    "nfe",
+    "seconds_per_step",
+    "seconds_per_sample",
+    "tokens_per_s",
+]
 
 
 def steps_per_config(items: list[str], configs: list[str]) -> dict[str, int]:
@@ -68,11 +77,21 @@ def timed_call(fn, device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", nargs="+", default=["tiny", "sed-s"], help="bundled config names or YAML paths (default: tiny sed-s)")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=["tiny", "sed-s"],
+        help="bundled config names or YAML paths (default: tiny sed-s)",
+    )
     ap.add_argument("--samplers", nargs="+", default=["ddpm", "ddim"], help="samplers to time (default: ddpm ddim)")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="batch sizes B (default: 1 8)")
-    ap.add_argument("--steps", nargs="+", default=["20", "sed-s=5"], metavar="K|NAME=K",
-                    help="denoising steps K per timed call (default: 20 sed-s=5)")
+    ap.add_argument(
+        "--steps",
+        nargs="+",
+        default=["20", "sed-s=5"],
+        metavar="K|NAME=K",
+        help="denoising steps K per timed call (default: 20 sed-s=5)",
+    )
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per row; the median is kept (default: 1)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")
@@ -99,19 +118,44 @@ def main(argv: list[str] | None = None) -> int:
         params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {params / 1e6:.1f}M parameters, L = {L}, K = {K}", file=sys.stderr)
         for B in args.batch_sizes:
+
             def run(sampler: str, k: int, bar: tqdm | None = None) -> None:
-                sample_ids(model, n=B, seq_len=L, steps=k, sampler=sampler, schedule=cfg.diffusion.schedule,
-                           seed=args.seed, callback=(lambda _: bar.update()) if bar is not None else None)
+                sample_ids(
+                    model,
+                    n=B,
+                    seq_len=L,
+                    steps=k,
+                    sampler=sampler,
+                    schedule=cfg.diffusion.schedule,
+                    seed=args.seed,
+                    callback=(lambda _: bar.update()) if bar is not None else None,
+                )
 
             warm = timed_call(lambda: run(args.samplers[0], 1), device)  # first call pays for allocations
-            print(f"  B = {B}: warm-up call (1 step) {warm:.2f} s; about {warm * K * len(args.samplers) * args.repeats:.0f} s to go",
-                  file=sys.stderr)
+            print(
+                f"  B = {B}: warm-up call (1 step) {warm:.2f} s; about {warm * K * len(args.samplers) * args.repeats:.0f} s to go",
+                file=sys.stderr,
+            )
             for sampler in args.samplers:
-                with tqdm(total=K * args.repeats, desc=f"{name} {sampler} B={B}", leave=False, dynamic_ncols=True) as bar:
-                    total = statistics.median(timed_call(lambda: run(sampler, K, bar), device) for _ in range(args.repeats))
-                rows.append({"config": name, "params": params, "sampler": sampler, "batch_size": B, "seq_len": L,
-                             "nfe": K, "seconds_per_step": round(total / K, 5),
-                             "seconds_per_sample": round(total / B, 5), "tokens_per_s": round(B * L / total, 1)})
+                with tqdm(
+                    total=K * args.repeats, desc=f"{name} {sampler} B={B}", leave=False, dynamic_ncols=True
+                ) as bar:
+                    total = statistics.median(
+                        timed_call(lambda: run(sampler, K, bar), device) for _ in range(args.repeats)
+                    )
+                rows.append(
+                    {
+                        "config": name,
+                        "params": params,
+                        "sampler": sampler,
+                        "batch_size": B,
+                        "seq_len": L,
+                        "nfe": K,
+                        "seconds_per_step": round(total / K, 5),
+                        "seconds_per_sample": round(total / B, 5),
+                        "tokens_per_s": round(B * L / total, 1),
+                    }
+                )
         del model
 
     publish(args.name, "sampling_speed.py", rows, COLUMNS)

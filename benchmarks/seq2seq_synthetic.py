@@ -59,10 +59,31 @@ MIN_WORDS, MAX_WORDS = 4, 8
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 # tiny.yaml, resized for rows of at most 2 x (8 words + <eos>) tokens. vocab_size is an upper bound:
 # the BPE stops once every word is a token of its own (~585 entries).
-OVERRIDES = ["data.seq_len=32", "data.tokenizer=bpe", "data.vocab_size=1024", "data.val_fraction=0.05",
-             "embed.kind=random", "diffusion.logsnr_shift=-3", "train.warmup_steps=50", "train.log_every=50"]
-COLUMNS = ["task", "method", "train_steps", "train_s", "params", "sampler", "nfe", "exact_match", "exact_match_ci95",
-           "token_accuracy", "token_accuracy_ci95", "length_match", "n"]
+OVERRIDES = [
+    "data.seq_len=32",
+    "data.tokenizer=bpe",
+    "data.vocab_size=1024",
+    "data.val_fraction=0.05",
+    "embed.kind=random",
+    "diffusion.logsnr_shift=-3",
+    "train.warmup_steps=50",
+    "train.log_every=50",
+]
+COLUMNS = [
+    "task",
+    "method",
+    "train_steps",
+    "train_s",
+    "params",
+    "sampler",
+    "nfe",
+    "exact_match",
+    "exact_match_ci95",
+    "token_accuracy",
+    "token_accuracy_ci95",
+    "length_match",
+    "n",
+]
 
 
 def made_up_words(n: int, rng: random.Random, exclude: set[str] = frozenset()) -> list[str]:
@@ -117,9 +138,19 @@ def score(hyps: list[str], refs: list[str], n_boot: int = 1000, seed: int = 0) -
 def config(method: str, pairs_path: Path, steps: int, extra: list[str]):
     from sedlm.config import load_config, resolve_config_path
 
-    cfg = load_config(resolve_config_path("tiny"), [
-        f"data.source={pairs_path}", "data.task=seq2seq", *OVERRIDES, f"train.max_steps={steps}",
-        f"train.eval_every={max(1, steps // 4)}", f"train.checkpoint_every={steps}", "train.max_minutes=0", *extra])
+    cfg = load_config(
+        resolve_config_path("tiny"),
+        [
+            f"data.source={pairs_path}",
+            "data.task=seq2seq",
+            *OVERRIDES,
+            f"train.max_steps={steps}",
+            f"train.eval_every={max(1, steps // 4)}",
+            f"train.checkpoint_every={steps}",
+            "train.max_minutes=0",
+            *extra,
+        ],
+    )
     cfg.family = method
     return cfg
 
@@ -127,8 +158,8 @@ def config(method: str, pairs_path: Path, steps: int, extra: list[str]):
 def run_task(task: str, args) -> list[dict[str, Any]]:
     from benchmarks.conditional import heldout_pairs, seq2seq_targets, steps_of
     from sedlm.api import load_pretrained
-    from sedlm.data.dataset import prepare_data
     from sedlm.bench.compare import match_width
+    from sedlm.data.dataset import prepare_data
     from sedlm.families.base import count_parameters
     from sedlm.train.checkpoint import is_checkpoint
     from sedlm.train.trainer import train
@@ -154,16 +185,29 @@ def run_task(task: str, args) -> list[dict[str, Any]]:
             print(f"[{task}] training {method} for {args.steps} steps", flush=True)
             result = train(cfg, out, data=data, progress=False, log=lambda m: print(f"  {m}", flush=True))
             train_s = round(result.elapsed_s, 1)
-            print(f"  {method}: {result.step} steps in {result.elapsed_s:.0f} s, val loss {result.val_loss}", flush=True)
+            print(
+                f"  {method}: {result.step} steps in {result.elapsed_s:.0f} s, val loss {result.val_loss}", flush=True
+            )
         model = load_pretrained(out)
-        gen = {"sed": {"sampler": args.sampler, "steps": args.sample_steps}, "ar": {"temperature": 0.0},
-               "mdlm": {"steps": args.sample_steps}}[method]
+        gen = {
+            "sed": {"sampler": args.sampler, "steps": args.sample_steps},
+            "ar": {"temperature": 0.0},
+            "mdlm": {"steps": args.sample_steps},
+        }[method]
         t0 = time.perf_counter()
         hyps, nfe = seq2seq_targets(model, [s for s, _ in held], seed=args.seed, **gen)
         gen_s = time.perf_counter() - t0
-        row = {"task": task, "method": method, "train_steps": steps_of(out), "train_s": train_s,
-               "params": count_parameters(model.model), "sampler": gen.get("sampler", "greedy" if "temperature" in gen else method),
-               "nfe": nfe, **score(hyps, [t for _, t in held], seed=args.seed), "generate_s": round(gen_s, 1)}
+        row = {
+            "task": task,
+            "method": method,
+            "train_steps": steps_of(out),
+            "train_s": train_s,
+            "params": count_parameters(model.model),
+            "sampler": gen.get("sampler", "greedy" if "temperature" in gen else method),
+            "nfe": nfe,
+            **score(hyps, [t for _, t in held], seed=args.seed),
+            "generate_s": round(gen_s, 1),
+        }
         print(f"  {method}: exact {row['exact_match']:.3f}, token accuracy {row['token_accuracy']:.3f}", flush=True)
         for (s, t), h in list(zip(held, hyps))[:3]:
             print(f"    src {s!r}\n    tgt {t!r}\n    out {h!r}", flush=True)
@@ -187,7 +231,9 @@ def params_of(cfg, tok) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated model families to train (sed, ar, mdlm)")
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated model families to train (sed, ar, mdlm)"
+    )
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps per model (the same for every method)")
     p.add_argument("--n", type=int, default=256, help="held-out sources to generate targets for")
     p.add_argument("--pairs", type=int, default=20000, help="pairs written per task (5%% go to validation)")

@@ -59,10 +59,27 @@ import numpy as np  # noqa: E402
 from benchmarks.common import publish, run_main  # noqa: E402
 from benchmarks.serve_load import free_port, start_server, stop_server  # noqa: E402
 from benchmarks.slowloris import HOST, Hostile, nofile_at_least, server_fds, server_rss_mb  # noqa: E402
+
 MODES = ["baseline", "headers", "keepalive", "body"]
-COLUMNS = ["scenario", "read_timeout_s", "sockets", "requests", "errors", "latency_p50_s", "latency_p90_s",
-           "latency_max_s", "held_latency_max_s", "closed_by_server", "closed_after_s_max", "server_rss_mb",
-           "reference_s", "freed_after_s_p50", "freed_after_s_max", "target_s", "target_met"]
+COLUMNS = [
+    "scenario",
+    "read_timeout_s",
+    "sockets",
+    "requests",
+    "errors",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_max_s",
+    "held_latency_max_s",
+    "closed_by_server",
+    "closed_after_s_max",
+    "server_rss_mb",
+    "reference_s",
+    "freed_after_s_p50",
+    "freed_after_s_max",
+    "target_s",
+    "target_met",
+]
 
 
 def normal_client(url: str, seconds: float, body: dict, timeout: float) -> list[dict]:
@@ -75,7 +92,11 @@ def normal_client(url: str, seconds: float, body: dict, timeout: float) -> list[
             endpoint = "healthz" if i % 2 == 0 else "generate"
             t0 = time.perf_counter()
             try:
-                r = http.get("/healthz") if endpoint == "healthz" else http.post("/v1/generate", json={**body, "seed": i})
+                r = (
+                    http.get("/healthz")
+                    if endpoint == "healthz"
+                    else http.post("/v1/generate", json={**body, "seed": i})
+                )
                 status = r.status_code
             except httpx.HTTPError as e:
                 status = type(e).__name__
@@ -91,8 +112,9 @@ def pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)), 3) if xs else None
 
 
-def slowloris_row(url: str, port: int, proc: subprocess.Popen, mode: str, n: int, read_timeout: float,
-                  args: argparse.Namespace) -> dict:
+def slowloris_row(
+    url: str, port: int, proc: subprocess.Popen, mode: str, n: int, read_timeout: float, args: argparse.Namespace
+) -> dict:
     body = {"n": 1, "steps": args.steps}
     hostile = Hostile(port, mode, n if mode != "baseline" else 0, args.trickle_s)
     with nofile_at_least(n + 512):
@@ -119,19 +141,37 @@ def slowloris_row(url: str, port: int, proc: subprocess.Popen, mode: str, n: int
     closed_after = [a for _, a in hostile.closed]
     errors = len(recs) - len(ok)
     row = {
-        "scenario": f"slowloris_{mode}" if mode != "baseline" else "baseline", "read_timeout_s": read_timeout,
-        "sockets": opened, "requests": len(recs), "errors": errors,
-        "latency_p50_s": pct(lat, 50), "latency_p90_s": pct(lat, 90), "latency_max_s": pct(lat, 100),
-        "held_latency_max_s": pct(held, 100), "closed_by_server": len(hostile.closed) if mode != "baseline" else None,
-        "closed_after_s_max": pct(closed_after, 100), "server_rss_mb": rss, "target_s": 2.0,
+        "scenario": f"slowloris_{mode}" if mode != "baseline" else "baseline",
+        "read_timeout_s": read_timeout,
+        "sockets": opened,
+        "requests": len(recs),
+        "errors": errors,
+        "latency_p50_s": pct(lat, 50),
+        "latency_p90_s": pct(lat, 90),
+        "latency_max_s": pct(lat, 100),
+        "held_latency_max_s": pct(held, 100),
+        "closed_by_server": len(hostile.closed) if mode != "baseline" else None,
+        "closed_after_s_max": pct(closed_after, 100),
+        "server_rss_mb": rss,
+        "target_s": 2.0,
         "target_met": bool(recs) and errors == 0 and max(lat) <= 2.0,
         # JSON-only details
-        "sockets_requested": n if mode != "baseline" else 0, "open_errors": hostile.open_errors, "open_s": round(open_s, 2),
-        "trickle_s": args.trickle_s, "seconds": args.seconds, "steps": args.steps, "held_requests": len(held),
-        "healthz_latency_max_s": pct(by_ep["healthz"], 100), "generate_latency_max_s": pct(by_ep["generate"], 100),
-        "generate_latency_p50_s": pct(by_ep["generate"], 50), "error_kinds": statuses,
-        "closed_after_s_p50": pct(closed_after, 50), "closed_after_s_min": pct(closed_after, 0),
-        "answered_by_server": hostile.answered, "server_fds_held": fds_held, "server_fds_end": fds_end,
+        "sockets_requested": n if mode != "baseline" else 0,
+        "open_errors": hostile.open_errors,
+        "open_s": round(open_s, 2),
+        "trickle_s": args.trickle_s,
+        "seconds": args.seconds,
+        "steps": args.steps,
+        "held_requests": len(held),
+        "healthz_latency_max_s": pct(by_ep["healthz"], 100),
+        "generate_latency_max_s": pct(by_ep["generate"], 100),
+        "generate_latency_p50_s": pct(by_ep["generate"], 50),
+        "error_kinds": statuses,
+        "closed_after_s_p50": pct(closed_after, 50),
+        "closed_after_s_min": pct(closed_after, 0),
+        "answered_by_server": hostile.answered,
+        "server_fds_held": fds_held,
+        "server_fds_end": fds_end,
     }
     return row
 
@@ -139,8 +179,11 @@ def slowloris_row(url: str, port: int, proc: subprocess.Popen, mode: str, n: int
 def raw_post(port: int, path: str, body: dict) -> socket.socket:
     data = json.dumps(body).encode()
     s = socket.create_connection((HOST, port), timeout=60)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return s
 
 
@@ -168,7 +211,9 @@ def wait_idle(http: httpx.Client, timeout: float = 60.0) -> None:
 def abandon_rows(url: str, port: int, read_timeout: float, args: argparse.Namespace) -> list[dict]:
     short = {"n": 1, "steps": args.steps}
     long = {"n": 1, "steps": args.long_steps}
-    with httpx.Client(base_url=url, timeout=args.client_timeout, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+    with httpx.Client(
+        base_url=url, timeout=args.client_timeout, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as http:
         refs = [timed_post(http, {**short, "seed": k}) for k in range(7)][2:]  # first two: warm-up
         ref_lat = [t for t, r, _ in refs if r]
         overhead = float(np.median([t - r["seconds"] for t, r, _ in refs if r]))
@@ -205,18 +250,32 @@ def abandon_rows(url: str, port: int, read_timeout: float, args: argparse.Namesp
                 freed.append(latency - result["seconds"] - overhead)
             wait_idle(http)
             errors = args.repeats - len(lats)
-            rows.append({
-                "scenario": scenario, "read_timeout_s": read_timeout, "requests": args.repeats, "errors": errors,
-                "latency_p50_s": pct(lats, 50), "latency_p90_s": pct(lats, 90), "latency_max_s": pct(lats, 100),
-                "reference_s": pct(ref_lat, 50), "freed_after_s_p50": pct(freed, 50), "freed_after_s_max": pct(freed, 100),
-                "target_s": 1.0, "target_met": bool(freed) and errors == 0 and max(freed) <= 1.0,
-                # JSON-only details
-                "long_steps": args.long_steps, "steps": args.steps,
-                "abandon_after_s": args.abandon_after if scenario == "abandon_generate" else "first step event",
-                "full_request_s": round(full_s, 3), "http_overhead_s": round(overhead, 4),
-                "own_sampling_s_p50": pct(own, 50), "pending_after_max": max(pending_after, default=None),
-                "freed_after_s": [round(f, 3) for f in freed], "error_kinds": statuses,
-            })
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "read_timeout_s": read_timeout,
+                    "requests": args.repeats,
+                    "errors": errors,
+                    "latency_p50_s": pct(lats, 50),
+                    "latency_p90_s": pct(lats, 90),
+                    "latency_max_s": pct(lats, 100),
+                    "reference_s": pct(ref_lat, 50),
+                    "freed_after_s_p50": pct(freed, 50),
+                    "freed_after_s_max": pct(freed, 100),
+                    "target_s": 1.0,
+                    "target_met": bool(freed) and errors == 0 and max(freed) <= 1.0,
+                    # JSON-only details
+                    "long_steps": args.long_steps,
+                    "steps": args.steps,
+                    "abandon_after_s": args.abandon_after if scenario == "abandon_generate" else "first step event",
+                    "full_request_s": round(full_s, 3),
+                    "http_overhead_s": round(overhead, 4),
+                    "own_sampling_s_p50": pct(own, 50),
+                    "pending_after_max": max(pending_after, default=None),
+                    "freed_after_s": [round(f, 3) for f in freed],
+                    "error_kinds": statuses,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -225,20 +284,43 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default="runs/quickstart", help="checkpoint folder to serve (default: runs/quickstart)")
     ap.add_argument("--sockets", type=int, default=1000, help="slowloris sockets per hostile row (default: 1000)")
-    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES,
-                    help="slowloris rows on the default server (default: all of %(choices)s)")
-    ap.add_argument("--read-timeout", type=float, default=10.0,
-                    help="`sedlm serve --read-timeout` of the main server (default: 10, the server's default)")
-    ap.add_argument("--short-read-timeout", type=float, default=2.0,
-                    help="also run the headers row on a server with this --read-timeout; 0 skips it (default: 2)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="normal-client duration of each slowloris row (default: 20)")
-    ap.add_argument("--trickle-s", type=float, default=3.0, help="seconds between a hostile socket's bytes (default: 3)")
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=MODES,
+        choices=MODES,
+        help="slowloris rows on the default server (default: all of %(choices)s)",
+    )
+    ap.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="`sedlm serve --read-timeout` of the main server (default: 10, the server's default)",
+    )
+    ap.add_argument(
+        "--short-read-timeout",
+        type=float,
+        default=2.0,
+        help="also run the headers row on a server with this --read-timeout; 0 skips it (default: 2)",
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="normal-client duration of each slowloris row (default: 20)"
+    )
+    ap.add_argument(
+        "--trickle-s", type=float, default=3.0, help="seconds between a hostile socket's bytes (default: 3)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="steps of the normal client's /v1/generate (default: 10)")
     ap.add_argument("--long-steps", type=int, default=1000, help="steps of the abandoned request (default: 1000)")
-    ap.add_argument("--abandon-after", type=float, default=0.3,
-                    help="seconds before a plain /v1/generate is abandoned (default: 0.3)")
+    ap.add_argument(
+        "--abandon-after",
+        type=float,
+        default=0.3,
+        help="seconds before a plain /v1/generate is abandoned (default: 0.3)",
+    )
     ap.add_argument("--repeats", type=int, default=10, help="abandoned requests per scenario (default: 10)")
-    ap.add_argument("--client-timeout", type=float, default=30.0, help="normal client's timeout per request (default: 30)")
+    ap.add_argument(
+        "--client-timeout", type=float, default=30.0, help="normal client's timeout per request (default: 30)"
+    )
     ap.add_argument("--server-threads", type=int, default=1, help="OMP_NUM_THREADS of the server (default: 1)")
     ap.add_argument("--skip-abandon", action="store_true", help="slowloris rows only")
     args = ap.parse_args(argv)
@@ -254,8 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         for read_timeout, modes, abandon in servers:
             port = free_port()
             threads = str(args.server_threads)
-            proc = start_server(args.ckpt, port, ["--read-timeout", str(read_timeout), "--threads", threads], log,
-                                env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+            proc = start_server(
+                args.ckpt,
+                port,
+                ["--read-timeout", str(read_timeout), "--threads", threads],
+                log,
+                env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            )
             url = f"http://{HOST}:{port}"
             try:
                 with httpx.Client(base_url=url, timeout=60) as http:

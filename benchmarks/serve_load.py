@@ -36,8 +36,24 @@ import numpy as np  # noqa: E402
 from benchmarks.common import publish, run_main  # noqa: E402
 from sedlm.errors import SedlmError  # noqa: E402
 
-COLUMNS = ["endpoint", "clients", "n", "steps", "sampler", "seq_len", "seconds", "requests", "errors", "requests_per_s",
-           "tokens_per_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "sampling_s_mean", "first_event_s_p50"]
+COLUMNS = [
+    "endpoint",
+    "clients",
+    "n",
+    "steps",
+    "sampler",
+    "seq_len",
+    "seconds",
+    "requests",
+    "errors",
+    "requests_per_s",
+    "tokens_per_s",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_p99_s",
+    "sampling_s_mean",
+    "first_event_s_p50",
+]
 
 
 def free_port() -> int:
@@ -46,8 +62,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ckpt: str, port: int, extra: list[str], log: IO[bytes], env: dict[str, str] | None = None,
-                 timeout: float = 120.0) -> subprocess.Popen:
+def start_server(
+    ckpt: str, port: int, extra: list[str], log: IO[bytes], env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.Popen:
     """``sedlm serve`` on loopback in a subprocess, its stderr to ``log`` (a file: a pipe nobody reads
     could fill and block the server); returns once /healthz answers."""
     cmd = [sys.executable, "-m", "sedlm", "serve", "--ckpt", ckpt, "--host", "127.0.0.1", "--port", str(port), *extra]
@@ -56,7 +73,9 @@ def start_server(ckpt: str, port: int, extra: list[str], log: IO[bytes], env: di
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise SedlmError(f"the server exited ({proc.returncode}): {log.read().decode(errors='replace').strip()[-2000:]}")
+            raise SedlmError(
+                f"the server exited ({proc.returncode}): {log.read().decode(errors='replace').strip()[-2000:]}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
@@ -133,10 +152,19 @@ def run_load(url: str, endpoint: str, clients: int, seconds: float, body: dict) 
     lat = np.array(latencies) if latencies else np.array([float("nan")])
     last = results[-1] if results else {}
     return {
-        "endpoint": endpoint, "clients": clients, "n": body["n"], "steps": body["steps"], "sampler": last.get("sampler"),
-        "seq_len": last.get("seq_len"), "seconds": round(wall, 2), "requests": len(latencies), "errors": errors[0],
-        "requests_per_s": round(len(latencies) / wall, 3), "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 1),
-        "latency_p50_s": round(float(np.percentile(lat, 50)), 3), "latency_p90_s": round(float(np.percentile(lat, 90)), 3),
+        "endpoint": endpoint,
+        "clients": clients,
+        "n": body["n"],
+        "steps": body["steps"],
+        "sampler": last.get("sampler"),
+        "seq_len": last.get("seq_len"),
+        "seconds": round(wall, 2),
+        "requests": len(latencies),
+        "errors": errors[0],
+        "requests_per_s": round(len(latencies) / wall, 3),
+        "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 1),
+        "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+        "latency_p90_s": round(float(np.percentile(lat, 90)), 3),
         "latency_p99_s": round(float(np.percentile(lat, 99)), 3),
         "sampling_s_mean": round(float(np.mean([r["seconds"] for r in results])), 3) if results else None,
         "first_event_s_p50": round(float(np.percentile(firsts, 50)), 3) if firsts else None,
@@ -146,9 +174,16 @@ def run_load(url: str, endpoint: str, clients: int, seconds: float, body: dict) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default="runs/quickstart", help="checkpoint folder to serve (default: runs/quickstart)")
-    ap.add_argument("--clients", nargs="+", type=int, default=[8], help="concurrent client counts, one row each (default: 8)")
-    ap.add_argument("--endpoints", nargs="+", default=["generate"], choices=["generate", "infill", "stream"],
-                    help="endpoints to load, one row each (default: generate)")
+    ap.add_argument(
+        "--clients", nargs="+", type=int, default=[8], help="concurrent client counts, one row each (default: 8)"
+    )
+    ap.add_argument(
+        "--endpoints",
+        nargs="+",
+        default=["generate"],
+        choices=["generate", "infill", "stream"],
+        help="endpoints to load, one row each (default: generate)",
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of each row (default: 30)")
     ap.add_argument("--n", type=int, default=1, help="samples per request (default: 1)")
     ap.add_argument("--steps", type=int, default=50, help="denoising steps per request (default: 50)")

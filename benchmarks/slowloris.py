@@ -9,9 +9,9 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 HOST = "127.0.0.1"
 
@@ -58,8 +58,9 @@ def read_response(sock: socket.socket) -> bytes:
             raise ConnectionError("closed before the response head")
         buf += chunk
     head, body = buf.split(b"\r\n\r\n", 1)
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         chunk = sock.recv(4096)
         if not chunk:
@@ -85,8 +86,12 @@ class Hostile:
     def _partial(self) -> tuple[bytes, bytes]:
         host = f"Host: {HOST}:{self.port}\r\n".encode()
         if self.mode == "body":
-            return (b"POST /v1/generate HTTP/1.1\r\n" + host +
-                    b"Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{", b" ")
+            return (
+                b"POST /v1/generate HTTP/1.1\r\n"
+                + host
+                + b"Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{",
+                b" ",
+            )
         return b"GET /healthz HTTP/1.1\r\n" + host + b"User-Agent: slowloris\r\nX-Slow: ", b"a"
 
     def open(self) -> None:

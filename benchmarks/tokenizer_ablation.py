@@ -90,18 +90,46 @@ def finished(out: Path, cfg: Any) -> bool:
     same = key(saved) == key(cfg)
     return same and bool(last) and max(last) >= cfg.train.max_steps
 
-COLUMNS = ["tokenizer", "method", "knob", "value", "vocab_size", "chars_per_token", "params", "train_steps", "eval_tokens", "n_samples",
-           "judge_nll", "judge_nll_ci95", "unigram_entropy", "word_entropy", "real_word_share", "val_loss", "val_loss_kind"]
+
+COLUMNS = [
+    "tokenizer",
+    "method",
+    "knob",
+    "value",
+    "vocab_size",
+    "chars_per_token",
+    "params",
+    "train_steps",
+    "eval_tokens",
+    "n_samples",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "word_entropy",
+    "real_word_share",
+    "val_loss",
+    "val_loss_kind",
+]
 
 
-def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge: Any, runs: Path,
-        extra: list[str], reuse: bool = False, frontier: bool = False) -> list[dict[str, Any]]:
+def run(
+    tokenizer: str,
+    steps: int,
+    n: int,
+    chars: int,
+    sample_steps: int,
+    judge: Any,
+    runs: Path,
+    extra: list[str],
+    reuse: bool = False,
+    frontier: bool = False,
+) -> list[dict[str, Any]]:
     """Train SED and AR with ``tokenizer`` and return their rows, the data row and (``frontier``) a row per
     other value of each family's temperature knob."""
     from sedlm.api import load_pretrained
+    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.config import load_config, resolve_config_path
     from sedlm.data.dataset import prepare_data
-    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
     from sedlm.eval.harness import evaluate_model
     from sedlm.train.setup import tokenizer_for
     from sedlm.train.trainer import train
@@ -126,19 +154,38 @@ def run(tokenizer: str, steps: int, n: int, chars: int, sample_steps: int, judge
             train(cfg, out, data=data, log=lambda s: None)
         model = load_pretrained(out)
         model.config.sample = cfg.sample  # a rescored run samples with this command's settings, not its saved ones
-        (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=sample_steps, seed=0,
-                                        eval_tokens=eval_tokens, label=method)
+        (row, drow), _ = evaluate_model(
+            model, data, judge=judge, n=n, steps=sample_steps, seed=0, eval_tokens=eval_tokens, label=method
+        )
         data_row = data_row or drow
-        run_cols = {"tokenizer": tokenizer, "vocab_size": data.tokenizer.vocab_size, "chars_per_token": round(cpt, 2),
-                    "params": params[method], "train_steps": steps}
+        run_cols = {
+            "tokenizer": tokenizer,
+            "vocab_size": data.tokenizer.vocab_size,
+            "chars_per_token": round(cpt, 2),
+            "params": params[method],
+            "train_steps": steps,
+        }
         knob, value = default_knob(model)
         rows.append({**row, **run_cols, "knob": knob, "value": value})
         if frontier:  # the default's point is the row above; AR's sweep holds top_p=1, so all three of its are new
-            points += [{**point, **run_cols, "knob": k, "value": v} for k, v, point in
-                       frontier_points(model, row, data, judge, n=n, steps=sample_steps, eval_tokens=eval_tokens,
-                                       label=method) if point is not row]
-    return [*rows, {**data_row, "tokenizer": tokenizer, "method": "data", "vocab_size": data.tokenizer.vocab_size,
-                    "chars_per_token": round(cpt, 2)}, *points]
+            points += [
+                {**point, **run_cols, "knob": k, "value": v}
+                for k, v, point in frontier_points(
+                    model, row, data, judge, n=n, steps=sample_steps, eval_tokens=eval_tokens, label=method
+                )
+                if point is not row
+            ]
+    return [
+        *rows,
+        {
+            **data_row,
+            "tokenizer": tokenizer,
+            "method": "data",
+            "vocab_size": data.tokenizer.vocab_size,
+            "chars_per_token": round(cpt, 2),
+        },
+        *points,
+    ]
 
 
 def main() -> int:
@@ -148,14 +195,20 @@ def main() -> int:
     ap.add_argument("--chars", type=int, default=200, help="characters' worth of tokens per sample (default: 200)")
     ap.add_argument("--sample-steps", type=int, default=200, help="SED sampling steps (default: 200)")
     add_judged_run_options(ap, "runs/tokenizers", "tokenizers-shakespeare")
-    ap.add_argument("--reuse", action="store_true",
-                    help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps (sample.* overrides apply)")
-    ap.add_argument("--frontier", action="store_true",
-                    help="add a row per other value of each family's temperature knob and a frontier plot per tokenizer")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps (sample.* overrides apply)",
+    )
+    ap.add_argument(
+        "--frontier",
+        action="store_true",
+        help="add a row per other value of each family's temperature knob and a frontier plot per tokenizer",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = ap.parse_args()
-    from sedlm.errors import SedlmError
     from sedlm.bench.compare import plot_frontier
+    from sedlm.errors import SedlmError
     from sedlm.eval.judge import get_judge
 
     chosen = [t.strip() for t in args.tokenizers.split(",") if t.strip()]
@@ -165,12 +218,26 @@ def main() -> int:
         raise SedlmError("--steps and --n must be at least 1")
     judge, rows, start = get_judge(args.judge), [], time.perf_counter()
     for t in chosen:
-        new = run(t, args.steps, args.n, args.chars, args.sample_steps, judge, Path(args.runs_dir), args.overrides,
-                  args.reuse, args.frontier)
+        new = run(
+            t,
+            args.steps,
+            args.n,
+            args.chars,
+            args.sample_steps,
+            judge,
+            Path(args.runs_dir),
+            args.overrides,
+            args.reuse,
+            args.frontier,
+        )
         rows += new
         if args.frontier:
-            plot_frontier([r for r in new if r["method"] != "data"], next(r for r in new if r["method"] == "data"),
-                          RESULTS_DIR / f"{args.name}-{t}.png", f"{t}: judge NLL against entropy (95% bootstrap CIs)")
+            plot_frontier(
+                [r for r in new if r["method"] != "data"],
+                next(r for r in new if r["method"] == "data"),
+                RESULTS_DIR / f"{args.name}-{t}.png",
+                f"{t}: judge NLL against entropy (95% bootstrap CIs)",
+            )
         publish(args.name, "tokenizer_ablation.py", rows, COLUMNS)  # after each tokenizer: a stopped run keeps its rows
     print(f"{(time.perf_counter() - start) / 60:.1f} min")
     return 0

@@ -25,8 +25,8 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
@@ -41,7 +41,16 @@ from sedlm.diffusion.schedules import get_schedule  # noqa: E402
 from sedlm.model.denoiser import SEDDenoiser  # noqa: E402
 
 VARIANTS = [("plain", None), ("sed", "both"), ("sed", "half_nograd"), ("sed", "off")]
-COLUMNS = ["variant", "self_cond", "batch_size", "seq_len", "params", "seconds_per_step", "tokens_per_s", "cost_vs_plain"]
+COLUMNS = [
+    "variant",
+    "self_cond",
+    "batch_size",
+    "seq_len",
+    "params",
+    "seconds_per_step",
+    "tokens_per_s",
+    "cost_vs_plain",
+]
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -54,8 +63,15 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(path, over)
 
 
-def make_step(variant: str, mode: str | None, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: Config,
-              ids: torch.Tensor, gen: torch.Generator) -> Callable[[], None]:
+def make_step(
+    variant: str,
+    mode: str | None,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: Config,
+    ids: torch.Tensor,
+    gen: torch.Generator,
+) -> Callable[[], None]:
     """One optimiser step of ``variant``; ``mode`` is set on a copy of the diffusion config."""
     dcfg = dataclasses.replace(cfg.diffusion, self_cond=mode or cfg.diffusion.self_cond)
     schedule = get_schedule(dcfg.schedule)
@@ -78,8 +94,9 @@ def make_step(variant: str, mode: str | None, model: torch.nn.Module, opt: torch
     return step
 
 
-def time_interleaved(steps: list[Callable[[], None]], n: int, warmup: int, warmup_s: float,
-                     device: torch.device) -> list[float]:
+def time_interleaved(
+    steps: list[Callable[[], None]], n: int, warmup: int, warmup_s: float, device: torch.device
+) -> list[float]:
     """Mean seconds per step of each callable over ``n`` rounds. Variants run in rounds (order rotated
     each round) so that a slow spell on a shared machine hits all of them alike; the untimed warm-up
     lasts ``warmup`` rounds and at least ``warmup_s`` seconds (a fresh process's first steps are slow)."""
@@ -102,9 +119,14 @@ def time_interleaved(steps: list[Callable[[], None]], n: int, warmup: int, warmu
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Overrides are section.key=value pairs, as for `sedlm train`.")
-    ap.add_argument("--config", default="tiny", help="bundled config name (tiny, sed-s, ...) or YAML path (default: tiny)")
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides are section.key=value pairs, as for `sedlm train`.",
+    )
+    ap.add_argument(
+        "--config", default="tiny", help="bundled config name (tiny, sed-s, ...) or YAML path (default: tiny)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: 10)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed rounds of all variants before timing (default: 3)")
     ap.add_argument("--warmup-seconds", type=float, default=10.0, help="minimum warm-up time (default: 10)")
@@ -130,18 +152,33 @@ def main(argv: list[str] | None = None) -> int:
     # One model and optimiser shared by all variants: the cost of a step does not depend on the
     # weights' values, and four copies of a large model with AdamW state would not fit.
     model = SEDDenoiser.from_config(cfg, table).to(device).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    steps = [make_step(v, m, model, opt, cfg, ids, torch.Generator(device=device).manual_seed(args.seed))
-             for v, m in VARIANTS]  # a generator each, so every variant sees the same t / noise / coin draws
-    print(f"{args.config}: {params / 1e6:.2f}M parameters, batch {B} x {L}, {args.warmup} + {args.steps} rounds "
-          f"of {len(VARIANTS)} steps on {device}", file=sys.stderr)
+    steps = [
+        make_step(v, m, model, opt, cfg, ids, torch.Generator(device=device).manual_seed(args.seed))
+        for v, m in VARIANTS
+    ]  # a generator each, so every variant sees the same t / noise / coin draws
+    print(
+        f"{args.config}: {params / 1e6:.2f}M parameters, batch {B} x {L}, {args.warmup} + {args.steps} rounds "
+        f"of {len(VARIANTS)} steps on {device}",
+        file=sys.stderr,
+    )
     secs = time_interleaved(steps, args.steps, args.warmup, args.warmup_seconds, device)
-    rows = [{"variant": v, "self_cond": m, "batch_size": B, "seq_len": L, "params": params,
-             "seconds_per_step": round(sps, 5), "tokens_per_s": round(B * L / sps, 1),
-             "cost_vs_plain": round(sps / secs[0], 3)}  # VARIANTS[0] is the plain step
-            for (v, m), sps in zip(VARIANTS, secs)]
+    rows = [
+        {
+            "variant": v,
+            "self_cond": m,
+            "batch_size": B,
+            "seq_len": L,
+            "params": params,
+            "seconds_per_step": round(sps, 5),
+            "tokens_per_s": round(B * L / sps, 1),
+            "cost_vs_plain": round(sps / secs[0], 3),
+        }  # VARIANTS[0] is the plain step
+        for (v, m), sps in zip(VARIANTS, secs)
+    ]
 
     publish(name, "train_throughput.py", rows, COLUMNS)
     return 0

@@ -10,8 +10,8 @@ import dataclasses
 import json
 import math
 import typing
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +198,17 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def copy(self) -> "Config":
+    def copy(self) -> Config:
         return from_dict(self.to_dict())
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
 _TOP = ("family", "recipe")
 # The keys of each shared section, as error messages list them.
-SHARED_KEYS = {name: [x.name for x in dataclasses.fields(f.default_factory) if x.name != "options"]
-               for name, f in _SECTIONS.items()}
+SHARED_KEYS = {
+    name: [x.name for x in dataclasses.fields(f.default_factory) if x.name != "options"]
+    for name, f in _SECTIONS.items()
+}
 # Section keys whose values are kept as declared options of a family or sampler (``SampleConfig.options``).
 _OPEN_SECTIONS = ("sample",)
 CHOICES = {
@@ -228,9 +230,11 @@ CHOICES = {
 # samplers take their step count from sample.steps, in continuous time.)
 _RETIRED = {("diffusion", "timesteps")}
 # Keys older configs hold that moved to the section of the family that owns them (read under the new name).
-_MOVED = {("diffusion", "mask_schedule"): ("mdlm", "mask_schedule"),
-          ("diffusion", "spindle_lambda"): ("mdlm", "spindle_lambda"),
-          ("diffusion", "unroll_steps"): ("sundae", "unroll_steps")}
+_MOVED = {
+    ("diffusion", "mask_schedule"): ("mdlm", "mask_schedule"),
+    ("diffusion", "spindle_lambda"): ("mdlm", "spindle_lambda"),
+    ("diffusion", "unroll_steps"): ("sundae", "unroll_steps"),
+}
 # Top-level keys older configs hold under another name.
 _RENAMED = {"method": "family"}
 
@@ -248,7 +252,9 @@ def _coerce(value: Any, typ: type, name: str) -> Any:
         return value
     if isinstance(value, typ) and not isinstance(value, bool):
         return value
-    raise SedlmError(f"config key '{name}' expects {typ.__name__}, got {value!r}; fix the value in the YAML file or override")
+    raise SedlmError(
+        f"config key '{name}' expects {typ.__name__}, got {value!r}; fix the value in the YAML file or override"
+    )
 
 
 def _set(section_obj: Any, section: str, key: str, value: Any) -> None:
@@ -286,7 +292,9 @@ def from_dict(d: dict[str, Any]) -> Config:
             cfg.format_version = _coerce(value, int, "format_version")
         elif not isinstance(value, dict):
             valid = ", ".join([*_TOP, *_SECTIONS])
-            raise SedlmError(f"config entry '{name}' must be a section (a mapping of keys to values) or one of: {valid}")
+            raise SedlmError(
+                f"config entry '{name}' must be a section (a mapping of keys to values) or one of: {valid}"
+            )
         else:
             for key, v in value.items():
                 set_key(cfg, name, key, v)
@@ -335,7 +343,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise SedlmError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+            raise SedlmError(
+                f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax"
+            ) from None
         if not isinstance(data, dict):
             raise SedlmError(f"config file '{p}' must hold a mapping of sections (model:, train:, ...)")
         cfg = from_dict(data)
@@ -348,8 +358,10 @@ def validate(cfg: Config) -> None:
     """Raise SedlmError naming the first inconsistent value of the shared sections. The family's own
     settings and options are checked by the family: ``sedlm.families.check_config`` runs both."""
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
-        raise SedlmError("sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
-                         "training); set sample.time_grid=uniform or karras")
+        raise SedlmError(
+            "sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
+            "training); set sample.time_grid=uniform or karras"
+        )
     if cfg.diffusion.path == "flow" and cfg.diffusion.schedule != "flow":
         raise SedlmError("diffusion.path=flow is flow matching's straight path; set diffusion.schedule=flow with it")
     if cfg.diffusion.time_dist != "uniform" and (cfg.diffusion.time_warp or cfg.diffusion.position_warp):
@@ -357,28 +369,43 @@ def validate(cfg: Config) -> None:
     if not cfg.diffusion.time_std > 0:
         raise SedlmError(f"diffusion.time_std must be positive (got {cfg.diffusion.time_std})")
     if cfg.diffusion.position_warp and cfg.diffusion.time_warp:
-        raise SedlmError("diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them")
+        raise SedlmError(
+            "diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them"
+        )
     for (section, key), valid in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
         if v not in valid:
             raise SedlmError(f"{section}.{key}={v!r} is not valid; choose one of: {', '.join(valid)}")
     m = cfg.model
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
-        raise SedlmError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes")
+        raise SedlmError(
+            f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads} into even head sizes"
+        )
     e = cfg.embed
     if e.kind == "pretrained" and not e.pretrained.strip():
-        raise SedlmError("embed.kind=pretrained needs embed.pretrained: minilm, smollm2, a local model folder or a "
-                         "Hugging Face model name")
+        raise SedlmError(
+            "embed.kind=pretrained needs embed.pretrained: minilm, smollm2, a local model folder or a "
+            "Hugging Face model name"
+        )
     if e.d_model % e.n_heads or (e.d_model // e.n_heads) % 2:
-        raise SedlmError(f"embed.d_model={e.d_model} must be divisible by embed.n_heads={e.n_heads} into even head sizes")
+        raise SedlmError(
+            f"embed.d_model={e.d_model} must be divisible by embed.n_heads={e.n_heads} into even head sizes"
+        )
     positive = {
-        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.d_embed": m.d_embed,
-        "data.seq_len": cfg.data.seq_len, "train.batch_size": cfg.train.batch_size,
-        "train.max_steps": cfg.train.max_steps, "train.lr": cfg.train.lr,
+        "model.d_model": m.d_model,
+        "model.n_layers": m.n_layers,
+        "model.d_embed": m.d_embed,
+        "data.seq_len": cfg.data.seq_len,
+        "train.batch_size": cfg.train.batch_size,
+        "train.max_steps": cfg.train.max_steps,
+        "train.lr": cfg.train.lr,
         "sample.steps": cfg.sample.steps,
-        "data.vocab_size": cfg.data.vocab_size, "train.log_every": cfg.train.log_every,
-        "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
-        "embed.window": e.window, "sample.score_temp": cfg.sample.score_temp,
+        "data.vocab_size": cfg.data.vocab_size,
+        "train.log_every": cfg.train.log_every,
+        "train.eval_every": cfg.train.eval_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "embed.window": e.window,
+        "sample.score_temp": cfg.sample.score_temp,
     }
     for name, v in positive.items():
         if v <= 0:
@@ -388,22 +415,32 @@ def validate(cfg: Config) -> None:
             v = getattr(getattr(cfg, section), f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise SedlmError(f"{section}.{f.name} must be a finite number, got {v}")
-    for name, v in {"train.seed": cfg.train.seed, "sample.seed": cfg.sample.seed, "embed.seed": e.seed,
-                    "data.split_seed": cfg.data.split_seed}.items():
+    for name, v in {
+        "train.seed": cfg.train.seed,
+        "sample.seed": cfg.sample.seed,
+        "embed.seed": e.seed,
+        "data.split_seed": cfg.data.split_seed,
+    }.items():
         if not 0 <= v <= 2**63 - 1:
             raise SedlmError(f"{name} must be in [0, 2^63 - 1], got {v}")
     if cfg.data.seq_len < 2:
         raise SedlmError(f"data.seq_len must be at least 2, got {cfg.data.seq_len}")
     if cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 259:
-        raise SedlmError(f"data.vocab_size={cfg.data.vocab_size} is below what a byte-level BPE needs (256 bytes + pad, "
-                         "end-of-document and mask tokens); use at least 259")
+        raise SedlmError(
+            f"data.vocab_size={cfg.data.vocab_size} is below what a byte-level BPE needs (256 bytes + pad, "
+            "end-of-document and mask tokens); use at least 259"
+        )
     if cfg.sample.guidance < 0:
         raise SedlmError(f"sample.guidance must be >= 0 (1 = no guidance), got {cfg.sample.guidance}")
     if cfg.train.micro_batch_size < 0:
         raise SedlmError(f"train.micro_batch_size must be >= 0 (0: no split), got {cfg.train.micro_batch_size}")
     if cfg.sample.noise_temp < 0:
         raise SedlmError(f"sample.noise_temp must be >= 0, got {cfg.sample.noise_temp}")
-    for name, v in {"data.pad_fraction": cfg.data.pad_fraction, "data.val_fraction": cfg.data.val_fraction,
-                    "diffusion.p_uncond": cfg.diffusion.p_uncond, "embed.mask_prob": cfg.embed.mask_prob}.items():
+    for name, v in {
+        "data.pad_fraction": cfg.data.pad_fraction,
+        "data.val_fraction": cfg.data.val_fraction,
+        "diffusion.p_uncond": cfg.diffusion.p_uncond,
+        "embed.mask_prob": cfg.embed.mask_prob,
+    }.items():
         if not 0.0 <= v < 1.0:
             raise SedlmError(f"{name} must be in [0, 1), got {v}")

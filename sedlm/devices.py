@@ -6,6 +6,7 @@ import torch
 
 from sedlm.errors import SedlmError
 
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` (CUDA when available, else CPU) or a torch device name, checked."""
     if name == "auto":

@@ -30,9 +30,9 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -68,8 +68,10 @@ class DistillConfig:
         if self.method == "progressive":
             ratio = self.teacher_steps / self.nfe
             if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
-                raise SedlmError(f"progressive distillation halves the grid each round: --teacher-steps must be --nfe "
-                                 f"times a power of two >= 2 (got {self.teacher_steps} and {self.nfe})")
+                raise SedlmError(
+                    f"progressive distillation halves the grid each round: --teacher-steps must be --nfe "
+                    f"times a power of two >= 2 (got {self.teacher_steps} and {self.nfe})"
+                )
         elif self.teacher_steps < self.nfe:
             raise SedlmError("--teacher-steps (the fine grid) must be at least --nfe")
 
@@ -89,8 +91,9 @@ def two_step_target(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab
     return (x_s - r * x_t) / (ab_s.sqrt() - r * ab_t.sqrt())
 
 
-def _draw(x0: torch.Tensor, n_steps: int, alpha_bar: Callable[[torch.Tensor], torch.Tensor],
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _draw(
+    x0: torch.Tensor, n_steps: int, alpha_bar: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step (t, s) of the uniform grid of ``n_steps`` per row, and x_t drawn from q(x_t | x0). (B,), (B,), (B, L, D)"""
     grid = torch.linspace(1.0, 0.0, n_steps + 1, device=x0.device)
     i = torch.randint(0, n_steps, (x0.shape[0],), generator=generator, device=x0.device)
@@ -99,9 +102,15 @@ def _draw(x0: torch.Tensor, n_steps: int, alpha_bar: Callable[[torch.Tensor], to
     return t, s, ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * torch.randn(x0.shape, generator=generator, device=x0.device)
 
 
-def progressive_loss(student: Estimate, teacher: Estimate, x0: torch.Tensor, n_steps: int,
-                     alpha_bar: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+def progressive_loss(
+    student: Estimate,
+    teacher: Estimate,
+    x0: torch.Tensor,
+    n_steps: int,
+    alpha_bar: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean squared error of the student's x0 at a random step of its uniform grid of ``n_steps`` against
     the two-teacher-step target; ``weight`` (B, L) masks positions (given ones carry no loss)."""
     t, s, x_t = _draw(x0, n_steps, alpha_bar, generator)
@@ -114,9 +123,16 @@ def progressive_loss(student: Estimate, teacher: Estimate, x0: torch.Tensor, n_s
     return _masked_mse(student(x_t, t), target, weight)
 
 
-def consistency_loss(student: Estimate, target_net: Estimate, teacher: Estimate, x0: torch.Tensor, n_steps: int,
-                     alpha_bar: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+def consistency_loss(
+    student: Estimate,
+    target_net: Estimate,
+    teacher: Estimate,
+    x0: torch.Tensor,
+    n_steps: int,
+    alpha_bar: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Consistency distillation on the fine grid of ``n_steps``: the student at (x_t, t) against the target
     network at the teacher's next point (x_s, s); the teacher's own x0 where s = 0."""
     t, s, x_t = _draw(x0, n_steps, alpha_bar, generator)
@@ -139,8 +155,15 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
 # --- SED models --------------------------------------------------------------------------------------
 
 
-def sed_estimates(model: torch.nn.Module, cond: torch.Tensor, mask: torch.Tensor, *, two_pass: bool,
-                  guidance: float = 1.0, score_temp: float = 1.0) -> Estimate:
+def sed_estimates(
+    model: torch.nn.Module,
+    cond: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    two_pass: bool,
+    guidance: float = 1.0,
+    score_temp: float = 1.0,
+) -> Estimate:
     """An SED denoiser as (x_t, t) -> x0 with given positions held: both self-conditioning passes at the same
     x_t (``two_pass``, the teacher) or one pass with a zero estimate (a student); classifier-free guidance
     on the given tokens with scale ``guidance`` (rows with nothing given are unguided); ``score_temp`` for
@@ -167,11 +190,19 @@ Batch = tuple[torch.Tensor, torch.Tensor | None, object]  # x0 (B, L, D), loss w
 MakeEstimate = Callable[[torch.nn.Module, object, bool], Estimate]  # (network, batch context, is the first teacher)
 
 
-def run_distillation(student: torch.nn.Module, teacher: torch.nn.Module, estimate: MakeEstimate,
-                     next_batch: Callable[[int], Batch], cfg: DistillConfig,
-                     alpha_bar: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator, *,
-                     progress: bool = True, log: Callable[[str], None] = print,
-                     after_round: Callable[[int, torch.nn.Module], None] | None = None) -> list[dict]:
+def run_distillation(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    estimate: MakeEstimate,
+    next_batch: Callable[[int], Batch],
+    cfg: DistillConfig,
+    alpha_bar: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    after_round: Callable[[int, torch.nn.Module], None] | None = None,
+) -> list[dict]:
     """Train ``student`` (initialised from ``teacher``, updated in place) by ``cfg.method``. ``estimate``
     turns a network and a batch's context into an x0 estimate; the first teacher may differ (two passes,
     guidance). ``after_round(student_steps, student)`` is called after each round. Returns per-round records."""
@@ -191,8 +222,16 @@ def run_distillation(student: torch.nn.Module, teacher: torch.nn.Module, estimat
             if cfg.method == "progressive":
                 loss = progressive_loss(student_fn, teacher_fn, x0, n_steps, alpha_bar, generator, weight)
             else:
-                loss = consistency_loss(student_fn, estimate(target_net, ctx, False), teacher_fn, x0, cfg.teacher_steps,
-                                        alpha_bar, generator, weight)
+                loss = consistency_loss(
+                    student_fn,
+                    estimate(target_net, ctx, False),
+                    teacher_fn,
+                    x0,
+                    cfg.teacher_steps,
+                    alpha_bar,
+                    generator,
+                    weight,
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -205,8 +244,13 @@ def run_distillation(student: torch.nn.Module, teacher: torch.nn.Module, estimat
             step += 1
             bar.update(1)
         bar.close()
-        records.append({"student_steps": n_steps, "optimizer_steps": cfg.steps_per_round,
-                        "final_loss": sum(losses[-20:]) / len(losses[-20:])})
+        records.append(
+            {
+                "student_steps": n_steps,
+                "optimizer_steps": cfg.steps_per_round,
+                "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+            }
+        )
         log(f"round {r + 1}/{len(schedule)}: student of {n_steps} steps, loss {records[-1]['final_loss']:.5f}")
         if after_round is not None:
             after_round(n_steps, student)
@@ -217,8 +261,15 @@ def run_distillation(student: torch.nn.Module, teacher: torch.nn.Module, estimat
     return records
 
 
-def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, progress: bool = True,
-            log: Callable[[str], None] = print, save_rounds: bool = False) -> dict:
+def distill(
+    teacher_dir: str | Path,
+    out: str | Path,
+    cfg: DistillConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    save_rounds: bool = False,
+) -> dict:
     """Distil the SED checkpoint in ``teacher_dir`` into a student that samples in ``cfg.nfe`` network calls,
     written to ``out`` (a checkpoint of the same family and size, with ``distill.json`` beside it). With
     ``save_rounds`` each progressive round's student is kept in ``out/round-<steps>``. Returns the record
@@ -236,8 +287,10 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
         raise SedlmError(f"'{out}' is not an empty folder; choose another --out for the student")
     lm = load_pretrained(teacher_dir)
     if not lm.family.uses_embedding_table or not hasattr(lm.model, "embed"):
-        raise SedlmError(f"distillation needs a continuous (embedding diffusion) teacher; '{teacher_dir}' is "
-                         f"a {lm.config.family} model")
+        raise SedlmError(
+            f"distillation needs a continuous (embedding diffusion) teacher; '{teacher_dir}' is "
+            f"a {lm.config.family} model"
+        )
     if lm.model.position_knots is not None:
         raise SedlmError("distillation does not cover per-position schedules (diffusion.position_warp) yet")
     tcfg = lm.config
@@ -263,16 +316,23 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
 
     def estimate(net: torch.nn.Module, ctx: object, first_teacher: bool) -> Estimate:
         cond, m = ctx  # type: ignore[misc]
-        return sed_estimates(net, cond, m, two_pass=two_pass and first_teacher,
-                             guidance=cfg.guidance if first_teacher else 1.0, score_temp=tcfg.sample.score_temp)
+        return sed_estimates(
+            net,
+            cond,
+            m,
+            two_pass=two_pass and first_teacher,
+            guidance=cfg.guidance if first_teacher else 1.0,
+            score_temp=tcfg.sample.score_temp,
+        )
 
     def after_round(n_steps: int, net: torch.nn.Module) -> None:
         if save_rounds and n_steps != cfg.nfe:
             _save_student(lm, net, tcfg, n_steps, out / f"round-{n_steps}")
 
     start = time.perf_counter()
-    rounds = run_distillation(student, teacher, estimate, next_batch, cfg, alpha_bar, g, progress=progress, log=log,
-                              after_round=after_round)
+    rounds = run_distillation(
+        student, teacher, estimate, next_batch, cfg, alpha_bar, g, progress=progress, log=log, after_round=after_round
+    )
     minutes = (time.perf_counter() - start) / 60
     _save_student(lm, student, tcfg, cfg.nfe, out, "consistency" if cfg.method == "consistency" else "ddim")
     try:
@@ -280,9 +340,14 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, *, pro
         teacher_cost = {"teacher_steps_trained": meta["step"], "teacher_minutes": round(meta["elapsed_s"] / 60, 2)}
     except (SedlmError, KeyError, OSError):
         teacher_cost = {}
-    record = {"teacher": str(teacher_dir), **asdict(cfg), "rounds": rounds,
-              "student_optimizer_steps": sum(r["optimizer_steps"] for r in rounds), "minutes": round(minutes, 2),
-              **teacher_cost}
+    record = {
+        "teacher": str(teacher_dir),
+        **asdict(cfg),
+        "rounds": rounds,
+        "student_optimizer_steps": sum(r["optimizer_steps"] for r in rounds),
+        "minutes": round(minutes, 2),
+        **teacher_cost,
+    }
     if teacher_cost.get("teacher_minutes"):
         record["cost_vs_teacher"] = round(minutes / teacher_cost["teacher_minutes"], 3)
     write_atomic(out / "distill.json", json.dumps(record, indent=2))

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (UTF-8) atomically, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,5 +65,10 @@ class Option:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (the server's /v1/model lists these)."""
-        return {"name": self.name, "type": self.type.__name__, "help": self.help,
-                "choices": list(self.choices or []) or None, "minimum": self.minimum}
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "help": self.help,
+            "choices": list(self.choices or []) or None,
+            "minimum": self.minimum,
+        }

@@ -18,10 +18,7 @@ from sedlm.sampling.samplers import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 
-
 MAX_SEED = 2**63 - 1  # what a torch.Generator takes
-
-
 
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
@@ -33,9 +30,11 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
     model = family.build(config, tokenizer, table)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise SedlmError(f"checkpoint weights do not match the {config.family} model "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); a checkpoint written by another "
-                         "sedlm version (e.g. an interp model from before its full-rank logits head) must be retrained")
+        raise SedlmError(
+            f"checkpoint weights do not match the {config.family} model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); a checkpoint written by another "
+            "sedlm version (e.g. an interp model from before its full-rank logits head) must be retrained"
+        )
     return model
 
 
@@ -57,12 +56,14 @@ class PretrainedLM:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "PretrainedLM":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> PretrainedLM:
         """Load a checkpoint folder written by training or ``save_pretrained``."""
         config, weights, tokenizer = load_checkpoint(path)
         if cls.family_name and config.family != cls.family_name:
-            raise SedlmError(f"'{path}' holds a '{config.family}' model, not '{cls.family_name}'; "
-                             f"load it with sedlm.load_pretrained or the {config.family.upper()} class")
+            raise SedlmError(
+                f"'{path}' holds a '{config.family}' model, not '{cls.family_name}'; "
+                f"load it with sedlm.load_pretrained or the {config.family.upper()} class"
+            )
         model = build_from_weights(config, weights, tokenizer)
         return cls(config, model.to(resolve_device(str(device))), tokenizer)
 
@@ -70,12 +71,20 @@ class PretrainedLM:
         """Write config, weights and tokenizer as a checkpoint folder (atomically)."""
         save_checkpoint(path, self.config, self.model.state_dict(), self.tokenizer)
 
-    def to(self, device: str | torch.device) -> "PretrainedLM":
+    def to(self, device: str | torch.device) -> PretrainedLM:
         self.model.to(device)
         return self
 
-    def request(self, n: int | None = None, steps: int | None = None, seed: int | None = None, seq_len: int | None = None,
-                layout: Layout | None = None, src: bool = False, **options: Any) -> Request:
+    def request(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        seq_len: int | None = None,
+        layout: Layout | None = None,
+        src: bool = False,
+        **options: Any,
+    ) -> Request:
         """A checked request: unset values from ``config.sample``; ``options`` must be the family's
         sampling options (``self.family.options``); a request the family cannot serve is an error."""
         s = self.config.sample
@@ -86,12 +95,26 @@ class PretrainedLM:
             raise SedlmError(f"seed must be in [0, 2^63 - 1] (got {seed})")
         kind = request_kind(layout, src or (layout is not None and self.config.data.task == "seq2seq"))
         self.family.check_request(kind)
-        return Request(n, seq_len or (layout.ids.shape[-1] if layout is not None else self.config.data.seq_len), steps,
-                       seed, layout, kind, self.family.resolve_options(s, options))
+        return Request(
+            n,
+            seq_len or (layout.ids.shape[-1] if layout is not None else self.config.data.seq_len),
+            steps,
+            seed,
+            layout,
+            kind,
+            self.family.resolve_options(s, options),
+        )
 
-    def generate_ids(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
-                     seq_len: int | None = None, callback: Callback | None = None, layout: Layout | None = None,
-                     **options: Any) -> torch.Tensor:
+    def generate_ids(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        seq_len: int | None = None,
+        callback: Callback | None = None,
+        layout: Layout | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
         """Token ids (n, seq_len), padding included; ``layout`` (``sedlm.sampling.templates``) gives tokens
         to condition on; ``options`` are the family's sampling options (unset ones: ``config.sample``)."""
         return self.family.generate(self, self.request(n, steps, seed, seq_len, layout, **options), callback)
@@ -109,8 +132,9 @@ class PretrainedLM:
         known = {k: v for k, v in options.items() if self.family.option(k) is not None}
         return self.family.summary(self.family.resolve_options(self.config.sample, known))
 
-    def make_layout(self, prompt: str | None = None, src: str | None = None, template: str | None = None,
-                    seq_len: int | None = None) -> Layout | None:
+    def make_layout(
+        self, prompt: str | None = None, src: str | None = None, template: str | None = None, seq_len: int | None = None
+    ) -> Layout | None:
         """The canvas for a ``prompt``, a seq2seq ``src`` or an infilling ``template`` (at most one);
         None when all are None (unconditional)."""
         named = [k for k, v in (("prompt", prompt), ("src", src), ("template", template)) if v is not None]
@@ -129,13 +153,15 @@ class PretrainedLM:
         start = int(layout.given.sum()) if drop_given_prefix and layout is not None else 0
         return self.tokenizer.decode_batch(ids[:, start:])
 
-    def spans(self, ids: torch.Tensor, layout: Layout | None = None, drop_given_prefix: bool = False
-              ) -> list[list[dict[str, Any]]]:
+    def spans(
+        self, ids: torch.Tensor, layout: Layout | None = None, drop_given_prefix: bool = False
+    ) -> list[list[dict[str, Any]]]:
         """Each decoded row as consecutive pieces ``{"text", "generated"}``: what the model wrote apart
         from the given text (prompt, template, source). Padding and special tokens are dropped."""
         start = int(layout.given.sum()) if drop_given_prefix and layout is not None else 0
-        given = (layout.given.expand(ids.shape[0], -1) if layout is not None
-                 else torch.zeros(ids.shape, dtype=torch.bool)).cpu()  # (n, L)
+        given = (
+            layout.given.expand(ids.shape[0], -1) if layout is not None else torch.zeros(ids.shape, dtype=torch.bool)
+        ).cpu()  # (n, L)
         out = []
         for row, g in zip(ids[:, start:].cpu().tolist(), given[:, start:].tolist()):
             runs: list[tuple[bool, list[int]]] = []
@@ -166,4 +192,3 @@ class PretrainedLM:
         L = kw.pop("seq_len", None) or self.config.data.seq_len
         ids = self.generate_ids(n, seq_len=L, layout=self.make_layout(template=template, seq_len=L), **kw)
         return self.texts(ids)
-

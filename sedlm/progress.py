@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 from tqdm.auto import tqdm
 
@@ -19,8 +20,15 @@ EVERY_S = 30.0
 class LineProgress:
     """The part of tqdm's interface the library uses, printing ``desc: n/total (p%), elapsed, postfix``."""
 
-    def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
-                 initial: int = 0, every_s: float = EVERY_S, stream: IO[str] | None = None):
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        total: int | None = None,
+        desc: str = "",
+        initial: int = 0,
+        every_s: float = EVERY_S,
+        stream: IO[str] | None = None,
+    ):
         self.iterable, self.desc, self.n = iterable, desc, initial
         self.total = total if total is not None or iterable is None else _len(iterable)
         self.every_s, self.stream = every_s, stream or sys.stderr
@@ -35,7 +43,7 @@ class LineProgress:
             self.update(1)
         self.close()
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
@@ -60,9 +68,17 @@ class LineProgress:
 
     def _line(self) -> None:
         self.last, self.lines = time.monotonic(), self.lines + 1
-        done = f"{self.n}/{self.total}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "") if self.total else f"{self.n}"
+        done = (
+            f"{self.n}/{self.total}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")
+            if self.total
+            else f"{self.n}"
+        )
         elapsed = time.monotonic() - self.start
-        print(f"{self.desc}: {done}, {elapsed:.0f}s" + (f", {self.postfix}" if self.postfix else ""), file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {done}, {elapsed:.0f}s" + (f", {self.postfix}" if self.postfix else ""),
+            file=self.stream,
+            flush=True,
+        )
 
 
 def _len(iterable: Iterable[Any]) -> int | None:
@@ -72,8 +88,17 @@ def _len(iterable: Iterable[Any]) -> int | None:
         return None
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,
-             initial: int = 0, stream: IO[str] | None = None, every_s: float | None = None, **tqdm_kw: Any) -> Any:
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+    initial: int = 0,
+    stream: IO[str] | None = None,
+    every_s: float | None = None,
+    **tqdm_kw: Any,
+) -> Any:
     """A tqdm bar when ``stream`` (default stderr) is a terminal, else a ``LineProgress``; nothing shown
     when not ``enabled``."""
     stream = stream or sys.stderr

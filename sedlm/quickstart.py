@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from sedlm.api import SED
 from sedlm.config import resolve_config_path
 from sedlm.data.dataset import prepare_data
 from sedlm.errors import SedlmError
-from sedlm.families import load_config
 from sedlm.eval.harness import content_ids, heldout_ids
 from sedlm.eval.metrics import mean_token_entropy, real_word_share, vocabulary
-from sedlm.api import SED
+from sedlm.families import load_config
 from sedlm.train.checkpoint import is_checkpoint
 from sedlm.train.trainer import train
 
@@ -30,8 +30,13 @@ DEFAULT_STEPS = 600
 INFILL_TEMPLATE = "To be, or not to be, [___] the question: [___:12] suffer"
 
 
-def quickstart(out: Path = Path("runs/quickstart"), steps: int = DEFAULT_STEPS, force: bool = False,
-               log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict[str, float]:
+def quickstart(
+    out: Path = Path("runs/quickstart"),
+    steps: int = DEFAULT_STEPS,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    overrides: list[str] | None = None,
+) -> dict[str, float]:
     """Run the quickstart; return the summary figures."""
     start = time.perf_counter()
     out = Path(out)
@@ -41,7 +46,9 @@ def quickstart(out: Path = Path("runs/quickstart"), steps: int = DEFAULT_STEPS, 
         shutil.rmtree(out)
     if steps < 1:
         raise SedlmError(f"--steps must be at least 1 (got {steps})")
-    cfg = load_config(resolve_config_path("tiny"), [f"train.max_steps={steps}", "train.max_minutes=0", *(overrides or [])])
+    cfg = load_config(
+        resolve_config_path("tiny"), [f"train.max_steps={steps}", "train.max_minutes=0", *(overrides or [])]
+    )
     log(f"sedlm quickstart: tiny SED on {cfg.data.source}, {cfg.train.max_steps} optimiser steps of diffusion training")
     data = prepare_data(cfg.data)
     result = train(cfg, out, data=data, log=log)

@@ -81,7 +81,9 @@ def choose_threads(requested: str | int | None = None, share: int = 1) -> tuple[
     others = busy_elsewhere()
     # other programs' load spreads over every core of the machine, this process's share of it by local
     free = per_process - -(-others // local)
-    return max(1, min(per_process, free) // share), f"auto: {usable_cores()} cores, {local} process(es), {others} busy elsewhere"
+    return max(
+        1, min(per_process, free) // share
+    ), f"auto: {usable_cores()} cores, {local} process(es), {others} busy elsewhere"
 
 
 def apply_threads(requested: str | int | None = None, share: int = 1) -> int | None:

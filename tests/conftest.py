@@ -22,7 +22,9 @@ def make_documents(n_docs: int = 24, sentences: int = 30, seed: int = 0) -> list
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
-        lines = [f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(PLACES)}." for _ in range(sentences)]
+        lines = [
+            f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(PLACES)}." for _ in range(sentences)
+        ]
         docs.append(" ".join(lines))
     return docs
 
@@ -46,11 +48,23 @@ def one_thread():
 
 # A model small enough to train for a few steps in a second or two.
 TINY = [
-    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",
-    "data.vocab_size=300", "data.seq_len=16", "data.val_fraction=0.1",
-    "train.batch_size=8", "train.max_steps=6", "train.log_every=2", "train.eval_every=3",
-    "train.eval_batches=2", "train.checkpoint_every=3", "train.warmup_steps=2",
-    "embed.kind=random", "sample.steps=5", "sample.n=2",
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.d_embed=8",
+    "data.vocab_size=300",
+    "data.seq_len=16",
+    "data.val_fraction=0.1",
+    "train.batch_size=8",
+    "train.max_steps=6",
+    "train.log_every=2",
+    "train.eval_every=3",
+    "train.eval_batches=2",
+    "train.checkpoint_every=3",
+    "train.warmup_steps=2",
+    "embed.kind=random",
+    "sample.steps=5",
+    "sample.n=2",
 ]
 
 
@@ -61,8 +75,12 @@ def tiny_overrides(corpus_file) -> list[str]:
 
 # Sentences for the tiny judge LM built in tests (a real causal LM, trained on nothing).
 CORPUS = [
-    "The king speaks in the castle.", "A fool waits by the sea.", "My lord sleeps at the gate.",
-    "The queen fights under the moon.", "Good sir laughs in the field.", "The ghost returns on the hill.",
+    "The king speaks in the castle.",
+    "A fool waits by the sea.",
+    "My lord sleeps at the gate.",
+    "The queen fights under the moon.",
+    "Good sir laughs in the field.",
+    "The ghost returns on the hill.",
 ] * 20
 
 
@@ -73,8 +91,12 @@ def _tokenizer(with_specials: bool = True):
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     kw = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"} if with_specials else {}
     return PreTrainedTokenizerFast(tokenizer_object=tk, **kw)
 

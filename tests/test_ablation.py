@@ -6,13 +6,13 @@ import random
 
 import pytest
 import torch
-
 from conftest import TINY
+
+from sedlm.bench.ablate import PAPER, VARIANTS, ablate, get_variants, variant_config
 from sedlm.cli import main
-from sedlm.families import load_config
 from sedlm.diffusion.schedules import get_schedule, log_snr, shift_log_snr
 from sedlm.errors import SedlmError
-from sedlm.bench.ablate import PAPER, VARIANTS, ablate, get_variants, variant_config
+from sedlm.families import load_config
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.generate import sample_ids
 from sedlm.train.embed import ppmi_table
@@ -44,8 +44,12 @@ def _topic_corpus(n_rows: int = 400, length: int = 24, seed: int = 0) -> torch.T
     for _ in range(n_rows):
         topic = rng.random() < 0.5
         words, verbs = (range(0, 5), range(10, 15)) if topic else (range(5, 10), range(15, 20))
-        rows.append([rng.choice(list(words) if i % 3 == 0 else list(verbs) if i % 3 == 1 else range(20, 24))
-                     for i in range(length)])
+        rows.append(
+            [
+                rng.choice(list(words) if i % 3 == 0 else list(verbs) if i % 3 == 1 else range(20, 24))
+                for i in range(length)
+            ]
+        )
     return torch.tensor(rows)
 
 
@@ -63,8 +67,18 @@ def test_ppmi_table_shape_norms_and_related_words_closer():
 
 
 def test_interp_ce_only_trains_and_loss_falls(tmp_path, tiny_overrides):
-    cfg = load_config(None, [*tiny_overrides, "diffusion.x0_estimate=interp", "diffusion.mse_weight=0",
-                             "train.max_steps=40", "train.lr=3e-3", "train.log_every=5", "train.eval_every=40"])
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides,
+            "diffusion.x0_estimate=interp",
+            "diffusion.mse_weight=0",
+            "train.max_steps=40",
+            "train.lr=3e-3",
+            "train.log_every=5",
+            "train.eval_every=40",
+        ],
+    )
     result = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     losses = [r["loss"] for r in result.history]
     assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.3
@@ -79,8 +93,9 @@ def test_sampling_knobs(tiny_overrides):
     cfg.model.vocab_size = 50
     model = SEDDenoiser.from_config(cfg, torch.randn(50, cfg.model.d_embed)).eval()
     seen = []
-    ids = sample_ids(model, n=2, seq_len=6, steps=4, clamp=True, seed=0,
-                     callback=lambda info: seen.append(info["x0_hat"]))
+    ids = sample_ids(
+        model, n=2, seq_len=6, steps=4, clamp=True, seed=0, callback=lambda info: seen.append(info["x0_hat"])
+    )
     E = model.embedding.weight
     for x0 in seen:  # every estimate is snapped onto a row of E
         assert torch.cdist(x0.reshape(-1, x0.shape[-1]), E).min(-1).values.max() < 1e-2
@@ -114,9 +129,18 @@ def test_variants_registry_and_configs():
 
 
 def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
-    over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))]
-    kw = dict(judge_name=str(tiny_judge_dir), n=4, steps=3, runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
-              overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", "embed.steps=3"], log=lambda s: None)
+    over = [
+        o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))
+    ]
+    kw = dict(
+        judge_name=str(tiny_judge_dir),
+        n=4,
+        steps=3,
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", "embed.steps=3"],
+        log=lambda s: None,
+    )
     rows = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
     assert [r["variant"] for r in rows] == ["paper", "embed-ppmi", "interp-ce", "clamp", "ar"]
     payload = json.loads((tmp_path / "results" / "ablation-shakespeare.json").read_text())
@@ -131,9 +155,16 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
     assert [r["judge_nll"] for r in again] == [r["judge_nll"] for r in rows]
     # --rescore scores a saved model again without training it: same steps, and the log says so
     logged = []
-    rescored = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", rescore=("embed-ppmi",),
-                      **{**kw, "log": logged.append})
-    assert "embed-ppmi: scoring the saved model again" in logged and not any("embed-ppmi: training" in m for m in logged)
+    rescored = ablate(
+        "shakespeare",
+        0.02,
+        variants="paper,embed-ppmi,interp-ce,clamp",
+        rescore=("embed-ppmi",),
+        **{**kw, "log": logged.append},
+    )
+    assert "embed-ppmi: scoring the saved model again" in logged and not any(
+        "embed-ppmi: training" in m for m in logged
+    )
     assert rescored[1]["train_steps"] == rows[1]["train_steps"] and rescored[1]["judge_nll"] == rows[1]["judge_nll"]
     with pytest.raises(SedlmError, match="--rescore names variants not in --variants"):
         ablate("shakespeare", 0.02, variants="paper", rescore=("clamp",), **kw)

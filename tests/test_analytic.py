@@ -85,8 +85,15 @@ def matches_data(out: torch.Tensor, tol_mean: float, tol_std: float) -> bool:
 def run(name: str, steps: int, grid: str = "uniform", x: torch.Tensor | None = None, seed: int = 1, fn=None, **kw):
     x = start_noise() if x is None else x
     ts = time_grid(steps, kind=grid, schedule=AB)
-    return _sampler(name)(fn or GaussianDenoiser(), x, ts, alpha_bar=AB, generator=torch.Generator().manual_seed(seed),
-                          self_condition=False, **kw)
+    return _sampler(name)(
+        fn or GaussianDenoiser(),
+        x,
+        ts,
+        alpha_bar=AB,
+        generator=torch.Generator().manual_seed(seed),
+        self_condition=False,
+        **kw,
+    )
 
 
 # --- Every registered sampler reproduces the data ----------------------------------------------------
@@ -113,7 +120,8 @@ class FlowMapDenoiser:
 @pytest.mark.parametrize("name", list(samplers.SAMPLERS))
 def test_every_sampler_declares_its_exact_answer_tolerance(name):
     assert isinstance(samplers.SAMPLERS[name].tolerance, samplers.Tolerance), (
-        f"sampler {name} is registered without a tolerance for the exact-answer check; declare one in its entry")
+        f"sampler {name} is registered without a tolerance for the exact-answer check; declare one in its entry"
+    )
 
 
 @pytest.mark.parametrize("grid", ["uniform", "karras"])
@@ -148,14 +156,21 @@ def test_ddim_without_noise_is_euler_in_sigma_space(grid):
     outs, trajs = {}, {}
     for name in ("ddim", "euler"):
         trajs[name] = []
-        outs[name] = _sampler(name)(GaussianDenoiser(), x, ts, alpha_bar=AB, self_condition=False,
-                                    callback=lambda info, k=name: trajs[k].append(info["x"].clone()))
+        outs[name] = _sampler(name)(
+            GaussianDenoiser(),
+            x,
+            ts,
+            alpha_bar=AB,
+            self_condition=False,
+            callback=lambda info, k=name: trajs[k].append(info["x"].clone()),
+        )
     assert torch.allclose(outs["ddim"], outs["euler"], atol=2e-5, rtol=1e-5)
     for a, b in zip(trajs["ddim"][:-1], trajs["euler"][:-1]):  # the states in between agree too
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
 # --- Order of accuracy ------------------------------------------------------------------------------
+
 
 def exact_flow(x: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
     """What every PF-ODE sampler on the grid ``ts`` tends to as the grid is refined by adding points (the
@@ -206,6 +221,7 @@ def test_second_order_solvers_converge_faster_than_euler():
 
 # --- Ancestral sampling -----------------------------------------------------------------------------
 
+
 def ddpm_without_the_xt_term(denoise_fn, x, ts, *, alpha_bar, generator=None, callback=None, self_condition=True):
     """A subtly wrong DDPM: the posterior mean keeps only its x0_hat term (drops sqrt(alpha_{t|s})(1 - abar_s) /
     (1 - abar_t) x_t of Ho et al. 2020, eq. 7); the posterior variance is right. Used to show that the
@@ -215,7 +231,9 @@ def ddpm_without_the_xt_term(denoise_fn, x, ts, *, alpha_bar, generator=None, ca
         beta = 1 - ab_t / ab_s
         one_m = (1 - ab_t).clamp(min=1e-12)
         var = (beta * (1 - ab_s) / one_m).clamp(min=0.0)
-        return ab_s.sqrt() * beta / one_m * x0_hat + var.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return ab_s.sqrt() * beta / one_m * x0_hat + var.sqrt() * torch.randn(
+            x.shape, generator=generator, dtype=x.dtype
+        )
 
     return samplers._step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition)
 
@@ -226,8 +244,14 @@ DDPM_TOL = (samplers.SAMPLERS["ddpm"].tolerance.mean, samplers.SAMPLERS["ddpm"].
 
 
 def test_the_ddpm_check_fails_without_the_xt_term_of_the_posterior_mean():
-    out = ddpm_without_the_xt_term(GaussianDenoiser(), start_noise(), time_grid(1000), alpha_bar=AB,
-                                   generator=torch.Generator().manual_seed(1), self_condition=False)
+    out = ddpm_without_the_xt_term(
+        GaussianDenoiser(),
+        start_noise(),
+        time_grid(1000),
+        alpha_bar=AB,
+        generator=torch.Generator().manual_seed(1),
+        self_condition=False,
+    )
     assert not matches_data(out, *DDPM_TOL), data_error(out)
 
 
@@ -265,9 +289,16 @@ def test_stochastic_samplers_reproduce_the_data_distribution(name, kw, steps, to
 # Evaluating the churn-raised state at the grid time instead: 0.22 (churn 10), 0.45 (churn 20), 1.0 (churn 1000).
 # Worst mean error 0.012 std everywhere (the karras grid's start at sigma_max = 80 is most of it).
 MARGINAL = [
-    ("ddpm", {}, 0.12), ("ddim", {}, 0.12), ("ddim", {"eta": 1.0}, 0.12), ("euler", {}, 0.12), ("heun", {}, 0.05),
-    ("dpmpp_2m", {}, 0.05), ("dpmpp_2m", {"eta": 1.0}, 0.05), ("euler", {"churn": 10.0}, 0.12),
-    ("heun", {"churn": 20.0}, 0.05), ("heun", {"churn": 1000.0}, 0.06),
+    ("ddpm", {}, 0.12),
+    ("ddim", {}, 0.12),
+    ("ddim", {"eta": 1.0}, 0.12),
+    ("euler", {}, 0.12),
+    ("heun", {}, 0.05),
+    ("dpmpp_2m", {}, 0.05),
+    ("dpmpp_2m", {"eta": 1.0}, 0.05),
+    ("euler", {"churn": 10.0}, 0.12),
+    ("heun", {"churn": 20.0}, 0.05),
+    ("heun", {"churn": 1000.0}, 0.06),
 ]
 
 
@@ -302,8 +333,14 @@ def test_self_conditioning_feeds_back_the_previous_estimate(name):
             returned.append(out.clone())
             return out
 
-        _sampler(name)(fn, x, time_grid(10, schedule=AB), alpha_bar=AB, self_condition=on,
-                       generator=torch.Generator().manual_seed(0))
+        _sampler(name)(
+            fn,
+            x,
+            time_grid(10, schedule=AB),
+            alpha_bar=AB,
+            self_condition=on,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert torch.all(seen[0] == 0)
         for sc, prev in zip(seen[1:], returned[:-1]):
             assert torch.allclose(sc, prev if on else torch.zeros_like(prev), atol=1e-6)

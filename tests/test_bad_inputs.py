@@ -7,10 +7,9 @@ import json
 import shutil
 
 import pytest
+from conftest import TINY
 
 from sedlm.cli import main
-
-from conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +18,18 @@ def env(tmp_path_factory, corpus_file):
     root = tmp_path_factory.mktemp("bad")
     ckpt = root / "ckpt"
     assert main(["train", "--out", str(ckpt), *TINY, f"data.source={corpus_file}", "train.max_steps=2"]) == 0
-    (root / "latin1.txt").write_bytes("".join(f"Caf\xe9 {i} cr\xe8me, na\xefve.\n\n" for i in range(50)).encode("latin-1"))
+    (root / "latin1.txt").write_bytes(
+        "".join(f"Caf\xe9 {i} cr\xe8me, na\xefve.\n\n" for i in range(50)).encode("latin-1")
+    )
     (root / "binary.txt").write_bytes(bytes(range(256)) * 64)
     (root / "empty.txt").write_text("\n\n")
     (root / "a_file").write_text("not a folder")
     (root / "bad.yaml").write_text("model: [unclosed\n")
     (root / "list.yaml").write_text("- a\n- b\n")
-    for name, damage in {"truncated": lambda p: p.write_bytes(p.read_bytes()[:100]),
-                         "garbage": lambda p: p.write_bytes(b"\x00" * 4096)}.items():
+    for name, damage in {
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[:100]),
+        "garbage": lambda p: p.write_bytes(b"\x00" * 4096),
+    }.items():
         shutil.copytree(ckpt, root / name)
         damage(root / name / "model.safetensors")
     shutil.copytree(ckpt, root / "badjson")

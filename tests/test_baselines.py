@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from sedlm import AR, MDLM, SED, load_pretrained
+from sedlm.config import ModelConfig
+from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.families.ar import ARModel, ar_generate, sample_next
 from sedlm.families.mdlm import MDLMModel, mdlm_loss, mdlm_sample
-from sedlm.config import ModelConfig
-from sedlm.families import load_config
-from sedlm.errors import SedlmError
 from sedlm.train.trainer import train
 
 
@@ -21,8 +21,18 @@ def test_kv_cache_generation_equals_full_recompute(temperature):
     torch.manual_seed(0)
     model = ARModel(_cfg()).eval()
     prefix = torch.randint(0, 50, (3, 4), generator=torch.Generator().manual_seed(1))
-    runs = [ar_generate(model, prefix, 12, temperature=temperature, top_p=0.9,
-                        generator=torch.Generator().manual_seed(5), use_cache=c) for c in (True, False)]
+    runs = [
+        ar_generate(
+            model,
+            prefix,
+            12,
+            temperature=temperature,
+            top_p=0.9,
+            generator=torch.Generator().manual_seed(5),
+            use_cache=c,
+        )
+        for c in (True, False)
+    ]
     assert runs[0].shape == (3, 16)
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(runs[0][:, :4], prefix)

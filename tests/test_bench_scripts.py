@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: the `benchmarks` package
 
-from benchmarks import conditional, seq2seq_synthetic as synth  # noqa: E402
+from benchmarks import conditional  # noqa: E402
+from benchmarks import seq2seq_synthetic as synth
 
 MICRO = [o for o in TINY if not o.startswith(("data.seq_len", "data.vocab_size", "data.val_fraction"))]
 
@@ -45,8 +45,18 @@ def test_synthetic_score():
 
 
 def test_synthetic_runs_end_to_end(tmp_path):
-    args = Namespace(runs=str(tmp_path), pairs=400, seed=0, steps=2, n=4, methods=["sed", "ar"], reuse=False,
-                     sampler="ddim", sample_steps=2, overrides=[*MICRO, "train.max_steps=2", "train.eval_batches=1"])
+    args = Namespace(
+        runs=str(tmp_path),
+        pairs=400,
+        seed=0,
+        steps=2,
+        n=4,
+        methods=["sed", "ar"],
+        reuse=False,
+        sampler="ddim",
+        sample_steps=2,
+        overrides=[*MICRO, "train.max_steps=2", "train.eval_batches=1"],
+    )
     rows = synth.run_task("copy", args)
     assert [r["method"] for r in rows] == ["sed", "ar"]
     for r in rows:
@@ -57,9 +67,8 @@ def test_synthetic_runs_end_to_end(tmp_path):
 
 def _checkpoint(out: Path, method: str, source: Path) -> None:
     """An untrained TINY checkpoint of ``method`` whose data is ``source`` (one tokenizer for all)."""
-    from sedlm.families import load_config
     from sedlm.data.dataset import prepare_data
-    from sedlm.families import get_family
+    from sedlm.families import get_family, load_config
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
@@ -68,7 +77,9 @@ def _checkpoint(out: Path, method: str, source: Path) -> None:
     tok = prepare_data(cfg.data).tokenizer
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)
-    model = get_family(method).build(cfg, tok, random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0)))
+    model = get_family(method).build(
+        cfg, tok, random_table(tok.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(0))
+    )
     save_checkpoint(out, cfg, model.state_dict(), tok)
 
 
@@ -81,7 +92,9 @@ def compare_runs(tmp_path_factory, corpus_file):
 
 
 def test_suffix_and_middle_rows(compare_runs, tiny_judge_dir):
-    args = Namespace(runs=str(compare_runs), n=4, steps=2, judge=str(tiny_judge_dir), seed=0, guidance=list(conditional.GUIDANCE))
+    args = Namespace(
+        runs=str(compare_runs), n=4, steps=2, judge=str(tiny_judge_dir), seed=0, guidance=list(conditional.GUIDANCE)
+    )
     suffix = conditional.suffix(args)
     assert [r["method"] for r in suffix] == ["data", "sed", "sed", "sed", "sed", "ar"]
     middle = conditional.middle(args)
@@ -138,7 +151,13 @@ def test_tokenizer_ablation_reuses_only_a_finished_matching_run(tmp_path, tiny_j
 
     tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
     micro = [o for o in MICRO if not o.startswith("train.max_steps")]  # the step count is run()'s argument
-    over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
+    over = [
+        *micro,
+        f"data.source={corpus_file}",
+        "train.eval_batches=1",
+        "data.val_fraction=0.1",
+        "data.vocab_size=300",
+    ]
     judge = get_judge(str(tiny_judge_dir))
     before = tokenizers.run("word-8k", 2, 4, 60, 2, judge, tmp_path, over)
     weights = tmp_path / "word-8k-sed" / "model.safetensors"
@@ -164,8 +183,11 @@ def test_tokenizer_ablation_reuse_ignores_vocab_size_only_for_a_fixed_tokenizer(
         return load_config(resolve_config_path("tiny"), ["train.max_steps=5", *over])
 
     pretrained = ("embed.kind=pretrained", "embed.pretrained=smollm2")
-    for name, over, reused in (("gpt2", ("data.tokenizer=gpt2",), True), ("bpe", ("data.tokenizer=bpe",), False),
-                               ("smollm2", ("data.tokenizer=bpe", *pretrained), True)):
+    for name, over, reused in (
+        ("gpt2", ("data.tokenizer=gpt2",), True),
+        ("bpe", ("data.tokenizer=bpe",), False),
+        ("smollm2", ("data.tokenizer=bpe", *pretrained), True),
+    ):
         out = tmp_path / name
         out.mkdir()
         (out / "config.json").write_text(cfg(*over, "data.vocab_size=4096").to_json())
@@ -186,13 +208,41 @@ def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir
 
     tokenizers = importlib.import_module("benchmarks.tokenizer_ablation")
     micro = [o for o in MICRO if not o.startswith("train.max_steps")]
-    over = [*micro, f"data.source={corpus_file}", "train.eval_batches=1", "data.val_fraction=0.1", "data.vocab_size=300"]
+    over = [
+        *micro,
+        f"data.source={corpus_file}",
+        "train.eval_batches=1",
+        "data.val_fraction=0.1",
+        "data.vocab_size=300",
+    ]
     results = tmp_path / "results"
     monkeypatch.setattr(common, "RESULTS_DIR", results)
     monkeypatch.setattr(tokenizers, "RESULTS_DIR", results)
-    monkeypatch.setattr(sys, "argv", ["tokenizer_ablation.py", "--tokenizers", "word-8k", "--steps", "2", "--n", "4",
-                                      "--chars", "60", "--sample-steps", "2", "--judge", str(tiny_judge_dir),
-                                      "--runs-dir", str(tmp_path / "runs"), "--name", "tok", "--frontier", *over])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "tokenizer_ablation.py",
+            "--tokenizers",
+            "word-8k",
+            "--steps",
+            "2",
+            "--n",
+            "4",
+            "--chars",
+            "60",
+            "--sample-steps",
+            "2",
+            "--judge",
+            str(tiny_judge_dir),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "tok",
+            "--frontier",
+            *over,
+        ],
+    )
     assert tokenizers.main() == 0
     rows = json.loads((results / "tok.json").read_text())["rows"]
     assert (results / "tok-word-8k.png").stat().st_size > 1000
@@ -205,7 +255,9 @@ def test_tokenizer_ablation_frontier_sweeps_each_family(tmp_path, tiny_judge_dir
     assert len({r["unigram_entropy"] for r in sed}) == 3  # each point sampled at its own temperature
     plain = tokenizers.run("word-8k", 2, 4, 60, 2, get_judge(str(tiny_judge_dir)), tmp_path / "runs", over, reuse=True)
     keys = ("method", "value", "judge_nll", "unigram_entropy", "word_entropy")
-    assert [[r.get(k) for k in keys] for r in plain] == [[r.get(k) for k in keys] for r in rows[:3]]  # sweep-independent
+    assert [[r.get(k) for k in keys] for r in plain] == [
+        [r.get(k) for k in keys] for r in rows[:3]
+    ]  # sweep-independent
 
 
 def test_tokenizer_ablation_table_control_keeps_the_pretrained_tokenizer(tmp_path):
@@ -246,11 +298,14 @@ def test_quickstart_targets_rows(tmp_path, tiny_judge_dir, corpus_file):
     points = again[3:]
     assert {(p["method"], p["knob"]) for p in points} == {("sed", "score_temp"), ("ar", "temperature")}
     # no point repeats its model's default row: SED's other score temperatures, AR's whole pure-temperature sweep
-    assert sorted(p["value"] for p in points if p["method"] == "sed") == [v for v in (0.6, 0.8, 1.0) if v != sed["value"]]
+    assert sorted(p["value"] for p in points if p["method"] == "sed") == [
+        v for v in (0.6, 0.8, 1.0) if v != sed["value"]
+    ]
     assert sorted(p["value"] for p in points if p["method"] == "ar") == [0.7, 0.85, 1.0]
     assert all("targets_met" in p for p in points if p["method"] == "sed")
-    cooler = targets.measure(3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, [*over, "sample.score_temp=0.6"],
-                             reuse=True)[0]
+    cooler = targets.measure(
+        3, 4, 8, get_judge(str(tiny_judge_dir)), tmp_path, [*over, "sample.score_temp=0.6"], reuse=True
+    )[0]
     assert cooler["value"] == 0.6 != sed["value"]  # a reused run samples with the command's settings
     assert cooler["unigram_entropy"] != sed["unigram_entropy"]
 

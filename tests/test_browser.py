@@ -8,14 +8,20 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_runs import slow_model, tiny_checkpoint, wait_idle
 
 from sedlm.serve import Limits, create_app, server_thread
 
-from tiny_runs import slow_model, tiny_checkpoint, wait_idle
-
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 TEMPLATE = "The king [___] in the [___:2]."
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from sedlm import SED
-from sedlm.families import load_config
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.train import checkpoint as ckpt
 from sedlm.train.trainer import train
 
@@ -23,8 +23,15 @@ def trained(tmp_path_factory, corpus_file):
 
 def test_run_folder_layout(trained):
     out, result = trained
-    for name in ["config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl",
-                 "training_state/model.safetensors", "training_state/optimizer.safetensors", "training_state/state.json"]:
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "training_state/model.safetensors",
+        "training_state/optimizer.safetensors",
+        "training_state/state.json",
+    ]:
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["format_version"] == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -101,8 +108,11 @@ def test_resume_continues_with_the_same_losses(corpus_file, tmp_path):
     resumed_cfg.train.max_steps = 6
     logged.clear()
     resumed = train(resumed_cfg, tmp_path / "part", resume=True, progress=False, log=logged.append)
-    assert any("resuming from the checkpoint at step 3, training to step 6; steps 4-5 ran after that checkpoint and "
-               "are redone" in m for m in logged), logged
+    assert any(
+        "resuming from the checkpoint at step 3, training to step 6; steps 4-5 ran after that checkpoint and "
+        "are redone" in m
+        for m in logged
+    ), logged
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history[3:]]
     rows = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and 9.0 not in [r["loss"] for r in rows]

@@ -7,8 +7,20 @@ import torch
 
 from sedlm.cli import build_parser, main
 
-SUBCOMMANDS = ["quickstart", "corpora", "embed", "train", "prepare", "recipes", "sample", "infill", "distill", "serve", "eval",
-               "bench"]
+SUBCOMMANDS = [
+    "quickstart",
+    "corpora",
+    "embed",
+    "train",
+    "prepare",
+    "recipes",
+    "sample",
+    "infill",
+    "distill",
+    "serve",
+    "eval",
+    "bench",
+]
 
 
 def run(args, capsys):
@@ -56,7 +68,11 @@ def test_train_then_sample_end_to_end(tmp_path, tiny_overrides, capsys):
 
 def test_embed_then_train_with_the_table(tmp_path, tiny_overrides, capsys):
     emb = tmp_path / "emb"
-    over = [o for o in tiny_overrides if not o.startswith("embed.kind")] + ["embed.steps=3", "embed.d_model=16", "embed.n_layers=1"]
+    over = [o for o in tiny_overrides if not o.startswith("embed.kind")] + [
+        "embed.steps=3",
+        "embed.d_model=16",
+        "embed.n_layers=1",
+    ]
     code, stdout, _ = run(["embed", "--out", str(emb), *over], capsys)
     assert code == 0 and (emb / "embeddings.safetensors").is_file() and (emb / "tokenizer.json").is_file()
     code, stdout, _ = run(["train", "--out", str(tmp_path / "run"), *over, f"embed.path={emb}"], capsys)
@@ -118,9 +134,20 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, tiny_overrides):
     out = tmp_path / "run"
     over = [o for o in tiny_overrides if not o.startswith(("train.max_steps", "train.checkpoint_every"))]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sedlm", "train", "--out", str(out), *over, "train.max_steps=100000",
-         "train.checkpoint_every=100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sedlm",
+            "train",
+            "--out",
+            str(out),
+            *over,
+            "train.max_steps=100000",
+            "train.checkpoint_every=100000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
@@ -139,11 +166,15 @@ def test_guidance_without_given_tokens_is_a_one_line_note(tmp_path, capsys):
     from tiny_runs import tiny_checkpoint
 
     ckpt = tiny_checkpoint(tmp_path / "sed")
-    code, out, err = run(["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2", "--json"], capsys)
+    code, out, err = run(
+        ["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2", "--json"], capsys
+    )
     assert code == 0 and json.loads(out)
     assert err.strip().count("\n") == 0 and "note: guidance 2 in mode 'cond'" in err and "runs unguided" in err
-    code, out, err = run(["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2",
-                          "--guidance-mode", "self_cond"], capsys)
+    code, out, err = run(
+        ["sample", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--guidance", "2", "--guidance-mode", "self_cond"],
+        capsys,
+    )
     assert code == 0 and "note" not in err
 
 
@@ -153,9 +184,13 @@ def test_fine_tune_from_a_checkpoint_keeps_its_tokenizer_and_table(tmp_path, tin
     base = tmp_path / "base"
     assert run(["train", "--out", str(base), *tiny_overrides], capsys)[0] == 0
     book = tmp_path / "book.txt"
-    book.write_text("\n\n".join(f"Chapter {i}. The whale rose from the grey sea and the sailors cried out." for i in range(60)))
+    book.write_text(
+        "\n\n".join(f"Chapter {i}. The whale rose from the grey sea and the sailors cried out." for i in range(60))
+    )
     tuned = tmp_path / "tuned"
-    code, _, err = run(["train", "--init", str(base), "--data", str(book), "--out", str(tuned), "train.max_steps=3"], capsys)
+    code, _, err = run(
+        ["train", "--init", str(base), "--data", str(book), "--out", str(tuned), "train.max_steps=3"], capsys
+    )
     assert code == 0, err
     assert (tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
     a, b = load_file(str(base / "model.safetensors")), load_file(str(tuned / "model.safetensors"))

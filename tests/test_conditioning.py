@@ -2,17 +2,16 @@
 
 import pytest
 import torch
+from conftest import make_documents
 
-from sedlm.families import load_config
 from sedlm.data.masks import MASKS, mixture_mask, parse_mixture, prefix_mask, span_mask
 from sedlm.data.tokenizer import train_bpe
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.generate import make_denoise_fn, sample_ids
 from sedlm.sampling.samplers import SAMPLERS
 from sedlm.sampling.templates import layout_prompt, layout_source, layout_template, parse_template
-
-from conftest import make_documents
 
 
 def _n_spans(row: torch.Tensor) -> int:
@@ -60,12 +59,20 @@ def test_template_layout(tok):
     before_blank = [int(lay.ids[i]) for i in range(31) if lay.given[i] and not lay.given[i + 1]]
     assert before_blank and all(tok.decode([i]).strip() for i in before_blank)  # no stray space token before a blank
     assert int(lay.no_pad.sum()) == 3 and not torch.any(lay.no_pad & lay.given)
-    assert int((~lay.given).sum()) == 32 - len(tok.encode("The king")) - len(tok.encode(" in the")) - len(tok.encode("."))
+    assert int((~lay.given).sum()) == 32 - len(tok.encode("The king")) - len(tok.encode(" in the")) - len(
+        tok.encode(".")
+    )
 
 
-@pytest.mark.parametrize("template, fragment", [
-    ("", "empty"), ("no blanks here", "no blanks"), ("x [___:0]", "N >= 1"), ("the king [___:40]", "sequence length"),
-])
+@pytest.mark.parametrize(
+    "template, fragment",
+    [
+        ("", "empty"),
+        ("no blanks here", "no blanks"),
+        ("x [___:0]", "N >= 1"),
+        ("the king [___:40]", "sequence length"),
+    ],
+)
 def test_template_errors(tok, template, fragment):
     with pytest.raises(SedlmError, match=fragment):
         layout_template(template, tok, 32)
@@ -82,8 +89,16 @@ def test_prompt_and_source_errors(tok):
 
 
 def _model(tok):
-    cfg = load_config(None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",
-                             f"model.vocab_size={tok.vocab_size}"])
+    cfg = load_config(
+        None,
+        [
+            "model.d_model=32",
+            "model.n_layers=1",
+            "model.n_heads=2",
+            "model.d_embed=8",
+            f"model.vocab_size={tok.vocab_size}",
+        ],
+    )
     torch.manual_seed(0)
     return SEDDenoiser.from_config(cfg, torch.randn(tok.vocab_size, 8)).eval()
 
@@ -111,8 +126,17 @@ def test_given_positions_follow_the_forward_process(tok, sampler):
     lay = layout_template("The king [___] in the castle [___:4] sea.", tok, 32)
     clean = model.embed(lay.ids)[lay.given]  # (G, De)
     seen = []
-    sample_ids(model, n=2, seq_len=32, steps=6, sampler=sampler, layout=lay, pad_id=tok.pad_id, seed=3,
-               callback=lambda info: seen.append((info["x0_hat"][:, lay.given].clone(), info["x"][:, lay.given].clone())))
+    sample_ids(
+        model,
+        n=2,
+        seq_len=32,
+        steps=6,
+        sampler=sampler,
+        layout=lay,
+        pad_id=tok.pad_id,
+        seed=3,
+        callback=lambda info: seen.append((info["x0_hat"][:, lay.given].clone(), info["x"][:, lay.given].clone())),
+    )
     assert seen and all(torch.equal(x0, clean.expand_as(x0)) for x0, _ in seen)
     if SAMPLERS[sampler].stochastic:
         return  # fresh noise at every step: only its law is fixed
@@ -183,11 +207,29 @@ def test_seq2seq_copy_task_beats_chance(tmp_path, extra):
 
     data = tmp_path / "copy.jsonl"
     data.write_text("\n".join(json.dumps(p) for p in _copy_pairs(400)))
-    cfg = load_config(None, [f"data.source={data}", "data.task=seq2seq", "data.seq_len=16", "data.vocab_size=300",
-                             "model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_embed=16",
-                             "embed.kind=random", "train.batch_size=32", "train.max_steps=300", "train.lr=3e-3",
-                             "train.warmup_steps=20", "train.eval_every=300", "train.log_every=50",
-                             "train.checkpoint_every=300", "train.ema_decay=0.9", *extra])
+    cfg = load_config(
+        None,
+        [
+            f"data.source={data}",
+            "data.task=seq2seq",
+            "data.seq_len=16",
+            "data.vocab_size=300",
+            "model.d_model=64",
+            "model.n_layers=2",
+            "model.n_heads=2",
+            "model.d_embed=16",
+            "embed.kind=random",
+            "train.batch_size=32",
+            "train.max_steps=300",
+            "train.lr=3e-3",
+            "train.warmup_steps=20",
+            "train.eval_every=300",
+            "train.log_every=50",
+            "train.checkpoint_every=300",
+            "train.ema_decay=0.9",
+            *extra,
+        ],
+    )
     train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "run")
     if extra:

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from sedlm.config import resolve_config_path
-from sedlm.config import Config, apply_overrides, from_dict
-from sedlm.families import check_config, load_config
+from sedlm.config import Config, apply_overrides, from_dict, resolve_config_path
 from sedlm.errors import SedlmError
+from sedlm.families import check_config, load_config
 from sedlm.model.denoiser import SEDDenoiser
 
 
@@ -69,8 +68,11 @@ def test_copy_is_independent():
 def test_old_configs_with_method_and_moved_keys_load_under_the_new_names():
     """Checkpoints written before the rename say ``method`` and keep the baselines' settings in the shared
     diffusion/sample sections; they load as ``family`` and the owning family's section."""
-    old = {"method": "mdlm", "diffusion": {"mask_schedule": "spindle", "spindle_lambda": 0.3, "unroll_steps": 3},
-           "sample": {"temperature": 0.7, "top_p": 0.9, "time_delta": 1.0}}
+    old = {
+        "method": "mdlm",
+        "diffusion": {"mask_schedule": "spindle", "spindle_lambda": 0.3, "unroll_steps": 3},
+        "sample": {"temperature": 0.7, "top_p": 0.9, "time_delta": 1.0},
+    }
     cfg = check_config(from_dict(old))
     assert cfg.family == "mdlm"
     assert cfg.settings == {"mdlm": {"mask_schedule": "spindle", "spindle_lambda": 0.3}, "sundae": {"unroll_steps": 3}}
@@ -84,7 +86,10 @@ def test_old_configs_with_method_and_moved_keys_load_under_the_new_names():
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        (["mdlm.mask_schedule=cosine"], "unknown mask_schedule 'cosine' for family mdlm; valid values: linear, spindle"),
+        (
+            ["mdlm.mask_schedule=cosine"],
+            "unknown mask_schedule 'cosine' for family mdlm; valid values: linear, spindle",
+        ),
         (["mdlm.mask_shedule=spindle"], "unknown config key 'mdlm.mask_shedule'"),
         (["sundae.unroll_steps=0"], "setting unroll_steps must be >= 1"),
         (["sample.temprature=0.5"], "unknown config key 'sample.temprature'"),

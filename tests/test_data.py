@@ -3,13 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_documents
 
 from sedlm.data.corpora import CORPORA, load_documents, shakespeare_documents, split_documents
 from sedlm.data.packing import PackedRows, insert_padding, pack_rows, tokenize_documents
 from sedlm.data.tokenizer import gpt2_tokenizer, load_tokenizer, train_bpe
 from sedlm.errors import SedlmError
-
-from conftest import make_documents
 
 
 def test_shakespeare_skips_first_folio_duplicates():
@@ -140,12 +139,16 @@ def test_padding_moves_the_given_mask_with_the_source():
         out, g = rows.batch(step, 3, seed=1), rows.batch_given(step, 3, seed=1)
         assert (out == pad).sum() > 0  # padding was inserted
         for row, m in zip(out.tolist(), g.tolist()):
-            k = next(i for i, r in enumerate(ids.tolist()) if [x for x in row if x != pad][:2] == [x for x in r if x != pad][:2])
+            k = next(
+                i
+                for i, r in enumerate(ids.tolist())
+                if [x for x in row if x != pad][:2] == [x for x in r if x != pad][:2]
+            )
             content_given = [x for x, gi in zip(row, m) if gi and x != pad]
             assert content_given == src[k]  # all of the source, and only the source
             first_gen = next(i for i, gi in enumerate(m) if not gi)
             assert all(m[:first_gen]) and not any(m[first_gen:])  # one given prefix
-    (fixed, fixed_given), = rows.fixed_batches(3, 1)
+    ((fixed, fixed_given),) = rows.fixed_batches(3, 1)
     for row, m, s in zip(fixed.tolist(), fixed_given.tolist(), src):
         assert [x for x, gi in zip(row, m) if gi and x != pad] == s
 
@@ -177,7 +180,7 @@ def test_blank_rows_hold_text_then_padding_inside_the_window():
         window = row[a:b]
         k = next((i for i, x in enumerate(window) if x == pad), len(window))
         assert k >= 1 and all(x == pad for x in window[k:])  # some text, then only padding
-        assert row[:a + k] == list(range(1, a + k + 1))  # the row's own tokens up to the window's text
+        assert row[: a + k] == list(range(1, a + k + 1))  # the row's own tokens up to the window's text
         assert row[b:] == list(range(a + k + 1, a + k + 1 + L - b))  # the row resumes right after that text
         widths.append(b - a)
         contents.append(k)

@@ -42,8 +42,8 @@ def test_word_level_tokenizer_round_trips_known_words_and_drops_unknown_ones():
 
 
 def test_training_with_a_word_level_tokenizer(tmp_path, tiny_overrides):
-    from sedlm.cli import main
     from sedlm import load_pretrained
+    from sedlm.cli import main
 
     out = tmp_path / "word"
     assert main(["train", "--out", str(out), *tiny_overrides, "data.tokenizer=word", "data.vocab_size=200"]) == 0

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from sedlm.families import load_config
 from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import SCHEDULES, get_schedule, log_snr, time_grid
 from sedlm.errors import SedlmError
-from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
+from sedlm.families import load_config
 from sedlm.model.denoiser import SEDDenoiser
+from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
@@ -48,9 +48,14 @@ def test_sampler_converges_to_known_x0(name):
     x = torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(1))
     oracle = Oracle(x0)
     distances = []
-    out = get_sampler(name)(oracle, x, time_grid(50), alpha_bar=get_schedule("cosine"),
-                            generator=torch.Generator().manual_seed(2),
-                            callback=lambda info: distances.append((info["x"] - x0).norm().item()))
+    out = get_sampler(name)(
+        oracle,
+        x,
+        time_grid(50),
+        alpha_bar=get_schedule("cosine"),
+        generator=torch.Generator().manual_seed(2),
+        callback=lambda info: distances.append((info["x"] - x0).norm().item()),
+    )
     assert torch.allclose(out, x0.expand_as(out))
     assert len(oracle.calls) == nfe(name, 50, time_grid(50), get_schedule("cosine"))  # network calls as reported
     assert distances[-2] < distances[0]  # the trajectory approaches x0
@@ -64,15 +69,18 @@ def test_sampler_is_deterministic_under_a_generator(name):
     fn = lambda x, t, sc: net(x) * (1 - t[:, None, None]) + 0.1 * sc  # noqa: E731
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
     kw = dict(alpha_bar=get_schedule("cosine"))
-    runs = [get_sampler(name)(fn, x, time_grid(10), generator=torch.Generator().manual_seed(s), **kw) for s in (7, 7, 8)]
+    runs = [
+        get_sampler(name)(fn, x, time_grid(10), generator=torch.Generator().manual_seed(s), **kw) for s in (7, 7, 8)
+    ]
     assert torch.equal(runs[0], runs[1])
     if name == "ddpm":  # the others draw no noise by default
         assert not torch.equal(runs[0], runs[2])
 
 
 def _tiny_model():
-    cfg = load_config(None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8",
-                             "model.vocab_size=20"])
+    cfg = load_config(
+        None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8", "model.vocab_size=20"]
+    )
     torch.manual_seed(0)
     return cfg, SEDDenoiser.from_config(cfg, torch.randn(20, 8))
 
@@ -134,7 +142,9 @@ def test_loss_counts_only_generated_positions():
     ids = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(2, 8, dtype=torch.bool)
     mask[:, :3] = True
-    loss, _ = sed_loss(model, ids, cfg.diffusion, get_schedule("cosine"), torch.Generator().manual_seed(0), cond_mask=mask)
+    loss, _ = sed_loss(
+        model, ids, cfg.diffusion, get_schedule("cosine"), torch.Generator().manual_seed(0), cond_mask=mask
+    )
     loss.backward()
     for x0_hat, logits in outputs:
         assert torch.all(logits.grad[mask] == 0) and torch.all(x0_hat.grad[mask] == 0)

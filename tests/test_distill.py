@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sedlm.diffusion.schedules import cosine
+from sedlm.distill import DistillConfig, round_grids, run_distillation, two_step_target
 from sedlm.errors import SedlmError
 from sedlm.sampling.samplers import ddim, ddim_step
-from sedlm.distill import DistillConfig, round_grids, run_distillation, two_step_target
 
 S = 0.5  # data: x0 ~ N(0, S^2) per dimension
 
@@ -52,20 +52,42 @@ def test_two_step_target_lands_where_the_teacher_did():
 
 
 def _teacher_samples(x1: torch.Tensor, steps: int) -> torch.Tensor:
-    return ddim(lambda x, t, sc: exact_coef(t)[:, None, None] * x, x1, torch.linspace(1, 0, steps + 1),
-                alpha_bar=cosine, self_condition=False)
+    return ddim(
+        lambda x, t, sc: exact_coef(t)[:, None, None] * x,
+        x1,
+        torch.linspace(1, 0, steps + 1),
+        alpha_bar=cosine,
+        self_condition=False,
+    )
 
 
 def _distil(method: str, nfe: int, g: torch.Generator, teacher_steps: int = 8, steps: int = 400) -> Linear:
     teacher, student = Linear(), Linear()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    cfg = DistillConfig(method=method, nfe=nfe, teacher_steps=teacher_steps, steps_per_round=steps, batch_size=256,
-                        lr=3e-2, ema_decay=0.5)
-    rounds = run_distillation(student, teacher, lambda net, ctx, first: net,
-                              lambda step: (S * torch.randn(256, 4, 2, generator=g), None, None), cfg, cosine, g,
-                              progress=False, log=lambda s: None)
-    assert [r["student_steps"] for r in rounds] == (round_grids(teacher_steps, nfe) if method == "progressive" else [nfe])
+    cfg = DistillConfig(
+        method=method,
+        nfe=nfe,
+        teacher_steps=teacher_steps,
+        steps_per_round=steps,
+        batch_size=256,
+        lr=3e-2,
+        ema_decay=0.5,
+    )
+    rounds = run_distillation(
+        student,
+        teacher,
+        lambda net, ctx, first: net,
+        lambda step: (S * torch.randn(256, 4, 2, generator=g), None, None),
+        cfg,
+        cosine,
+        g,
+        progress=False,
+        log=lambda s: None,
+    )
+    assert [r["student_steps"] for r in rounds] == (
+        round_grids(teacher_steps, nfe) if method == "progressive" else [nfe]
+    )
     return student
 
 
@@ -78,7 +100,9 @@ def test_student_of_a_gaussian_teacher_matches_its_samples(method, nfe):
     student = _distil(method, nfe, g)
     x1 = torch.randn(2000, 4, 2, generator=g)
     want = _teacher_samples(x1, 8)
-    got = ddim(lambda x, t, sc: student(x, t), x1, torch.linspace(1, 0, nfe + 1), alpha_bar=cosine, self_condition=False)
+    got = ddim(
+        lambda x, t, sc: student(x, t), x1, torch.linspace(1, 0, nfe + 1), alpha_bar=cosine, self_condition=False
+    )
     naive = _teacher_samples(x1, nfe)
     err = (got - want).norm() / want.norm()
     assert err < 0.05, err
@@ -100,8 +124,14 @@ def test_multistep_consistency_sampling_of_an_exact_consistency_function():
     g = torch.Generator().manual_seed(2)
     x1 = torch.randn(4000, 4, 2, generator=g)
     for k in (1, 2, 4):
-        out = consistency(lambda x, t, sc: flow_map(x, t), x1, torch.linspace(1, 0, k + 1), alpha_bar=cosine,
-                          generator=g, self_condition=False)
+        out = consistency(
+            lambda x, t, sc: flow_map(x, t),
+            x1,
+            torch.linspace(1, 0, k + 1),
+            alpha_bar=cosine,
+            generator=g,
+            self_condition=False,
+        )
         assert out.std().item() == pytest.approx(S, abs=0.02), k
     drift = ddim(lambda x, t, sc: flow_map(x, t), x1, torch.linspace(1, 0, 5), alpha_bar=cosine, self_condition=False)
     assert abs(drift.std().item() - S) > 0.05
@@ -120,8 +150,27 @@ def test_distill_command_writes_a_few_step_student(tmp_path, corpus_file, capsys
     teacher = tmp_path / "teacher"
     assert main(["train", "--out", str(teacher), *TINY, f"data.source={corpus_file}", "train.max_steps=4"]) == 0
     out = tmp_path / "student"
-    assert main(["distill", "--ckpt", str(teacher), "--out", str(out), "--nfe", "2", "--teacher-steps", "8",
-                 "--steps-per-round", "3", "--batch-size", "4", "--save-rounds"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--ckpt",
+                str(teacher),
+                "--out",
+                str(out),
+                "--nfe",
+                "2",
+                "--teacher-steps",
+                "8",
+                "--steps-per-round",
+                "3",
+                "--batch-size",
+                "4",
+                "--save-rounds",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "distill.json").read_text())
     assert [r["student_steps"] for r in record["rounds"]] == [4, 2] and record["student_optimizer_steps"] == 6
     assert (out / "round-4" / "model.safetensors").is_file()

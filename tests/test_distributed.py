@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, make_documents
-from sedlm.families import load_config
+
 from sedlm.data.corpora import iter_documents
 from sedlm.data.packing import PackedRows, pack_rows, tokenize_documents
 from sedlm.data.shards import in_validation, load_prepared, prepare_shards, token_dtype
 from sedlm.data.tokenizer import train_bpe
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.train import checkpoint as ckpt
 from sedlm.train.distributed import micro_batches
 
@@ -41,8 +41,19 @@ def _losses(run: Path) -> list[tuple[int, float]]:
 
 def _train_cmd(launcher: list[str], corpus: Path, out: Path, extra: list[str]) -> list[str]:
     flags = [a for a in extra if a.startswith("--")]  # options before the positional overrides
-    return [*launcher, "-m", "sedlm", "train", "--data", str(corpus), "--out", str(out), *flags, *SPLIT,
-            *[a for a in extra if not a.startswith("--")]]
+    return [
+        *launcher,
+        "-m",
+        "sedlm",
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        *flags,
+        *SPLIT,
+        *[a for a in extra if not a.startswith("--")],
+    ]
 
 
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
@@ -51,11 +62,21 @@ TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 @pytest.mark.parametrize("method,strategy", [("sed", "ddp"), ("ar", "ddp"), ("mdlm", "ddp"), ("sed", "fsdp")])
 def test_two_processes_follow_the_one_process_loss_curve(corpus_file, tmp_path, method, strategy):
     extra = [f"--method={method}", f"train.strategy={strategy}"]
-    one = subprocess.run(_train_cmd([sys.executable], corpus_file, tmp_path / "one", extra), env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        _train_cmd([sys.executable], corpus_file, tmp_path / "one", extra),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(_train_cmd(TORCHRUN, corpus_file, tmp_path / "two", extra), env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        _train_cmd(TORCHRUN, corpus_file, tmp_path / "two", extra),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 process(es) x 1 micro-batch(es) x 4" in two.stdout + two.stderr
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -68,13 +89,22 @@ def test_two_processes_follow_the_one_process_loss_curve(corpus_file, tmp_path, 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_losses(corpus_file, tmp_path):
     extra = ["train.max_steps=40", "train.checkpoint_every=5", "train.eval_every=10"]
-    full = subprocess.run(_train_cmd([sys.executable], corpus_file, tmp_path / "full", extra), env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    full = subprocess.run(
+        _train_cmd([sys.executable], corpus_file, tmp_path / "full", extra),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert full.returncode == 0, full.stderr[-2000:]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd([sys.executable], corpus_file, run, extra), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd([sys.executable], corpus_file, run, extra),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         log = run / "metrics.jsonl"
@@ -87,8 +117,13 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses(corpus_file, tmp_p
     saved_step = ckpt.load_training_state(run)["meta"]["step"]
     assert 10 <= saved_step < 40
 
-    resumed = subprocess.run([sys.executable, "-m", "sedlm", "train", "--out", str(run), "--resume"], env=_env(),
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sedlm", "train", "--out", str(run), "--resume"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _losses(run) == _losses(tmp_path / "full")
     # the EMA weights (what inference loads) are bit-identical too
@@ -111,8 +146,9 @@ ckpt.save_checkpoint(sys.argv[1], config, {k: v + 1 for k, v in weights.items()}
 
 def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(corpus_file, tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run(_train_cmd([sys.executable], corpus_file, run, []), env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        _train_cmd([sys.executable], corpus_file, run, []), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     before = ckpt.load_checkpoint(run)[1]
     crash = subprocess.run([sys.executable, "-c", CRASH, str(run)], env=_env(), capture_output=True, timeout=120)
@@ -134,11 +170,20 @@ def _corpus(tmp_path: Path, n_docs: int) -> tuple[Path, list[str]]:
 def test_prepare_round_trips_text_to_shards_to_rows_under_a_memory_cap(tmp_path):
     src, docs = _corpus(tmp_path, 200)
     tok = train_bpe(docs, 300)
-    expected = {s: tokenize_documents(tok, [d for d in docs if in_validation(d, 0.1, 0) == (s == "val")])
-                for s in ("train", "val")}
+    expected = {
+        s: tokenize_documents(tok, [d for d in docs if in_validation(d, 0.1, 0) == (s == "val")])
+        for s in ("train", "val")
+    }
     cap_mb = 0.01  # a 2,621-token buffer for a corpus of ~37,000 tokens
-    r = prepare_shards(lambda: iter_documents(str(src)), tmp_path / "prep", tok, val_fraction=0.1,
-                       shard_tokens=4000, max_memory_mb=cap_mb, progress=False)
+    r = prepare_shards(
+        lambda: iter_documents(str(src)),
+        tmp_path / "prep",
+        tok,
+        val_fraction=0.1,
+        shard_tokens=4000,
+        max_memory_mb=cap_mb,
+        progress=False,
+    )
     assert sum(r.tokens.values()) > 10 * cap_mb * 2**20 / 2 / 2  # the corpus is far larger than the cap
     longest_doc = max(len(ids) + 1 for ids in tok.encode_batch(docs))
     assert r.peak_buffered_tokens <= cap_mb * 2**20 / 2 / 2 + longest_doc
@@ -177,7 +222,9 @@ def test_prepare_leaves_nothing_on_failure_and_rejects_bad_input(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(SedlmError, match="no training documents"):
-        prepare_shards(lambda: iter_documents(str(empty)), tmp_path / "out", lambda d: train_bpe(d, 300), progress=False)
+        prepare_shards(
+            lambda: iter_documents(str(empty)), tmp_path / "out", lambda d: train_bpe(d, 300), progress=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
@@ -203,22 +250,64 @@ def test_global_batch_must_split_over_processes_and_micro_batches():
 
 
 def test_prepare_cli_writes_a_folder_train_reads(tmp_path, corpus_file):
-    res = subprocess.run([sys.executable, "-m", "sedlm", "prepare", "--data", str(corpus_file), "--out", str(tmp_path / "p"),
-                          "data.vocab_size=300"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sedlm",
+            "prepare",
+            "--data",
+            str(corpus_file),
+            "--out",
+            str(tmp_path / "p"),
+            "data.vocab_size=300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "train:" in res.stdout and (tmp_path / "p" / "index.json").is_file()
-    again = subprocess.run([sys.executable, "-m", "sedlm", "prepare", "--data", str(corpus_file), "--out", str(tmp_path / "p")],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "sedlm", "prepare", "--data", str(corpus_file), "--out", str(tmp_path / "p")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode != 0 and "not empty" in again.stderr and "Traceback" not in again.stderr
     shutil.rmtree(tmp_path / "p")
 
 
 def test_gpu_throughput_benchmark_runs_on_cpu(tmp_path):
     name = tmp_path / "gt"
-    res = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--device", "cpu", "--config", "tiny", "--compile",
-                          "off", "--steps", "1", "--warmup", "1", "--batch-size", "2", "--vocab-size", "300",
-                          "--peak-tflops", "1", "--name", str(name)], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1])
+    res = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu_throughput.py",
+            "--device",
+            "cpu",
+            "--config",
+            "tiny",
+            "--compile",
+            "off",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "2",
+            "--vocab-size",
+            "300",
+            "--peak-tflops",
+            "1",
+            "--name",
+            str(name),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = {r["method"]: r for r in json.loads(name.with_suffix(".json").read_text())["rows"]}
     assert set(rows) == {"sed", "ar"} and all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in rows.values())
@@ -230,10 +319,22 @@ def test_paper_config_trains_its_global_batch_through_accumulation(tmp_path, cor
     from sedlm.config import resolve_config_path
     from sedlm.train.trainer import train
 
-    small = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8", "data.vocab_size=300",
-             "embed.kind=random", "train.max_steps=1", "train.device=cpu", "data.val_fraction=0", f"data.source={corpus_file}"]
+    small = [
+        "model.d_model=32",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "model.d_embed=8",
+        "data.vocab_size=300",
+        "embed.kind=random",
+        "train.max_steps=1",
+        "train.device=cpu",
+        "data.val_fraction=0",
+        f"data.source={corpus_file}",
+    ]
     cfg = load_config(resolve_config_path("sed-s"), small)
     assert cfg.train.batch_size * cfg.data.seq_len == 256 * 256  # the paper's 65,536 tokens per step
     lines: list[str] = []
     result = train(cfg, tmp_path / "run", progress=False, log=lines.append)
-    assert result.step == 1 and any("global batch 256 rows = 1 process(es) x 8 micro-batch(es) x 32" in s for s in lines)
+    assert result.step == 1 and any(
+        "global batch 256 rows = 1 process(es) x 8 micro-batch(es) x 32" in s for s in lines
+    )

@@ -3,15 +3,14 @@
 import json
 
 import pytest
+from conftest import TINY
 
-from sedlm.cli import main
-from sedlm.bench.compare import COLUMNS, compare
-from sedlm.eval.harness import CallCounter, evaluate_model
 from sedlm.api import load_pretrained
+from sedlm.bench.compare import COLUMNS, compare
+from sedlm.cli import main
+from sedlm.eval.harness import CallCounter, evaluate_model
 from sedlm.families import load_config
 from sedlm.train.trainer import train
-
-from conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,19 @@ def test_evaluate_model_reports_model_and_data_rows(sed_run, tiny_judge_dir):
     assert [r["method"] for r in rows] == ["sed", "data"]
     assert len(samples) == 10
     for r in rows:
-        for key in ("judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95", "word_entropy",
-                    "distinct_2", "self_bleu", "mauve", "mauve_n", "real_word_share", "mean_sample_tokens"):
+        for key in (
+            "judge_nll",
+            "judge_nll_ci95",
+            "unigram_entropy",
+            "unigram_entropy_ci95",
+            "word_entropy",
+            "distinct_2",
+            "self_bleu",
+            "mauve",
+            "mauve_n",
+            "real_word_share",
+            "mean_sample_tokens",
+        ):
             assert key in r, key
         assert r["entropy_unit"] == "model_token" and r["eval_tokens"] == 10 and r["mean_sample_tokens"] <= 10
         lo, hi = r["unigram_entropy_ci95"]
@@ -68,8 +78,9 @@ def test_call_counter_counts_forward_calls(sed_run):
 
 def test_eval_cli_writes_json(sed_run, tiny_judge_dir, tmp_path, capsys):
     out = tmp_path / "e.json"
-    code = main(["eval", "--ckpt", str(sed_run), "--judge", str(tiny_judge_dir), "--n", "8", "--steps", "3",
-                 "--out", str(out)])
+    code = main(
+        ["eval", "--ckpt", str(sed_run), "--judge", str(tiny_judge_dir), "--n", "8", "--steps", "3", "--out", str(out)]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert [r["method"] for r in result["rows"]] == ["sed", "data"] and len(result["samples"]) == 8
@@ -78,9 +89,18 @@ def test_eval_cli_writes_json(sed_run, tiny_judge_dir, tmp_path, capsys):
 
 def test_bench_compare_micro_budget(tmp_path, tiny_judge_dir):
     over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction"))]
-    rows = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
-                   results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
-                   methods=("sed", "ar", "mdlm"), log=lambda s: None)
+    rows = compare(
+        "shakespeare",
+        0.1,
+        judge_name=str(tiny_judge_dir),
+        n=8,
+        steps=3,
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
+        methods=("sed", "ar", "mdlm"),
+        log=lambda s: None,
+    )
     assert [r["method"] for r in rows] == ["sed", "ar", "mdlm", "data"]
     assert [r.get("family") for r in rows] == ["sed", "ar", "mdlm", None]
     sed, ar, mdlm = rows[:3]
@@ -101,22 +121,48 @@ def test_bench_compare_micro_budget(tmp_path, tiny_judge_dir):
     assert (tmp_path / "results" / "frontier-shakespeare.png").stat().st_size > 1000
 
     # rerunning one system keeps the others' rows exactly
-    again = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
-                    results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
-                    methods=("sed", "ar", "mdlm"), rerun=("ar",), train_steps=2, log=lambda s: None)
+    again = compare(
+        "shakespeare",
+        0.1,
+        judge_name=str(tiny_judge_dir),
+        n=8,
+        steps=3,
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
+        methods=("sed", "ar", "mdlm"),
+        rerun=("ar",),
+        train_steps=2,
+        log=lambda s: None,
+    )
     assert again[0] == sed and again[2] == mdlm and again[1]["train_steps"] == 2
 
 
 def test_bench_compare_recipes_and_variants(tmp_path, tiny_judge_dir):
-    over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))]
+    over = [
+        o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))
+    ]
     systems = ("sed", "cdcd", "cdcd:diffusion.time_warp=false:sample.time_grid=uniform")
-    rows = compare("shakespeare", 0.1, judge_name=str(tiny_judge_dir), n=8, steps=3, runs_dir=tmp_path / "runs",
-                   results_dir=tmp_path / "results", overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
-                   methods=systems, train_steps=2, name="systems", log=lambda s: None)
+    rows = compare(
+        "shakespeare",
+        0.1,
+        judge_name=str(tiny_judge_dir),
+        n=8,
+        steps=3,
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
+        methods=systems,
+        train_steps=2,
+        name="systems",
+        log=lambda s: None,
+    )
     assert [r["method"] for r in rows] == [*systems, "data"] and rows[1]["family"] == "sed"
     assert (tmp_path / "results" / "systems-shakespeare.json").is_file()
     assert (tmp_path / "results" / "systems-frontier-shakespeare.png").is_file()
-    cfg = json.loads((tmp_path / "runs" / "cdcd_diffusion.time_warp-false_sample.time_grid-uniform" / "config.json").read_text())
+    cfg = json.loads(
+        (tmp_path / "runs" / "cdcd_diffusion.time_warp-false_sample.time_grid-uniform" / "config.json").read_text()
+    )
     assert cfg["recipe"] == "cdcd" and cfg["diffusion"]["time_warp"] is False
     with pytest.raises(Exception, match="unknown system 'nope'"):
         compare("shakespeare", 0.1, methods=("nope",), runs_dir=tmp_path / "r2", results_dir=tmp_path / "r2")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import sedlm.eval.metrics as metrics_mod
-
 from sedlm.errors import SedlmError
 from sedlm.eval.metrics import (
     MIN_MAUVE_TEXTS,
@@ -29,24 +28,46 @@ from sedlm.eval.metrics import (
 )
 
 # Shakespeare-flavoured lines from a small grammar, and gibberish of random letter strings.
-SUBJ = ["the king", "my lord", "the queen", "good sir", "the ghost", "our army", "the fool", "fair lady",
-        "the prince", "my father"]
+SUBJ = [
+    "the king",
+    "my lord",
+    "the queen",
+    "good sir",
+    "the ghost",
+    "our army",
+    "the fool",
+    "fair lady",
+    "the prince",
+    "my father",
+]
 VERB = ["doth weep", "shall return", "hath spoken", "doth sleep", "will fight", "did laugh", "must go", "cannot rest"]
-TAIL = ["within the castle walls", "beneath the pale moon", "before the break of day", "upon the stormy sea",
-        "for love of thee", "in the dead of night", "and speaks no more", "with a heavy heart"]
+TAIL = [
+    "within the castle walls",
+    "beneath the pale moon",
+    "before the break of day",
+    "upon the stormy sea",
+    "for love of thee",
+    "in the dead of night",
+    "and speaks no more",
+    "with a heavy heart",
+]
 
 
 def verse(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    return [f"{rng.choice(SUBJ).capitalize()} {rng.choice(VERB)} {rng.choice(TAIL)}, "
-            f"and {rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(TAIL)}." for _ in range(n)]
+    return [
+        f"{rng.choice(SUBJ).capitalize()} {rng.choice(VERB)} {rng.choice(TAIL)}, "
+        f"and {rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(TAIL)}."
+        for _ in range(n)
+    ]
 
 
 def gibberish(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     letters = "qxzjkvwyfpgh"
-    return [" ".join("".join(rng.choice(letters) for _ in range(rng.randint(3, 8))) for _ in range(12))
-            for _ in range(n)]
+    return [
+        " ".join("".join(rng.choice(letters) for _ in range(rng.randint(3, 8))) for _ in range(12)) for _ in range(n)
+    ]
 
 
 # -- unigram entropy / real-word share (existing behaviour) -------------------------------------
@@ -177,7 +198,9 @@ def mauve_sets():
 
 
 def test_minilm_features_are_unit_norm_and_semantic():
-    f = sentence_features(["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."])
+    f = sentence_features(
+        ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+    )
     assert f.shape == (3, 384)
     assert (abs((f**2).sum(1) - 1.0) < 1e-5).all()
     sim = f @ f.T
@@ -206,8 +229,20 @@ def test_text_metrics_keys(mauve_sets):
     ref, same, _ = mauve_sets
     vocab = vocabulary(ref)
     m = text_metrics(same, ref, vocab=vocab, min_mauve=len(same))
-    assert set(m) == {"n_samples", "unigram_entropy", "unigram_entropy_ci95", "entropy_unit", "word_entropy",
-                      "distinct_1", "distinct_2", "distinct_3", "self_bleu", "mauve", "mauve_n", "real_word_share"}
+    assert set(m) == {
+        "n_samples",
+        "unigram_entropy",
+        "unigram_entropy_ci95",
+        "entropy_unit",
+        "word_entropy",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "self_bleu",
+        "mauve",
+        "mauve_n",
+        "real_word_share",
+    }
     assert m["n_samples"] == 40 and m["mauve_n"] == 40 and 0.0 < m["mauve"] <= 1.0
     assert m["real_word_share"] == pytest.approx(1.0)
     assert m["distinct_1"] == pytest.approx(distinct_n(same, 1))

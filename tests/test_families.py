@@ -14,11 +14,10 @@ import torch
 from fastapi.testclient import TestClient
 
 from sedlm.cli import build_parser, main
-from sedlm.families import load_config
-from sedlm.families import FAMILIES, all_families, get_family
+from sedlm.families import FAMILIES, all_families, get_family, load_config
 from sedlm.families.base import REQUESTS, Family, request_kind
-from sedlm.model.embedding import bits_dim, bits_table
 from sedlm.families.recipes import RECIPES, apply_recipe
+from sedlm.model.embedding import bits_dim, bits_table
 from sedlm.sampling.templates import Layout
 from sedlm.serve import create_app
 
@@ -30,8 +29,19 @@ def trained(request, tmp_path_factory, corpus_file):
     from conftest import TINY
 
     out = tmp_path_factory.mktemp("family") / request.param
-    code = main(["train", "--method", request.param, "--out", str(out), *TINY, f"data.source={corpus_file}",
-                 "train.max_steps=2", "train.eval_every=2"])
+    code = main(
+        [
+            "train",
+            "--method",
+            request.param,
+            "--out",
+            str(out),
+            *TINY,
+            f"data.source={corpus_file}",
+            "train.max_steps=2",
+            "train.eval_every=2",
+        ]
+    )
     assert code == 0
     return request.param, out
 
@@ -97,8 +107,11 @@ def test_request_kind():
     prompt = Layout(torch.zeros(L, dtype=torch.long), given, torch.zeros(L, dtype=torch.bool))
     assert request_kind(None) == "unconditional" and request_kind(prompt) == "prompt"
     assert request_kind(prompt, src=True) == "seq2seq"
-    hole = Layout(torch.zeros(L, dtype=torch.long), torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.bool),
-                  torch.zeros(L, dtype=torch.bool))
+    hole = Layout(
+        torch.zeros(L, dtype=torch.long),
+        torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.bool),
+        torch.zeros(L, dtype=torch.bool),
+    )
     assert request_kind(hole) == "infill"
     assert set(REQUESTS) == {"unconditional", "prompt", "infill", "seq2seq"}
 
@@ -119,8 +132,25 @@ def test_every_recipe_trains_and_samples(name, tmp_path, corpus_file):
 
     out = tmp_path / name
     sizes = [o for o in TINY if not o.startswith("embed.kind=")]  # the recipe picks the embedding space
-    assert main(["train", "--config", "tiny", "--recipe", name, "--out", str(out), *sizes, f"data.source={corpus_file}",
-                 "train.max_steps=2", "train.eval_every=2", "embed.steps=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--recipe",
+                name,
+                "--out",
+                str(out),
+                *sizes,
+                f"data.source={corpus_file}",
+                "train.max_steps=2",
+                "train.eval_every=2",
+                "embed.steps=2",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["recipe"] == name and cfg["family"] == RECIPES[name].family
     for item in RECIPES[name].overrides:  # the recipe's options are in the checkpoint
@@ -149,10 +179,11 @@ def test_analog_bits_codes():
 
 
 def test_rounding_term_trains_a_learned_table():
+    from conftest import TINY
+
     from sedlm.diffusion.objective import sed_loss
     from sedlm.diffusion.schedules import get_schedule
     from sedlm.model.denoiser import SEDDenoiser
-    from conftest import TINY
 
     cfg = load_config(None, [*TINY, "embed.kind=learned", "diffusion.mse_weight=0", "diffusion.ce_weight=0"])
     cfg.model.vocab_size = 50
@@ -188,8 +219,23 @@ def test_a_new_family_is_one_module_and_one_registry_line(monkeypatch, tmp_path,
 
     monkeypatch.setitem(FAMILIES, "unigram", "unigram_family")
     out = tmp_path / "unigram"
-    assert main(["train", "--method", "unigram", "--out", str(out), *TINY, f"data.source={corpus_file}",
-                 "train.max_steps=40", "train.lr=0.05", "train.eval_every=20"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "unigram",
+                "--out",
+                str(out),
+                *TINY,
+                f"data.source={corpus_file}",
+                "train.max_steps=40",
+                "train.lr=0.05",
+                "train.eval_every=20",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["val_loss_kind"] == "unigram NLL (nats/token)"
     capsys.readouterr()

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from sedlm.families import load_config
 from sedlm.diffusion.schedules import flow, log_snr, path_scale
+from sedlm.families import load_config
 from sedlm.sampling.samplers import SAMPLERS, ddim
 
 
@@ -60,8 +60,20 @@ def test_every_sampler_converges_on_gaussian_data_under_the_flow_schedule(name):
 def _model(*over):
     from sedlm.model.denoiser import SEDDenoiser
 
-    cfg = load_config(None, ["diffusion.path=flow", "diffusion.schedule=flow", "model.d_model=32", "model.n_layers=1",
-                             "model.n_heads=2", "model.d_embed=8", "model.vocab_size=50", "data.seq_len=6", *over])
+    cfg = load_config(
+        None,
+        [
+            "diffusion.path=flow",
+            "diffusion.schedule=flow",
+            "model.d_model=32",
+            "model.n_layers=1",
+            "model.n_heads=2",
+            "model.d_embed=8",
+            "model.vocab_size=50",
+            "data.seq_len=6",
+            *over,
+        ],
+    )
     table = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1) * math.sqrt(8)
     return cfg, SEDDenoiser.from_config(cfg, table)
 
@@ -86,7 +98,9 @@ class Offset(torch.nn.Module):
     def __init__(self, d: float = 0.1):
         super().__init__()
         self.d, self.time_warp, self.position_knots = d, None, None
-        self.table = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+        self.table = torch.nn.functional.normalize(
+            torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=-1
+        )
 
     def embed(self, ids):
         self.clean = self.table[ids]
@@ -102,8 +116,17 @@ def test_velocity_weighting_and_logit_normal_times(weighting):
     from sedlm.diffusion.objective import VELOCITY_WEIGHT_MAX, sed_loss
     from sedlm.diffusion.schedules import get_schedule
 
-    cfg = load_config(None, ["diffusion.path=flow", "diffusion.schedule=flow", f"diffusion.mse_weighting={weighting}",
-                             "diffusion.time_dist=logit_normal", "diffusion.self_cond=off", "diffusion.sigma0=0"])
+    cfg = load_config(
+        None,
+        [
+            "diffusion.path=flow",
+            "diffusion.schedule=flow",
+            f"diffusion.mse_weighting={weighting}",
+            "diffusion.time_dist=logit_normal",
+            "diffusion.self_cond=off",
+            "diffusion.sigma0=0",
+        ],
+    )
     ids = torch.randint(0, 50, (4000, 2), generator=torch.Generator().manual_seed(3))
     _, m = sed_loss(Offset(0.1), ids, cfg.diffusion, get_schedule("flow"), torch.Generator().manual_seed(4))
     t = m["t"]

@@ -7,19 +7,16 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
-from sedlm.families import ar, mdlm
 from sedlm.config import ModelConfig
-from sedlm.families import load_config
 from sedlm.data import masks
 from sedlm.diffusion import objective
 from sedlm.diffusion.schedules import get_schedule
+from sedlm.families import ar, load_config, mdlm
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.model.embedding import random_table
-
-from conftest import TINY
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,8 +149,9 @@ def test_both_self_conditioning_passes_are_optimised_and_the_second_sees_a_detac
     given = torch.zeros(B, L, dtype=torch.bool)
     given[:, :5] = True
     given[1] = False
-    loss, _ = objective.sed_loss(tapped, ids, cfg.diffusion, get_schedule("cosine"), torch.Generator().manual_seed(2),
-                                 cond_mask=given)
+    loss, _ = objective.sed_loss(
+        tapped, ids, cfg.diffusion, get_schedule("cosine"), torch.Generator().manual_seed(2), cond_mask=given
+    )
     assert len(tapped.calls) == 2, "self_cond='both' runs two passes"
     p1, p2 = tapped.calls
     assert p1["sc"] is None or torch.all(p1["sc"] == 0)
@@ -179,8 +177,10 @@ def test_both_self_conditioning_passes_are_optimised_and_the_second_sees_a_detac
     assert gx1.abs().sum() > 0 and gx2.abs().sum() > 0
 
     # the parameter gradient is exactly what enters through pass 1's outputs plus pass 2's, and both are nonzero
-    per_pass = [torch.autograd.grad([p["x0"], p["logits"]], params, [gx, gl], retain_graph=True, allow_unused=True)
-                for p, gx, gl in ((p1, gx1, gl1), (p2, gx2, gl2))]
+    per_pass = [
+        torch.autograd.grad([p["x0"], p["logits"]], params, [gx, gl], retain_graph=True, allow_unused=True)
+        for p, gx, gl in ((p1, gx1, gl1), (p2, gx2, gl2))
+    ]
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     for name, total, a, b in zip(names, grads[4:], *per_pass):
         if total is None:
@@ -259,9 +259,13 @@ def test_ar_logits_at_i_ignore_later_tokens_and_depend_on_earlier_ones():
     base = model(ids)  # (B, L, V)
     for i in range(L - 1):
         other = ids.clone()
-        other[:, i + 1:] = (ids[:, i + 1:] + torch.randint(1, V, (B, L - i - 1), generator=g)) % V  # every one differs
+        other[:, i + 1 :] = (
+            ids[:, i + 1 :] + torch.randint(1, V, (B, L - i - 1), generator=g)
+        ) % V  # every one differs
         out = model(other)
-        assert torch.allclose(out[:, : i + 1], base[:, : i + 1], atol=1e-6, rtol=0), f"logits at <= {i} see later tokens"
+        assert torch.allclose(out[:, : i + 1], base[:, : i + 1], atol=1e-6, rtol=0), (
+            f"logits at <= {i} see later tokens"
+        )
     for j in range(L):
         other = ids.clone()
         other[:, j] = (ids[:, j] + 1 + torch.randint(0, V - 1, (B,), generator=g)) % V

@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CORPUS, _tokenizer
 
 from sedlm.errors import SedlmError
 from sedlm.eval.judge import Judge, get_judge
 
-from conftest import CORPUS, _tokenizer
-
-TEXTS = ["The king speaks.", "", "A fool waits by the sea under the moon, and the queen laughs in the field.",
-         "   ", "sea", "My lord returns to the castle at the gate."]
+TEXTS = [
+    "The king speaks.",
+    "",
+    "A fool waits by the sea under the moon, and the queen laughs in the field.",
+    "   ",
+    "sea",
+    "My lord returns to the castle at the gate.",
+]
 
 
 def _reference_nll(judge: Judge, text: str) -> tuple[float, int]:
@@ -99,6 +104,7 @@ def test_hub_names_and_local_folders_share_one_loading_path(tiny_judge_dir, monk
                 source, kw = str(tiny_judge_dir), {**kw, "local_files_only": True}
             assert Path(source).exists(), f"unexpected hub access for {source!r}"
             return original(source, **kw)
+
         return from_pretrained
 
     for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
@@ -120,7 +126,11 @@ def test_hub_names_and_local_folders_share_one_loading_path(tiny_judge_dir, monk
     ]
     assert hub.name == "gpt2-large" and hub is not local
     for j in (hub, relative):
-        assert (j.prefix_token_id, j.pad_token_id, j.max_length) == (local.prefix_token_id, local.pad_token_id, local.max_length)
+        assert (j.prefix_token_id, j.pad_token_id, j.max_length) == (
+            local.prefix_token_id,
+            local.pad_token_id,
+            local.max_length,
+        )
         assert j.nll(TEXTS)["nll_per_token"] == local.nll(TEXTS)["nll_per_token"]
 
 

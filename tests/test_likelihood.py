@@ -69,7 +69,9 @@ class TwoTokens(torch.nn.Module):
     def forward(self, z, t, self_cond=None, *_):
         ab = self.schedule(t.double())[:, None, None].clamp(1e-12, 1 - 1e-12)
         # log N(z; +-sqrt(ab) e, (1 - ab)) difference: logit of p(w = 0 | z)
-        logit = (2 * ab.sqrt() * (z.double() * self.e).sum(-1, keepdim=True) / (1 - ab)).clamp(-self.logit_cap, self.logit_cap)
+        logit = (2 * ab.sqrt() * (z.double() * self.e).sum(-1, keepdim=True) / (1 - ab)).clamp(
+            -self.logit_cap, self.logit_cap
+        )
         logits = torch.cat([logit / 2, -logit / 2], -1)  # (B, L, 2)
         x0 = (2 * torch.sigmoid(logit) - 1) * self.e
         return x0.to(z.dtype), logits.float()
@@ -94,16 +96,20 @@ def test_bound_of_a_trained_model_falls_with_training(tmp_path, corpus_file):
     from conftest import TINY
 
     from sedlm.api import load_pretrained
-    from sedlm.families import load_config
     from sedlm.eval.likelihood import likelihood
+    from sedlm.families import load_config
     from sedlm.train.trainer import train
 
     over = [*TINY, f"data.source={corpus_file}", "train.eval_every=1000", "train.checkpoint_every=1000"]
     results = []
     for steps in (1, 150):
         out = tmp_path / f"s{steps}"
-        train(load_config(None, [*over, f"train.max_steps={steps}", "train.lr=3e-3"]), out, progress=False,
-              log=lambda s: None)
+        train(
+            load_config(None, [*over, f"train.max_steps={steps}", "train.lr=3e-3"]),
+            out,
+            progress=False,
+            log=lambda s: None,
+        )
         results.append(likelihood(load_pretrained(out), rows=32, seed=0))
     early, late = results
     assert late["nll"] < early["nll"] - 3 * (early["nll_se"] + late["nll_se"]), (early, late)

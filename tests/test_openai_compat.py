@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from openai import BadRequestError, OpenAI
+from tiny_runs import tiny_checkpoint
 
 from sedlm.serve import create_app, server_thread
-
-from tiny_runs import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +21,22 @@ def test_completion_continues_the_prompt(client):
     assert r.object == "text_completion" and len(r.choices) == 2 and [c.index for c in r.choices] == [0, 1]
     assert all(not c.text.startswith("The king") for c in r.choices)  # only what the model wrote
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens <= 2 * 6 + 2
-    again = client.completions.create(model="sedlm", prompt="The king", max_tokens=6, n=2, seed=0, extra_body={"steps": 3})
+    again = client.completions.create(
+        model="sedlm", prompt="The king", max_tokens=6, n=2, seed=0, extra_body={"steps": 3}
+    )
     assert [c.text for c in again.choices] == [c.text for c in r.choices]  # seeded
 
 
 def test_streaming_and_infilling_through_suffix(client):
-    chunks = list(client.completions.create(model="sedlm", prompt="The king", max_tokens=5, n=2, stream=True,
-                                            extra_body={"steps": 3, "sampler": "ddim"}))
+    chunks = list(
+        client.completions.create(
+            model="sedlm", prompt="The king", max_tokens=5, n=2, stream=True, extra_body={"steps": 3, "sampler": "ddim"}
+        )
+    )
     assert sorted(c.choices[0].index for c in chunks) == [0, 1]
-    r = client.completions.create(model="sedlm", prompt="The king", suffix=" in the castle.", max_tokens=4,
-                                  extra_body={"steps": 3})
+    r = client.completions.create(
+        model="sedlm", prompt="The king", suffix=" in the castle.", max_tokens=4, extra_body={"steps": 3}
+    )
     assert "castle" not in r.choices[0].text  # the suffix is given text, not part of the completion
 
 

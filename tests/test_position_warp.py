@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from sedlm.families import load_config
 from sedlm.diffusion.schedules import cosine
 from sedlm.diffusion.timewarp import BINS, WARP_EVERY, fit_warp_rows, record_rows, unwarp, unwarp_rows, update_warps
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.sampling.samplers import SAMPLERS, ddim, ddpm
 
 
@@ -73,8 +73,14 @@ def test_samplers_follow_a_different_schedule_at_every_position(name):
     assert torch.allclose(std, torch.full((3,), s), atol=0.03), std
 
     # the same denoiser under a sampler that steps with position 0's schedule at every position is off
-    wrong = fn(denoise, x, ts, alpha_bar=lambda u: ab_fn(u)[:, :1], generator=torch.Generator().manual_seed(0),
-               self_condition=False)
+    wrong = fn(
+        denoise,
+        x,
+        ts,
+        alpha_bar=lambda u: ab_fn(u)[:, :1],
+        generator=torch.Generator().manual_seed(0),
+        self_condition=False,
+    )
     assert (wrong.std(dim=(0, 2))[1:] - s).abs().max() > 0.05
 
 
@@ -85,8 +91,18 @@ def test_only_elementwise_samplers_declare_per_position():
 def _model(tmp_path=None):
     from sedlm.model.denoiser import SEDDenoiser
 
-    cfg = load_config(None, ["diffusion.position_warp=true", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
-                             "model.d_embed=8", "model.vocab_size=50", "data.seq_len=6"])
+    cfg = load_config(
+        None,
+        [
+            "diffusion.position_warp=true",
+            "model.d_model=32",
+            "model.n_layers=1",
+            "model.n_heads=2",
+            "model.d_embed=8",
+            "model.vocab_size=50",
+            "data.seq_len=6",
+        ],
+    )
     table = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1) * math.sqrt(8)
     return cfg, SEDDenoiser.from_config(cfg, table)
 

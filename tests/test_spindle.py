@@ -9,18 +9,16 @@ import math
 
 import pytest
 import torch
+from tiny_runs import tiny_checkpoint
 
 from sedlm import load_pretrained
-from sedlm.families.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
 from sedlm.config import ModelConfig
-from sedlm.families import load_config
-from sedlm.families import get_family
+from sedlm.families import get_family, load_config
+from sedlm.families.mdlm import MDLMModel, mask_rate, mdlm_loss, mdlm_sample, spindle_info
 from sedlm.losses import token_nll
 from sedlm.model.transformer import Transformer
 from sedlm.train.checkpoint import load_checkpoint
 from sedlm.train.trainer import train
-
-from tiny_runs import tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,7 +63,9 @@ def test_spindle_without_information_or_lambda_is_the_linear_loss_bit_for_bit():
         assert torch.equal(loss, ref) and torch.equal(torch.autograd.grad(loss, model.tok.weight)[0], ref_grad)
     spindle.token_info.copy_(torch.linspace(-1, 1, V))
     assert torch.equal(mdlm_loss(spindle, ids, torch.Generator().manual_seed(7), spindle_lambda=0.0)[0], ref)
-    assert not torch.equal(mdlm_loss(spindle, ids, torch.Generator().manual_seed(7))[0], ref)  # lambda 0.5 does change it
+    assert not torch.equal(
+        mdlm_loss(spindle, ids, torch.Generator().manual_seed(7))[0], ref
+    )  # lambda 0.5 does change it
 
 
 @pytest.mark.parametrize("lam", [0.25, 0.5])  # 0.5 > 1/pi: both clips (at 0 and at 1) are exercised
@@ -124,7 +124,9 @@ def test_the_spindle_sampler_reveals_informative_tokens_last():
         def record(d: dict) -> None:
             when[(d["z"] != MASK) & (when < 0)] = d["i"]
 
-        ids, _ = mdlm_sample(model, 64, 16, 32, generator=torch.Generator().manual_seed(0), callback=record, spindle_lambda=lam)
+        ids, _ = mdlm_sample(
+            model, 64, 16, 32, generator=torch.Generator().manual_seed(0), callback=record, spindle_lambda=lam
+        )
         assert not (ids == MASK).any() and (when >= 0).all()
         rare = info[ids] > 0
         gap[lam] = (when[rare].double().mean() - when[~rare].double().mean()).item()
@@ -132,8 +134,16 @@ def test_the_spindle_sampler_reveals_informative_tokens_last():
 
 
 def test_spindle_trains_saves_its_token_information_and_generates(tiny_overrides, tmp_path):
-    cfg = load_config(None, [*tiny_overrides, "diffusion.mask_schedule=spindle", "train.max_steps=4",
-                             "train.eval_every=4", "train.checkpoint_every=4"])
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides,
+            "diffusion.mask_schedule=spindle",
+            "train.max_steps=4",
+            "train.eval_every=4",
+            "train.checkpoint_every=4",
+        ],
+    )
     cfg.family = "mdlm"
     train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     config, weights, tok = load_checkpoint(tmp_path / "run")
@@ -148,8 +158,12 @@ def test_spindle_trains_saves_its_token_information_and_generates(tiny_overrides
     ours = fam.loss(lm.model, ids, config, torch.Generator().manual_seed(1), tok)[0]
     assert torch.equal(ours, mdlm_loss(lm.model, ids, torch.Generator().manual_seed(1), spindle_lambda=0.5)[0])
     assert not torch.equal(ours, mdlm_loss(lm.model, ids, torch.Generator().manual_seed(1), spindle_lambda=0.0)[0])
-    runs = {lam: mdlm_sample(lm.model, 4, 16, 8, generator=torch.Generator().manual_seed(3), pad_id=tok.pad_id,
-                             spindle_lambda=lam)[0] for lam in (0.5, 0.0)}
+    runs = {
+        lam: mdlm_sample(
+            lm.model, 4, 16, 8, generator=torch.Generator().manual_seed(3), pad_id=tok.pad_id, spindle_lambda=lam
+        )[0]
+        for lam in (0.5, 0.0)
+    }
     assert torch.equal(lm.generate_ids(n=4, steps=8, seed=3), runs[0.5]) and not torch.equal(runs[0.5], runs[0.0])
     texts = lm.generate(n=2, steps=8, seed=0)
     assert len(texts) == 2 and all("<mask>" not in t for t in texts)
@@ -163,8 +177,12 @@ def test_spindle_trains_saves_its_token_information_and_generates(tiny_overrides
 
 def test_linear_checkpoints_keep_their_old_keys(tmp_path):
     cfg = _cfg()
-    old = {"tok.weight"} | {f"backbone.{k}" for k in Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio,
-                                                                   cfg.dropout, causal=False).state_dict()}
+    old = {"tok.weight"} | {
+        f"backbone.{k}"
+        for k in Transformer(
+            cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False
+        ).state_dict()
+    }
     assert set(MDLMModel(cfg, MASK).state_dict()) == old
     assert set(MDLMModel(cfg, MASK, "spindle").state_dict()) == old | {"token_info"}
     ckpt = tiny_checkpoint(tmp_path / "linear", "mdlm")  # through the family's build, as training saves it

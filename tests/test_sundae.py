@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sedlm import load_pretrained
-from sedlm.families.sundae import SUNDAEModel, sundae_loss, sundae_sample
 from sedlm.config import ModelConfig
 from sedlm.families import load_config
-from sedlm.families.sundae import SUNDAEFamily
+from sedlm.families.sundae import SUNDAEFamily, SUNDAEModel, sundae_loss, sundae_sample
 from sedlm.sampling.templates import Layout
 from sedlm.train.trainer import train
 
@@ -108,8 +107,15 @@ def _layout(target: torch.Tensor) -> Layout:
 def test_oracle_sampling_reaches_the_target_and_holds_given_tokens():
     target = torch.randint(0, V, (L,), generator=torch.Generator().manual_seed(1))
     layout, states = _layout(target), []
-    ids, nfe = sundae_sample(Oracle(target), 3, L, 20, generator=torch.Generator().manual_seed(0), layout=layout,
-                             callback=lambda info: states.append(info["z"].clone()))
+    ids, nfe = sundae_sample(
+        Oracle(target),
+        3,
+        L,
+        20,
+        generator=torch.Generator().manual_seed(0),
+        layout=layout,
+        callback=lambda info: states.append(info["z"].clone()),
+    )
     free = ~layout.given
     assert torch.equal(ids[:, free], target[free].expand(3, -1))
     assert torch.equal(ids[:, layout.given], layout.ids[layout.given].expand(3, -1))
@@ -130,8 +136,9 @@ class Chain(Oracle):
 
 def test_sampling_feeds_back_its_state_until_it_settles():
     target = torch.randint(0, V, (L,), generator=torch.Generator().manual_seed(2))
-    ids, nfe = sundae_sample(Chain(target), 2, L, 3 * L, generator=torch.Generator().manual_seed(5),
-                             update_fraction=1.0)
+    ids, nfe = sundae_sample(
+        Chain(target), 2, L, 3 * L, generator=torch.Generator().manual_seed(5), update_fraction=1.0
+    )
     assert torch.equal(ids, target.expand(2, -1))
     assert nfe <= L + 1  # one more right position per step, then a step that changes nothing
     model = _model().eval()  # every draw takes the generator: the global RNG moving in between changes nothing
@@ -149,8 +156,9 @@ def test_the_update_fraction_anneals_from_every_position():
             moved.append((z != prev[0]).float().mean().item())
         prev[0] = z
 
-    sundae_sample(_model().eval(), 64, L, 8, generator=torch.Generator().manual_seed(0), update_fraction=0.1,
-                  callback=callback)
+    sundae_sample(
+        _model().eval(), 64, L, 8, generator=torch.Generator().manual_seed(0), update_fraction=0.1, callback=callback
+    )
     assert len(fractions) == 8 and fractions[0] == 1.0 and abs(fractions[-1] - 0.1) < 1e-9
     assert all(a > b for a, b in zip(fractions, fractions[1:]))
     assert moved[-1] <= 0.1 + 0.05  # at most the last step's share of positions changes
@@ -160,8 +168,16 @@ def test_no_pad_positions_never_decode_to_padding():
     pad_id = 4
     target = torch.full((L,), pad_id)  # a model that wants padding everywhere
     layout, states = _layout(target), []
-    ids, _ = sundae_sample(Oracle(target), 8, L, 5, generator=torch.Generator().manual_seed(0), layout=layout,
-                           pad_id=pad_id, callback=lambda info: states.append(info["z"].clone()))
+    ids, _ = sundae_sample(
+        Oracle(target),
+        8,
+        L,
+        5,
+        generator=torch.Generator().manual_seed(0),
+        layout=layout,
+        pad_id=pad_id,
+        callback=lambda info: states.append(info["z"].clone()),
+    )
     assert all(not (z[:, layout.no_pad] == pad_id).any() for z in states)
     free = ~layout.given & ~layout.no_pad
     assert (ids[:, free] == pad_id).all()  # elsewhere the model's padding is taken
@@ -180,8 +196,9 @@ def test_sundae_trains_saves_and_samples(tiny_overrides, tmp_path, one_thread):
     assert all(t.startswith("The king") for t in lm.generate(n=2, prompt="The king", steps=6, temperature=0.8))
     layout = lm.make_layout(template="The king [___:3] at the [___]")
     fractions = []
-    ids = lm.generate_ids(n=4, steps=6, layout=layout, update_fraction=0.5,
-                          callback=lambda info: fractions.append(info["fraction"]))
+    ids = lm.generate_ids(
+        n=4, steps=6, layout=layout, update_fraction=0.5, callback=lambda info: fractions.append(info["fraction"])
+    )
     assert len(fractions) >= 2 and fractions[1] == pytest.approx(0.9)  # the option reaches the sampler
     assert torch.equal(ids[:, layout.given], layout.ids[layout.given].expand(4, -1))
     assert not (ids[:, layout.no_pad] == lm.tokenizer.pad_id).any()

@@ -35,14 +35,17 @@ def test_parse():
             threads.parse_threads(bad)
 
 
-@pytest.mark.parametrize("cores,busy,local,share,want", [
-    (2, 0, 1, 1, 2),  # idle: every core
-    (2, 1, 1, 1, 1),  # one core busy elsewhere: the other one (no oversubscription)
-    (2, 5, 1, 1, 1),  # at least one
-    (8, 0, 4, 1, 2),  # a 4-process launch: a quarter each
-    (8, 4, 4, 1, 1),  # ... less its share of the others' load
-    (8, 0, 1, 2, 4),  # a server running two model calls at once: half each
-])
+@pytest.mark.parametrize(
+    "cores,busy,local,share,want",
+    [
+        (2, 0, 1, 1, 2),  # idle: every core
+        (2, 1, 1, 1, 1),  # one core busy elsewhere: the other one (no oversubscription)
+        (2, 5, 1, 1, 1),  # at least one
+        (8, 0, 4, 1, 2),  # a 4-process launch: a quarter each
+        (8, 4, 4, 1, 1),  # ... less its share of the others' load
+        (8, 0, 1, 2, 4),  # a server running two model calls at once: half each
+    ],
+)
 def test_auto_divides_the_free_cores(machine, monkeypatch, cores, busy, local, share, want):
     machine(cores, busy)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))

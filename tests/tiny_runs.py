@@ -7,15 +7,13 @@ import time
 from pathlib import Path
 
 import torch
-
 from conftest import TINY, make_documents
 
 
 def tiny_checkpoint(out: Path, method: str = "sed") -> Path:
     """Write a TINY-config checkpoint of ``method`` with freshly initialised weights to ``out``."""
-    from sedlm.families import load_config
     from sedlm.data.tokenizer import train_bpe
-    from sedlm.families import get_family
+    from sedlm.families import get_family, load_config
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 

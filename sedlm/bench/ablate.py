@@ -17,21 +17,22 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sedlm.api import load_pretrained
+from sedlm.bench.compare import match_width, param_count, seconds_per_step
 from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
+from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
-from sedlm.families import check_config, load_config
-from sedlm.bench.compare import match_width, param_count, seconds_per_step
 from sedlm.eval.harness import evaluate_model
 from sedlm.eval.results import markdown_table, write_results
-from sedlm.io import write_atomic
-from sedlm.devices import resolve_device
+from sedlm.families import check_config, load_config
 from sedlm.families.recipes import RECIPES
+from sedlm.io import write_atomic
 from sedlm.train.embed import build_table, save_embedding
 from sedlm.train.trainer import train
 
@@ -48,50 +49,88 @@ class Variant:
     reuse: str | None = None  # sampling-only: evaluate this variant's trained model instead of training
 
 
-def _v(name: str, group: str, *overrides: str, sample: dict[str, Any] | None = None, reuse: str | None = None) -> Variant:
+def _v(
+    name: str, group: str, *overrides: str, sample: dict[str, Any] | None = None, reuse: str | None = None
+) -> Variant:
     return Variant(name, group, tuple(overrides), sample or {}, reuse)
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    _v("paper", "reference"),
-    _v("default", "reference"),  # the shipped tiny config, whatever its defaults are
-    # The paper recipe again with other training seeds: the spread between these rows is the noise
-    # floor against which every other difference in the table should be read.
-    _v("paper-seed-1", "reference", "train.seed=1"),
-    _v("paper-seed-2", "reference", "train.seed=2"),
-    _v("embed-random", "embedding", "embed.kind=random"),
-    _v("embed-learned", "embedding", "embed.kind=learned"),
-    _v("embed-ppmi", "embedding", "embed.kind=ppmi"),
-    _v("d_embed-16", "d_embed", "model.d_embed=16"),
-    _v("d_embed-32", "d_embed", "model.d_embed=32"),
-    _v("d_embed-128", "d_embed", "model.d_embed=128"),
-    _v("shift-2", "noise", "diffusion.logsnr_shift=-2"),
-    _v("shift-4", "noise", "diffusion.logsnr_shift=-4"),
-    _v("sqrt-schedule", "noise", "diffusion.schedule=sqrt"),
-    _v("time-warp", "noise", "diffusion.time_warp=true"),
-    _v("time-warp-grid", "noise", sample={"time_grid": "warped"}, reuse="time-warp"),
-    _v("self-cond-off", "self_cond", "diffusion.self_cond=off"),
-    _v("self-cond-half", "self_cond", "diffusion.self_cond=half_nograd"),
-    _v("ce-weight-0.2", "loss", "diffusion.ce_weight=0.2"),
-    _v("ce-weight-5", "loss", "diffusion.ce_weight=5"),
-    _v("interp-ce", "loss", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
-    _v("noise-temp-0.8", "sampling", sample={"noise_temp": 0.8}, reuse="paper"),
-    _v("clamp", "sampling", sample={"clamp": True}, reuse="paper"),
-    _v("guidance-2.5", "sampling", sample={"guidance": 2.5, "guidance_mode": "self_cond"}, reuse="paper"),
-    _v("ddim", "sampling", sample={"sampler": "ddim"}, reuse="paper"),
-    _v("interp-score-temp-0.8", "sampling", sample={"score_temp": 0.8}, reuse="interp-ce"),
-    _v("interp-score-temp-0.6", "sampling", sample={"score_temp": 0.6}, reuse="interp-ce"),
-    _v("ppmi-interp", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
-    _v("ppmi-interp-shift-2", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0",
-       "diffusion.logsnr_shift=-2"),
-    _v("ppmi-interp-half", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0",
-       "diffusion.self_cond=half_nograd"),
-    *[_v(f"{base}-score-temp-{t}", "combined", sample={"score_temp": t}, reuse=base)
-      for base in ("ppmi-interp", "ppmi-interp-half") for t in (0.8, 0.6)],
-]}
-COLUMNS = ["variant", "group", "changes", "params", "train_steps", "train_minutes", "table_s", "val_loss", "val_loss_kind",
-           "nfe", "n_samples", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95", "entropy_vs_data",
-           "mauve", "distinct_2", "real_word_share"]
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        _v("paper", "reference"),
+        _v("default", "reference"),  # the shipped tiny config, whatever its defaults are
+        # The paper recipe again with other training seeds: the spread between these rows is the noise
+        # floor against which every other difference in the table should be read.
+        _v("paper-seed-1", "reference", "train.seed=1"),
+        _v("paper-seed-2", "reference", "train.seed=2"),
+        _v("embed-random", "embedding", "embed.kind=random"),
+        _v("embed-learned", "embedding", "embed.kind=learned"),
+        _v("embed-ppmi", "embedding", "embed.kind=ppmi"),
+        _v("d_embed-16", "d_embed", "model.d_embed=16"),
+        _v("d_embed-32", "d_embed", "model.d_embed=32"),
+        _v("d_embed-128", "d_embed", "model.d_embed=128"),
+        _v("shift-2", "noise", "diffusion.logsnr_shift=-2"),
+        _v("shift-4", "noise", "diffusion.logsnr_shift=-4"),
+        _v("sqrt-schedule", "noise", "diffusion.schedule=sqrt"),
+        _v("time-warp", "noise", "diffusion.time_warp=true"),
+        _v("time-warp-grid", "noise", sample={"time_grid": "warped"}, reuse="time-warp"),
+        _v("self-cond-off", "self_cond", "diffusion.self_cond=off"),
+        _v("self-cond-half", "self_cond", "diffusion.self_cond=half_nograd"),
+        _v("ce-weight-0.2", "loss", "diffusion.ce_weight=0.2"),
+        _v("ce-weight-5", "loss", "diffusion.ce_weight=5"),
+        _v("interp-ce", "loss", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
+        _v("noise-temp-0.8", "sampling", sample={"noise_temp": 0.8}, reuse="paper"),
+        _v("clamp", "sampling", sample={"clamp": True}, reuse="paper"),
+        _v("guidance-2.5", "sampling", sample={"guidance": 2.5, "guidance_mode": "self_cond"}, reuse="paper"),
+        _v("ddim", "sampling", sample={"sampler": "ddim"}, reuse="paper"),
+        _v("interp-score-temp-0.8", "sampling", sample={"score_temp": 0.8}, reuse="interp-ce"),
+        _v("interp-score-temp-0.6", "sampling", sample={"score_temp": 0.6}, reuse="interp-ce"),
+        _v("ppmi-interp", "combined", "embed.kind=ppmi", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0"),
+        _v(
+            "ppmi-interp-shift-2",
+            "combined",
+            "embed.kind=ppmi",
+            "diffusion.x0_estimate=interp",
+            "diffusion.mse_weight=0",
+            "diffusion.logsnr_shift=-2",
+        ),
+        _v(
+            "ppmi-interp-half",
+            "combined",
+            "embed.kind=ppmi",
+            "diffusion.x0_estimate=interp",
+            "diffusion.mse_weight=0",
+            "diffusion.self_cond=half_nograd",
+        ),
+        *[
+            _v(f"{base}-score-temp-{t}", "combined", sample={"score_temp": t}, reuse=base)
+            for base in ("ppmi-interp", "ppmi-interp-half")
+            for t in (0.8, 0.6)
+        ],
+    ]
+}
+COLUMNS = [
+    "variant",
+    "group",
+    "changes",
+    "params",
+    "train_steps",
+    "train_minutes",
+    "table_s",
+    "val_loss",
+    "val_loss_kind",
+    "nfe",
+    "n_samples",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "entropy_vs_data",
+    "mauve",
+    "distinct_2",
+    "real_word_share",
+]
 
 
 def get_variants(names: str | None) -> list[Variant]:
@@ -152,20 +191,26 @@ def _table_file(cfg: Config, data: PreparedData, tables_dir: Path, log: Callable
     if cfg.embed.kind not in ("mlm", "ppmi"):
         return "", 0.0
     e = cfg.embed
-    key = _fingerprint(e.kind, cfg.model.d_embed, e.steps, e.max_minutes, e.window, e.d_model, e.n_layers, e.seed, cfg.data)
+    key = _fingerprint(
+        e.kind, cfg.model.d_embed, e.steps, e.max_minutes, e.window, e.d_model, e.n_layers, e.seed, cfg.data
+    )
     path = tables_dir / f"{e.kind}-{cfg.model.d_embed}-{key}.safetensors"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
         return str(path), json.loads(meta.read_text())["seconds"]
     start = time.perf_counter()
-    table = build_table(e, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device), progress=False, log=log)
+    table = build_table(
+        e, data.train, data.tokenizer, cfg.model.d_embed, resolve_device(cfg.train.device), progress=False, log=log
+    )
     seconds = time.perf_counter() - start
     save_embedding(path, table)
     write_atomic(meta, json.dumps({"seconds": round(seconds, 1)}))
     return str(path), round(seconds, 1)
 
 
-def _train_for(cfg: Config, data: PreparedData, minutes: float, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def _train_for(
+    cfg: Config, data: PreparedData, minutes: float, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Train ``cfg`` for as many steps as ``minutes`` of CPU buys (timed on this machine); the step
     count is fixed up front so the learning-rate schedule runs its full course."""
     per_step = seconds_per_step(cfg, data)
@@ -216,7 +261,9 @@ def ablate(
 
     def evaluate(run: Path, label: str, sample: dict[str, Any]) -> dict[str, Any]:
         nonlocal data_row
-        (row, drow), _ = evaluate_model(load_pretrained(run), data, judge=judge, n=n, steps=steps, seed=0, label=label, **sample)
+        (row, drow), _ = evaluate_model(
+            load_pretrained(run), data, judge=judge, n=n, steps=steps, seed=0, label=label, **sample
+        )
         data_row = data_row or drow
         return row
 
@@ -249,7 +296,9 @@ def ablate(
             row, data_row = saved[0], data_row or saved[1]
             return row
         row = produce()
-        write_atomic(row_dir / "row.json", json.dumps({"fingerprint": key, "row": row, "data_row": data_row}, default=str))
+        write_atomic(
+            row_dir / "row.json", json.dumps({"fingerprint": key, "row": row, "data_row": data_row}, default=str)
+        )
         return row
 
     for v in chosen:
@@ -265,12 +314,18 @@ def ablate(
             elif v.reuse:
                 saved = _saved_row(run)
                 if saved is None:
-                    raise SedlmError(f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)")
+                    raise SedlmError(
+                        f"variant '{v.name}' samples the model of '{v.reuse}'; run that variant first (list it before)"
+                    )
                 info = {k: saved[0].get(k) for k in ("params", "train_steps", "train_minutes", "table_s")}
             else:
                 cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
                 log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
-                info = {**_train_for(cfg, data, minutes, run, log), "table_s": table_s, "params": param_count(cfg, data)}
+                info = {
+                    **_train_for(cfg, data, minutes, run, log),
+                    "table_s": table_s,
+                    "params": param_count(cfg, data),
+                }
             return {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
 
         finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce, again=v.name in rescore), v)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -24,18 +25,49 @@ from sedlm.eval.harness import evaluate_model, generation_seconds
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.families import FAMILIES, check_config, get_family, load_config
 from sedlm.families.base import count_parameters
-from sedlm.model.embedding import effective_d_embed
 from sedlm.families.recipes import RECIPES, apply_recipe
+from sedlm.model.embedding import effective_d_embed
 from sedlm.train.trainer import train
 
 METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)
 THROUGHPUT_LEN = 128
-COLUMNS = ["method", "family", "params", "train_steps", "train_tokens", "train_tokens_per_s", "val_loss", "val_loss_kind", "nfe",
-           "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95",
-           "word_entropy", "mauve", "mauve_n", "distinct_2", "self_bleu", "real_word_share",
-           "sample_tokens_per_s_b1", "sample_tokens_per_s_b32"]
-FRONTIER_COLUMNS = ["method", "knob", "value", "n_samples", "mean_sample_tokens", "judge_nll", "judge_nll_ci95",
-                    "unigram_entropy", "unigram_entropy_ci95", "word_entropy"]
+COLUMNS = [
+    "method",
+    "family",
+    "params",
+    "train_steps",
+    "train_tokens",
+    "train_tokens_per_s",
+    "val_loss",
+    "val_loss_kind",
+    "nfe",
+    "n_samples",
+    "mean_sample_tokens",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "word_entropy",
+    "mauve",
+    "mauve_n",
+    "distinct_2",
+    "self_bleu",
+    "real_word_share",
+    "sample_tokens_per_s_b1",
+    "sample_tokens_per_s_b32",
+]
+FRONTIER_COLUMNS = [
+    "method",
+    "knob",
+    "value",
+    "n_samples",
+    "mean_sample_tokens",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "word_entropy",
+]
 
 
 def param_count(cfg: Config, data: PreparedData) -> int:
@@ -91,8 +123,17 @@ def default_knob(model: Any) -> tuple[str, Any]:
     return knob, model.family.resolve_options(model.config.sample, {}).get(knob)
 
 
-def frontier_points(model: Any, row: dict[str, Any], data: Any, judge: Any, *, n: int, steps: int | None = None,
-                    eval_tokens: int | None = None, label: str) -> list[tuple[str, float, dict[str, Any]]]:
+def frontier_points(
+    model: Any,
+    row: dict[str, Any],
+    data: Any,
+    judge: Any,
+    *,
+    n: int,
+    steps: int | None = None,
+    eval_tokens: int | None = None,
+    label: str,
+) -> list[tuple[str, float, dict[str, Any]]]:
     """(knob, value, row) for each value of the model's temperature knob (``model.frontier_knob``): the
     value it samples with by default is ``row`` itself (same seed, same samples); the others are sampled anew."""
     knob, values = model.frontier_knob
@@ -103,14 +144,29 @@ def frontier_points(model: Any, row: dict[str, Any], data: Any, judge: Any, *, n
         if all(defaults.get(k) == v for k, v in fixed.items()):
             points.append((knob, value, row))
             continue
-        (point,), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, eval_tokens=eval_tokens,
-                                     min_mauve=10**9, label=label, with_data_row=False, **fixed)
+        (point,), _ = evaluate_model(
+            model,
+            data,
+            judge=judge,
+            n=n,
+            steps=steps,
+            seed=0,
+            eval_tokens=eval_tokens,
+            min_mauve=10**9,
+            label=label,
+            with_data_row=False,
+            **fixed,
+        )
         points.append((knob, value, point))
     return points
 
 
-def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Path,
-                  title: str = "quality/diversity frontier (95% bootstrap CIs)") -> None:
+def plot_frontier(
+    rows: list[dict[str, Any]],
+    data_row: dict[str, Any],
+    path: Path,
+    title: str = "quality/diversity frontier (95% bootstrap CIs)",
+) -> None:
     """Judge NLL against per-sample entropy, one line per family through its temperature sweep, with
     95% CIs as error bars; the real-text row is a point. Lower-right is better; a family is compared
     at equal entropy, never by NLL alone. A point sampled with top-p < 1 is labelled with it."""
@@ -123,13 +179,27 @@ def plot_frontier(rows: list[dict[str, Any]], data_row: dict[str, Any], path: Pa
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["unigram_entropy"])
         xs, ys = [r["unigram_entropy"] for r in pts], [r["judge_nll"] for r in pts]
-        xerr = [[x - r["unigram_entropy_ci95"][0] for x, r in zip(xs, pts)], [r["unigram_entropy_ci95"][1] - x for x, r in zip(xs, pts)]]
-        yerr = [[y - r["judge_nll_ci95"][0] for y, r in zip(ys, pts)], [r["judge_nll_ci95"][1] - y for y, r in zip(ys, pts)]]
+        xerr = [
+            [x - r["unigram_entropy_ci95"][0] for x, r in zip(xs, pts)],
+            [r["unigram_entropy_ci95"][1] - x for x, r in zip(xs, pts)],
+        ]
+        yerr = [
+            [y - r["judge_nll_ci95"][0] for y, r in zip(ys, pts)],
+            [r["judge_nll_ci95"][1] - y for y, r in zip(ys, pts)],
+        ]
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=f"{method} ({pts[0]['knob']} sweep)")
         for x, y, r in zip(xs, ys, pts):
             top_p = r.get("top_p", 1.0) or 1.0
-            ax.annotate(f"{r['value']:g}" + (f", top-p {top_p:g}" if top_p < 1 else ""), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.scatter([data_row["unigram_entropy"]], [data_row["judge_nll"]], marker="*", s=150, color="black", label="real text")
+            ax.annotate(
+                f"{r['value']:g}" + (f", top-p {top_p:g}" if top_p < 1 else ""),
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    ax.scatter(
+        [data_row["unigram_entropy"]], [data_row["judge_nll"]], marker="*", s=150, color="black", label="real text"
+    )
     ax.set_xlabel("unigram entropy per sample (bits, model tokens)")
     ax.set_ylabel("judge NLL (nats/token, lower is better)")
     ax.set_title(title)
@@ -148,12 +218,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         if r["method"] == "data":
-            ax.axhline(r["judge_nll"], color="grey", ls="--",
-                       label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)")
+            ax.axhline(
+                r["judge_nll"],
+                color="grey",
+                ls="--",
+                label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)",
+            )
         else:
             ax.scatter(r["sample_tokens_per_s_b32"], r["judge_nll"], s=60)
-            ax.annotate(f"{r['method']} (H={r['unigram_entropy']:.2f} bits)", (r["sample_tokens_per_s_b32"], r["judge_nll"]),
-                        textcoords="offset points", xytext=(6, 4))
+            ax.annotate(
+                f"{r['method']} (H={r['unigram_entropy']:.2f} bits)",
+                (r["sample_tokens_per_s_b32"], r["judge_nll"]),
+                textcoords="offset points",
+                xytext=(6, 4),
+            )
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.15)  # room for the labels
     ax.set_xlabel(f"sampling tokens/s (batch 32, length {THROUGHPUT_LEN})")
@@ -164,8 +242,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def prepare_systems(corpus: str, methods: tuple[str, ...], overrides: list[str] | None = None
-                    ) -> tuple[Config, PreparedData, dict[str, Config], dict[str, int]]:
+def prepare_systems(
+    corpus: str, methods: tuple[str, ...], overrides: list[str] | None = None
+) -> tuple[Config, PreparedData, dict[str, Config], dict[str, int]]:
     """The tiny config on ``corpus``, its data, and each system's config with its width matched to the
     first system's parameter count (and that count)."""
     base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
@@ -184,8 +263,15 @@ def run_folder(runs_dir: str | Path, system: str) -> Path:
     return Path(runs_dir) / system.replace(":", "_").replace("=", "-")
 
 
-def train_system(cfg: Config, system: str, n_steps: int, runs_dir: str | Path, data: PreparedData,
-                 log: Callable[[str], None], reuse: bool = False) -> tuple[Path, float]:
+def train_system(
+    cfg: Config,
+    system: str,
+    n_steps: int,
+    runs_dir: str | Path,
+    data: PreparedData,
+    log: Callable[[str], None],
+    reuse: bool = False,
+) -> tuple[Path, float]:
     """Train one system for ``n_steps`` into its run folder (replacing an earlier run); with ``reuse``, a
     finished run of the same method, recipe and step count is kept. Returns the folder and training seconds."""
     cfg.train.max_steps = n_steps
@@ -219,15 +305,18 @@ def system_config(base: Config, spec: str) -> Config:
     elif name in FAMILIES:
         cfg.family = name
     else:
-        raise SedlmError(f"unknown system '{name}'; valid: the families {', '.join(FAMILIES)} or the recipes "
-                         f"{', '.join(RECIPES)}, optionally followed by :section.key=value overrides")
+        raise SedlmError(
+            f"unknown system '{name}'; valid: the families {', '.join(FAMILIES)} or the recipes "
+            f"{', '.join(RECIPES)}, optionally followed by :section.key=value overrides"
+        )
     apply_overrides(cfg, extra)
     check_config(cfg)
     return cfg
 
 
-def _kept_rows(results_dir: str | Path, name: str, corpus: str, rerun: tuple[str, ...], every: tuple[str, ...]
-               ) -> tuple[list[dict], list[dict]]:
+def _kept_rows(
+    results_dir: str | Path, name: str, corpus: str, rerun: tuple[str, ...], every: tuple[str, ...]
+) -> tuple[list[dict], list[dict]]:
     """With a subset of the systems rerun, the other systems' rows of the last results and frontier
     files (same checkpoints, seeds and harness, so re-evaluating them would reproduce them)."""
     import json
@@ -240,8 +329,10 @@ def _kept_rows(results_dir: str | Path, name: str, corpus: str, rerun: tuple[str
         rows = json.loads(path.read_text())["rows"] if path.is_file() else []
         missing = set(every) - set(rerun) - {r["method"] for r in rows}
         if missing:
-            raise SedlmError(f"--methods reruns only some systems, but {path} holds no rows for "
-                             f"{', '.join(sorted(missing))}; run the full comparison first")
+            raise SedlmError(
+                f"--methods reruns only some systems, but {path} holds no rows for "
+                f"{', '.join(sorted(missing))}; run the full comparison first"
+            )
         out.append([r for r in rows if r["method"] in every and r["method"] not in rerun])
     return out[0], out[1]
 
@@ -286,19 +377,24 @@ def compare(
     # A fixed step count makes the run independent of the machine's load; the budget sizes it otherwise.
     n_steps = train_steps or max(20, int(train_s / sum(per_step.values())))
     kept, kept_frontier = _kept_rows(results_dir, name, corpus, rerun, methods)
-    log(f"matched sizes {params}; {n_steps} steps each" + (" (measured s/step: "
-        + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")" if per_step else ""))
+    log(
+        f"matched sizes {params}; {n_steps} steps each"
+        + (" (measured s/step: " + ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()) + ")" if per_step else "")
+    )
 
     judge = get_judge(judge_name)
     rows, data_row, frontier = [], None, []
 
-    def publish(rows: list[dict], frontier: list[dict], kept: list[dict], kept_frontier: list[dict],
-                data_row: dict[str, Any]) -> tuple[Path, Path]:
+    def publish(
+        rows: list[dict], frontier: list[dict], kept: list[dict], kept_frontier: list[dict], data_row: dict[str, Any]
+    ) -> tuple[Path, Path]:
         """Write the table and the frontier with the systems finished so far (and the kept ones)."""
         order = lambda r: methods.index(r["method"])  # noqa: E731
         table = [*sorted(rows + kept, key=order), data_row]
         points = sorted(frontier + kept_frontier, key=order)
-        points.append({"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
+        points.append(
+            {"knob": "-", "value": None, **{c: data_row.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}}
+        )
         file = f"{name}-{corpus}"
         frontier_file = f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"
         write_results(file, command, table, COLUMNS, results_dir)
@@ -316,18 +412,33 @@ def compare(
         (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
         data_row = data_row or drow
         for knob, value, point in frontier_points(model, row, data, judge, n=n, steps=steps, label=system):
-            frontier.append({"knob": knob, "value": value, **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")}})
-            log(f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits")
+            frontier.append(
+                {
+                    "knob": knob,
+                    "value": value,
+                    **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")},
+                }
+            )
+            log(
+                f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits"
+            )
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(elapsed, 1e-9)
-        row.update(family=cfg.family, params=params[system], train_steps=n_steps, train_tokens=tokens,
-                   train_tokens_per_s=round(train_tok_s, 1),
-                   sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
-                   sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1))
+        row.update(
+            family=cfg.family,
+            params=params[system],
+            train_steps=n_steps,
+            train_tokens=tokens,
+            train_tokens_per_s=round(train_tok_s, 1),
+            sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
+            sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1),
+        )
         rows.append(row)
         publish(rows, frontier, kept, kept_frontier, data_row)  # after every system: a stopped run keeps its rows
-        log(f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
-            f"{row.get('unigram_entropy_ci95')} bits")
+        log(
+            f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
+            f"{row.get('unigram_entropy_ci95')} bits"
+        )
     file, frontier_file = publish(rows, frontier, kept, kept_frontier, data_row)
     log(f"wrote {file} and {frontier_file} (.json, .md, .png) in {(time.perf_counter() - start) / 60:.1f} min")
     return sorted(rows + kept, key=lambda r: methods.index(r["method"])) + [data_row]

@@ -12,15 +12,34 @@ from sedlm.errors import SedlmError
 from sedlm.eval.likelihood import likelihood
 from sedlm.eval.results import markdown_table, write_results
 
+LIKELIHOOD_COLUMNS = [
+    "method",
+    "family",
+    "params",
+    "train_steps",
+    "source",
+    "nll_kind",
+    "nll",
+    "nll_se",
+    "perplexity",
+    "rows",
+]
 
-LIKELIHOOD_COLUMNS = ["method", "family", "params", "train_steps", "source", "nll_kind", "nll", "nll_se", "perplexity", "rows"]
 
-
-def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], train_steps: int = 600,
-                     zero_shot: tuple[str, ...] = ("corpus:news", "corpus:wikipedia"), rows: int = 256,
-                     runs_dir: str = "runs/systems", results_dir: str = "benchmarks/results", reuse: bool = True,
-                     overrides: list[str] | None = None, command: str = "sedlm bench likelihood",
-                     log: Any = print) -> list[dict[str, Any]]:
+def bench_likelihood(
+    corpus: str = "shakespeare",
+    *,
+    methods: tuple[str, ...],
+    train_steps: int = 600,
+    zero_shot: tuple[str, ...] = ("corpus:news", "corpus:wikipedia"),
+    rows: int = 256,
+    runs_dir: str = "runs/systems",
+    results_dir: str = "benchmarks/results",
+    reuse: bool = True,
+    overrides: list[str] | None = None,
+    command: str = "sedlm bench likelihood",
+    log: Any = print,
+) -> list[dict[str, Any]]:
     """Train each system as ``sedlm bench compare`` does (matched size, equal steps; ``reuse`` keeps a
     finished run of the same step count in ``runs_dir``), then score the same validation rows and each
     ``zero_shot`` source with its family's likelihood (exact or bound); write likelihood-<corpus>.{json,md}.
@@ -35,15 +54,22 @@ def bench_likelihood(corpus: str = "shakespeare", *, methods: tuple[str, ...], t
         folder, _ = train_system(cfgs[system], system, train_steps, runs_dir, data, log, reuse=reuse)
         model = load_pretrained(folder)
         for source in (None, *zero_shot):
-            row = {"method": system, "family": model.config.family, "params": params[system], "train_steps": train_steps,
-                   "source": source or f"corpus:{corpus} (validation)"}
+            row = {
+                "method": system,
+                "family": model.config.family,
+                "params": params[system],
+                "train_steps": train_steps,
+                "source": source or f"corpus:{corpus} (validation)",
+            }
             try:
                 res = likelihood(model, source, rows=rows, seed=0, data=data, documents=documents.get(source))
             except SedlmError as e:  # a family or variant without a likelihood: the row says why
                 row["nll_kind"] = f"none: {e}"
             else:
                 row.update({k: res[k] for k in ("nll_kind", "nll", "nll_se", "perplexity", "rows")})
-                log(f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']})")
+                log(
+                    f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']})"
+                )
             out_rows.append(row)
         write_results(f"likelihood-{corpus}", command, out_rows, LIKELIHOOD_COLUMNS, results_dir)  # after every system
     log(markdown_table(out_rows, LIKELIHOOD_COLUMNS))

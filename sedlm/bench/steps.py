@@ -11,8 +11,9 @@ and its unigram entropy within 2%.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sedlm.api import load_pretrained
 from sedlm.errors import SedlmError
@@ -23,9 +24,20 @@ from sedlm.sampling.samplers import SAMPLERS, get_sampler
 
 NFES = (4, 8, 16, 32, 64, 128, 256, 1000)
 SPEED_LEN = 128
-COLUMNS = ["sampler", "time_grid", "steps", "nfe", "judge_nll", "judge_nll_ci95", "unigram_entropy",
-           "unigram_entropy_ci95", "nll_vs_reference",
-           "entropy_vs_reference", "meets_target", "seconds_per_sample"]
+COLUMNS = [
+    "sampler",
+    "time_grid",
+    "steps",
+    "nfe",
+    "judge_nll",
+    "judge_nll_ci95",
+    "unigram_entropy",
+    "unigram_entropy_ci95",
+    "nll_vs_reference",
+    "entropy_vs_reference",
+    "meets_target",
+    "seconds_per_sample",
+]
 SPEED_COLUMNS = ["method", "sampler", "nfe", "batch_size", "seq_len", "seconds_per_sample", "latency_s", "tokens_per_s"]
 
 
@@ -39,8 +51,16 @@ def steps_for(sampler: str, nfe: int, guidance: float = 1.0) -> int:
 def _speed_row(model: Any, method: str, label: str, nfe: float, batch: int, /, **kw: Any) -> dict[str, Any]:
     """Latency and throughput of ``batch`` samples of SPEED_LEN tokens; ``kw`` go to generate_ids."""
     sec = generation_seconds(model, batch, SPEED_LEN, **kw)
-    return {"method": method, "sampler": label, "nfe": nfe, "batch_size": batch, "seq_len": SPEED_LEN,
-            "seconds_per_sample": round(sec / batch, 4), "latency_s": round(sec, 4), "tokens_per_s": round(batch * SPEED_LEN / sec, 1)}
+    return {
+        "method": method,
+        "sampler": label,
+        "nfe": nfe,
+        "batch_size": batch,
+        "seq_len": SPEED_LEN,
+        "seconds_per_sample": round(sec / batch, 4),
+        "latency_s": round(sec, 4),
+        "tokens_per_s": round(batch * SPEED_LEN / sec, 1),
+    }
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -89,12 +109,16 @@ def steps_bench(
 
     model = load_pretrained(ckpt)
     if not model.family.samplers:
-        raise SedlmError(f"'{ckpt}' holds a '{model.family_name}' model, whose family runs no registered sampler; "
-                         "bench steps measures the samplers of continuous families")
+        raise SedlmError(
+            f"'{ckpt}' holds a '{model.family_name}' model, whose family runs no registered sampler; "
+            "bench steps measures the samplers of continuous families"
+        )
     samplers = samplers or list(model.family.samplers)
     for s in samplers:
         if s not in model.family.samplers:
-            raise SedlmError(f"unknown sampler '{s}' for family {model.family_name}; valid samplers: {', '.join(model.family.samplers)}")
+            raise SedlmError(
+                f"unknown sampler '{s}' for family {model.family_name}; valid samplers: {', '.join(model.family.samplers)}"
+            )
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
     K = default_eval_tokens(model.config.data.seq_len)
@@ -106,21 +130,34 @@ def steps_bench(
             full, nfe, sec = sample_content(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
             ids = [r[:K] for r in full]
             m = text_metrics([model.tokenizer.decode(r) for r in ids], judge=judge, sample_ids=ids)
-            row = {"sampler": s, "time_grid": grid, "steps": k, "nfe": round(nfe, 1), "n_samples": n, "eval_tokens": K,
-                   **{c: _round(m[c]) for c in ("judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95")},
-                   "seconds_per_sample": round(sec, 4)}
+            row = {
+                "sampler": s,
+                "time_grid": grid,
+                "steps": k,
+                "nfe": round(nfe, 1),
+                "n_samples": n,
+                "eval_tokens": K,
+                **{c: _round(m[c]) for c in ("judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95")},
+                "seconds_per_sample": round(sec, 4),
+            }
             rows.append(row)
-            log(f"{s:9s} NFE {row['nfe']:>6g}: judge NLL {row['judge_nll']:.3f}, entropy {row['unigram_entropy']:.2f} bits, "
-                f"{sec:.3f} s/sample")
-    ref = max((r for r in rows if r["sampler"] == "ddpm"), key=lambda r: r["nfe"], default=max(rows, key=lambda r: r["nfe"]))
+            log(
+                f"{s:9s} NFE {row['nfe']:>6g}: judge NLL {row['judge_nll']:.3f}, entropy {row['unigram_entropy']:.2f} bits, "
+                f"{sec:.3f} s/sample"
+            )
+    ref = max(
+        (r for r in rows if r["sampler"] == "ddpm"), key=lambda r: r["nfe"], default=max(rows, key=lambda r: r["nfe"])
+    )
     for r in rows:
         r["nll_vs_reference"] = round(r["judge_nll"] / ref["judge_nll"] - 1, 4)
         r["entropy_vs_reference"] = round(r["unigram_entropy"] / ref["unigram_entropy"] - 1, 4)
         r["meets_target"] = r["nll_vs_reference"] <= 0.05 and abs(r["entropy_vs_reference"]) <= 0.02
     good = [r for r in rows if r["meets_target"] and r is not ref]
     best = min(good, key=lambda r: (r["nfe"], r["judge_nll"])) if good else ref
-    log(f"reference: {ref['sampler']} at NFE {ref['nfe']:g}; cheapest setting meeting the target: "
-        f"{best['sampler']} at NFE {best['nfe']:g}" + ("" if good else " (none met it; the reference itself is timed)"))
+    log(
+        f"reference: {ref['sampler']} at NFE {ref['nfe']:g}; cheapest setting meeting the target: "
+        f"{best['sampler']} at NFE {best['nfe']:g}" + ("" if good else " (none met it; the reference itself is timed)")
+    )
 
     speed: list[dict[str, Any]] = []
     kw = {"steps": best["steps"], "sampler": best["sampler"], "time_grid": best["time_grid"], "guidance": guidance}
@@ -128,7 +165,9 @@ def steps_bench(
     for batch in (1, 32):
         speed.append(_speed_row(model, model.family_name, best["sampler"], best["nfe"], batch, **kw))
         if ar is not None:
-            calls = ar.config.sample.steps if ar.family.step_callbacks else SPEED_LEN  # one call per token without steps
+            calls = (
+                ar.config.sample.steps if ar.family.step_callbacks else SPEED_LEN
+            )  # one call per token without steps
             speed.append(_speed_row(ar, ar.family_name, f"{ar.family.description}, its default sampling", calls, batch))
     results_dir = Path(results_dir)
     write_results(f"steps-{name}", command, rows, COLUMNS, results_dir)
@@ -136,6 +175,8 @@ def steps_bench(
     write_results(f"steps-{name}-speed", command, speed, SPEED_COLUMNS, results_dir)
     log(markdown_table(rows, COLUMNS))
     log(markdown_table(speed, SPEED_COLUMNS))
-    log(f"wrote {results_dir}/steps-{name}.{{json,md,png}} and steps-{name}-speed.{{json,md}} "
-        f"in {(time.perf_counter() - start) / 60:.1f} min")
+    log(
+        f"wrote {results_dir}/steps-{name}.{{json,md,png}} and steps-{name}-speed.{{json,md}} "
+        f"in {(time.perf_counter() - start) / 60:.1f} min"
+    )
     return rows, speed

@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from sedlm.errors import SedlmError
 from sedlm.cli.eval import add_eval_and_bench_parsers
 from sedlm.cli.flags import add_option_flags, options_from_args
 from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
+from sedlm.errors import SedlmError
 
 CONFIG_HELP = "YAML config: a path, or a bundled name (tiny, sed-s, sed-l)"
 OVERRIDE_HELP = "config overrides as section.key=value, e.g. train.max_steps=200 model.d_model=256"
@@ -67,8 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/{Path(args.config or 'tiny').stem}")
     if args.init and (args.config or args.recipe or args.family or args.task):
-        raise SedlmError("--init takes the model, tokenizer and table from the checkpoint; drop --config, --recipe, "
-                         "--family and --task (override single settings as section.key=value)")
+        raise SedlmError(
+            "--init takes the model, tokenizer and table from the checkpoint; drop --config, --recipe, "
+            "--family and --task (override single settings as section.key=value)"
+        )
     if args.resume or args.init:
         cfg = load_checkpoint(args.init or out)[0]
         apply_overrides(cfg, list(args.overrides) + ([f"data.source={args.data}"] if args.data else []))
@@ -88,20 +90,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, out, resume=args.resume, init=args.init)
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     if result.main:
-        print(f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})")
+        print(
+            f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})"
+        )
     return 130 if result.interrupted else 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from sedlm.distill import DistillConfig, distill
 
-    cfg = DistillConfig(method=args.method, nfe=args.nfe, teacher_steps=args.teacher_steps,
-                        steps_per_round=args.steps_per_round, batch_size=args.batch_size, lr=args.lr,
-                        guidance=args.guidance, seed=args.seed)
+    cfg = DistillConfig(
+        method=args.method,
+        nfe=args.nfe,
+        teacher_steps=args.teacher_steps,
+        steps_per_round=args.steps_per_round,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
     record = distill(args.ckpt, args.out, cfg, save_rounds=args.save_rounds)
     cost = f" ({record['cost_vs_teacher']:.0%} of the teacher's training time)" if "cost_vs_teacher" in record else ""
-    print(f"student of {args.nfe} network calls in {args.out}: {record['student_optimizer_steps']} optimiser steps, "
-          f"{record['minutes']:.1f} min{cost}; sample with: sedlm sample --ckpt {args.out}")
+    print(
+        f"student of {args.nfe} network calls in {args.out}: {record['student_optimizer_steps']} optimiser steps, "
+        f"{record['minutes']:.1f} min{cost}; sample with: sedlm sample --ckpt {args.out}"
+    )
     return 0
 
 
@@ -131,11 +144,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     d = cfg.data
     train_one = TRAINED_TOKENIZERS.get(d.tokenizer)
     tokenizer = (lambda docs: train_one(docs, d.vocab_size)) if train_one else load_tokenizer(d.tokenizer)
-    r = prepare_shards(lambda: iter_documents(d.source), args.out, tokenizer, val_fraction=d.val_fraction,
-                       split_seed=d.split_seed, shard_tokens=args.shard_tokens, max_memory_mb=args.max_memory_mb,
-                       tokenizer_chars=args.tokenizer_chars, source=d.source)
+    r = prepare_shards(
+        lambda: iter_documents(d.source),
+        args.out,
+        tokenizer,
+        val_fraction=d.val_fraction,
+        split_seed=d.split_seed,
+        shard_tokens=args.shard_tokens,
+        max_memory_mb=args.max_memory_mb,
+        tokenizer_chars=args.tokenizer_chars,
+        source=d.source,
+    )
     for split in ("train", "val"):
-        print(f"{split}: {r.documents[split]:,} documents, {r.tokens[split]:,} tokens in {r.shards[split]} shard(s) ({r.dtype})")
+        print(
+            f"{split}: {r.documents[split]:,} documents, {r.tokens[split]:,} tokens in {r.shards[split]} shard(s) ({r.dtype})"
+        )
     print(f"wrote {r.out}; train on it with: sedlm train --data {r.out} --config ...")
     return 0
 
@@ -146,8 +169,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
-    options = {"steps": s.steps if args.steps is None else args.steps, "seed": s.seed if args.seed is None else args.seed,
-               **options_from_args(args)}
+    options = {
+        "steps": s.steps if args.steps is None else args.steps,
+        "seed": s.seed if args.seed is None else args.seed,
+        **options_from_args(args),
+    }
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # A bar on a terminal, plain lines on stderr otherwise: piped --json output on stdout stays clean.
     with progress(total=options["steps"], desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
@@ -157,8 +183,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
             texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
     if args.json:
         resolved = model.family.resolve_options(s, options_from_args(args))
-        print(json.dumps({"family": model.family_name, **conditioning, "samples": texts, "steps": options["steps"],
-                          "seed": options["seed"], **resolved}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "family": model.family_name,
+                    **conditioning,
+                    "samples": texts,
+                    "steps": options["steps"],
+                    "seed": options["seed"],
+                    **resolved,
+                },
+                indent=2,
+            )
+        )
     else:
         for i, t in enumerate(texts):
             print(f"--- sample {i}\n{t}")
@@ -188,99 +225,164 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sedlm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    q = sub.add_parser("quickstart", help="train a tiny model on the default corpus and show samples (minutes on a CPU)",
-                       description="Train tokenizer, embedding space and a tiny SED model on the bundled Shakespeare "
-                                   "corpus, print samples and a summary, and save a checkpoint.")
+    q = sub.add_parser(
+        "quickstart",
+        help="train a tiny model on the default corpus and show samples (minutes on a CPU)",
+        description="Train tokenizer, embedding space and a tiny SED model on the bundled Shakespeare "
+        "corpus, print samples and a summary, and save a checkpoint.",
+    )
     q.add_argument("--out", default="runs/quickstart", help="checkpoint folder to write (default: runs/quickstart)")
-    q.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"optimiser steps of the diffusion stage; the result depends only on the seed, not on the "
-                        f"machine's load (default: {DEFAULT_STEPS}, about 3 min on 2 CPU cores)")
+    q.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"optimiser steps of the diffusion stage; the result depends only on the seed, not on the "
+        f"machine's load (default: {DEFAULT_STEPS}, about 3 min on 2 CPU cores)",
+    )
     q.add_argument("--force", action="store_true", help="replace an existing run in --out")
     q.set_defaults(func=cmd_quickstart)
 
-    c = sub.add_parser("corpora", help="list the bundled corpora with their size and origin",
-                       description="List the bundled corpora, their size and where their text comes from.")
+    c = sub.add_parser(
+        "corpora",
+        help="list the bundled corpora with their size and origin",
+        description="List the bundled corpora, their size and where their text comes from.",
+    )
     c.add_argument("--no-stats", action="store_true", help="skip loading the corpora to count documents and words")
     c.set_defaults(func=cmd_corpora)
 
-    e = sub.add_parser("embed", help="build the embedding table SED freezes (masked LM or PPMI)",
-                       description="Train a tokenizer and build the V x d_embed table: a small factorised masked LM "
-                                   "(embed.kind=mlm, the paper) or a truncated SVD of PPMI co-occurrences (embed.kind=ppmi).")
+    e = sub.add_parser(
+        "embed",
+        help="build the embedding table SED freezes (masked LM or PPMI)",
+        description="Train a tokenizer and build the V x d_embed table: a small factorised masked LM "
+        "(embed.kind=mlm, the paper) or a truncated SVD of PPMI co-occurrences (embed.kind=ppmi).",
+    )
     e.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     e.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     e.add_argument("--out", default="runs/embed", help="folder for embeddings.safetensors and tokenizer.json")
     e.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     e.set_defaults(func=cmd_embed)
 
-    t = sub.add_parser("train", help="train a model",
-                       description="Train a model and write a checkpoint folder + metrics.jsonl. Runs unchanged on several "
-                                   "processes: torchrun --nproc_per_node N -m sedlm train ... (or accelerate launch -m sedlm "
-                                   "train ...); train.batch_size is the global batch, split into train.micro_batch_size rows "
-                                   "per forward pass. --data may be a folder written by `sedlm prepare`.")
+    t = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model and write a checkpoint folder + metrics.jsonl. Runs unchanged on several "
+        "processes: torchrun --nproc_per_node N -m sedlm train ... (or accelerate launch -m sedlm "
+        "train ...); train.batch_size is the global batch, split into train.micro_batch_size rows "
+        "per forward pass. --data may be a folder written by `sedlm prepare`.",
+    )
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
     t.add_argument("--out", help="run folder (default: runs/<config name>)")
-    t.add_argument("--family", "--method", dest="family", choices=[f.name for f in all_families()],
-                   help="model family (overrides the config's family; --method is the same flag; default: sed): "
-                        + "; ".join(f"{f.name}: {f.description}" for f in all_families()))
-    t.add_argument("--recipe", help="a named recipe over a family (see `sedlm recipes`), composed with --config's size; "
-                                    "overrides on the command line still win")
-    t.add_argument("--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs")
+    t.add_argument(
+        "--family",
+        "--method",
+        dest="family",
+        choices=[f.name for f in all_families()],
+        help="model family (overrides the config's family; --method is the same flag; default: sed): "
+        + "; ".join(f"{f.name}: {f.description}" for f in all_families()),
+    )
+    t.add_argument(
+        "--recipe",
+        help="a named recipe over a family (see `sedlm recipes`), composed with --config's size; "
+        "overrides on the command line still win",
+    )
+    t.add_argument(
+        "--task", choices=["lm", "seq2seq"], help="lm (default) or seq2seq: --data is a .jsonl of src/tgt pairs"
+    )
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    t.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights, tokenizer and embedding "
-                                                  "table (and its config, under any overrides) on --data")
+    t.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="fine-tune: start from this checkpoint's weights, tokenizer and embedding "
+        "table (and its config, under any overrides) on --data",
+    )
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     t.set_defaults(func=cmd_train)
 
-    rc = sub.add_parser("recipes", help="list the model families and the recipes that reproduce papers' choices",
-                        description="List the registered model families and the named recipes (option sets over a "
-                                    "family reproducing a paper), with their citations; -v adds what each reproduces, "
-                                    "what it leaves out and its options.")
+    rc = sub.add_parser(
+        "recipes",
+        help="list the model families and the recipes that reproduce papers' choices",
+        description="List the registered model families and the named recipes (option sets over a "
+        "family reproducing a paper), with their citations; -v adds what each reproduces, "
+        "what it leaves out and its options.",
+    )
     rc.add_argument("-v", "--verbose", action="store_true", help="show what each recipe reproduces and leaves out")
     rc.set_defaults(func=cmd_recipes)
 
-    r = sub.add_parser("prepare", help="tokenise a corpus once into memory-mapped token shards",
-                       description="Stream SRC, train the tokenizer (data.tokenizer=bpe) or load it, and write train/val "
-                                   "token shards (uint16 when the vocabulary fits, else uint32), tokenizer.json and "
-                                   "index.json to OUT, in bounded memory. Train on it with `sedlm train --data OUT`.")
-    r.add_argument("--data", required=True, help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG] (streamed)")
+    r = sub.add_parser(
+        "prepare",
+        help="tokenise a corpus once into memory-mapped token shards",
+        description="Stream SRC, train the tokenizer (data.tokenizer=bpe) or load it, and write train/val "
+        "token shards (uint16 when the vocabulary fits, else uint32), tokenizer.json and "
+        "index.json to OUT, in bounded memory. Train on it with `sedlm train --data OUT`.",
+    )
+    r.add_argument(
+        "--data",
+        required=True,
+        help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG] (streamed)",
+    )
     r.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
-    r.add_argument("--config", help=CONFIG_HELP + " (default: tiny); its data section sets tokenizer, vocabulary and split")
+    r.add_argument(
+        "--config", help=CONFIG_HELP + " (default: tiny); its data section sets tokenizer, vocabulary and split"
+    )
     r.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard file (default: 100M)")
-    r.add_argument("--max-memory-mb", type=float, default=256.0, help="cap on text and tokens held in memory (default: 256)")
-    r.add_argument("--tokenizer-chars", type=int, default=50_000_000,
-                   help="characters of training text a BPE tokenizer is trained on (default: 50M)")
+    r.add_argument(
+        "--max-memory-mb", type=float, default=256.0, help="cap on text and tokens held in memory (default: 256)"
+    )
+    r.add_argument(
+        "--tokenizer-chars",
+        type=int,
+        default=50_000_000,
+        help="characters of training text a BPE tokenizer is trained on (default: 50M)",
+    )
     r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     r.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder.")
+    s = sub.add_parser(
+        "sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder."
+    )
     _sampling_options(s, n_help="number of samples (default: the checkpoint's sample.n)")
     s.add_argument("--prompt", help="text to continue (it is kept verbatim at the start of each sample)")
     s.add_argument("--src", help="seq2seq source text (for a model trained with data.task=seq2seq)")
     s.set_defaults(func=cmd_sample)
 
-    f = sub.add_parser("infill", help="fill the blanks of a template", description="Fill the blanks of TEMPLATE: "
-                       "[___] lets the model choose the length, [___:N] asks for exactly N tokens; the rest is kept verbatim.")
+    f = sub.add_parser(
+        "infill",
+        help="fill the blanks of a template",
+        description="Fill the blanks of TEMPLATE: "
+        "[___] lets the model choose the length, [___:N] asks for exactly N tokens; the rest is kept verbatim.",
+    )
     f.add_argument("template", help='e.g. "The [___] of Denmark [___:12] revenge."')
     _sampling_options(f, n_help="number of fillings (default: 1)")
     f.set_defaults(func=cmd_sample, prompt=None, src=None)
-    d = sub.add_parser("distill", help="distil a diffusion checkpoint into a student that samples in a few network calls",
-                       description="Progressive distillation (halve the sampler's steps each round; Salimans & Ho 2022) "
-                                   "or consistency distillation (Song et al. 2023) of a continuous diffusion checkpoint's "
-                                   "deterministic sampler, into a student of the same size that samples in --nfe network "
-                                   "calls: unconditional, prompt and infill requests, given text kept as the teacher keeps it.")
+    d = sub.add_parser(
+        "distill",
+        help="distil a diffusion checkpoint into a student that samples in a few network calls",
+        description="Progressive distillation (halve the sampler's steps each round; Salimans & Ho 2022) "
+        "or consistency distillation (Song et al. 2023) of a continuous diffusion checkpoint's "
+        "deterministic sampler, into a student of the same size that samples in --nfe network "
+        "calls: unconditional, prompt and infill requests, given text kept as the teacher keeps it.",
+    )
     d.add_argument("--ckpt", required=True, help="teacher checkpoint (sed family)")
     d.add_argument("--out", required=True, help="student checkpoint folder to write (must not exist or be empty)")
     d.add_argument("--method", default="progressive", help="progressive or consistency (default: progressive)")
     d.add_argument("--nfe", type=int, default=4, help="network calls per sample of the student (default: 4)")
-    d.add_argument("--teacher-steps", type=int, default=64,
-                   help="progressive: the first teacher grid, --nfe times a power of two; consistency: the fine grid "
-                        "(default: 64)")
+    d.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=64,
+        help="progressive: the first teacher grid, --nfe times a power of two; consistency: the fine grid "
+        "(default: 64)",
+    )
     d.add_argument("--steps-per-round", type=int, default=300, help="optimiser steps per round (default: 300)")
     d.add_argument("--batch-size", type=int, default=32, help="rows per optimiser step (default: 32)")
     d.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
-    d.add_argument("--guidance", type=float, default=1.0, help="the teacher's guidance scale, folded into the student "
-                                                               "(default: 1, none)")
+    d.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="the teacher's guidance scale, folded into the student (default: 1, none)",
+    )
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     d.add_argument("--save-rounds", action="store_true", help="progressive: keep each round's student in OUT/round-N")
     d.set_defaults(func=cmd_distill)
@@ -292,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
     s.add_argument("--n", type=int, help=n_help)
-    s.add_argument("--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)")
+    s.add_argument(
+        "--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)"
+    )
     s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
     add_option_flags(s)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -303,9 +407,12 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
     """``--threads`` on every subcommand that runs (nested ones included)."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
-        parser.add_argument("--threads", metavar="N|auto",
-                            help="CPU threads for torch (default: auto, the free cores of this process's share; "
-                                 "OMP_NUM_THREADS or SEDLM_THREADS set one for every command)")
+        parser.add_argument(
+            "--threads",
+            metavar="N|auto",
+            help="CPU threads for torch (default: auto, the free cores of this process's share; "
+            "OMP_NUM_THREADS or SEDLM_THREADS set one for every command)",
+        )
     for action in subs:
         for child in set(action.choices.values()):
             add_threads_flag(child)

@@ -27,7 +27,9 @@ def add_option_flags(p: argparse.ArgumentParser) -> None:
         if o.choices:  # checked by the family, so a wrong value gets its one-line message
             kw["metavar"] = "{" + ",".join(o.choices) + "}"
         default = f"sample.{o.config_key}" if o.config_key else repr(o.default)
-        p.add_argument(o.flag, dest=o.name, default=None, help=f"{'/'.join(families)}: {o.help} (default: {default})", **kw)
+        p.add_argument(
+            o.flag, dest=o.name, default=None, help=f"{'/'.join(families)}: {o.help} (default: {default})", **kw
+        )
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:

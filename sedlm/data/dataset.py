@@ -47,7 +47,9 @@ def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Prepare
     train_docs = _truncate(train_docs, cfg.max_chars)
     if tokenizer is None:
         tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocab_size, train_docs)
-    train = PackedRows(pack_rows(tokenize_documents(tokenizer, train_docs), cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
+    train = PackedRows(
+        pack_rows(tokenize_documents(tokenizer, train_docs), cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction
+    )
     val = None
     if val_docs:
         val_ids = tokenize_documents(tokenizer, val_docs)
@@ -62,10 +64,17 @@ def _load_shards(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:
         raise SedlmError("prepared token shards hold plain text; train seq2seq from its .jsonl of src/tgt pairs")
     tok, train, val = load_prepared(cfg.source, cfg.seq_len)
     if tokenizer is not None and tokenizer.vocab_size != tok.vocab_size:
-        raise SedlmError(f"'{cfg.source}' was tokenised with a {tok.vocab_size}-token vocabulary, but this run uses "
-                         f"{tokenizer.vocab_size}; prepare the data with the run's tokenizer (data.tokenizer=...)")
-    return PreparedData(tok, PackedRows(train, tok.pad_id, cfg.pad_fraction),
-                        PackedRows(val, tok.pad_id, cfg.pad_fraction) if val is not None else None, [], [])
+        raise SedlmError(
+            f"'{cfg.source}' was tokenised with a {tok.vocab_size}-token vocabulary, but this run uses "
+            f"{tokenizer.vocab_size}; prepare the data with the run's tokenizer (data.tokenizer=...)"
+        )
+    return PreparedData(
+        tok,
+        PackedRows(train, tok.pad_id, cfg.pad_fraction),
+        PackedRows(val, tok.pad_id, cfg.pad_fraction) if val is not None else None,
+        [],
+        [],
+    )
 
 
 def _prepare_pairs(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:

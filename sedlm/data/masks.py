@@ -19,7 +19,7 @@ seq2seq  ``seq2seq_mask``: the source positions of each row are given, the targe
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -28,8 +28,14 @@ from sedlm.errors import SedlmError
 MaskFn = Callable[[int, int, torch.Generator, torch.device], torch.Tensor]
 
 
-def span_mask(B: int, L: int, generator: torch.Generator, device: torch.device | str = "cpu",
-              max_spans: int = 5, flip_prob: float = 0.5) -> torch.Tensor:
+def span_mask(
+    B: int,
+    L: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    max_spans: int = 5,
+    flip_prob: float = 0.5,
+) -> torch.Tensor:
     """SED span masks. (B, L) bool, True = given."""
     n = torch.randint(1, max_spans + 1, (B,), generator=generator, device=device)  # spans per row
     n = torch.minimum(n, torch.full_like(n, L))
@@ -99,7 +105,9 @@ def parse_mixture(spec: str) -> dict[str, float]:
             raise SedlmError(f"mask weight '{w}' in '{spec}' is not a number (e.g. span:0.8,prefix:0.2)") from None
     total = sum(weights.values())
     if not weights or total <= 0 or any(v < 0 for v in weights.values()):
-        raise SedlmError(f"mask mixture '{spec}' needs non-negative weights with a positive sum, e.g. span:0.8,prefix:0.2")
+        raise SedlmError(
+            f"mask mixture '{spec}' needs non-negative weights with a positive sum, e.g. span:0.8,prefix:0.2"
+        )
     return {k: v / total for k, v in weights.items()}
 
 
@@ -109,7 +117,9 @@ def _kinds(spec: str, B: int, generator: torch.Generator, device) -> tuple[list[
     return list(weights), torch.bucketize(torch.rand(B, generator=generator, device=device), edges, right=True)  # (B,)
 
 
-def mixture_mask(spec: str, B: int, L: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+def mixture_mask(
+    spec: str, B: int, L: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Each row draws its mask kind from the mixture ``spec`` (mask kinds only). (B, L) bool."""
     names, kind = _kinds(spec, B, generator, device)
     out = torch.zeros(B, L, dtype=torch.bool, device=device)
@@ -122,7 +132,9 @@ def mixture_mask(spec: str, B: int, L: int, generator: torch.Generator, device: 
     return out
 
 
-def conditioning(spec: str, ids: torch.Tensor, pad_id: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def conditioning(
+    spec: str, ids: torch.Tensor, pad_id: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row draws its kind from the mixture ``spec``: ids (B, L) -> (ids (B, L), given (B, L) bool).
     Mask kinds keep the row's tokens; ``blank`` rewrites them (see ``blank_rows``)."""
     B, L = ids.shape

@@ -67,7 +67,9 @@ class PackedRows:
     exactly the data an uninterrupted run would have seen, with no loader state to save.
     """
 
-    def __init__(self, rows: torch.Tensor | ShardRows, pad_id: int, pad_fraction: float, given: torch.Tensor | None = None):
+    def __init__(
+        self, rows: torch.Tensor | ShardRows, pad_id: int, pad_fraction: float, given: torch.Tensor | None = None
+    ):
         self.rows = rows  # (N, L): a tensor, or rows memory-mapped from token shards
         self.pad_id = pad_id
         self.pad_fraction = pad_fraction
@@ -93,7 +95,7 @@ class PackedRows:
             idx.extend(order[offset : offset + batch_size - len(idx)].tolist())
         return idx
 
-    def with_padding(self, pad_fraction: float) -> "PackedRows":
+    def with_padding(self, pad_fraction: float) -> PackedRows:
         """The same rows with another padding fraction (0: none, for families that end text with EOS)."""
         return PackedRows(self.rows, self.pad_id, pad_fraction, self.given)
 
@@ -122,8 +124,9 @@ class PackedRows:
             return given
         return shift_given(given, self._pad_slots(step, batch_size, seed, given.shape[1])[part])
 
-    def fixed_batches(self, batch_size: int, n_batches: int, seed: int = 12345
-                      ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def fixed_batches(
+        self, batch_size: int, n_batches: int, seed: int = 12345
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The first rows, padded with a fixed seed, and their given masks: the same validation
         batches every time."""
         g = torch.Generator().manual_seed(seed)

@@ -22,9 +22,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -169,8 +169,13 @@ def prepare_shards(
             raise SedlmError(f"data source '{source}' holds no training documents; point --data at a non-empty corpus")
         tok.save(tmp / "tokenizer.json")
         index = {
-            "format": SHARD_FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
-            "source": source, "val_fraction": val_fraction, "split_seed": split_seed,
+            "format": SHARD_FORMAT,
+            "dtype": dtype.name,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "source": source,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
             "splits": {s: {"documents": n_docs[s], "tokens": w.tokens, "shards": w.shards} for s, w in writers.items()},
         }
         (tmp / INDEX).write_text(json.dumps(index, indent=2))
@@ -180,8 +185,14 @@ def prepare_shards(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(out, {s: w.tokens for s, w in writers.items()}, n_docs, {s: len(w.shards) for s, w in writers.items()},
-                         dtype.name, max(w.peak_buffered for w in writers.values()))
+    return PrepareResult(
+        out,
+        {s: w.tokens for s, w in writers.items()},
+        n_docs,
+        {s: len(w.shards) for s, w in writers.items()},
+        dtype.name,
+        max(w.peak_buffered for w in writers.values()),
+    )
 
 
 def _split(docs: Iterable[str], split: str, val_fraction: float, seed: int) -> Iterator[str]:
@@ -201,8 +212,11 @@ class TokenStream:
     """The shards of one split as a single flat, read-only token sequence (memory-mapped)."""
 
     def __init__(self, folder: Path, shards: list[dict], dtype: str):
-        self.maps = [np.memmap(folder / s["file"], dtype=np.dtype(dtype), mode="r", shape=(int(s["tokens"]),))
-                     for s in shards if int(s["tokens"]) > 0]
+        self.maps = [
+            np.memmap(folder / s["file"], dtype=np.dtype(dtype), mode="r", shape=(int(s["tokens"]),))
+            for s in shards
+            if int(s["tokens"]) > 0
+        ]
         self.starts = np.cumsum([0, *[len(m) for m in self.maps]])  # (n_shards + 1,)
 
     def __len__(self) -> int:
@@ -228,7 +242,9 @@ class ShardRows:
     def __init__(self, stream: TokenStream, seq_len: int):
         n = len(stream) // seq_len
         if n == 0:
-            raise SedlmError(f"the prepared split holds {len(stream)} tokens, fewer than one row of data.seq_len={seq_len}")
+            raise SedlmError(
+                f"the prepared split holds {len(stream)} tokens, fewer than one row of data.seq_len={seq_len}"
+            )
         self.stream, self.seq_len = stream, seq_len
         self.shape = torch.Size((n, seq_len))
 

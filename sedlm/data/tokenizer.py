@@ -8,14 +8,13 @@ decode), an end-of-document token between packed documents, and a mask token (ma
 from __future__ import annotations
 
 import functools
-
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
-from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
 
 from sedlm.errors import SedlmError
 
@@ -122,8 +121,9 @@ def train_word_level(docs: Iterable[str], vocab_size: int) -> Tokenizer:
     tok.normalizer = normalizers.Replace(Regex(r"\s+"), " ")
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=[PAD, EOS, MASK, UNK],
-                                        show_progress=False)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=[PAD, EOS, MASK, UNK], show_progress=False
+    )
     tok.train_from_iterator(docs, trainer=trainer)
     return Tokenizer(tok)
 
@@ -174,7 +174,9 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             return Tokenizer(_from_vocab_merges(path / "vocab.json", path / "merges.txt"))
         else:
-            raise SedlmError(f"folder '{spec}' has no tokenizer.json (or vocab.json + merges.txt); point at a tokenizer")
+            raise SedlmError(
+                f"folder '{spec}' has no tokenizer.json (or vocab.json + merges.txt); point at a tokenizer"
+            )
     if not path.is_file():
         raise SedlmError(f"tokenizer '{spec}' not found; use data.tokenizer=bpe, gpt2, or a tokenizer.json path")
     try:

@@ -24,17 +24,19 @@ standard error of a mean over rows is their standard deviation / sqrt(rows).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
+
 from sedlm.losses import token_nll
 
 # z -> x_hat at log-SNR lam: (B, L, D), (B,) -> (B, L, D)
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def diffusion_term(denoise: Denoise, x: torch.Tensor, lam_min: float, lam_max: float, points: int,
-                   generator: torch.Generator) -> torch.Tensor:
+def diffusion_term(
+    denoise: Denoise, x: torch.Tensor, lam_min: float, lam_max: float, points: int, generator: torch.Generator
+) -> torch.Tensor:
     """1/2 int e^lam ||x - x_hat(z_lam)||^2 dlam per row, summed over positions and dimensions. x (B, L, D) -> (B,)"""
     B = x.shape[0]
     width = lam_max - lam_min
@@ -80,9 +82,17 @@ def likelihood_logits(model: torch.nn.Module, z: torch.Tensor, lam: torch.Tensor
 
 
 @torch.no_grad()
-def embedding_vlb(model: torch.nn.Module, ids: torch.Tensor, schedule: Callable[[torch.Tensor], torch.Tensor],
-                  generator: torch.Generator, *, sigma0: float = 1e-2, points: int = 32,
-                  self_condition: bool = True, posterior_from: float = 0.0) -> dict[str, torch.Tensor]:
+def embedding_vlb(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    schedule: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    *,
+    sigma0: float = 1e-2,
+    points: int = 32,
+    self_condition: bool = True,
+    posterior_from: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """The three terms of the bound for each row of ``ids`` (B, L) under an SED denoiser, in nats per row:
     {"reconstruction", "diffusion", "prior", "total"}, each (B,).
 

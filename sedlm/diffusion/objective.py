@@ -43,7 +43,12 @@ VELOCITY_WEIGHT_MAX = 100.0  # the velocity weight 1 / t'^2 grows without bound 
 
 
 def _pass_loss(
-    x0_hat: torch.Tensor, logits: torch.Tensor, x0: torch.Tensor, ids: torch.Tensor, gen: torch.Tensor, cfg: DiffusionConfig,
+    x0_hat: torch.Tensor,
+    logits: torch.Tensor,
+    x0: torch.Tensor,
+    ids: torch.Tensor,
+    gen: torch.Tensor,
+    cfg: DiffusionConfig,
     weight: torch.Tensor | None = None,  # (B, L) per-position weight of the MSE, or None for 1
 ) -> tuple[torch.Tensor, ...]:
     n = gen.sum().clamp(min=1)
@@ -58,7 +63,7 @@ def _pass_loss(
 
 
 def sed_loss(
-    model: "SEDDenoiser",
+    model: SEDDenoiser,
     ids: torch.Tensor,  # (B, L) token ids
     cfg: DiffusionConfig,
     schedule: Schedule,

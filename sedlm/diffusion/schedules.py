@@ -8,7 +8,8 @@ with abar_0 ~= 1 (clean) and abar_1 ~= 0 (pure noise). log-SNR is log(abar / (1 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -97,8 +98,9 @@ def _uniform(steps: int, schedule: Schedule, **_) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
 
 
-def _karras(steps: int, schedule: Schedule, rho: float = 7.0, sigma_min: float = 0.01, sigma_max: float = 80.0,
-            **_) -> torch.Tensor:
+def _karras(
+    steps: int, schedule: Schedule, rho: float = 7.0, sigma_min: float = 0.01, sigma_max: float = 80.0, **_
+) -> torch.Tensor:
     """Karras et al. 2022, eq. 5: sigma_i = (smax^(1/rho) + i/(K-1) (smin^(1/rho) - smax^(1/rho)))^rho, i < K,
     then sigma_K = 0; times are found by inverting the schedule at abar = 1 / (1 + sigma^2). The sigma
     range is narrowed to what the schedule reaches on [1e-3, 1] so that every time is distinct."""
@@ -125,18 +127,25 @@ def _warped(steps: int, schedule: Schedule, knots: torch.Tensor | None = None, *
     from sedlm.diffusion.timewarp import unwarp
 
     if knots is None:
-        raise SedlmError("time grid 'warped' needs a model trained with diffusion.time_warp=true; use uniform or karras")
+        raise SedlmError(
+            "time grid 'warped' needs a model trained with diffusion.time_warp=true; use uniform or karras"
+        )
     ts = unwarp(knots.detach().cpu().double(), torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
     ts[0], ts[-1] = 1.0, 0.0
     return ts
 
 
-TIME_GRIDS: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform, "karras": _karras, "cosine": _cosine_logsnr,
-                                                      "warped": _warped}
+TIME_GRIDS: dict[str, Callable[..., torch.Tensor]] = {
+    "uniform": _uniform,
+    "karras": _karras,
+    "cosine": _cosine_logsnr,
+    "warped": _warped,
+}
 
 
-def time_grid(steps: int, device: torch.device | str = "cpu", kind: str = "uniform", schedule: Schedule | None = None,
-              **kw: Any) -> torch.Tensor:
+def time_grid(
+    steps: int, device: torch.device | str = "cpu", kind: str = "uniform", schedule: Schedule | None = None, **kw: Any
+) -> torch.Tensor:
     """Decreasing grid t_0 > t_1 > ... > t_K = 0 with K = steps (t_0 = 1 except for karras, which starts
     at sigma_max). ``kind``: uniform | karras (rho, sigma_min, sigma_max) | cosine | warped (knots); each grid
     ignores the options that are not its own. (K + 1,) float32"""

@@ -13,7 +13,7 @@ saved in every checkpoint and a resumed run continues with the same warp.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -111,8 +111,14 @@ def unwarp_rows(knots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def record_rows(sums: torch.Tensor, counts: torch.Tensor, t: torch.Tensor, loss: torch.Tensor, weight: torch.Tensor,
-                decay: float = 0.999) -> None:
+def record_rows(
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    t: torch.Tensor,
+    loss: torch.Tensor,
+    weight: torch.Tensor,
+    decay: float = 0.999,
+) -> None:
     """Add per-position losses (N, P) at per-position times t (N, P), weighted by ``weight`` (N, P; 0 where a
     position was not generated), to decaying per-(position, bin) statistics sums/counts (P', B), in place.
     Rows longer than P' count toward the last position's statistics."""
@@ -133,8 +139,12 @@ WARP_START, WARP_EVERY = 100, 50  # training steps before the first fit, and bet
 
 
 @torch.no_grad()
-def update_warps(model: torch.nn.Module, metrics: dict[str, torch.Tensor], step: int,
-                 gather: Callable[[torch.Tensor], torch.Tensor] = lambda v: v) -> None:
+def update_warps(
+    model: torch.nn.Module,
+    metrics: dict[str, torch.Tensor],
+    step: int,
+    gather: Callable[[torch.Tensor], torch.Tensor] = lambda v: v,
+) -> None:
     """Record one training step's losses in the model's warp statistics and refit every WARP_EVERY steps:
     the CDCD warp from per-example (t, CE), the per-position ones from per-position (t_i, loss_i); ``gather``
     collects a metric from every process (nothing is gathered for a model without warps)."""

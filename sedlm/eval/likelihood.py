@@ -19,8 +19,14 @@ from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
 
 
-def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256, *, data: PreparedData | None = None,
-              documents: list[str] | None = None) -> torch.Tensor:
+def text_rows(
+    model: PretrainedLM,
+    source: str | None = None,
+    rows: int = 256,
+    *,
+    data: PreparedData | None = None,
+    documents: list[str] | None = None,
+) -> torch.Tensor:
     """Up to ``rows`` rows (R, L) of plain text: the checkpoint's validation split (of ``data`` when given,
     already prepared with the checkpoint's tokenizer), or ``source``'s documents (a path, ``corpus:NAME`` or
     ``hf:NAME``; ``documents`` when already loaded) tokenised with the checkpoint's tokenizer."""
@@ -45,9 +51,16 @@ def text_rows(model: PretrainedLM, source: str | None = None, rows: int = 256, *
 
 
 @torch.no_grad()
-def likelihood(model: PretrainedLM, source: str | None = None, *, rows: int = 256, seed: int = 0,
-               batch_size: int = 32, data: PreparedData | None = None, documents: list[str] | None = None
-               ) -> dict[str, Any]:
+def likelihood(
+    model: PretrainedLM,
+    source: str | None = None,
+    *,
+    rows: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    data: PreparedData | None = None,
+    documents: list[str] | None = None,
+) -> dict[str, Any]:
     """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound) and the
     perplexity exp(nll); ``source``, ``data`` and ``documents`` as in ``text_rows``."""
     if rows < 2:
@@ -58,10 +71,19 @@ def likelihood(model: PretrainedLM, source: str | None = None, *, rows: int = 25
     data_rows = text_rows(model, source, rows, data=data, documents=documents)
     g = torch.Generator(device=model.device).manual_seed(seed)
     model.model.eval()
-    per_row = torch.cat([family.nll_bound(model.model, batch.to(model.device), model.config, g, model.tokenizer).double().cpu()
-                         for batch in data_rows.split(batch_size)])
+    per_row = torch.cat(
+        [
+            family.nll_bound(model.model, batch.to(model.device), model.config, g, model.tokenizer).double().cpu()
+            for batch in data_rows.split(batch_size)
+        ]
+    )
     nll, se = per_row.mean().item(), per_row.std().item() / math.sqrt(len(per_row))
-    return {"nll": nll, "nll_se": se, "nll_kind": family.nll_kind, "perplexity": math.exp(nll) if nll < 700 else None,
-            "rows": len(per_row),
-            "tokens_per_row": int(data_rows.shape[1]), "source": source or f"validation split of {model.config.data.source}"}
-
+    return {
+        "nll": nll,
+        "nll_se": se,
+        "nll_kind": family.nll_kind,
+        "perplexity": math.exp(nll) if nll < 700 else None,
+        "rows": len(per_row),
+        "tokens_per_row": int(data_rows.shape[1]),
+        "source": source or f"validation split of {model.config.data.source}",
+    }

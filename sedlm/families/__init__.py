@@ -40,7 +40,7 @@ def all_families() -> list[Any]:
     return [get_family(name) for name in FAMILIES]
 
 
-def check_config(cfg: "Config") -> "Config":
+def check_config(cfg: Config) -> Config:
     """Raise SedlmError naming the first wrong value of ``cfg`` (module docstring); return ``cfg``."""
     from sedlm.config import SHARED_KEYS, validate
 
@@ -50,8 +50,9 @@ def check_config(cfg: "Config") -> "Config":
     for section in cfg.settings:
         if section not in FAMILIES:
             valid = ", ".join([*SHARED_KEYS, *FAMILIES])
-            raise SedlmError(f"unknown config section '{section}'; valid sections: {valid} (a family's name holds "
-                             "its own settings)")
+            raise SedlmError(
+                f"unknown config section '{section}'; valid sections: {valid} (a family's name holds its own settings)"
+            )
     for f in families:
         f.check_settings(cfg)
     declared = {o.name for f in families for o in f.options}
@@ -64,7 +65,7 @@ def check_config(cfg: "Config") -> "Config":
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """``sedlm.config.load_config`` (YAML file + ``section.key=value`` overrides), then ``check_config``."""
     from sedlm.config import load_config as load_shared
 

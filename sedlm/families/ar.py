@@ -4,8 +4,8 @@ Loss: next-token cross-entropy  L = -1/(B(L-1)) sum_i log p(w_{i+1} | w_<=i).
 Generation: temperature and nucleus (top-p) sampling (Holtzman et al. 2020), one position per
 network call; with the KV cache each call processes only the new position.
 
-The family adapter (``FAMILY``): ``ar``: the autoregressive baseline, a causal Transformer with KV-cache decoding
-(``sedlm.families.ar``). It continues a prefix (a prompt or a seq2seq source) and cannot infill.
+The family (``FAMILY``, registered as ``ar``) continues a prefix (a prompt or a seq2seq source) and cannot
+infill. This module holds the whole family: network, loss, sampler, adapter.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families.base import Callback, Family, Loss, Request
-from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
+from sedlm.options import Option
 
 
 class ARModel(TokenTransformer):
@@ -34,7 +34,9 @@ class ARModel(TokenTransformer):
         return [{} for _ in self.backbone.blocks]
 
 
-def ar_loss(model: ARModel, ids: torch.Tensor, pad_id: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ar_loss(
+    model: ARModel, ids: torch.Tensor, pad_id: int | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean next-token cross-entropy in nats (targets equal to ``pad_id`` are ignored)."""
     logits = model(ids[:, :-1])  # (B, L-1, V)
     target = ids[:, 1:]
@@ -45,7 +47,9 @@ def ar_loss(model: ARModel, ids: torch.Tensor, pad_id: int | None = None) -> tup
     return loss, {"ce": loss.detach(), "acc": acc}
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """Draw one token per row from logits (B, V): greedy at temperature 0, else nucleus sampling."""
     if temperature <= 0:
         return logits.argmax(-1)
@@ -104,12 +108,20 @@ class ARFamily(Family):
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         return ARModel(cfg.model)
 
-    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
-             given: torch.Tensor | None = None) -> Loss:
+    def loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         return ar_loss(model, ids)
 
-    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator,
-                  tokenizer: Tokenizer) -> torch.Tensor:
+    def nll_bound(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+    ) -> torch.Tensor:
         """Exact next-token NLL per row (nats/token)."""
         logits = model(ids[:, :-1]).float()  # (B, L-1, V)
         return token_nll(logits, ids[:, 1:]).mean(-1)
@@ -133,9 +145,16 @@ class ARFamily(Family):
             by_len.setdefault(len(p), []).append(i)
         for k, rows in sorted(by_len.items()):  # rows with equal prefix length share one KV-cached batch
             prefix = torch.tensor([start + prefixes[i] for i in rows], device=lm.device)  # (b, len(start) + k)
-            ids = ar_generate(lm.model, prefix, length - k, temperature=o["temperature"], top_p=o["top_p"], generator=g,
-                              use_cache=o["use_cache"])
-            out[rows] = ids[:, len(start):]
+            ids = ar_generate(
+                lm.model,
+                prefix,
+                length - k,
+                temperature=o["temperature"],
+                top_p=o["top_p"],
+                generator=g,
+                use_cache=o["use_cache"],
+            )
+            out[rows] = ids[:, len(start) :]
         return out
 
 

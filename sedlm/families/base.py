@@ -12,8 +12,9 @@ and how it generates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -31,16 +32,20 @@ Callback = Callable[[dict[str, Any]], None]
 
 # What a generation request asks for; ``REQUEST_NAMES`` is how an error message says it.
 REQUESTS = ("unconditional", "prompt", "infill", "seq2seq")
-REQUEST_NAMES = {"unconditional": "unconditional generation", "prompt": "prompts", "infill": "infilling",
-                 "seq2seq": "seq2seq sources"}
+REQUEST_NAMES = {
+    "unconditional": "unconditional generation",
+    "prompt": "prompts",
+    "infill": "infilling",
+    "seq2seq": "seq2seq sources",
+}
 
 
 class Loaded(Protocol):
     """What a family's ``generate`` and ``preview`` use of a loaded model (``sedlm.pretrained.PretrainedLM``)."""
 
-    config: "Config"
+    config: Config
     model: nn.Module
-    tokenizer: "Tokenizer"
+    tokenizer: Tokenizer
 
     @property
     def device(self) -> torch.device: ...
@@ -55,7 +60,7 @@ class Request:
     seq_len: int
     steps: int
     seed: int
-    layout: "Layout | None"
+    layout: Layout | None
     kind: str  # one of REQUESTS
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -71,7 +76,9 @@ class Family:
     uses_embedding_table: ClassVar[bool] = False  # built over a frozen (or learned) V x d_embed table
     pads: ClassVar[bool] = True  # trains on rows with random padding (variable length through padding tokens)
     requests: ClassVar[tuple[str, ...]] = REQUESTS
-    options: ClassVar[tuple[Option, ...]] = ()  # its sampling options (a sampler's own are added by ``sampler_options``)
+    options: ClassVar[
+        tuple[Option, ...]
+    ] = ()  # its sampling options (a sampler's own are added by ``sampler_options``)
     settings: ClassVar[tuple[Option, ...]] = ()  # the settings it owns: config section ``<name>.<setting>``
     samplers: ClassVar[tuple[str, ...]] = ()  # names in sedlm.sampling.samplers.SAMPLERS it can run
     step_callbacks: ClassVar[bool] = True  # calls the callback once per denoising step (progress bars)
@@ -81,11 +88,18 @@ class Family:
     summary_options: ClassVar[tuple[str, ...]] = ()  # options a results row names
 
     # --- to implement -------------------------------------------------------------------------
-    def build(self, cfg: "Config", tokenizer: "Tokenizer", table: torch.Tensor | None) -> nn.Module:
+    def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
-             tokenizer: "Tokenizer", given: torch.Tensor | None = None) -> Loss:
+    def loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         """Training loss on a batch (B, L) of ids; ``given`` (B, L) marks seq2seq source positions."""
         raise NotImplementedError
 
@@ -94,54 +108,71 @@ class Family:
         raise NotImplementedError
 
     # --- optional -----------------------------------------------------------------------------
-    def validation_loss(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
-                        tokenizer: "Tokenizer", given: torch.Tensor | None = None) -> Loss:
+    def validation_loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         """The loss reported as ``val_loss`` (kind: ``val_loss_kind``); the training loss unless overridden."""
         return self.loss(model, ids, cfg, generator, tokenizer, given)
 
-    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: "Config", generator: torch.Generator,
-                  tokenizer: "Tokenizer") -> torch.Tensor:
+    def nll_bound(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+    ) -> torch.Tensor:
         """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
 
-    def init_from_data(self, model: nn.Module, cfg: "Config", rows: Any, tokenizer: "Tokenizer") -> None:
+    def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
         """Called once on a freshly built model before training (not on resume), with the training rows
         (``sedlm.data.packing.PackedRows``): for statistics a family keeps as buffers (saved with the weights)."""
 
-    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int,
-                   gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def after_step(
+        self,
+        model: nn.Module,
+        metrics: dict[str, torch.Tensor],
+        step: int,
+        gather: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         """Called after optimiser step ``step`` with the metrics ``loss`` returned on this process, for state a
         family fits during training (time warps); ``gather`` collects a per-example metric from every process
         (so only the metrics a family uses cross processes)."""
 
-    def frontier(self, cfg: "Config") -> tuple[str, tuple[float, ...]]:
+    def frontier(self, cfg: Config) -> tuple[str, tuple[float, ...]]:
         """The option a quality/diversity frontier of a model with config ``cfg`` sweeps, and its values."""
         return self.frontier_knob
 
-    def preview(self, lm: Loaded, info: dict[str, Any], layout: "Layout | None") -> torch.Tensor | None:
+    def preview(self, lm: Loaded, info: dict[str, Any], layout: Layout | None) -> torch.Tensor | None:
         """Token ids a sampler callback's ``info`` decodes to (streaming previews); None if it has none."""
         return None
 
-    def check_config(self, cfg: "Config") -> None:
+    def check_config(self, cfg: Config) -> None:
         """Checks of the shared sections that only this family makes (called after its settings and
         sampling options were checked against their declarations)."""
 
     # --- provided -----------------------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
-        return {"requests": list(self.requests), "samplers": list(self.samplers),
-                "options": [o.name for o in self.options], "nll_bound": type(self).nll_bound is not Family.nll_bound}
+        return {
+            "requests": list(self.requests),
+            "samplers": list(self.samplers),
+            "options": [o.name for o in self.options],
+            "nll_bound": type(self).nll_bound is not Family.nll_bound,
+        }
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
-    def setting(self, cfg: "Config", name: str) -> Any:
+    def setting(self, cfg: Config, name: str) -> Any:
         """The value of this family's setting ``name`` in ``cfg`` (its section, else the declared default)."""
         decl = next((o for o in self.settings if o.name == name), None)
         assert decl is not None, f"family {self.name} declares no setting {name}"
         section = cfg.settings.get(self.name, {})
         return decl.check(section[name], f"family {self.name}") if name in section else decl.default
 
-    def check_settings(self, cfg: "Config") -> None:
+    def check_settings(self, cfg: Config) -> None:
         """The config section named after this family: known settings with valid values, or a clear error."""
         section = cfg.settings.get(self.name, {})
         for key in section:
@@ -152,26 +183,32 @@ class Family:
 
     def check_request(self, kind: str) -> None:
         if kind not in self.requests:
-            raise SedlmError(f"family {self.name} does not support {REQUEST_NAMES.get(kind, kind)}; "
-                             f"it serves {', '.join(REQUEST_NAMES[k] for k in self.requests)}")
+            raise SedlmError(
+                f"family {self.name} does not support {REQUEST_NAMES.get(kind, kind)}; "
+                f"it serves {', '.join(REQUEST_NAMES[k] for k in self.requests)}"
+            )
 
-    def resolve_options(self, sample: "SampleConfig", given: dict[str, Any]) -> dict[str, Any]:
+    def resolve_options(self, sample: SampleConfig, given: dict[str, Any]) -> dict[str, Any]:
         """Every declared option's value: ``given`` (checked; None means unset) over the config's
         defaults. An option the family does not declare is an error naming the ones it does."""
         unknown = [k for k, v in given.items() if v is not None and self.option(k) is None]
         if unknown:
             valid = ", ".join(o.name for o in self.options) or "none"
-            raise SedlmError(f"family {self.name} has no sampling option {', '.join(sorted(unknown))}; its options: {valid}")
+            raise SedlmError(
+                f"family {self.name} has no sampling option {', '.join(sorted(unknown))}; its options: {valid}"
+            )
         owner = f"family {self.name}"
-        return {o.name: o.check(given[o.name], owner) if given.get(o.name) is not None else o.default_for(sample, owner)
-                for o in self.options}
+        return {
+            o.name: o.check(given[o.name], owner) if given.get(o.name) is not None else o.default_for(sample, owner)
+            for o in self.options
+        }
 
     def summary(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options a results row should name."""
         return {k: options[k] for k in self.summary_options if k in options}
 
 
-def request_kind(layout: "Layout | None", src: bool = False) -> str:
+def request_kind(layout: Layout | None, src: bool = False) -> str:
     """The request a canvas stands for: no canvas is unconditional; given tokens forming a prefix are a
     prompt (or a seq2seq source when ``src``); anything else is infilling."""
     if layout is None:

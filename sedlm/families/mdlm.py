@@ -34,15 +34,15 @@ with probability p_theta(w | z_t) (m_w(t) - m_w(s)) / m_w(t). (Revealing by the 
 hand the network partly masked inputs unlike those of training, where rare words are masked more.) With no
 time input, a step that reveals nothing reuses the previous prediction and makes no network call.
 
-The family adapter (``FAMILY``): ``mdlm``: the masked (absorbing-state) discrete diffusion baseline (Sahoo et al. 2024;
-``sedlm.families.mdlm``). Its validation loss is the continuous-time NELBO, a likelihood bound under the
+The family (``FAMILY``, registered as ``mdlm``): its validation loss is the continuous-time NELBO, a likelihood bound under the
 linear schedule. ``mdlm.mask_schedule=spindle`` uses DiffusionBERT's information-dependent schedule
-(He et al. 2023), its token information measured on the training rows (``init_from_data``).
+(He et al. 2023), its token information measured on the training rows (``init_from_data``). This module holds the
+whole family: network, loss, sampler, adapter.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -51,9 +51,9 @@ from torch import nn
 from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.families.base import Callback, Family, Loss, Request
-from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
+from sedlm.options import Option
 from sedlm.sampling.templates import Layout
 
 
@@ -108,8 +108,14 @@ def _schedule(model: nn.Module, spindle_lambda: float | None) -> tuple[float, to
     return lam, getattr(model, "token_info", None)
 
 
-def mdlm_loss(model: MDLMModel, ids: torch.Tensor, generator: torch.Generator, eps: float = 1e-3, *,
-              spindle_lambda: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def mdlm_loss(
+    model: MDLMModel,
+    ids: torch.Tensor,
+    generator: torch.Generator,
+    eps: float = 1e-3,
+    *,
+    spindle_lambda: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """NELBO in nats per token on one batch (module docstring; ``spindle_lambda`` None: the model's).
     Times are drawn on [eps, 1]; under the spindle that drops a bias of about m(eps) - eps."""
     B, L = ids.shape
@@ -207,19 +213,33 @@ class MDLMFamily(Family):
     frontier_knob = ("temperature", (0.7, 0.85, 1.0))
     summary_options = ("temperature",)
     settings = (
-        Option("mask_schedule", str, "linear (alpha_t = 1 - t) or spindle (DiffusionBERT: tokens carrying more "
-               "information are masked earlier, by spindle_lambda times a sine bump)", default="linear",
-               choices=("linear", "spindle"), kind="setting"),
-        Option("spindle_lambda", float, "the spindle's amplitude lambda (mask_schedule=spindle)", default=0.5,
-               kind="setting"),
+        Option(
+            "mask_schedule",
+            str,
+            "linear (alpha_t = 1 - t) or spindle (DiffusionBERT: tokens carrying more "
+            "information are masked earlier, by spindle_lambda times a sine bump)",
+            default="linear",
+            choices=("linear", "spindle"),
+            kind="setting",
+        ),
+        Option(
+            "spindle_lambda",
+            float,
+            "the spindle's amplitude lambda (mask_schedule=spindle)",
+            default=0.5,
+            kind="setting",
+        ),
     )
     options = (
-        Option("temperature", float, "softmax temperature of revealed tokens (drawn in float64)", default=1.0,
-               minimum=1e-6),
+        Option(
+            "temperature", float, "softmax temperature of revealed tokens (drawn in float64)", default=1.0, minimum=1e-6
+        ),
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
-        return MDLMModel(cfg.model, tokenizer.mask_id, self.setting(cfg, "mask_schedule"), self.setting(cfg, "spindle_lambda"))
+        return MDLMModel(
+            cfg.model, tokenizer.mask_id, self.setting(cfg, "mask_schedule"), self.setting(cfg, "spindle_lambda")
+        )
 
     def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
         """Under the spindle schedule, fill ``model.token_info`` from the unigram counts of the training
@@ -236,12 +256,20 @@ class MDLMFamily(Family):
         specials = {tokenizer.pad_id, tokenizer.eos_id, tokenizer.mask_id}
         model.token_info.copy_(spindle_info(counts, specials).to(model.token_info.device))
 
-    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
-             given: torch.Tensor | None = None) -> Loss:
+    def loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         return mdlm_loss(model, ids, generator, spindle_lambda=spindle_lambda(cfg))
 
-    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator,
-                  tokenizer: Tokenizer) -> torch.Tensor:
+    def nll_bound(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+    ) -> torch.Tensor:
         """The NELBO of each row (nats/token), one antithetic time draw per row (under the spindle,
         DiffusionBERT's objective rather than a strict bound: ``sedlm.families.mdlm``)."""
         lam = spindle_lambda(cfg)
@@ -250,9 +278,18 @@ class MDLMFamily(Family):
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A layout's given tokens start (and stay) unmasked; the spindle reveals by its own kernel."""
         g = torch.Generator(device=lm.device).manual_seed(request.seed)
-        ids, _ = mdlm_sample(lm.model, request.n, request.seq_len, request.steps, generator=g, callback=callback,
-                             layout=request.layout, pad_id=lm.tokenizer.pad_id, temperature=request.options["temperature"],
-                             spindle_lambda=spindle_lambda(lm.config))
+        ids, _ = mdlm_sample(
+            lm.model,
+            request.n,
+            request.seq_len,
+            request.steps,
+            generator=g,
+            callback=callback,
+            layout=request.layout,
+            pad_id=lm.tokenizer.pad_id,
+            temperature=request.options["temperature"],
+            spindle_lambda=spindle_lambda(lm.config),
+        )
         return ids
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:

@@ -24,89 +24,179 @@ class Recipe:
     leaves_out: str  # what it does not, and how it differs
 
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("sed-paper", "sed",
-           ("embed.kind=mlm", "model.d_embed=64", "diffusion.schedule=cosine", "diffusion.logsnr_shift=0",
-            "diffusion.self_cond=both", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1", "diffusion.ce_weight=1",
-            "diffusion.round_weight=0", "sample.noise_temp=1", "sample.score_temp=1", "sample.clamp=false",
-            "sample.guidance=1", "sample.sampler=ddpm"),
-           "Strudel et al. 2022, Self-conditioned Embedding Diffusion for Text Generation (arXiv 2211.04236)",
-           "frozen masked-LM embedding table (d=64), cosine VP schedule, both self-conditioning passes optimised, "
-           "x0 MSE + readout CE, span masking with CFG dropout, ancestral sampling",
-           "the paper's table comes from a large pretrained masked LM; here it is a small one trained on the same text"),
-    Recipe("cdcd", "sed",
-           ("embed.kind=learned", "diffusion.x0_estimate=interp", "diffusion.mse_weight=0", "diffusion.ce_weight=1",
-            "diffusion.time_warp=true", "diffusion.self_cond=both", "sample.time_grid=warped"),
-           "Dieleman et al. 2022, Continuous diffusion for categorical data (CDCD, arXiv 2211.15089)",
-           "embeddings learned jointly and L2-normalised, score interpolation trained with CE only, time warping "
-           "(a fitted CDF of the loss over t) for training times and the sampling grid, self-conditioning",
-           "CDCD diffuses in a variance-exploding sigma space with an Euler sampler; here the VP process with the same "
-           "log-SNR range is used; no span-masking ablations of the paper"),
-    Recipe("diffusion-lm", "sed",
-           ("embed.kind=learned", "diffusion.schedule=sqrt", "diffusion.self_cond=off", "diffusion.x0_estimate=direct",
-            "diffusion.mse_weight=1", "diffusion.ce_weight=0", "diffusion.round_weight=1", "diffusion.p_uncond=0",
-            "sample.clamp=true"),
-           "Li et al. 2022, Diffusion-LM Improves Controllable Text Generation (arXiv 2205.14217)",
-           "embeddings learned end to end with the rounding term -log p(w | x0), the sqrt noise schedule, x0 "
-           "prediction, no self-conditioning, the clamping trick during sampling",
-           "Diffusion-LM's embeddings are unnormalised (here rows keep norm sqrt(d), which prevents the collapse the "
-           "paper's rounding term fights); its classifier-guided control is not reproduced"),
-    Recipe("difformer", "sed",
-           ("embed.kind=learned", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1", "diffusion.ce_weight=1",
-            "diffusion.logsnr_shift=-1.386", "diffusion.self_cond=off"),
-           "Gao et al. 2022, Difformer: Empowering Diffusion Models on the Embedding Space for Text Generation "
-           "(arXiv 2212.09412)",
-           "the anchor loss (readout CE on x0_hat) against embedding collapse, normalised learned embeddings, and a "
-           "noise factor F = 2: x_t = sqrt(abar) x0 + F sqrt(1 - abar) eps, which after rescaling the input to unit "
-           "variance is the VP process with log-SNR shifted by -2 ln F = -1.386",
-           "embedding normalisation is an L2 row normalisation, not LayerNorm (no centring); the paper tunes F per "
-           "task; its length predictor and encoder-decoder layout are not reproduced"),
-    Recipe("analog-bits", "sed",
-           ("embed.kind=bits", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1", "diffusion.ce_weight=0",
-            "diffusion.self_cond=half_nograd", "sample.time_delta=1", "sample.sampler=ddim"),
-           "Chen et al. 2023, Analog Bits: Generating Discrete Data using Diffusion Models with Self-Conditioning "
-           "(arXiv 2208.04202)",
-           "tokens as +-1 bit vectors (d = ceil(log2 V)), L2 loss on the bits, self-conditioning with a gradient-free "
-           "first pass half of the time, asymmetric time intervals (time_delta = 1 step) with DDIM, decoding by the "
-           "nearest code (equal to thresholding the bits)",
-           "the paper's bit scale and time_delta were tuned for images; ids beyond V decode to the nearest valid code"),
-    Recipe("seqdiffuseq", "sed",
-           ("embed.kind=learned", "diffusion.schedule=sqrt", "diffusion.position_warp=true", "diffusion.time_warp=false",
-            "diffusion.self_cond=half_nograd", "diffusion.x0_estimate=direct", "diffusion.mse_weight=1",
-            "diffusion.ce_weight=0", "diffusion.round_weight=1", "sample.time_grid=uniform", "sample.sampler=ddpm"),
-           "Yuan et al. 2022, SeqDiffuSeq: Text Diffusion with Encoder-Decoder Transformers (arXiv 2212.10325)",
-           "the adaptive noise schedule: one schedule per position, refitted during training so that each position's "
-           "loss rises linearly along the diffusion time, used both to noise training rows and to step the sampler; "
-           "self-conditioning (Analog Bits style); DiffuSeq's learned embeddings with the sqrt schedule as the base "
-           "and the rounding term; seq2seq with the source given (data.task=seq2seq)",
-           "SeqDiffuSeq is an encoder-decoder; here the source is given positions of one bidirectional Transformer "
-           "(SED's conditioning channel), and the network is told each position's own time instead of the shared "
-           "step; on language-model data the recipe trains on the size config's conditioning masks"),
-    Recipe("flow-matching", "sed",
-           ("diffusion.path=flow", "diffusion.schedule=flow", "diffusion.logsnr_shift=0", "diffusion.time_dist=logit_normal",
-            "diffusion.time_mean=0", "diffusion.time_std=1", "diffusion.mse_weighting=x0", "diffusion.x0_estimate=direct",
-            "diffusion.self_cond=both", "diffusion.mse_weight=1", "diffusion.ce_weight=1", "sample.sampler=ddim",
-            "sample.time_grid=uniform"),
-           "Lipman et al. 2023, Flow Matching for Generative Modeling (arXiv 2210.02747), in a frozen embedding space "
-           "with x-prediction and self-conditioning as ELF and LangFlow (2025) do",
-           "the straight path x_t = (1 - t) x0 + t eps fed to the network, x0-prediction with the MSE and the readout "
-           "CE, self-conditioning, logit-normal training times (Esser et al. 2024), and the flow ODE integrated by "
-           "DDIM (exactly Euler's method in t on this path) or any other sampler",
-           "LangFlow learns its noise schedule and ELF embeds with a large frozen encoder; here the time distribution "
-           "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's"),
-    Recipe("diffusionbert", "mdlm",
-           ("mdlm.mask_schedule=spindle", "mdlm.spindle_lambda=0.5"),
-           "He et al. 2023, DiffusionBERT: Improving Generative Masked Language Models with Diffusion Models "
-           "(arXiv 2211.15029)",
-           "absorbing-state diffusion with the spindle schedule (informative tokens are masked earlier, by their "
-           "unigram information) and time-agnostic decoding (the network has no time input)",
-           "DiffusionBERT starts from a pretrained BERT; here the network is trained from scratch at the size config"),
-]}
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "sed-paper",
+            "sed",
+            (
+                "embed.kind=mlm",
+                "model.d_embed=64",
+                "diffusion.schedule=cosine",
+                "diffusion.logsnr_shift=0",
+                "diffusion.self_cond=both",
+                "diffusion.x0_estimate=direct",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=1",
+                "diffusion.round_weight=0",
+                "sample.noise_temp=1",
+                "sample.score_temp=1",
+                "sample.clamp=false",
+                "sample.guidance=1",
+                "sample.sampler=ddpm",
+            ),
+            "Strudel et al. 2022, Self-conditioned Embedding Diffusion for Text Generation (arXiv 2211.04236)",
+            "frozen masked-LM embedding table (d=64), cosine VP schedule, both self-conditioning passes optimised, "
+            "x0 MSE + readout CE, span masking with CFG dropout, ancestral sampling",
+            "the paper's table comes from a large pretrained masked LM; here it is a small one trained on the same text",
+        ),
+        Recipe(
+            "cdcd",
+            "sed",
+            (
+                "embed.kind=learned",
+                "diffusion.x0_estimate=interp",
+                "diffusion.mse_weight=0",
+                "diffusion.ce_weight=1",
+                "diffusion.time_warp=true",
+                "diffusion.self_cond=both",
+                "sample.time_grid=warped",
+            ),
+            "Dieleman et al. 2022, Continuous diffusion for categorical data (CDCD, arXiv 2211.15089)",
+            "embeddings learned jointly and L2-normalised, score interpolation trained with CE only, time warping "
+            "(a fitted CDF of the loss over t) for training times and the sampling grid, self-conditioning",
+            "CDCD diffuses in a variance-exploding sigma space with an Euler sampler; here the VP process with the same "
+            "log-SNR range is used; no span-masking ablations of the paper",
+        ),
+        Recipe(
+            "diffusion-lm",
+            "sed",
+            (
+                "embed.kind=learned",
+                "diffusion.schedule=sqrt",
+                "diffusion.self_cond=off",
+                "diffusion.x0_estimate=direct",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=0",
+                "diffusion.round_weight=1",
+                "diffusion.p_uncond=0",
+                "sample.clamp=true",
+            ),
+            "Li et al. 2022, Diffusion-LM Improves Controllable Text Generation (arXiv 2205.14217)",
+            "embeddings learned end to end with the rounding term -log p(w | x0), the sqrt noise schedule, x0 "
+            "prediction, no self-conditioning, the clamping trick during sampling",
+            "Diffusion-LM's embeddings are unnormalised (here rows keep norm sqrt(d), which prevents the collapse the "
+            "paper's rounding term fights); its classifier-guided control is not reproduced",
+        ),
+        Recipe(
+            "difformer",
+            "sed",
+            (
+                "embed.kind=learned",
+                "diffusion.x0_estimate=direct",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=1",
+                "diffusion.logsnr_shift=-1.386",
+                "diffusion.self_cond=off",
+            ),
+            "Gao et al. 2022, Difformer: Empowering Diffusion Models on the Embedding Space for Text Generation "
+            "(arXiv 2212.09412)",
+            "the anchor loss (readout CE on x0_hat) against embedding collapse, normalised learned embeddings, and a "
+            "noise factor F = 2: x_t = sqrt(abar) x0 + F sqrt(1 - abar) eps, which after rescaling the input to unit "
+            "variance is the VP process with log-SNR shifted by -2 ln F = -1.386",
+            "embedding normalisation is an L2 row normalisation, not LayerNorm (no centring); the paper tunes F per "
+            "task; its length predictor and encoder-decoder layout are not reproduced",
+        ),
+        Recipe(
+            "analog-bits",
+            "sed",
+            (
+                "embed.kind=bits",
+                "diffusion.x0_estimate=direct",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=0",
+                "diffusion.self_cond=half_nograd",
+                "sample.time_delta=1",
+                "sample.sampler=ddim",
+            ),
+            "Chen et al. 2023, Analog Bits: Generating Discrete Data using Diffusion Models with Self-Conditioning "
+            "(arXiv 2208.04202)",
+            "tokens as +-1 bit vectors (d = ceil(log2 V)), L2 loss on the bits, self-conditioning with a gradient-free "
+            "first pass half of the time, asymmetric time intervals (time_delta = 1 step) with DDIM, decoding by the "
+            "nearest code (equal to thresholding the bits)",
+            "the paper's bit scale and time_delta were tuned for images; ids beyond V decode to the nearest valid code",
+        ),
+        Recipe(
+            "seqdiffuseq",
+            "sed",
+            (
+                "embed.kind=learned",
+                "diffusion.schedule=sqrt",
+                "diffusion.position_warp=true",
+                "diffusion.time_warp=false",
+                "diffusion.self_cond=half_nograd",
+                "diffusion.x0_estimate=direct",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=0",
+                "diffusion.round_weight=1",
+                "sample.time_grid=uniform",
+                "sample.sampler=ddpm",
+            ),
+            "Yuan et al. 2022, SeqDiffuSeq: Text Diffusion with Encoder-Decoder Transformers (arXiv 2212.10325)",
+            "the adaptive noise schedule: one schedule per position, refitted during training so that each position's "
+            "loss rises linearly along the diffusion time, used both to noise training rows and to step the sampler; "
+            "self-conditioning (Analog Bits style); DiffuSeq's learned embeddings with the sqrt schedule as the base "
+            "and the rounding term; seq2seq with the source given (data.task=seq2seq)",
+            "SeqDiffuSeq is an encoder-decoder; here the source is given positions of one bidirectional Transformer "
+            "(SED's conditioning channel), and the network is told each position's own time instead of the shared "
+            "step; on language-model data the recipe trains on the size config's conditioning masks",
+        ),
+        Recipe(
+            "flow-matching",
+            "sed",
+            (
+                "diffusion.path=flow",
+                "diffusion.schedule=flow",
+                "diffusion.logsnr_shift=0",
+                "diffusion.time_dist=logit_normal",
+                "diffusion.time_mean=0",
+                "diffusion.time_std=1",
+                "diffusion.mse_weighting=x0",
+                "diffusion.x0_estimate=direct",
+                "diffusion.self_cond=both",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=1",
+                "sample.sampler=ddim",
+                "sample.time_grid=uniform",
+            ),
+            "Lipman et al. 2023, Flow Matching for Generative Modeling (arXiv 2210.02747), in a frozen embedding space "
+            "with x-prediction and self-conditioning as ELF and LangFlow (2025) do",
+            "the straight path x_t = (1 - t) x0 + t eps fed to the network, x0-prediction with the MSE and the readout "
+            "CE, self-conditioning, logit-normal training times (Esser et al. 2024), and the flow ODE integrated by "
+            "DDIM (exactly Euler's method in t on this path) or any other sampler",
+            "LangFlow learns its noise schedule and ELF embeds with a large frozen encoder; here the time distribution "
+            "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's",
+        ),
+        Recipe(
+            "diffusionbert",
+            "mdlm",
+            ("mdlm.mask_schedule=spindle", "mdlm.spindle_lambda=0.5"),
+            "He et al. 2023, DiffusionBERT: Improving Generative Masked Language Models with Diffusion Models "
+            "(arXiv 2211.15029)",
+            "absorbing-state diffusion with the spindle schedule (informative tokens are masked earlier, by their "
+            "unigram information) and time-agnostic decoding (the network has no time input)",
+            "DiffusionBERT starts from a pretrained BERT; here the network is trained from scratch at the size config",
+        ),
+    ]
+}
 
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise SedlmError(f"unknown recipe '{name}'; valid recipes: {', '.join(RECIPES)} (list them with `sedlm recipes`)")
+        raise SedlmError(
+            f"unknown recipe '{name}'; valid recipes: {', '.join(RECIPES)} (list them with `sedlm recipes`)"
+        )
     return RECIPES[name]
 
 

@@ -1,14 +1,30 @@
 """``sed``: Self-conditioned Embedding Diffusion (Strudel et al. 2022, arXiv 2211.04236).
 
 Tokens become rows of a frozen embedding table; a bidirectional Transformer denoises them with
-self-conditioning (``sedlm.diffusion.objective``), conditioned on span-masked given positions; any
-sampler of ``sedlm.sampling.samplers`` writes text from noise, after a prompt, around blanks or from
-a seq2seq source (``sedlm.sampling.generate``).
+self-conditioning, conditioned on span-masked given positions; any registered sampler writes text from
+noise, after a prompt, around blanks or from a seq2seq source.
+
+Where SED's parts live. Unlike the baselines (one module each), SED's parts sit in the shared layers,
+because they are the toolkit's continuous-diffusion machinery that every embedding-space recipe (cdcd,
+diffusion-lm, difformer, analog-bits, flow-matching, ...) reuses and that tests check on their own:
+    sedlm/model/embedding.py         the frozen (or learned) embedding space E and its readout
+    sedlm/model/pretrained_table.py  tables taken from pretrained models
+    sedlm/model/denoiser.py          the denoiser (x_t, t, self_cond, cond, mask) -> x0_hat, logits;
+                                     ``SEDDenoiser.from_config`` builds it
+    sedlm/diffusion/schedules.py     noise schedules and time grids; timewarp.py: CDCD/SeqDiffuSeq warps
+    sedlm/diffusion/objective.py     the loss with two-pass self-conditioning and CFG dropout
+    sedlm/diffusion/likelihood.py    the variational bound on -log p
+    sedlm/data/masks.py              span/prefix/blank conditioning masks
+    sedlm/sampling/samplers.py       samplers + registry (each entry declares its options)
+    sedlm/sampling/generate.py       guidance, given positions held clean, decoding
+    sedlm/train/embed.py             the masked LM / PPMI table of ``sedlm embed``
+This module only ties them to the family protocol (``sedlm.families.base.Family``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,17 +32,16 @@ from torch import nn
 from sedlm.config import Config
 from sedlm.data.masks import conditioning, parse_mixture
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.likelihood import embedding_vlb
+from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
 from sedlm.families.base import Callback, Family, Loss, Request
-from sedlm.options import Option
 from sedlm.model.denoiser import SEDDenoiser
+from sedlm.options import Option
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
 from sedlm.sampling.samplers import SAMPLERS, check_per_position, get_sampler, sampler_options
-
 
 
 class SEDFamily(Family):
@@ -40,12 +55,28 @@ class SEDFamily(Family):
     frontier_knob = ("score_temp", (0.6, 0.8, 1.0))  # CDCD's score temperature of interp estimates
     summary_options = ("sampler", "guidance", "guidance_mode", "score_temp")
     options = (
-        Option("sampler", str, "sampler: " + ", ".join(f"{k} ({v.description})" for k, v in SAMPLERS.items()),
-                       "sampler", choices=tuple(SAMPLERS)),
-        Option("guidance", float, "classifier-free guidance scale; 1 = none, != 1 doubles the network calls",
-                       "guidance", minimum=0.0),
-        Option("guidance_mode", str, "guide on the given tokens (cond; unconditional requests then run unguided) "
-                       "or on the self-conditioning estimate (self_cond, any request)", "guidance_mode", choices=GUIDANCE_MODES),
+        Option(
+            "sampler",
+            str,
+            "sampler: " + ", ".join(f"{k} ({v.description})" for k, v in SAMPLERS.items()),
+            "sampler",
+            choices=tuple(SAMPLERS),
+        ),
+        Option(
+            "guidance",
+            float,
+            "classifier-free guidance scale; 1 = none, != 1 doubles the network calls",
+            "guidance",
+            minimum=0.0,
+        ),
+        Option(
+            "guidance_mode",
+            str,
+            "guide on the given tokens (cond; unconditional requests then run unguided) "
+            "or on the self-conditioning estimate (self_cond, any request)",
+            "guidance_mode",
+            choices=GUIDANCE_MODES,
+        ),
         Option("time_grid", str, "where the steps sit in [0, 1]", "time_grid", choices=tuple(TIME_GRIDS)),
         Option("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
         Option("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
@@ -58,8 +89,15 @@ class SEDFamily(Family):
         assert table is not None, "sed is built over an embedding table"
         return SEDDenoiser.from_config(cfg, table)
 
-    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
-             given: torch.Tensor | None = None) -> Loss:
+    def loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         """SED loss conditioned on ``given`` positions (seq2seq sources), else on positions drawn from
         the configured conditioning-mask mixture."""
         if given is None and cfg.diffusion.cond_masks != "none":
@@ -67,13 +105,20 @@ class SEDFamily(Family):
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
         return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
 
-    def nll_bound(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator,
-                  tokenizer: Tokenizer) -> torch.Tensor:
+    def nll_bound(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+    ) -> torch.Tensor:
         """Variational upper bound on -log p(row) per token (nats): reconstruction + diffusion + prior terms
         (``sedlm.diffusion.likelihood.embedding_vlb``), 32 log-SNR points per row."""
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
-        terms = embedding_vlb(model, ids, schedule, generator, sigma0=cfg.diffusion.sigma0,
-                              self_condition=cfg.diffusion.self_cond != "off")
+        terms = embedding_vlb(
+            model,
+            ids,
+            schedule,
+            generator,
+            sigma0=cfg.diffusion.sigma0,
+            self_condition=cfg.diffusion.self_cond != "off",
+        )
         return (terms["total"] / ids.shape[1]).float()
 
     def check_config(self, cfg: Config) -> None:
@@ -83,8 +128,13 @@ class SEDFamily(Family):
         if cfg.diffusion.position_warp:
             check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
 
-    def after_step(self, model: nn.Module, metrics: dict[str, torch.Tensor], step: int,
-                   gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def after_step(
+        self,
+        model: nn.Module,
+        metrics: dict[str, torch.Tensor],
+        step: int,
+        gather: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         update_warps(model, metrics, step, gather)  # CDCD's time warp and SeqDiffuSeq's per-position schedules
 
     def frontier(self, cfg: Config) -> tuple[str, tuple[float, ...]]:
@@ -99,17 +149,36 @@ class SEDFamily(Family):
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         o, cfg = request.options, lm.config
         entry = get_sampler(o["sampler"])
-        extra = {d.name: o[d.name] for d in sampler_options() if o[d.name] != d.default}  # options set away from "no effect"
+        extra = {
+            d.name: o[d.name] for d in sampler_options() if o[d.name] != d.default
+        }  # options set away from "no effect"
         if bad := [k for k in extra if k not in entry.option_names]:
-            raise SedlmError(f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
-                             f"{', '.join(entry.option_names) or 'none'}")
+            raise SedlmError(
+                f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
+                f"{', '.join(entry.option_names) or 'none'}"
+            )
         return sample_ids(
-            _sampling_module(lm, o["compile"]), n=request.n, seq_len=request.seq_len, steps=request.steps,
-            sampler=o["sampler"], schedule=cfg.diffusion.schedule, logsnr_shift=cfg.diffusion.logsnr_shift,
-            time_grid=o["time_grid"], rho=cfg.sample.rho, guidance=o["guidance"], guidance_mode=o["guidance_mode"],
-            seed=request.seed, score_temp=o["score_temp"], clamp=o["clamp"], callback=callback, layout=request.layout,
-            pad_id=lm.tokenizer.pad_id, noise_temp=o["noise_temp"], self_condition=cfg.diffusion.self_cond != "off",
-            **extra)
+            _sampling_module(lm, o["compile"]),
+            n=request.n,
+            seq_len=request.seq_len,
+            steps=request.steps,
+            sampler=o["sampler"],
+            schedule=cfg.diffusion.schedule,
+            logsnr_shift=cfg.diffusion.logsnr_shift,
+            time_grid=o["time_grid"],
+            rho=cfg.sample.rho,
+            guidance=o["guidance"],
+            guidance_mode=o["guidance_mode"],
+            seed=request.seed,
+            score_temp=o["score_temp"],
+            clamp=o["clamp"],
+            callback=callback,
+            layout=request.layout,
+            pad_id=lm.tokenizer.pad_id,
+            noise_temp=o["noise_temp"],
+            self_condition=cfg.diffusion.self_cond != "off",
+            **extra,
+        )
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
         """The argmax readout of the current x0 estimate."""

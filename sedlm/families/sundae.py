@@ -20,16 +20,14 @@ Schedule: the fraction of redrawn positions anneals linearly from 1 at the first
 position leaves the initial noise) to ``update_fraction`` at the last, so the sample settles while
 ever fewer tokens move at once; sampling stops early once a step changes nothing.
 
-The family adapter (``FAMILY``): ``sundae``: the Step-unrolled Denoising Autoencoder (Savinov et al. 2022, arXiv 2112.06749;
-``sedlm.families.sundae``). A non-autoregressive model without time input, trained on uniformly
-corrupted text and on its own unrolled denoisings; it samples by low-temperature parallel updates
-of a shrinking random subset of positions, so given tokens anywhere (prompts, blanks, seq2seq
-sources) are simply held fixed. It has no likelihood bound.
+The family (``FAMILY``, registered as ``sundae``): given tokens anywhere (prompts, blanks, seq2seq sources)
+are simply held fixed through every update. It has no likelihood bound. This module holds the whole
+family: network, loss, sampler, adapter.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,9 +37,9 @@ from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families.base import Callback, Family, Loss, Request
-from sedlm.options import Option
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
+from sedlm.options import Option
 from sedlm.sampling.templates import Layout
 
 
@@ -59,9 +57,15 @@ def _draw(logits: torch.Tensor, generator: torch.Generator, temperature: float =
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
 
 
-def sundae_loss(model: nn.Module, ids: torch.Tensor, generator: torch.Generator, *, unroll_steps: int = 2,
-                given: torch.Tensor | None = None, pad_id: int | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def sundae_loss(
+    model: nn.Module,
+    ids: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    unroll_steps: int = 2,
+    given: torch.Tensor | None = None,
+    pad_id: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The unrolled denoising loss L(1:T) (module docstring) with T = ``unroll_steps``, in nats/token.
     ``given`` (B, L) marks seq2seq source positions: never corrupted, never counted. With ``pad_id``,
     padding targets are not counted either (the families count them: the model learns where text ends)."""
@@ -151,21 +155,45 @@ class SUNDAEFamily(Family):
     frontier_knob = ("temperature", (0.6, 0.8, 1.0))
     summary_options = ("temperature", "update_fraction")
     settings = (
-        Option("unroll_steps", int, "unroll steps T of the training loss (1 = a plain denoising autoencoder; the "
-               "paper: 2)", default=2, minimum=1, kind="setting"),
+        Option(
+            "unroll_steps",
+            int,
+            "unroll steps T of the training loss (1 = a plain denoising autoencoder; the paper: 2)",
+            default=2,
+            minimum=1,
+            kind="setting",
+        ),
     )
     options = (
-        Option("temperature", float, "softmax temperature of token draws (drawn in float64; SUNDAE's paper "
-                       "samples at about 0.8)", default=1.0, minimum=1e-6),
-        Option("update_fraction", float, "sundae: fraction of positions redrawn at the last step; it anneals "
-                       "linearly from 1 at the first step (in (0, 1])", default=0.3, minimum=1e-6),
+        Option(
+            "temperature",
+            float,
+            "softmax temperature of token draws (drawn in float64; SUNDAE's paper samples at about 0.8)",
+            default=1.0,
+            minimum=1e-6,
+        ),
+        Option(
+            "update_fraction",
+            float,
+            "sundae: fraction of positions redrawn at the last step; it anneals "
+            "linearly from 1 at the first step (in (0, 1])",
+            default=0.3,
+            minimum=1e-6,
+        ),
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         return SUNDAEModel(cfg.model)
 
-    def loss(self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer,
-             given: torch.Tensor | None = None) -> Loss:
+    def loss(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
+    ) -> Loss:
         """Unrolled over ``sundae.unroll_steps`` steps (the paper trains with T = 2: one step on corrupted
         data and one on the model's own sample of it, the cheapest unrolling that exposes the network to
         its own errors). Seq2seq sources (``given``) are held clean and left out of the loss; padding is
@@ -176,9 +204,18 @@ class SUNDAEFamily(Family):
         """A layout's given tokens are held fixed through every update."""
         g = torch.Generator(device=lm.device).manual_seed(request.seed)
         o = request.options
-        ids, _ = sundae_sample(lm.model, request.n, request.seq_len, request.steps, generator=g, callback=callback,
-                               layout=request.layout, pad_id=lm.tokenizer.pad_id, temperature=o["temperature"],
-                               update_fraction=o["update_fraction"])
+        ids, _ = sundae_sample(
+            lm.model,
+            request.n,
+            request.seq_len,
+            request.steps,
+            generator=g,
+            callback=callback,
+            layout=request.layout,
+            pad_id=lm.tokenizer.pad_id,
+            temperature=o["temperature"],
+            update_fraction=o["update_fraction"],
+        )
         return ids
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ No loss, device or autocast logic lives here.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -47,8 +47,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class SEDDenoiser(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: EmbeddingSpace, x0_estimate: str = "direct", time_warp: bool = False,
-                 position_warp: int = 0, path: str = "vp", schedule: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        embedding: EmbeddingSpace,
+        x0_estimate: str = "direct",
+        time_warp: bool = False,
+        position_warp: int = 0,
+        path: str = "vp",
+        schedule: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         if path not in ("vp", "flow") or (path == "flow" and schedule is None):
@@ -84,13 +92,18 @@ class SEDDenoiser(nn.Module):
             self.logits_head = nn.Linear(d, cfg.vocab_size)  # (d_model -> V), full rank
 
     @classmethod
-    def from_config(cls, cfg: Config, table: torch.Tensor) -> "SEDDenoiser":
+    def from_config(cls, cfg: Config, table: torch.Tensor) -> SEDDenoiser:
         """The denoiser a config describes, over the embedding ``table`` (V, d_embed); the table is frozen
         unless embed.kind=learned."""
-        return cls(cfg.model, EmbeddingSpace(table, learned=cfg.embed.kind == "learned"), cfg.diffusion.x0_estimate,
-                   time_warp=cfg.diffusion.time_warp,
-                   position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0, path=cfg.diffusion.path,
-                   schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift))
+        return cls(
+            cfg.model,
+            EmbeddingSpace(table, learned=cfg.embed.kind == "learned"),
+            cfg.diffusion.x0_estimate,
+            time_warp=cfg.diffusion.time_warp,
+            position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0,
+            path=cfg.diffusion.path,
+            schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift),
+        )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids)  # (B, L) -> (B, L, d_embed)

@@ -89,7 +89,9 @@ class EmbeddingSpace(nn.Module):
 class MaskedLM(nn.Module):
     """Bidirectional masked LM with a factorised, tied V x d_embed table (for ``sedlm embed``)."""
 
-    def __init__(self, vocab_size: int, d_embed: int, d_model: int, n_layers: int, n_heads: int, generator: torch.Generator):
+    def __init__(
+        self, vocab_size: int, d_embed: int, d_model: int, n_layers: int, n_heads: int, generator: torch.Generator
+    ):
         super().__init__()
         self.table = nn.Parameter(torch.randn(vocab_size, d_embed, generator=generator))
         self.inp = nn.Linear(d_embed, d_model)

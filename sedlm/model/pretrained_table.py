@@ -59,8 +59,10 @@ def _resolve(source: str) -> tuple[str, dict]:
 
 def _failed(source: str, e: Exception) -> SedlmError:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return SedlmError(f"could not load pretrained embeddings '{source}' ({first}); pass one of {', '.join(BUILTIN)}, "
-                      "a local model folder or a Hugging Face model name")
+    return SedlmError(
+        f"could not load pretrained embeddings '{source}' ({first}); pass one of {', '.join(BUILTIN)}, "
+        "a local model folder or a Hugging Face model name"
+    )
 
 
 def _load_tokenizer_json(source: str) -> str:
@@ -144,8 +146,10 @@ def pretrained_table(source: str, d_embed: int, seed: int = 1) -> tuple[Tokenize
     V = the wrapped tokenizer's vocabulary, rows beyond the pretrained matrix random (module docstring)."""
     tok, scores = pretrained_tokenizer(source), _principal(source)
     if d_embed > scores.shape[1]:
-        raise SedlmError(f"model.d_embed={d_embed} exceeds the {scores.shape[1]} principal directions of "
-                         f"'{source}' embeddings; choose model.d_embed <= {scores.shape[1]}")
+        raise SedlmError(
+            f"model.d_embed={d_embed} exceeds the {scores.shape[1]} principal directions of "
+            f"'{source}' embeddings; choose model.d_embed <= {scores.shape[1]}"
+        )
     table = normalize_rows(scores[:, :d_embed])
     extra = tok.vocab_size - len(table)
     if extra > 0:

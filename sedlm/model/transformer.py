@@ -14,7 +14,9 @@ from torch import nn
 from sedlm.config import ModelConfig
 
 
-def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables, each (L, head_dim/2), for angles pos * base^(-2i/head_dim)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
@@ -81,8 +83,14 @@ class Block(nn.Module):
         if adaln:
             self.modulation = nn.Linear(d_model, 6 * d_model)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cond: torch.Tensor | None,
-                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cond: torch.Tensor | None,
+        cache: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if self.modulation is None:
             x = x + self.attn(self.norm1(x), cos, sin, cache)
             return x + self.mlp(self.norm2(x))
@@ -150,4 +158,3 @@ class TokenTransformer(nn.Module):
 
     def forward(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
         return self.backbone(self.tok(ids), cache=cache) @ self.tok.weight.t()  # (B, L, V)
-

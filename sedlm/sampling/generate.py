@@ -64,9 +64,12 @@ def make_denoise_fn(
 
     if not guidance_applies(guidance, guidance_mode, cond is not None):
         if guidance != 1.0:
-            warnings.warn(f"guidance {guidance:g} in mode 'cond' needs given tokens (a prompt, template or source); "
-                          "this request has none, so it runs unguided (sample.guidance_mode=self_cond guides "
-                          "on self-conditioning instead)", stacklevel=2)
+            warnings.warn(
+                f"guidance {guidance:g} in mode 'cond' needs given tokens (a prompt, template or source); "
+                "this request has none, so it runs unguided (sample.guidance_mode=self_cond guides "
+                "on self-conditioning instead)",
+                stacklevel=2,
+            )
         return lambda x, t, sc: hold(estimate(x, t, sc, cond, cond_mask))
 
     def guided(x: torch.Tensor, t: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
@@ -75,7 +78,9 @@ def make_denoise_fn(
         c = zeros if cond is None else cond
         m = x.new_zeros(x.shape[:2]) if cond_mask is None else cond_mask.to(x.dtype)
         c_u, m_u = (torch.zeros_like(c), torch.zeros_like(m)) if guidance_mode == "cond" else (c, m)
-        out = estimate(torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, c_u]), torch.cat([m, m_u]))
+        out = estimate(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([sc, zeros]), torch.cat([c, c_u]), torch.cat([m, m_u])
+        )
         x0_c, x0_u = out[:B], out[B:]
         return hold(x0_u + guidance * (x0_c - x0_u))
 
@@ -127,8 +132,16 @@ def sample_ids(
     ts = make_time_grid(steps, device=device, kind=time_grid, schedule=alpha_bar, rho=rho, knots=model.time_warp)
     if model.position_knots is not None:
         alpha_bar = _per_position(model, alpha_bar, seq_len, sampler, time_grid)
-    x0 = fn(make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode), x, ts,
-            alpha_bar=alpha_bar, generator=g, callback=callback, self_condition=self_condition, **sampler_kw)
+    x0 = fn(
+        make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode),
+        x,
+        ts,
+        alpha_bar=alpha_bar,
+        generator=g,
+        callback=callback,
+        self_condition=self_condition,
+        **sampler_kw,
+    )
     return decode_ids(model, x0, layout, pad_id)
 
 
@@ -139,7 +152,9 @@ def _per_position(model: SEDDenoiser, alpha_bar: Any, seq_len: int, sampler: str
     return lambda u: alpha_bar(model.position_times(u.float(), seq_len).to(u.dtype))[..., None]
 
 
-def decode_ids(model: SEDDenoiser, x0: torch.Tensor, layout: Layout | None = None, pad_id: int | None = None) -> torch.Tensor:
+def decode_ids(
+    model: SEDDenoiser, x0: torch.Tensor, layout: Layout | None = None, pad_id: int | None = None
+) -> torch.Tensor:
     """Argmax tokens of an x0 estimate (n, L, De) -> (n, L). A ``layout``'s given tokens are copied
     in unchanged and its ``no_pad`` positions never decode to ``pad_id``. Works on the final estimate
     and on the intermediate ones a sampler callback sees (a live preview)."""

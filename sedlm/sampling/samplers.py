@@ -12,8 +12,9 @@ Self-conditioning feeds each step's x0_hat into the next call; it is a loop vari
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -86,8 +87,18 @@ def _step_loop(
 
 
 @torch.no_grad()
-def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         self_condition: bool = True, noise_temp: float = 1.0, time_delta: float = 0.0) -> torch.Tensor:
+def ddpm(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+    time_delta: float = 0.0,
+) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0 = x0_hat) (Ho et al. 2020, eq. 6-7):
 
         alpha_{t|s} = abar_t / abar_s,  beta = 1 - alpha_{t|s}
@@ -108,8 +119,9 @@ def ddpm(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
     return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
 
 
-def ddim_step(x: torch.Tensor, x0_hat: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor,
-              sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+def ddim_step(
+    x: torch.Tensor, x0_hat: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor, sigma: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """The deterministic part of a DDIM step t -> s (Song et al. 2021, eq. 12), abar broadcastable to x:
     sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat, eps_hat = (x - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)."""
     eps = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).clamp(min=1e-12).sqrt()
@@ -117,8 +129,19 @@ def ddim_step(x: torch.Tensor, x0_hat: torch.Tensor, ab_t: torch.Tensor, ab_s: t
 
 
 @torch.no_grad()
-def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0, time_delta: float = 0.0) -> torch.Tensor:
+def ddim(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    eta: float = 0.0,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+    time_delta: float = 0.0,
+) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12): with eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t),
 
         x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,
@@ -136,8 +159,17 @@ def ddim(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
 
 
 @torch.no_grad()
-def consistency(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-                self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+def consistency(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+) -> torch.Tensor:
     """Multistep consistency sampling (Song et al. 2023, Alg. 1): each step estimates x0 and draws the next
     state afresh from the forward process, x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) z, forgetting x_t.
     For a consistency model (whose estimate is already the end of the trajectory through x_t) more steps
@@ -169,8 +201,15 @@ class _SigmaDenoiser:
     ``D.at(x~, sigma)`` evaluates it at a noise level off the grid (a churn-raised sigma): the time
     is found by inverting the schedule at abar = 1 / (1 + sigma^2)."""
 
-    def __init__(self, denoise_fn: DenoiseFn, ts: torch.Tensor, ab: list[float], B: int, self_condition: bool,
-                 alpha_bar: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(
+        self,
+        denoise_fn: DenoiseFn,
+        ts: torch.Tensor,
+        ab: list[float],
+        B: int,
+        self_condition: bool,
+        alpha_bar: Callable[[torch.Tensor], torch.Tensor],
+    ):
         self.fn, self.ts, self.ab, self.B = SelfConditioning(denoise_fn, self_condition), ts, ab, B
         self.alpha_bar = alpha_bar
         self.dtype = torch.float32  # what the network sees; the state may be kept wider
@@ -203,7 +242,9 @@ def _sigma_loop(denoise_fn, x, ts, alpha_bar, step, callback, self_condition) ->
     for i in range(len(ts) - 1):
         x_tilde, x0_hat = step(D, x_tilde, i, sigma, history)
         if callback is not None:
-            callback({"i": i, "t": ts[i], "x": (x_tilde * math.sqrt(ab[i + 1])).to(x.dtype), "x0_hat": x0_hat.to(x.dtype)})
+            callback(
+                {"i": i, "t": ts[i], "x": (x_tilde * math.sqrt(ab[i + 1])).to(x.dtype), "x0_hat": x0_hat.to(x.dtype)}
+            )
     return x0_hat.to(x.dtype)
 
 
@@ -221,7 +262,9 @@ def _churn_gamma(churn: float, steps: int) -> float:
     return min(churn / steps, 2**0.5 - 1) if churn > 0 else 0.0
 
 
-def _raise_noise(xt: torch.Tensor, s_t: float, gamma: float, noise_temp: float, generator) -> tuple[torch.Tensor, float]:
+def _raise_noise(
+    xt: torch.Tensor, s_t: float, gamma: float, noise_temp: float, generator
+) -> tuple[torch.Tensor, float]:
     """Karras et al. 2022, Alg. 2 lines 5-6: sigma_hat = (1 + gamma) sigma_t, x~ += sqrt(sigma_hat^2 - sigma_t^2) z."""
     if gamma == 0:
         return xt, s_t
@@ -253,8 +296,18 @@ def _karras_step(gamma: float, noise_temp: float, generator, second_order: bool)
 
 
 @torch.no_grad()
-def euler(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-          churn: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+def euler(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    churn: float = 0.0,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+) -> torch.Tensor:
     """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the Heun correction):
         x~_s = x~_t + (sigma_s - sigma_t) (x~_t - D(x~_t)) / sigma_t.
     With ``churn`` > 0 each step first raises sigma by (1 + gamma), gamma = min(churn / K, sqrt(2) - 1),
@@ -264,8 +317,18 @@ def euler(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar
 
 
 @torch.no_grad()
-def heun(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-         churn: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+def heun(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    churn: float = 0.0,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+) -> torch.Tensor:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1; Alg. 2 with churn):
         d = (x~_t - D(x~_t, t)) / sigma_t,  x' = x~_t + (sigma_s - sigma_t) d,
         x~_s = x~_t + (sigma_s - sigma_t) (d + (x' - D(x', s)) / sigma_s) / 2.
@@ -276,8 +339,18 @@ def heun(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar,
 
 
 @torch.no_grad()
-def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_bar, generator=None, callback=None,
-             eta: float = 0.0, self_condition: bool = True, noise_temp: float = 1.0) -> torch.Tensor:
+def dpmpp_2m(
+    denoise_fn: DenoiseFn,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    alpha_bar,
+    generator=None,
+    callback=None,
+    eta: float = 0.0,
+    self_condition: bool = True,
+    noise_temp: float = 1.0,
+) -> torch.Tensor:
     """DPM-Solver++(2M) for x0 prediction (Lu et al. 2022, Alg. 2), in lambda = -log sigma, h = lambda_s - lambda_t:
         D' = (1 + 1 / (2r)) D_t - 1 / (2r) D_prev,   r = h_prev / h   (D' = D_t on the first step)
         x~_s = (sigma_s / sigma_t) x~_t - expm1(-h) D'.
@@ -313,8 +386,14 @@ def dpmpp_2m(denoise_fn: DenoiseFn, x: torch.Tensor, ts: torch.Tensor, *, alpha_
 # schema and the config's defaults (``sample.NAME=value``) all read these declarations.
 CHURN = Option("churn", float, "euler/heun: noise added back per step (Karras et al. 2022)", default=0.0, minimum=0.0)
 ETA = Option("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", default=0.0, minimum=0.0)
-TIME_DELTA = Option("time_delta", float, "ddpm/ddim: evaluate the denoiser this many steps later than the state's "
-                    "time (asymmetric time intervals, Analog Bits, Chen et al. 2023, Alg. 2)", default=0.0, minimum=0.0)
+TIME_DELTA = Option(
+    "time_delta",
+    float,
+    "ddpm/ddim: evaluate the denoiser this many steps later than the state's "
+    "time (asymmetric time intervals, Analog Bits, Chen et al. 2023, Alg. 2)",
+    default=0.0,
+    minimum=0.0,
+)
 
 
 @dataclass(frozen=True)
@@ -358,17 +437,42 @@ class SamplerEntry:
 
 # The registry: adding a sampler is one function above and one entry here (its options and tolerance included).
 SAMPLERS: dict[str, SamplerEntry] = {
-    "ddpm": SamplerEntry(ddpm, 1, "uniform", (TIME_DELTA,), "ancestral (Ho et al. 2020)", Tolerance(1000, 0.01, 0.01),
-                         stochastic=True, per_position=True),
-    "ddim": SamplerEntry(ddim, 1, "uniform", (ETA, TIME_DELTA), "deterministic DDIM (Song et al. 2021)",
-                         Tolerance(100, 0.02), per_position=True),
-    "consistency": SamplerEntry(consistency, 1, "uniform", (),
-                                "multistep consistency sampling, for consistency-distilled students (Song et al. 2023)",
-                                Tolerance(4, 0.01, 0.01), stochastic=True, per_position=True, for_flow_maps=True),
-    "euler": SamplerEntry(euler, 1, "karras", (CHURN,), "probability-flow ODE, Euler (Karras et al. 2022)",
-                          Tolerance(100, 0.02)),
-    "heun": SamplerEntry(heun, 2, "karras", (CHURN,), "probability-flow ODE, Heun (Karras et al. 2022)",
-                         Tolerance(100, 0.008)),
+    "ddpm": SamplerEntry(
+        ddpm,
+        1,
+        "uniform",
+        (TIME_DELTA,),
+        "ancestral (Ho et al. 2020)",
+        Tolerance(1000, 0.01, 0.01),
+        stochastic=True,
+        per_position=True,
+    ),
+    "ddim": SamplerEntry(
+        ddim,
+        1,
+        "uniform",
+        (ETA, TIME_DELTA),
+        "deterministic DDIM (Song et al. 2021)",
+        Tolerance(100, 0.02),
+        per_position=True,
+    ),
+    "consistency": SamplerEntry(
+        consistency,
+        1,
+        "uniform",
+        (),
+        "multistep consistency sampling, for consistency-distilled students (Song et al. 2023)",
+        Tolerance(4, 0.01, 0.01),
+        stochastic=True,
+        per_position=True,
+        for_flow_maps=True,
+    ),
+    "euler": SamplerEntry(
+        euler, 1, "karras", (CHURN,), "probability-flow ODE, Euler (Karras et al. 2022)", Tolerance(100, 0.02)
+    ),
+    "heun": SamplerEntry(
+        heun, 2, "karras", (CHURN,), "probability-flow ODE, Heun (Karras et al. 2022)", Tolerance(100, 0.008)
+    ),
     "dpmpp_2m": SamplerEntry(dpmpp_2m, 1, "karras", (ETA,), "DPM-Solver++(2M) (Lu et al. 2022)", Tolerance(100, 0.008)),
 }
 
@@ -382,8 +486,12 @@ def sampler_options() -> tuple[Option, ...]:
     return tuple(seen.values())
 
 
-def nfe(sampler: str, steps: int, ts: torch.Tensor | None = None,
-        alpha_bar: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+def nfe(
+    sampler: str,
+    steps: int,
+    ts: torch.Tensor | None = None,
+    alpha_bar: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
     """Network evaluations per sample for ``steps`` grid intervals (guidance doubles it). For heun,
     give the grid ``ts`` and schedule to count a first step from pure noise exactly (else 2K - 1)."""
     if get_sampler(sampler).calls_per_step == 1:
@@ -398,12 +506,16 @@ def check_per_position(sampler: str, time_grid: str) -> None:
     """A position-warped model (diffusion.position_warp) steps uniformly in its shared time with a sampler
     whose update is elementwise in abar; anything else is an error naming the fix."""
     if time_grid != "uniform":
-        raise SedlmError("diffusion.position_warp steps uniformly in the shared time u; set sample.time_grid=uniform "
-                         "(--time-grid uniform)")
+        raise SedlmError(
+            "diffusion.position_warp steps uniformly in the shared time u; set sample.time_grid=uniform "
+            "(--time-grid uniform)"
+        )
     if not get_sampler(sampler).per_position:
         able = ", ".join(k for k, v in SAMPLERS.items() if v.per_position)
-        raise SedlmError(f"sampler {sampler} cannot follow per-position schedules (diffusion.position_warp); use ddpm or "
-                         f"ddim (the samplers that can: {able})")
+        raise SedlmError(
+            f"sampler {sampler} cannot follow per-position schedules (diffusion.position_warp); use ddpm or "
+            f"ddim (the samplers that can: {able})"
+        )
 
 
 def get_sampler(name: str) -> SamplerEntry:

@@ -53,7 +53,9 @@ def parse_template(template: str) -> list[str | int | None]:
 
 
 def _new(L: int, pad_id: int) -> Layout:
-    return Layout(torch.full((L,), pad_id, dtype=torch.long), torch.zeros(L, dtype=torch.bool), torch.zeros(L, dtype=torch.bool))
+    return Layout(
+        torch.full((L,), pad_id, dtype=torch.long), torch.zeros(L, dtype=torch.bool), torch.zeros(L, dtype=torch.bool)
+    )
 
 
 def layout_template(template: str, tok: Tokenizer, seq_len: int) -> Layout:
@@ -63,15 +65,21 @@ def layout_template(template: str, tok: Tokenizer, seq_len: int) -> Layout:
     parts = parse_template(template)
     if all(isinstance(p, str) for p in parts):
         raise SedlmError("the template has no blanks; mark what to generate with [___] or [___:N]")
-    pieces = [tok.encode(p.rstrip(" ") if i + 1 < len(parts) and not isinstance(parts[i + 1], str) else p)
-              if isinstance(p, str) else p for i, p in enumerate(parts)]
+    pieces = [
+        tok.encode(p.rstrip(" ") if i + 1 < len(parts) and not isinstance(parts[i + 1], str) else p)
+        if isinstance(p, str)
+        else p
+        for i, p in enumerate(parts)
+    ]
     n_given = sum(len(p) for p in pieces if isinstance(p, list))
     n_fixed = sum(p for p in pieces if isinstance(p, int))
     n_free_blanks = sum(p is None for p in pieces)
     spare = seq_len - n_given - n_fixed
     if spare < n_free_blanks:
-        raise SedlmError(f"the template needs {n_given} given + {n_fixed} fixed-blank tokens (+1 per [___]) but the "
-                         f"model's sequence length is {seq_len}; shorten the text or the [___:N] blanks")
+        raise SedlmError(
+            f"the template needs {n_given} given + {n_fixed} fixed-blank tokens (+1 per [___]) but the "
+            f"model's sequence length is {seq_len}; shorten the text or the [___:N] blanks"
+        )
     free = [spare // n_free_blanks + (i < spare % n_free_blanks) for i in range(n_free_blanks)] if n_free_blanks else []
     out, pos, k = _new(seq_len, tok.pad_id), 0, 0
     for p in pieces:
@@ -95,8 +103,10 @@ def layout_prompt(prompt: str, tok: Tokenizer, seq_len: int) -> Layout:
     if not ids:
         raise SedlmError("the prompt is empty; pass some text with --prompt")
     if len(ids) >= seq_len:
-        raise SedlmError(f"the prompt is {len(ids)} tokens but the model's sequence length is {seq_len}; "
-                         "shorten the prompt so that something is left to generate")
+        raise SedlmError(
+            f"the prompt is {len(ids)} tokens but the model's sequence length is {seq_len}; "
+            "shorten the prompt so that something is left to generate"
+        )
     out = _new(seq_len, tok.pad_id)
     out.ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
     out.given[: len(ids)] = True

@@ -20,13 +20,14 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,8 +83,14 @@ class BodyLimit:
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
-LIMIT_FLAGS = {"n": "--max-n", "steps": "--max-steps", "seq_len": "--max-seq-len", "prompt": "--max-text-chars",
-               "src": "--max-text-chars", "template": "--max-text-chars"}
+LIMIT_FLAGS = {
+    "n": "--max-n",
+    "steps": "--max-steps",
+    "seq_len": "--max-seq-len",
+    "prompt": "--max-text-chars",
+    "src": "--max-text-chars",
+    "template": "--max-text-chars",
+}
 
 
 def _with_flag(err: dict[str, Any]) -> str:
@@ -98,8 +105,12 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None = None, device: str = "cpu",
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    model_or_ckpt: PretrainedLM | str | Path,
+    limits: Limits | None = None,
+    device: str = "cpu",
+    allowed_hosts: list[str] | None = None,
+) -> FastAPI:
     """The app for a loaded model or a checkpoint folder (loaded once, here). ``allowed_hosts``: Host
     header values to accept (e.g. ["localhost", "127.0.0.1"]); others get 400. The interactive docs
     pages are off (they load their scripts from a CDN, blank offline); the schema is at /openapi.json."""
@@ -107,8 +118,13 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
 
     model = model_or_ckpt if isinstance(model_or_ckpt, PretrainedLM) else load_pretrained(model_or_ckpt, device=device)
     runner = Runner(model, limits or Limits())
-    app = FastAPI(title="sedlm", version="1", summary="Continuous diffusion language model: generate, infill, stream.",
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="sedlm",
+        version="1",
+        summary="Continuous diffusion language model: generate, infill, stream.",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.runner = runner
     app.add_middleware(BodyLimit, max_bytes=runner.limits.max_body_bytes)
     if allowed_hosts:
@@ -122,7 +138,9 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
     @app.exception_handler(LimitError)
     async def over_limit(_: Request, e: LimitError) -> JSONResponse:
         if e.status == 422:  # shaped like FastAPI's validation errors, as the schema says for 422
-            return JSONResponse({"detail": [{"loc": ["body", e.field], "msg": str(e), "type": "over_limit"}]}, status_code=422)
+            return JSONResponse(
+                {"detail": [{"loc": ["body", e.field], "msg": str(e), "type": "over_limit"}]}, status_code=422
+            )
         return JSONResponse({"detail": str(e)}, status_code=e.status)
 
     @app.exception_handler(RequestValidationError)
@@ -170,19 +188,28 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
         cfg, family = model.config, model.family
         s = cfg.sample
         defaults: dict[str, Any] = {"n": 1, "steps": s.steps, "seed": s.seed, **family.resolve_options(s, {})}
-        return {"family": model.family_name, "params": count_parameters(model.model),
-                "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size, "d_model": cfg.model.d_model,
-                "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads,
-                "d_embed": cfg.model.d_embed if family.uses_embedding_table else None,
-                "samplers": list(family.samplers), "options": [o.describe() for o in family.options if o.per_request],
-                "requests": list(family.requests), "defaults": defaults,
-                "limits": {**runner.limits.summary(), "max_seq_len": runner.max_seq_len}}
+        return {
+            "family": model.family_name,
+            "params": count_parameters(model.model),
+            "seq_len": cfg.data.seq_len,
+            "vocab_size": cfg.model.vocab_size,
+            "d_model": cfg.model.d_model,
+            "n_layers": cfg.model.n_layers,
+            "n_heads": cfg.model.n_heads,
+            "d_embed": cfg.model.d_embed if family.uses_embedding_table else None,
+            "samplers": list(family.samplers),
+            "options": [o.describe() for o in family.options if o.per_request],
+            "requests": list(family.requests),
+            "defaults": defaults,
+            "limits": {**runner.limits.summary(), "max_seq_len": runner.max_seq_len},
+        }
 
     # Request bodies derived from the family's declared sampling options. Annotations are set on the
     # handlers directly: under postponed evaluation FastAPI could not resolve these local classes.
     lim = runner.limits
-    GenerateBody, InfillBody, StreamBody = request_models(model.family, lim.max_n, lim.max_steps, runner.max_seq_len,
-                                                          lim.max_text_chars)
+    GenerateBody, InfillBody, StreamBody = request_models(
+        model.family, lim.max_n, lim.max_steps, runner.max_seq_len, lim.max_text_chars
+    )
 
     async def generate(req, request: Request) -> dict[str, Any]:
         return await run(runner.check(StreamBody(**req.model_dump())), request)
@@ -194,25 +221,41 @@ def create_app(model_or_ckpt: PretrainedLM | str | Path, limits: Limits | None =
         job = runner.check(req)
         runner.admit()
         queue = _start(runner, job)  # before the response, so that an admitted job always ends with done()
-        return StreamingResponse(_relay(queue, job, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _relay(queue, job, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     generate.__annotations__ = {"req": GenerateBody, "request": Request, "return": dict[str, Any]}
     infill.__annotations__ = {"req": InfillBody, "request": Request, "return": dict[str, Any]}
     stream.__annotations__ = {"req": StreamBody, "request": Request, "return": StreamingResponse}
     errors: dict[int | str, dict[str, Any]] = {
-        400: {"model": ErrorBody, "description": "a user error (no blanks, text too long for the model, a request the "
-                                                 "model's family cannot serve, a bad option value)"},
+        400: {
+            "model": ErrorBody,
+            "description": "a user error (no blanks, text too long for the model, a request the "
+            "model's family cannot serve, a bad option value)",
+        },
         413: {"model": ErrorBody, "description": "request body or text over this server's limits"},
-        503: {"model": ErrorBody, "description": "the queue is full (retry after Retry-After) or the time limit ran out"},
+        503: {
+            "model": ErrorBody,
+            "description": "the queue is full (retry after Retry-After) or the time limit ran out",
+        },
     }
     add_completions(app, model, runner, StreamBody, run)
     app.post("/v1/generate", response_model=GenerateResponse, responses=errors)(generate)
     app.post("/v1/infill", response_model=GenerateResponse, responses=errors)(infill)
-    app.post("/v1/generate/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'"},
-                        **errors})(stream)
+    app.post(
+        "/v1/generate/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'",
+            },
+            **errors,
+        },
+    )(stream)
 
     return app
 
@@ -231,8 +274,15 @@ def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
 
     def work() -> None:
         try:
-            put("result", runner.run(job, lambda step, steps, texts, spans: put(
-                "step", {"step": step, "steps": steps, "texts": texts, "spans": spans})))
+            put(
+                "result",
+                runner.run(
+                    job,
+                    lambda step, steps, texts, spans: put(
+                        "step", {"step": step, "steps": steps, "texts": texts, "spans": spans}
+                    ),
+                ),
+            )
         except Cancelled:
             pass
         except TimeLimit as e:
@@ -256,7 +306,7 @@ async def _relay(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Reque
         while True:
             try:
                 event, data = await asyncio.wait_for(queue.get(), timeout=0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await request.is_disconnected():
                     return
                 continue

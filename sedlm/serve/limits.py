@@ -17,7 +17,9 @@ class Limits:
     max_body_bytes: int = _limit(64 * 1024, "request body size in bytes, by Content-Length and by the bytes read (413)")
     max_n: int = _limit(16, "samples per request (422)")
     max_steps: int = _limit(1000, "denoising steps per request (422)")
-    max_seq_len: int = _limit(0, "canvas length in tokens a request may ask for; 0: the checkpoint's data.seq_len (422)")
+    max_seq_len: int = _limit(
+        0, "canvas length in tokens a request may ask for; 0: the checkpoint's data.seq_len (422)"
+    )
     max_text_chars: int = _limit(4000, "prompt, src or template length in characters (413)")
     max_concurrent: int = _limit(1, "model calls running at once; the others wait in the queue")
     max_queue: int = _limit(8, "requests running or waiting; one more is answered 503")

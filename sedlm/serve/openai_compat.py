@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -74,13 +75,25 @@ def _cut(text: str, stop: str | list[str] | None) -> tuple[str, str]:
     return (text[: min(cuts)], "stop") if cuts else (text, "length")
 
 
-def add_completions(app: FastAPI, model: Any, runner: Any, body_type: type[BaseModel],
-                    run: Callable[[Any, Request], Awaitable[dict[str, Any]]]) -> None:
+def add_completions(
+    app: FastAPI,
+    model: Any,
+    runner: Any,
+    body_type: type[BaseModel],
+    run: Callable[[Any, Request], Awaitable[dict[str, Any]]],
+) -> None:
     """Add ``POST /v1/completions`` to ``app``; ``run(job, request)`` runs a checked job."""
 
-    @app.post("/v1/completions", responses={200: {"content": {"text/event-stream": {}},
-                                                  "description": "a text_completion object, or its chunks when stream"},
-                                             **ERRORS})
+    @app.post(
+        "/v1/completions",
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "a text_completion object, or its chunks when stream",
+            },
+            **ERRORS,
+        },
+    )
     async def completions(req: CompletionRequest, request: Request) -> Any:
         """Errors come in OpenAI's shape, {"error": {"message", "type", ...}}, which its clients read."""
         try:
@@ -98,17 +111,25 @@ def add_completions(app: FastAPI, model: Any, runner: Any, body_type: type[BaseM
             raise SedlmError("prompt must be one string (or a list of one); send one request per prompt")
         tok = model.tokenizer
         given = len(tok.encode(prompt)) + (len(tok.encode(req.suffix)) if req.suffix else 0)
-        options = {k: v for k, v in {**(req.model_extra or {}), "temperature": req.temperature, "top_p": req.top_p}.items()
-                   if v is not None}
+        options = {
+            k: v
+            for k, v in {**(req.model_extra or {}), "temperature": req.temperature, "top_p": req.top_p}.items()
+            if v is not None
+        }
         if req.suffix is not None:
             where = {"template": f"{prompt}[___]{req.suffix}"}
         else:
             where = {"prompt": prompt} if prompt else {}
         try:
-            body = body_type(n=req.n, steps=req.steps, seed=req.seed, seq_len=given + req.max_tokens, **where, **options)
+            body = body_type(
+                n=req.n, steps=req.steps, seed=req.seed, seq_len=given + req.max_tokens, **where, **options
+            )
         except ValueError as e:  # pydantic: an option the family does not take, or a bad value
-            raise SedlmError(str(e).splitlines()[0] + ": " + "; ".join(
-                f"{'.'.join(map(str, err['loc']))} {err['msg']}" for err in e.errors())) from None  # type: ignore[attr-defined]
+            raise SedlmError(
+                str(e).splitlines()[0]
+                + ": "
+                + "; ".join(f"{'.'.join(map(str, err['loc']))} {err['msg']}" for err in e.errors())
+            ) from None  # type: ignore[attr-defined]
         result = await run(runner.check(body), request)
         texts = ["".join(p["text"] for p in pieces if p["generated"]) for pieces in result["spans"]]
         choices = []
@@ -116,10 +137,18 @@ def add_completions(app: FastAPI, model: Any, runner: Any, body_type: type[BaseM
             text, reason = _cut(text, req.stop)
             choices.append({"text": text, "index": i, "logprobs": None, "finish_reason": reason})
         completion_tokens = sum(len(tok.encode(c["text"])) for c in choices)
-        out = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-               "model": req.model, "choices": choices,
-               "usage": {"prompt_tokens": given, "completion_tokens": completion_tokens,
-                         "total_tokens": given * len(choices) + completion_tokens}}
+        out = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": req.model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": given,
+                "completion_tokens": completion_tokens,
+                "total_tokens": given * len(choices) + completion_tokens,
+            },
+        }
         if not req.stream:
             return out
 

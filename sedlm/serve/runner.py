@@ -12,8 +12,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sedlm.families.base import Request
 from sedlm.pretrained import PretrainedLM
@@ -99,15 +100,21 @@ class Runner:
         lim, s, family = self.limits, self.model.config.sample, self.model.family
         steps = req.steps or min(s.steps, lim.max_steps)  # an unset step count never exceeds the limit
         seq_len = req.seq_len or self.model.config.data.seq_len
-        for name, value, cap, flag in [("n", req.n, lim.max_n, "--max-n"), ("steps", steps, lim.max_steps, "--max-steps"),
-                                       ("seq_len", seq_len, self.max_seq_len, "--max-seq-len")]:
+        for name, value, cap, flag in [
+            ("n", req.n, lim.max_n, "--max-n"),
+            ("steps", steps, lim.max_steps, "--max-steps"),
+            ("seq_len", seq_len, self.max_seq_len, "--max-seq-len"),
+        ]:
             if value > cap:
                 raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})", name)
         for name in ("prompt", "src", "template"):
             text = getattr(req, name)
             if text is not None and len(text) > lim.max_text_chars:
-                raise LimitError(413, f"{name} is {len(text)} characters, over this server's limit of "
-                                      f"{lim.max_text_chars} (set by --max-text-chars)")
+                raise LimitError(
+                    413,
+                    f"{name} is {len(text)} characters, over this server's limit of "
+                    f"{lim.max_text_chars} (set by --max-text-chars)",
+                )
         given = {o.name: getattr(req, o.name, None) for o in family.options if o.per_request}
         layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
         # a bad option value or a request the family cannot serve is a 400 before any work starts
@@ -118,8 +125,10 @@ class Runner:
         """Take a place in the queue or raise ``Busy``; every admitted job must end with ``done``."""
         with self._lock:
             if self.pending >= self.limits.max_queue:
-                raise Busy(f"the server is busy ({self.pending} requests running or queued, limit {self.limits.max_queue} "
-                           "set by --max-queue); retry later")
+                raise Busy(
+                    f"the server is busy ({self.pending} requests running or queued, limit {self.limits.max_queue} "
+                    "set by --max-queue); retry later"
+                )
             self.pending += 1
 
     def done(self) -> None:
@@ -137,10 +146,18 @@ class Runner:
         finally:
             self._gate.release()
         r = job.request
-        return {"texts": self.model.texts(ids, r.layout, job.drop_given_prefix),
-                "spans": self.model.spans(ids, r.layout, job.drop_given_prefix), "family": self.model.family_name,
-                "n": r.n, "steps": r.steps, "options": r.options, "seed": r.seed, "seq_len": r.seq_len,
-                "tokens": r.n * r.seq_len, "seconds": round(seconds, 4)}
+        return {
+            "texts": self.model.texts(ids, r.layout, job.drop_given_prefix),
+            "spans": self.model.spans(ids, r.layout, job.drop_given_prefix),
+            "family": self.model.family_name,
+            "n": r.n,
+            "steps": r.steps,
+            "options": r.options,
+            "seed": r.seed,
+            "seq_len": r.seq_len,
+            "tokens": r.n * r.seq_len,
+            "seconds": round(seconds, 4),
+        }
 
     def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
         # Thinning: every step for short runs, every k-th (and the last) when steps > stream_events.
@@ -151,8 +168,10 @@ class Runner:
             if job.cancel.is_set():
                 raise Cancelled()
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeLimit(f"the request ran past this server's limit of {self.limits.max_seconds} s "
-                                "(set by --max-seconds); ask for fewer steps or samples")
+                raise TimeLimit(
+                    f"the request ran past this server's limit of {self.limits.max_seconds} s "
+                    "(set by --max-seconds); ask for fewer steps or samples"
+                )
             i = int(info["i"])
             if on_step is not None and (i % every == 0 or i == job.request.steps - 1):
                 on_step(i + 1, job.request.steps, *self.preview(info, job))
@@ -164,4 +183,6 @@ class Runner:
         ids = self.model.family.preview(self.model, info, job.request.layout)
         if ids is None:
             return [], []
-        return self.model.texts(ids, job.request.layout, job.drop_given_prefix), self.model.spans(ids, job.request.layout, job.drop_given_prefix)
+        return self.model.texts(ids, job.request.layout, job.drop_given_prefix), self.model.spans(
+            ids, job.request.layout, job.drop_given_prefix
+        )

@@ -15,7 +15,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from sedlm.families.base import Family
 
-
 MAX_SEED = 2**53 - 1  # exact as a JSON number in every client (JavaScript included); a torch.Generator takes it
 
 
@@ -51,7 +50,9 @@ class SampleOptions(_Strict):
     n: _int(1) = Field(1, description="number of samples")  # type: ignore[valid-type]
     steps: _int(1) | None = Field(None, description="denoising steps (default: the checkpoint's sample.steps)")  # type: ignore[valid-type]
     seed: _int(0, MAX_SEED) | None = Field(None, description="random seed (default: the checkpoint's sample.seed)")  # type: ignore[valid-type]
-    seq_len: _int(2) | None = Field(None, description="canvas length in tokens (default: the checkpoint's data.seq_len)")
+    seq_len: _int(2) | None = Field(
+        None, description="canvas length in tokens (default: the checkpoint's data.seq_len)"
+    )
 
 
 class GenerateRequest(SampleOptions):
@@ -106,7 +107,9 @@ class ModelInfo(BaseModel):
     n_heads: int
     d_embed: int | None
     samplers: list[str]
-    options: list[dict[str, Any]] = Field(description="the family's sampling options: name, type, help, choices, minimum")
+    options: list[dict[str, Any]] = Field(
+        description="the family's sampling options: name, type, help, choices, minimum"
+    )
     requests: list[str] = Field(description="what the family serves: unconditional, prompt, infill, seq2seq")
     defaults: dict[str, object]
     limits: dict[str, int]
@@ -130,28 +133,58 @@ def _option_fields(family: Family) -> dict[str, Any]:
     return fields
 
 
-def request_models(family: Family, max_n: int | None = None, max_steps: int | None = None, max_seq_len: int | None = None,
-                   max_text_chars: int | None = None
-                   ) -> tuple[type[GenerateRequest], type[InfillRequest], type[StreamRequest]]:
+def request_models(
+    family: Family,
+    max_n: int | None = None,
+    max_steps: int | None = None,
+    max_seq_len: int | None = None,
+    max_text_chars: int | None = None,
+) -> tuple[type[GenerateRequest], type[InfillRequest], type[StreamRequest]]:
     """The request bodies for a model of ``family`` behind a server with these limits: the shared fields
     (bounded by the limits, so the published schema says what the server accepts) plus the family's
     declared sampling options."""
     fields = _option_fields(family)
     bounded = {
         "n": (_int(1, max_n), Field(1, description="number of samples")),
-        "steps": (_int(1, max_steps) | None, Field(None,
-                                    description="denoising steps (default: the checkpoint's sample.steps, capped by the limit)")),
-        "seq_len": (_int(2, max_seq_len) | None, Field(None,
-                                      description="canvas length in tokens (default: the checkpoint's data.seq_len)")),
+        "steps": (
+            _int(1, max_steps) | None,
+            Field(None, description="denoising steps (default: the checkpoint's sample.steps, capped by the limit)"),
+        ),
+        "seq_len": (
+            _int(2, max_seq_len) | None,
+            Field(None, description="canvas length in tokens (default: the checkpoint's data.seq_len)"),
+        ),
     }
-    text = {name: (str | None, Field(None, max_length=max_text_chars, description=GenerateRequest.model_fields[name].description))
-            for name in ("prompt", "src")}
+    text = {
+        name: (
+            str | None,
+            Field(None, max_length=max_text_chars, description=GenerateRequest.model_fields[name].description),
+        )
+        for name in ("prompt", "src")
+    }
     template = Field(max_length=max_text_chars, description=InfillRequest.model_fields["template"].description)
     return (  # type: ignore[return-value]
-        create_model("GenerateRequest", __base__=GenerateRequest, __doc__=GenerateRequest.__doc__, **fields, **bounded, **text),
-        create_model("InfillRequest", __base__=InfillRequest, __doc__=InfillRequest.__doc__, **fields, **bounded,
-                     template=(str, template)),
-        create_model("StreamRequest", __base__=StreamRequest, __doc__=StreamRequest.__doc__, **fields, **bounded, **text,
-                     template=(str | None, Field(None, max_length=max_text_chars,
-                                                 description=StreamRequest.model_fields["template"].description))),
+        create_model(
+            "GenerateRequest", __base__=GenerateRequest, __doc__=GenerateRequest.__doc__, **fields, **bounded, **text
+        ),
+        create_model(
+            "InfillRequest",
+            __base__=InfillRequest,
+            __doc__=InfillRequest.__doc__,
+            **fields,
+            **bounded,
+            template=(str, template),
+        ),
+        create_model(
+            "StreamRequest",
+            __base__=StreamRequest,
+            __doc__=StreamRequest.__doc__,
+            **fields,
+            **bounded,
+            **text,
+            template=(
+                str | None,
+                Field(None, max_length=max_text_chars, description=StreamRequest.model_fields["template"].description),
+            ),
+        ),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import h11
 import uvicorn
@@ -63,19 +63,39 @@ def read_timeout_protocol(seconds: float) -> type[H11Protocol]:
     return ReadTimeout
 
 
-def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-                  read_timeout: float = READ_TIMEOUT_S) -> None:
+def serve_forever(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    read_timeout: float = READ_TIMEOUT_S,
+) -> None:
     """Serve until Ctrl-C. The default host is loopback: pass --host 0.0.0.0 to listen on every interface."""
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
-                http=read_timeout_protocol(read_timeout))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        http=read_timeout_protocol(read_timeout),
+    )
 
 
 @contextmanager
-def server_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
-                  read_timeout: float = READ_TIMEOUT_S) -> Iterator[str]:
+def server_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0, read_timeout: float = READ_TIMEOUT_S
+) -> Iterator[str]:
     """Serve ``app`` from a daemon thread and yield its base URL (``port=0``: a free port picked by the OS)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
-                                           http=read_timeout_protocol(read_timeout)))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            http=read_timeout_protocol(read_timeout),
+        )
+    )
     thread = threading.Thread(target=server.run, name="sedlm-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

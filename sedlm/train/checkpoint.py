@@ -136,7 +136,9 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SedlmError(f"'{path}' is damaged or incomplete ({str(e).splitlines()[0]}); restore it or train again") from None
+        raise SedlmError(
+            f"'{path}' is damaged or incomplete ({str(e).splitlines()[0]}); restore it or train again"
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], Tokenizer]:
@@ -154,7 +156,9 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
         raise SedlmError(f"'{p / 'config.json'}' is not valid JSON; the checkpoint is damaged") from None
     version = raw.get("format_version", 0)
     if version > FORMAT_VERSION:
-        raise SedlmError(f"checkpoint format {version} is newer than this sedlm supports ({FORMAT_VERSION}); upgrade sedlm")
+        raise SedlmError(
+            f"checkpoint format {version} is newer than this sedlm supports ({FORMAT_VERSION}); upgrade sedlm"
+        )
     config = from_dict(raw)
     weights = _load_weights(p / "model.safetensors")
     tokenizer = load_tokenizer(p / "tokenizer.json")

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from sedlm.config import Config
-from sedlm.errors import SedlmError
 from sedlm.devices import resolve_device
+from sedlm.errors import SedlmError
 
 
 def make_accelerator(cfg: Config):
@@ -47,13 +48,16 @@ def micro_batches(cfg: Config, world: int) -> tuple[int, int]:
     """(rows per micro-batch, micro-batches per process and step) for the global ``train.batch_size``."""
     B = cfg.train.batch_size
     if B % world:
-        raise SedlmError(f"train.batch_size={B} (the global batch) does not split over {world} processes; "
-                         f"use a multiple of {world}")
+        raise SedlmError(
+            f"train.batch_size={B} (the global batch) does not split over {world} processes; use a multiple of {world}"
+        )
     per_process = B // world
     micro = cfg.train.micro_batch_size or per_process
     if per_process % micro:
-        raise SedlmError(f"train.micro_batch_size={micro} does not divide the {per_process} rows each of {world} "
-                         f"processes gets from train.batch_size={B}; pick a divisor of {per_process}")
+        raise SedlmError(
+            f"train.micro_batch_size={micro} does not divide the {per_process} rows each of {world} "
+            f"processes gets from train.batch_size={B}; pick a divisor of {per_process}"
+        )
     return micro, per_process // micro
 
 
@@ -98,8 +102,9 @@ class Engine:
                 yield
 
 
-def wrap_model(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], accelerator, cfg: Config
-               ) -> tuple[Engine, torch.optim.Optimizer]:
+def wrap_model(
+    model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], accelerator, cfg: Config
+) -> tuple[Engine, torch.optim.Optimizer]:
     """Shard (fsdp) or replicate (ddp) ``model`` over the processes, optionally ``torch.compile`` it.
     The optimizer is built after sharding, which replaces the parameters."""
     strategy = cfg.train.strategy

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,9 @@ from sedlm.model.embedding import MaskedLM, normalize_rows
 from sedlm.progress import progress as show_progress
 
 
-def mlm_loss(model: MaskedLM, ids: torch.Tensor, mask_id: int, pad_id: int, mask_prob: float, g: torch.Generator) -> torch.Tensor:
+def mlm_loss(
+    model: MaskedLM, ids: torch.Tensor, mask_id: int, pad_id: int, mask_prob: float, g: torch.Generator
+) -> torch.Tensor:
     """Cross-entropy on the masked (non-padding) positions of ids (B, L)."""
     masked = (torch.rand(ids.shape, generator=g, device=ids.device) < mask_prob) & (ids != pad_id)
     logits = model(torch.where(masked, torch.full_like(ids, mask_id), ids))  # (B, L, V)
@@ -97,8 +99,9 @@ def ppmi_table(
     ctx = row_sum**alpha
     pmi = torch.log(counts * ctx.sum() / (row_sum[rows_i] * ctx[cols_i]))  # log P(a,b) / (P(a) P_alpha(b))
     pos = pmi > 0
-    matrix = torch.sparse_coo_tensor(torch.stack([rows_i[pos], cols_i[pos]]), pmi[pos].float(), (vocab_size, vocab_size),
-                                     check_invariants=True)
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([rows_i[pos], cols_i[pos]]), pmi[pos].float(), (vocab_size, vocab_size), check_invariants=True
+    )
     g = torch.Generator().manual_seed(seed)
     q = min(vocab_size, d_embed + 10)
     with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global generator; leave it as it was
@@ -107,7 +110,9 @@ def ppmi_table(
     table = U[:, :d_embed] * S[:d_embed].sqrt()  # (V, d_embed)
     unseen = row_sum == 0
     unseen[list(ignore)] = True
-    table[unseen] = torch.randn(int(unseen.sum()), d_embed, generator=g) * table[~unseen].norm(dim=-1).mean() / d_embed**0.5
+    table[unseen] = (
+        torch.randn(int(unseen.sum()), d_embed, generator=g) * table[~unseen].norm(dim=-1).mean() / d_embed**0.5
+    )
     return normalize_rows(table)
 
 

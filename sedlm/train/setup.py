@@ -21,15 +21,21 @@ from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer,
 from sedlm.train.embed import build_table, save_embedding
 
 
-def embedding_table(cfg: Config, data: PreparedData, out: Path, device: torch.device, progress: bool, log) -> torch.Tensor:
+def embedding_table(
+    cfg: Config, data: PreparedData, out: Path, device: torch.device, progress: bool, log
+) -> torch.Tensor:
     V, De = data.tokenizer.vocab_size, cfg.model.d_embed
     if cfg.embed.kind == "pretrained":
         _, table = pretrained_table(cfg.embed.pretrained, De, cfg.embed.seed)
         if len(table) != V:
-            raise SedlmError(f"the table of embed.pretrained={cfg.embed.pretrained} has {len(table)} rows but the data's "
-                             f"tokenizer has {V} tokens; tokenise the data with that model's tokenizer")
-        log(f"embedding table: PCA of {cfg.embed.pretrained}'s input embeddings to {De} dims "
-            f"({100 * variance_kept(cfg.embed.pretrained, De):.0f}% of their variance)")
+            raise SedlmError(
+                f"the table of embed.pretrained={cfg.embed.pretrained} has {len(table)} rows but the data's "
+                f"tokenizer has {V} tokens; tokenise the data with that model's tokenizer"
+            )
+        log(
+            f"embedding table: PCA of {cfg.embed.pretrained}'s input embeddings to {De} dims "
+            f"({100 * variance_kept(cfg.embed.pretrained, De):.0f}% of their variance)"
+        )
         save_embedding(out / "embeddings.safetensors", table)
         return table
     if cfg.embed.kind in ("random", "learned"):
@@ -60,8 +66,10 @@ def load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path:
         model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in weights.items()})
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise SedlmError(f"the weights of '{path}' do not fit this model ({first}); keep the checkpoint's model.* "
-                         "settings when fine-tuning with --init") from None
+        raise SedlmError(
+            f"the weights of '{path}' do not fit this model ({first}); keep the checkpoint's model.* "
+            "settings when fine-tuning with --init"
+        ) from None
 
 
 def embedding_file(path: str) -> Path:
@@ -108,7 +116,12 @@ def prepare_on_main_first(cfg: Config, out: Path, accelerator, tokenizer: Tokeni
     main = accelerator.is_main_process
     shared = out / "tokenizer.json"
     with accelerator.main_process_first():
-        if not main and tokenizer is None and cfg.data.tokenizer in TRAINED_TOKENIZERS and not is_prepared(cfg.data.source):
+        if (
+            not main
+            and tokenizer is None
+            and cfg.data.tokenizer in TRAINED_TOKENIZERS
+            and not is_prepared(cfg.data.source)
+        ):
             tokenizer = load_tokenizer(shared)
         if main:
             log(f"loading data from {cfg.data.source}")

@@ -16,9 +16,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,11 +33,25 @@ from sedlm.families.base import Family
 from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
-from sedlm.train.distributed import (Engine, full_tensors, load_optimizer_state, make_accelerator, micro_batches,
-                                     optimizer_state, shard_like, wrap_model)
+from sedlm.train.distributed import (
+    Engine,
+    full_tensors,
+    load_optimizer_state,
+    make_accelerator,
+    micro_batches,
+    optimizer_state,
+    shard_like,
+    wrap_model,
+)
 from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
-from sedlm.train.setup import (check_out, load_initial, prepare_on_main_first, table_on_main_first, tokenizer_for,
-                               truncate_metrics)
+from sedlm.train.setup import (
+    check_out,
+    load_initial,
+    prepare_on_main_first,
+    table_on_main_first,
+    tokenizer_for,
+    truncate_metrics,
+)
 
 
 @dataclass
@@ -63,12 +78,16 @@ def lr_at(step: int, cfg: Config) -> float:
 def resume_message(saved: int, reached: int, max_steps: int, checkpoint_every: int) -> str:
     """What a resumed run will do, truthfully: where it restarts, what it repeats, where it stops."""
     if saved >= max_steps:
-        return (f"the run already reached train.max_steps={max_steps} (checkpoint at step {saved}); nothing to train "
-                f"(raise it to continue, e.g. train.max_steps={max_steps * 2})")
+        return (
+            f"the run already reached train.max_steps={max_steps} (checkpoint at step {saved}); nothing to train "
+            f"(raise it to continue, e.g. train.max_steps={max_steps * 2})"
+        )
     msg = f"resuming from the checkpoint at step {saved}, training to step {max_steps}"
     if reached > saved:
-        msg += (f"; steps {saved + 1}-{reached} ran after that checkpoint and are redone (their metrics rows are "
-                f"replaced; train.checkpoint_every={checkpoint_every})")
+        msg += (
+            f"; steps {saved + 1}-{reached} ran after that checkpoint and are redone (their metrics rows are "
+            f"replaced; train.checkpoint_every={checkpoint_every})"
+        )
     return msg
 
 
@@ -104,16 +123,25 @@ def validation_batches(rows: PackedRows, cfg: Config) -> list[tuple[torch.Tensor
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor | None]], cfg: Config, tokenizer: Tokenizer,
-                    device: torch.device) -> float:
+def validation_loss(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor | None]],
+    cfg: Config,
+    tokenizer: Tokenizer,
+    device: torch.device,
+) -> float:
     """Mean validation loss of the model's family (``Family.validation_loss``, kind ``val_loss_kind``) on
     fixed validation batches with fixed noise (comparable across steps)."""
     family = get_family(cfg.family)
     was_training = model.training
     model.eval()
     g = torch.Generator(device=device).manual_seed(2024)
-    total = sum(family.validation_loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[0].item()
-                for ids, given in batches)
+    total = sum(
+        family.validation_loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[
+            0
+        ].item()
+        for ids, given in batches
+    )
     model.train(was_training)
     return total / max(1, len(batches))
 
@@ -150,7 +178,8 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
             (decay if p.ndim >= 2 else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr, betas=(0.9, 0.98),
+        lr=cfg.train.lr,
+        betas=(0.9, 0.98),
     )
 
 
@@ -195,13 +224,20 @@ def train(
     if not resume and is_checkpoint(out):
         raise SedlmError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out")
     accelerator = make_accelerator(cfg)
-    device, main, world, rank = accelerator.device, accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    device, main, world, rank = (
+        accelerator.device,
+        accelerator.is_main_process,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
     log = log if main else (lambda _msg: None)
     micro, n_micro = micro_batches(cfg, world)
     torch.manual_seed(cfg.train.seed)
 
     if resume and init:
-        raise SedlmError("--resume continues the run in --out; --init starts a new one from a checkpoint: pass one of them")
+        raise SedlmError(
+            "--resume continues the run in --out; --init starts a new one from a checkpoint: pass one of them"
+        )
     saved = load_checkpoint(out) if resume else None  # (config, EMA weights, tokenizer)
     initial = load_checkpoint(init) if init else None
     tokenizer = saved[2] if saved else initial[2] if initial else tokenizer_for(cfg)
@@ -233,10 +269,12 @@ def train(
     if main:  # only now: weights that do not fit leave no folder behind
         out.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
+    log(
+        f"{family.name} ({family.description}): {n_params / 1e6:.2f}M trainable parameters; "
         f"{len(train_rows)} training rows of {cfg.data.seq_len} tokens; global batch {cfg.train.batch_size} rows = "
         f"{world} process(es) x {n_micro} micro-batch(es) x {micro}"
-        + (f"; {torch.get_num_threads()} CPU thread(s)" if accelerator.device.type == "cpu" else ""))
+        + (f"; {torch.get_num_threads()} CPU thread(s)" if accelerator.device.type == "cpu" else "")
+    )
 
     engine, opt = wrap_model(model, lambda m: make_optimizer(m, cfg), accelerator, cfg)
     ema = EMA(model, cfg.train.ema_decay)
@@ -246,8 +284,10 @@ def train(
         try:
             model.load_state_dict(shard_like(state["model"], model.state_dict()))
         except (RuntimeError, KeyError, ValueError):
-            raise SedlmError(f"the training state in '{out}' does not fit the model its config.json describes (was the "
-                             "config edited?); resume with the saved config or start a new run") from None
+            raise SedlmError(
+                f"the training state in '{out}' does not fit the model its config.json describes (was the "
+                "config edited?); resume with the saved config or start a new run"
+            ) from None
         ema.state = shard_like(saved[1], ema.state)
         load_optimizer_state(opt, state["optimizer"])
         set_rng_state(state["rng"], state["meta"].get("rng", {}))
@@ -261,13 +301,29 @@ def train(
         if main:
             rng, rng_meta = rng_state()
             rows_seen = step * cfg.train.batch_size
-            save_checkpoint(out, cfg, weights, data.tokenizer, {
-                "model": raw, "optimizer": optim, "rng": rng,
-                "meta": {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t0, "processes": world,
-                         "data": {"rows_seen": rows_seen, "epoch": rows_seen // len(train_rows),
-                                  "row_in_epoch": rows_seen % len(train_rows), "rows_per_epoch": len(train_rows)},
-                         "rng": rng_meta},
-            })
+            save_checkpoint(
+                out,
+                cfg,
+                weights,
+                data.tokenizer,
+                {
+                    "model": raw,
+                    "optimizer": optim,
+                    "rng": rng,
+                    "meta": {
+                        "step": step,
+                        "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                        "processes": world,
+                        "data": {
+                            "rows_seen": rows_seen,
+                            "epoch": rows_seen // len(train_rows),
+                            "row_in_epoch": rows_seen % len(train_rows),
+                            "rows_per_epoch": len(train_rows),
+                        },
+                        "rng": rng_meta,
+                    },
+                },
+            )
         accelerator.wait_for_everyone()
 
     ema_model = family.build(cfg, tok, table).to(device)  # holds the EMA weights for validation
@@ -279,8 +335,10 @@ def train(
     val_loss, interrupted, history = None, False, []
     rate = 0.0
     model.train()
-    bar = show_progress(total=cfg.train.max_steps, initial=step, desc="train", enabled=progress and main, dynamic_ncols=True)
-    with _StopFlag() as stop, (metrics_path.open("a") if main else contextlib.nullcontext()) as mlog:
+    bar = show_progress(
+        total=cfg.train.max_steps, initial=step, desc="train", enabled=progress and main, dynamic_ncols=True
+    )
+    with _StopFlag() as stop, metrics_path.open("a") if main else contextlib.nullcontext() as mlog:
         while step < cfg.train.max_steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
@@ -292,17 +350,25 @@ def train(
             window_steps += 1
             bar.update(1)
 
-            out_of_time = cfg.train.max_minutes > 0 and time.perf_counter() - t0 + elapsed_before >= 60 * cfg.train.max_minutes
+            out_of_time = (
+                cfg.train.max_minutes > 0 and time.perf_counter() - t0 + elapsed_before >= 60 * cfg.train.max_minutes
+            )
             out_of_time, stop_asked = _agree(accelerator, out_of_time, stop.set)
             last = step >= cfg.train.max_steps or out_of_time or stop_asked
             if step % cfg.train.log_every == 0 or last:
                 now = time.perf_counter()
                 rate = window_steps * tokens_per_step / max(now - window_t, 1e-9)
                 window_t, window_steps = now, 0
-                scalars = _mean_over_processes(accelerator, {"loss": loss, **{k: v for k, v in m.items() if v.ndim == 0}})
+                scalars = _mean_over_processes(
+                    accelerator, {"loss": loss, **{k: v for k, v in m.items() if v.ndim == 0}}
+                )
                 row: dict[str, Any] = {
-                    "step": step, "loss": round(scalars.pop("loss"), 5), "lr": group["lr"], "tokens_per_s": round(rate, 1),
-                    **{k: round(v, 5) for k, v in scalars.items()}, "elapsed_s": round(elapsed_before + now - t0, 2),
+                    "step": step,
+                    "loss": round(scalars.pop("loss"), 5),
+                    "lr": group["lr"],
+                    "tokens_per_s": round(rate, 1),
+                    **{k: round(v, 5) for k, v in scalars.items()},
+                    "elapsed_s": round(elapsed_before + now - t0, 2),
                 }
                 if val_batches and (step % cfg.train.eval_every == 0 or last):
                     ema_model.load_state_dict(full_tensors(ema.state))
@@ -314,7 +380,9 @@ def train(
                     mlog.write(json.dumps(row) + "\n")
                     mlog.flush()
                 history.append(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}", **({"val": f"{val_loss:.3f}"} if val_loss else {}))
+                bar.set_postfix(
+                    loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}", **({"val": f"{val_loss:.3f}"} if val_loss else {})
+                )
             if step % cfg.train.checkpoint_every == 0 or last:
                 checkpoint()
             if last:
@@ -328,8 +396,17 @@ def train(
     return TrainResult(out, step, val_loss, interrupted, elapsed, rate, history, main)
 
 
-def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokenizer, step: int, share: slice,
-                micro: int, n_micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _train_step(
+    engine: Engine,
+    opt,
+    rows: PackedRows,
+    cfg: Config,
+    tok: Tokenizer,
+    step: int,
+    share: slice,
+    micro: int,
+    n_micro: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimiser step over this process's ``share`` of the global batch, in ``n_micro``
     micro-batches of ``micro`` rows; returns the mean loss and metrics of its micro-batches."""
     accelerator, family, device = engine.accelerator, get_family(cfg.family), engine.accelerator.device
@@ -341,7 +418,9 @@ def _train_step(engine: Engine, opt, rows: PackedRows, cfg: Config, tok: Tokeniz
         part = slice(k * micro, (k + 1) * micro)
         g = chunk_generator(device, cfg.train.seed, step, first_chunk + k)
         with engine.sync_gradients(k == n_micro - 1), accelerator.autocast():
-            loss, m = family.loss(engine.forward, ids[part], cfg, g, tok, None if given is None else given[part].to(device))
+            loss, m = family.loss(
+                engine.forward, ids[part], cfg, g, tok, None if given is None else given[part].to(device)
+            )
             accelerator.backward(loss / n_micro)
         total += loss.detach() / n_micro
         for name, v in m.items():
