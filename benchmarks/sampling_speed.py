@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
             warm = timed_call(lambda: run(args.samplers[0], 1), device)  # first call pays for allocations
             print(
-                f"  B = {B}: warm-up call (1 step) {warm:.2f} s; about {warm * K * len(args.samplers) * args.repeats:.0f} s to go",
+                f"  B = {B}: warm-up call (1 step) {warm:.2f} s; "
+                f"about {warm * K * len(args.samplers) * args.repeats:.0f} s to go",
                 file=sys.stderr,
             )
             for sampler in args.samplers:
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         "tokens_per_s": round(B * L / total, 1),
                     }
                 )
-        del model
+        model = None  # free this config's weights before the next one is built
 
     publish(args.name, "sampling_speed.py", rows, COLUMNS)
     return 0

@@ -36,7 +36,8 @@ environment (--server-threads), waits for /healthz, then measures two things.
 
 Rerun (writes benchmarks/results/serve_hostile.json and .md; about 3 minutes):
     python benchmarks/serve_hostile.py --ckpt runs/quickstart
-    python benchmarks/serve_hostile.py --ckpt runs/quickstart --sockets 200 --modes baseline headers --short-read-timeout 0
+    python benchmarks/serve_hostile.py --ckpt runs/quickstart --sockets 200 \\
+        --modes baseline headers --short-read-timeout 0
 """
 
 from __future__ import annotations

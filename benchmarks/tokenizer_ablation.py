@@ -198,7 +198,8 @@ def main() -> int:
     ap.add_argument(
         "--reuse",
         action="store_true",
-        help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps (sample.* overrides apply)",
+        help="rescore a run already trained in --runs-dir with the same tokenizer, table and steps "
+        "(sample.* overrides apply)",
     )
     ap.add_argument(
         "--frontier",

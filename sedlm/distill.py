@@ -94,7 +94,8 @@ def two_step_target(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab
 def _draw(
     x0: torch.Tensor, n_steps: int, alpha_bar: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step (t, s) of the uniform grid of ``n_steps`` per row, and x_t drawn from q(x_t | x0). (B,), (B,), (B, L, D)"""
+    """One step (t, s) of the uniform grid of ``n_steps`` per row, and x_t drawn from q(x_t | x0).
+    (B,), (B,), (B, L, D)"""
     grid = torch.linspace(1.0, 0.0, n_steps + 1, device=x0.device)
     i = torch.randint(0, n_steps, (x0.shape[0],), generator=generator, device=x0.device)
     t, s = grid[i], grid[i + 1]

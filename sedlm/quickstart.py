@@ -2,9 +2,9 @@
 
 Trains a BPE tokenizer, the embedding space (PPMI-SVD) and a tiny SED model (configs/tiny.yaml) for a
 fixed number of optimiser steps (not a wall-clock budget, so the result depends only on the seed),
-prints samples and one infilled template, and ends with a one-line summary: validation loss, the share of generated words
-that occur in the training corpus, and the unigram entropy of the samples next to that of real
-validation text of the same size.
+prints samples and one infilled template, and ends with a one-line summary: validation loss, the
+share of generated words that occur in the training corpus, and the unigram entropy of the samples
+next to that of real validation text of the same size.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def quickstart(
     }
     log(
         f"quickstart: val_loss {summary['val_loss']:.3f} | real words {summary['real_word_share']:.1%} | "
-        f"unigram entropy per sample {summary['unigram_entropy']:.2f} bits (validation text {summary['data_unigram_entropy']:.2f}) | "
+        f"unigram entropy per sample {summary['unigram_entropy']:.2f} bits "
+        f"(validation text {summary['data_unigram_entropy']:.2f}) | "
         f"{result.step} steps, {summary['seconds'] / 60:.1f} min | checkpoint: {out}"
     )
     return summary

@@ -319,7 +319,7 @@ def test_every_network_call_sees_the_forward_marginal_of_its_time(name, kw, tol,
     assert worst_mean < 0.025, f"{name} {kw}: input mean off the marginal by {worst_mean:.3f} std"
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun", "dpmpp_2m"])
+@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
 def test_self_conditioning_feeds_back_the_previous_estimate(name):
     """Self-conditioning (Chen et al. 2022, Analog Bits §3.2): each call gets the x0 estimate of the call before
     (zeros at the first); with self_condition=False always zeros."""

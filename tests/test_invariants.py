@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- MDLM: the bound of a uniform predictor -------------------------------------------------------------
 # MDLM (Sahoo et al. 2024, eq. 10) with the linear schedule alpha_t = 1 - t has the continuous-time NELBO
-#     NELBO = E_t E_{z_t} [ alpha'_t / (1 - alpha_t) sum_{i masked} log p(x0_i | z_t) ] = E_t [ 1/t sum_{i masked} CE_i ],
+#     NELBO = E_t E_{z_t} [ alpha'_t / (1 - alpha_t) sum_{i masked} log p(x0_i | z_t) ]
+#           = E_t [ 1/t sum_{i masked} CE_i ],
 # reported per token (divided by L). A predictor whose logits are equal over the V - 1 real tokens (the SUBS
 # parameterisation gives the mask token zero probability) has CE_i = log(V - 1) at every masked position, so
 # for one batch with times t_b and m_b masked positions in row b the loss is exactly

@@ -47,7 +47,8 @@ def test_per_position_fit_follows_each_positions_loss():
 
 
 def _per_position(maps):
-    """A per-position cosine schedule abar_i(u) = cosine(m_i(u)), as ``sample_ids`` builds it: (K + 1,) -> (K + 1, L, 1)."""
+    """A per-position cosine schedule abar_i(u) = cosine(m_i(u)), as ``sample_ids`` builds it:
+    (K + 1,) -> (K + 1, L, 1)."""
     return lambda u: torch.stack([cosine(m(u)) for m in maps], -1)[..., None]
 
 

@@ -63,14 +63,17 @@ def test_stochastic_options_draw_from_the_generator(name, kw):
     net = torch.nn.Linear(4, 4)
     fn = lambda x, t, sc: net(x) * (1 - t[:, None, None])  # noqa: E731
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
-    run = lambda seed: get_sampler(name)(
-        fn,
-        x,
-        time_grid(6),
-        alpha_bar=get_schedule("cosine"),  # noqa: E731
-        generator=torch.Generator().manual_seed(seed),
-        **kw,
-    )
+
+    def run(seed):
+        return get_sampler(name)(
+            fn,
+            x,
+            time_grid(6),
+            alpha_bar=get_schedule("cosine"),
+            generator=torch.Generator().manual_seed(seed),
+            **kw,
+        )
+
     with torch.no_grad():
         assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
 

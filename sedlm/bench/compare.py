@@ -251,7 +251,7 @@ def prepare_systems(
     data = prepare_data(base.data)
     base.model.vocab_size = data.tokenizer.vocab_size
     cfgs = {m: system_config(base, m) for m in methods}
-    for m, cfg in cfgs.items():
+    for cfg in cfgs.values():
         apply_overrides(cfg, list(overrides or []))  # the caller's overrides win over a recipe's
     reference = methods[0]
     target = param_count(cfgs[reference], data)
@@ -420,7 +420,8 @@ def compare(
                 }
             )
             log(
-                f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, entropy {point['unigram_entropy']:.2f} bits"
+                f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, "
+                f"entropy {point['unigram_entropy']:.2f} bits"
             )
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(elapsed, 1e-9)
@@ -436,7 +437,8 @@ def compare(
         rows.append(row)
         publish(rows, frontier, kept, kept_frontier, data_row)  # after every system: a stopped run keeps its rows
         log(
-            f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, entropy {row['unigram_entropy']:.2f} "
+            f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, "
+            f"entropy {row['unigram_entropy']:.2f} "
             f"{row.get('unigram_entropy_ci95')} bits"
         )
     file, frontier_file = publish(rows, frontier, kept, kept_frontier, data_row)

@@ -68,7 +68,8 @@ def bench_likelihood(
             else:
                 row.update({k: res[k] for k in ("nll_kind", "nll", "nll_se", "perplexity", "rows")})
                 log(
-                    f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']})"
+                    f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token "
+                    f"({res['nll_kind']})"
                 )
             out_rows.append(row)
         write_results(f"likelihood-{corpus}", command, out_rows, LIKELIHOOD_COLUMNS, results_dir)  # after every system

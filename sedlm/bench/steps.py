@@ -117,7 +117,8 @@ def steps_bench(
     for s in samplers:
         if s not in model.family.samplers:
             raise SedlmError(
-                f"unknown sampler '{s}' for family {model.family_name}; valid samplers: {', '.join(model.family.samplers)}"
+                f"unknown sampler '{s}' for family {model.family_name}; "
+                f"valid samplers: {', '.join(model.family.samplers)}"
             )
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
@@ -142,7 +143,8 @@ def steps_bench(
             }
             rows.append(row)
             log(
-                f"{s:9s} NFE {row['nfe']:>6g}: judge NLL {row['judge_nll']:.3f}, entropy {row['unigram_entropy']:.2f} bits, "
+                f"{s:9s} NFE {row['nfe']:>6g}: judge NLL {row['judge_nll']:.3f}, "
+                f"entropy {row['unigram_entropy']:.2f} bits, "
                 f"{sec:.3f} s/sample"
             )
     ref = max(

@@ -91,7 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = f", val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     if result.main:
         print(
-            f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} (sample with: sedlm sample --ckpt {out})"
+            f"step {result.step}{val}, {result.elapsed_s:.0f}s; checkpoint in {out} "
+            f"(sample with: sedlm sample --ckpt {out})"
         )
     return 130 if result.interrupted else 0
 
@@ -157,7 +158,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     )
     for split in ("train", "val"):
         print(
-            f"{split}: {r.documents[split]:,} documents, {r.tokens[split]:,} tokens in {r.shards[split]} shard(s) ({r.dtype})"
+            f"{split}: {r.documents[split]:,} documents, {r.tokens[split]:,} tokens "
+            f"in {r.shards[split]} shard(s) ({r.dtype})"
         )
     print(f"wrote {r.out}; train on it with: sedlm train --data {r.out} --config ...")
     return 0

@@ -10,8 +10,9 @@ prefix   the first k positions are given, k ~ U[1, L - 1] (prompt continuation).
 none     nothing given (unconditional generation).
 blank    free-length infilling (``blank_rows``): one interior window [a, b) is generated, holding the
          next k <= b - a tokens of the row followed by b - a - k padding tokens, and the row resumes
-         after it; everything outside the window is given (never empty on either side). The model learns to write a blank's content and
-         pad the rest of the window, so a ``[___]`` blank of any width gets text of a fitting length.
+         after it; everything outside the window is given (never empty on either side). The model
+         learns to write a blank's content and pad the rest of the window, so a ``[___]`` blank of
+         any width gets text of a fitting length.
 seq2seq  ``seq2seq_mask``: the source positions of each row are given, the target generated.
 
 ``conditioning`` draws a mixture of these per row; the ``blank`` kind also rewrites the row's tokens.

@@ -26,18 +26,12 @@ with probability p_uncond.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from sedlm.config import DiffusionConfig
 from sedlm.diffusion.schedules import Schedule, path_scale
 from sedlm.diffusion.timewarp import unwarp
 from sedlm.losses import token_nll
-
-if TYPE_CHECKING:
-    from sedlm.model.denoiser import SEDDenoiser
-
 
 VELOCITY_WEIGHT_MAX = 100.0  # the velocity weight 1 / t'^2 grows without bound as t' -> 0
 
@@ -63,7 +57,7 @@ def _pass_loss(
 
 
 def sed_loss(
-    model: SEDDenoiser,
+    model: torch.nn.Module,  # a denoiser with SEDDenoiser's interface (sedlm.model.denoiser)
     ids: torch.Tensor,  # (B, L) token ids
     cfg: DiffusionConfig,
     schedule: Schedule,

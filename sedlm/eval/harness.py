@@ -134,8 +134,8 @@ def evaluate_model(
     """Rows for ``model`` and for real held-out text (judge NLL and per-sample token entropy with
     bootstrap CIs, word entropy, diversity, MAUVE when n is large enough, validation loss and its
     kind), and the samples themselves. Samples and references are cut to ``eval_tokens`` model tokens
-    (default ``default_eval_tokens``); ``with_data_row=False`` leaves the real-text row out. ``gen_options`` (sampler, guidance, temperature, top_p, ...)
-    go to the model's generate."""
+    (default ``default_eval_tokens``); ``with_data_row=False`` leaves the real-text row out.
+    ``gen_options`` (sampler, guidance, temperature, top_p, ...) go to the model's generate."""
     from sedlm.eval.metrics import MIN_MAUVE_TEXTS
 
     if n < 1:

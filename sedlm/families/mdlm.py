@@ -34,10 +34,10 @@ with probability p_theta(w | z_t) (m_w(t) - m_w(s)) / m_w(t). (Revealing by the 
 hand the network partly masked inputs unlike those of training, where rare words are masked more.) With no
 time input, a step that reveals nothing reuses the previous prediction and makes no network call.
 
-The family (``FAMILY``, registered as ``mdlm``): its validation loss is the continuous-time NELBO, a likelihood bound under the
-linear schedule. ``mdlm.mask_schedule=spindle`` uses DiffusionBERT's information-dependent schedule
-(He et al. 2023), its token information measured on the training rows (``init_from_data``). This module holds the
-whole family: network, loss, sampler, adapter.
+The family (``FAMILY``, registered as ``mdlm``): its validation loss is the continuous-time NELBO, a
+likelihood bound under the linear schedule. ``mdlm.mask_schedule=spindle`` uses DiffusionBERT's
+information-dependent schedule (He et al. 2023), its token information measured on the training rows
+(``init_from_data``). This module holds the whole family: network, loss, sampler, adapter.
 """
 
 from __future__ import annotations

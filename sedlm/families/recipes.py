@@ -49,7 +49,8 @@ RECIPES: dict[str, Recipe] = {
             "Strudel et al. 2022, Self-conditioned Embedding Diffusion for Text Generation (arXiv 2211.04236)",
             "frozen masked-LM embedding table (d=64), cosine VP schedule, both self-conditioning passes optimised, "
             "x0 MSE + readout CE, span masking with CFG dropout, ancestral sampling",
-            "the paper's table comes from a large pretrained masked LM; here it is a small one trained on the same text",
+            "the paper's table comes from a large pretrained masked LM; "
+            "here it is a small one trained on the same text",
         ),
         Recipe(
             "cdcd",
@@ -66,8 +67,8 @@ RECIPES: dict[str, Recipe] = {
             "Dieleman et al. 2022, Continuous diffusion for categorical data (CDCD, arXiv 2211.15089)",
             "embeddings learned jointly and L2-normalised, score interpolation trained with CE only, time warping "
             "(a fitted CDF of the loss over t) for training times and the sampling grid, self-conditioning",
-            "CDCD diffuses in a variance-exploding sigma space with an Euler sampler; here the VP process with the same "
-            "log-SNR range is used; no span-masking ablations of the paper",
+            "CDCD diffuses in a variance-exploding sigma space with an Euler sampler; "
+            "here the VP process with the same log-SNR range is used; no span-masking ablations of the paper",
         ),
         Recipe(
             "diffusion-lm",

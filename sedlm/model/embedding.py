@@ -1,4 +1,5 @@
-"""The embedding space E in which SED diffuses (Strudel et al. 2022, §3.1: a frozen, pretrained table with rows of norm sqrt(d)).
+"""The embedding space E in which SED diffuses (Strudel et al. 2022, §3.1: a frozen, pretrained table
+with rows of norm sqrt(d)).
 
 ``EmbeddingSpace`` holds a V x d_embed table whose rows are scaled to norm sqrt(d_embed).
 Kinds:
