@@ -23,6 +23,8 @@ LIKELIHOOD_COLUMNS = [
     "nll_se",
     "perplexity",
     "rows",
+    "tokens_per_row",
+    "trained_pad_fraction",
 ]
 
 
@@ -38,11 +40,12 @@ def bench_likelihood(
     reuse: bool = True,
     overrides: list[str] | None = None,
     command: str = "sedlm bench likelihood",
+    name: str = "likelihood",
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """Train each system as ``sedlm bench compare`` does (matched size, equal steps; ``reuse`` keeps a
     finished run of the same step count in ``runs_dir``), then score the same validation rows and each
-    ``zero_shot`` source with its family's likelihood (exact or bound); write likelihood-<corpus>.{json,md}.
+    ``zero_shot`` source with its family's likelihood (exact or bound); write <name>-<corpus>.{json,md}.
     Families without a likelihood get a row that says so."""
     if train_steps < 1:
         raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
@@ -66,12 +69,12 @@ def bench_likelihood(
             except SedlmError as e:  # a family or variant without a likelihood: the row says why
                 row["nll_kind"] = f"none: {e}"
             else:
-                row.update({k: res[k] for k in ("nll_kind", "nll", "nll_se", "perplexity", "rows")})
+                row.update({k: res[k] for k in LIKELIHOOD_COLUMNS if k in res})
                 log(
                     f"{system} on {row['source']}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token "
                     f"({res['nll_kind']})"
                 )
             out_rows.append(row)
-        write_results(f"likelihood-{corpus}", command, out_rows, LIKELIHOOD_COLUMNS, results_dir)  # after every system
+        write_results(f"{name}-{corpus}", command, out_rows, LIKELIHOOD_COLUMNS, results_dir)  # after every system
     log(markdown_table(out_rows, LIKELIHOOD_COLUMNS))
     return out_rows

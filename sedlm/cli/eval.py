@@ -112,6 +112,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         reuse=not args.retrain,
         overrides=args.overrides,
         command=_bench_command("likelihood"),
+        name=args.name,
     )
     return 0
 
@@ -268,7 +269,7 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "finished run of the same step count in --runs-dir is reused) and score held-out "
         "text: -log p per token, exact (ar) or an upper bound (sed, mdlm), with standard "
         "errors, on the corpus's validation rows and on other corpora (zero-shot). Writes "
-        "benchmarks/results/likelihood-<corpus>.{json,md}.",
+        "benchmarks/results/<name>-<corpus>.{json,md}.",
     )
     bl.add_argument("--corpus", default="shakespeare", help="bundled corpus to train on (default: shakespeare)")
     bl.add_argument("--methods", help="comma-separated systems, as for compare (default: every family)")
@@ -282,6 +283,7 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     bl.add_argument("--runs-dir", default="runs/systems", help="where the runs are (default: runs/systems)")
     bl.add_argument("--retrain", action="store_true", help="train every system again even if a finished run exists")
     bl.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    bl.add_argument("--name", default="likelihood", help="results name: <name>-<corpus> (default: likelihood)")
     bl.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
     bl.set_defaults(func=cmd_likelihood)
 

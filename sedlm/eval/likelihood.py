@@ -61,8 +61,11 @@ def likelihood(
     data: PreparedData | None = None,
     documents: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound) and the
-    perplexity exp(nll); ``source``, ``data`` and ``documents`` as in ``text_rows``."""
+    """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound | objective) and
+    the perplexity exp(nll); ``source``, ``data`` and ``documents`` as in ``text_rows``. Every family scores
+    the same rows and all of their tokens (AR pays for the first one, read after end-of-document), so the
+    figures compare like for like; the rows hold no random padding, which the padding families trained with
+    (``trained_pad_fraction``) and so pay for in their bound."""
     if rows < 2:
         raise SedlmError(f"--rows must be at least 2 for a standard error (got {rows})")
     family = model.family
@@ -81,9 +84,11 @@ def likelihood(
     return {
         "nll": nll,
         "nll_se": se,
-        "nll_kind": family.nll_kind,
+        "nll_kind": family.likelihood_kind(model.config),
         "perplexity": math.exp(nll) if nll < 700 else None,
         "rows": len(per_row),
         "tokens_per_row": int(data_rows.shape[1]),
+        # the rows scored carry no random padding for any family; the families that pad trained with this share
+        "trained_pad_fraction": model.config.data.pad_fraction if family.pads else 0.0,
         "source": source or f"validation split of {model.config.data.source}",
     }

@@ -122,9 +122,12 @@ class ARFamily(Family):
     def nll_bound(
         self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
     ) -> torch.Tensor:
-        """Exact next-token NLL per row (nats/token)."""
-        logits = model(ids[:, :-1]).float()  # (B, L-1, V)
-        return token_nll(logits, ids[:, 1:]).mean(-1)
+        """Exact -log p(row) per token (nats), every one of the L tokens counted: the row is read after
+        the end-of-document token, as generation starts, so the first token is paid for like the others
+        (the diffusion families' bounds cover all L tokens too)."""
+        start = torch.full_like(ids[:, :1], tokenizer.eos_id)  # (B, 1)
+        logits = model(torch.cat([start, ids[:, :-1]], dim=1)).float()  # (B, L, V)
+        return token_nll(logits, ids).mean(-1)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A ``layout`` gives one prefix per row (a prompt or a seq2seq source): the model continues

@@ -126,6 +126,10 @@ class Family:
         """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
 
+    def likelihood_kind(self, cfg: "Config") -> str:
+        """What ``nll_bound`` returns for a model with config ``cfg``: ``nll_kind`` unless a setting changes it."""
+        return self.nll_kind
+
     def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
         """Called once on a freshly built model before training (not on resume), with the training rows
         (``sedlm.data.packing.PackedRows``): for statistics a family keeps as buffers (saved with the weights)."""
