@@ -43,6 +43,7 @@ COLUMNS = [
     "train_minutes",
     "quickstart_minutes",
     "eval_tokens",
+    "n_short",
     "n_samples",
     "judge_nll",
     "judge_nll_ci95",

@@ -101,6 +101,7 @@ COLUMNS = [
     "params",
     "train_steps",
     "eval_tokens",
+    "n_short",
     "n_samples",
     "judge_nll",
     "judge_nll_ci95",

@@ -136,6 +136,7 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
         judge_name=str(tiny_judge_dir),
         n=4,
         steps=3,
+        eval_tokens=2,  # a micro budget pads most of a row
         runs_dir=tmp_path / "runs",
         results_dir=tmp_path / "results",
         overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", "embed.steps=3"],

@@ -40,13 +40,35 @@ def test_evaluate_model_reports_model_and_data_rows(sed_run, tiny_judge_dir):
             "mean_sample_tokens",
         ):
             assert key in r, key
-        assert r["entropy_unit"] == "model_token" and r["eval_tokens"] == 10 and r["mean_sample_tokens"] <= 10
+        assert r["entropy_unit"] == "model_token" and r["eval_tokens"] == 10
+        assert r["n_samples"] + r["n_short"] == 10  # every sample is either scored at 10 tokens or counted short
         lo, hi = r["unigram_entropy_ci95"]
         assert lo <= r["unigram_entropy"] <= hi
     assert rows[0]["val_loss_kind"] and "val_loss" in rows[0]
     assert "mauve" not in evaluate_model(model, n=10, steps=2, eval_tokens=10)[0][0]  # MAUVE needs >= 256 texts
     assert rows[0]["nfe"] == 4  # one network call per step
     assert rows[1]["real_word_share"] > 0.6  # real text is made of real words (10-token cuts split some at both ends)
+
+
+def test_samples_shorter_than_the_scored_length_are_counted_not_scored(sed_run, tiny_judge_dir, monkeypatch):
+    """Per-sample entropy grows with length: a set that mixed 4-token and 10-token samples would be compared
+    with data rows that are all 10 tokens long. Short samples are left out and counted instead."""
+    import sedlm.eval.harness as harness
+    from sedlm.eval.metrics import text_metrics
+
+    model = load_pretrained(sed_run)
+    V = model.tokenizer.vocab_size
+    special = set(model.tokenizer.special_ids)
+    words = [i for i in range(V) if i not in special][:40]
+    full = [[words[(7 * j + i) % 40] for i in range(12)] for j in range(6)]  # 6 samples of 12 tokens
+    short = [[words[(3 * j + i) % 40] for i in range(4)] for j in range(4)]  # 4 samples of 4 tokens
+    monkeypatch.setattr(harness, "sample_content", lambda *a, **k: (full + short, 4.0, 0.01))
+    (row, data_row), samples = evaluate_model(model, judge=str(tiny_judge_dir), n=10, eval_tokens=10, min_mauve=10**6)
+    assert (row["n_samples"], row["n_short"], row["mean_sample_tokens"]) == (6, 4, 8.8)
+    assert len(samples) == 6 and all(len(model.tokenizer.encode(s)) >= 1 for s in samples)
+    expect = text_metrics(samples, judge=str(tiny_judge_dir), sample_ids=[r[:10] for r in full])
+    assert row["unigram_entropy"] == pytest.approx(expect["unigram_entropy"])
+    assert data_row["n_samples"] + data_row["n_short"] == 10
 
 
 @pytest.mark.parametrize("method", ["sed", "ar", "mdlm"])
@@ -83,7 +105,8 @@ def test_eval_cli_writes_json(sed_run, tiny_judge_dir, tmp_path, capsys):
     )
     assert code == 0
     result = json.loads(out.read_text())
-    assert [r["method"] for r in result["rows"]] == ["sed", "data"] and len(result["samples"]) == 8
+    assert [r["method"] for r in result["rows"]] == ["sed", "data"]
+    assert len(result["samples"]) == result["rows"][0]["n_samples"] == 8 - result["rows"][0]["n_short"]
     assert "| method |" in capsys.readouterr().out
 
 
@@ -99,6 +122,7 @@ def test_bench_compare_micro_budget(tmp_path, tiny_judge_dir):
         results_dir=tmp_path / "results",
         overrides=[*over, "data.max_chars=100000", "data.vocab_size=512"],
         methods=("sed", "ar", "mdlm"),
+        eval_tokens=4,  # a few steps of training pad most of a row: score the first 4 tokens
         log=lambda s: None,
     )
     assert [r["method"] for r in rows] == ["sed", "ar", "mdlm", "data"]

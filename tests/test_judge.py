@@ -203,6 +203,13 @@ def smollm2():
     return judge
 
 
+def test_smollm2_scores_texts_after_its_document_separator(smollm2):
+    """Its unknown token is <|endoftext|> too; an id test against unk took the separator for missing and
+    scored every text after the chat marker <|im_start|> instead."""
+    sep = smollm2.tokenizer.get_vocab()["<|endoftext|>"]
+    assert smollm2.prefix_token_id == sep and sep != smollm2.tokenizer.bos_token_id
+
+
 def test_smollm2_prefers_real_english_to_shuffled_words(smollm2):  # loads the bundled judge (~25 s)
     rng = random.Random(0)
     shuffled = []
@@ -247,3 +254,19 @@ def test_conditional_nll_scores_only_the_continuation(tiny_judge_dir):
     expected = (sums[0] - csum[0]) / (counts[0] - ccount[0])
     assert judge.conditional_nll(ctx, cont) == pytest.approx(expected)
     assert math.isfinite(expected) and counts[0] > ccount[0]
+
+
+def test_a_bundled_judge_without_its_document_separator_is_an_error():
+    """Falling back to another prefix would shift every judge NLL (~0.8 nats/token) without a word."""
+    from types import SimpleNamespace
+
+    from sedlm.errors import SedlmError
+    from sedlm.eval.judge import bundled_prefix
+
+    ok = SimpleNamespace(get_vocab=lambda: {"<|endoftext|>": 7, "a": 8})
+    assert bundled_prefix(ok, "smollm2", "pip install x") == 7
+    # SmolLM2's case: the separator is also the unknown token (id 0); it is there, and it is the prefix
+    assert bundled_prefix(SimpleNamespace(get_vocab=lambda: {"<|endoftext|>": 0}, unk_token_id=0), "smollm2", "") == 0
+    missing = SimpleNamespace(get_vocab=lambda: {"a": 8}, unk_token_id=0)
+    with pytest.raises(SedlmError, match="has no <\\|endoftext\\|> token"):
+        bundled_prefix(missing, "smollm2", "pip install x")

@@ -239,6 +239,7 @@ def ablate(
     command: str = "sedlm bench ablate",
     force: bool = False,
     rescore: tuple[str, ...] = (),
+    eval_tokens: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and score the chosen variants (all by default), the AR baseline and the data row; write
@@ -262,7 +263,15 @@ def ablate(
     def evaluate(run: Path, label: str, sample: dict[str, Any]) -> dict[str, Any]:
         nonlocal data_row
         (row, drow), _ = evaluate_model(
-            load_pretrained(run), data, judge=judge, n=n, steps=steps, seed=0, label=label, **sample
+            load_pretrained(run),
+            data,
+            judge=judge,
+            n=n,
+            steps=steps,
+            seed=0,
+            label=label,
+            eval_tokens=eval_tokens,
+            **sample,
         )
         data_row = data_row or drow
         return row
@@ -282,7 +291,7 @@ def ablate(
                 r["entropy_vs_data"] = round(r["unigram_entropy"] / ref - 1, 4)
         write_results(name, command, out, COLUMNS, results_dir)
 
-    budget_key = (minutes, n, steps, judge_name)
+    budget_key = (minutes, n, steps, judge_name, eval_tokens, "equal-length")  # the harness rule is part of a row
 
     if unknown := set(rescore) - {v.name for v in chosen}:
         raise SedlmError(f"--rescore names variants not in --variants: {', '.join(sorted(unknown))}")

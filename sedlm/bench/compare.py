@@ -42,6 +42,7 @@ COLUMNS = [
     "val_loss_kind",
     "nfe",
     "n_samples",
+    "n_short",
     "mean_sample_tokens",
     "judge_nll",
     "judge_nll_ci95",
@@ -61,6 +62,7 @@ FRONTIER_COLUMNS = [
     "knob",
     "value",
     "n_samples",
+    "n_short",
     "mean_sample_tokens",
     "judge_nll",
     "judge_nll_ci95",
@@ -350,6 +352,7 @@ def compare(
     train_steps: int | None = None,
     methods: tuple[str, ...] = METHODS,
     rerun: tuple[str, ...] | None = None,
+    eval_tokens: int | None = None,
     name: str = "compare",
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
@@ -409,9 +412,13 @@ def compare(
         log(f"training {system} ({cfg.family}, {params[system]:,} parameters)")
         out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log)
         model = load_pretrained(out)
-        (row, drow), _ = evaluate_model(model, data, judge=judge, n=n, steps=steps, seed=0, label=system)
+        (row, drow), _ = evaluate_model(
+            model, data, judge=judge, n=n, steps=steps, seed=0, label=system, eval_tokens=eval_tokens
+        )
         data_row = data_row or drow
-        for knob, value, point in frontier_points(model, row, data, judge, n=n, steps=steps, label=system):
+        for knob, value, point in frontier_points(
+            model, row, data, judge, n=n, steps=steps, label=system, eval_tokens=eval_tokens
+        ):
             frontier.append(
                 {
                     "knob": knob,

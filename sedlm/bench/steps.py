@@ -17,7 +17,7 @@ from typing import Any
 
 from sedlm.api import load_pretrained
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import default_eval_tokens, generation_seconds, sample_content
+from sedlm.eval.harness import default_eval_tokens, equal_length, generation_seconds, sample_content
 from sedlm.eval.metrics import text_metrics
 from sedlm.eval.results import markdown_table, save_figure, write_results
 from sedlm.sampling.samplers import SAMPLERS, get_sampler
@@ -29,6 +29,8 @@ COLUMNS = [
     "time_grid",
     "steps",
     "nfe",
+    "n_samples",
+    "n_short",
     "judge_nll",
     "judge_nll_ci95",
     "unigram_entropy",
@@ -101,10 +103,12 @@ def steps_bench(
     judge_name: str = "smollm2",
     name: str | None = None,
     results_dir: str | Path = "benchmarks/results",
+    eval_tokens: int | None = None,
     command: str = "sedlm bench steps",
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write steps-<name>.{json,md,png} (sampler x NFE rows) and steps-<name>-speed.{json,md}; return both row lists."""
+    """Write steps-<name>.{json,md,png} (sampler x NFE rows) and steps-<name>-speed.{json,md}; return both row lists.
+    Samples are scored at ``eval_tokens`` model tokens (default ``default_eval_tokens``); shorter ones are counted."""
     from sedlm.eval.judge import get_judge
 
     model = load_pretrained(ckpt)
@@ -122,22 +126,25 @@ def steps_bench(
             )
     name = name or Path(ckpt).name
     judge = get_judge(judge_name)
-    K = default_eval_tokens(model.config.data.seq_len)
+    K = eval_tokens or default_eval_tokens(model.config.data.seq_len)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for s in samplers:
         for budget in nfes:
             k, grid = steps_for(s, budget, guidance), SAMPLERS[s].grid
             full, nfe, sec = sample_content(model, n, steps=k, sampler=s, time_grid=grid, guidance=guidance, seed=0)
-            ids = [r[:K] for r in full]
+            ids, n_short = equal_length(full, K)
+            if len(ids) < 2:
+                raise SedlmError(f"{s} at {k} steps: only {len(ids)} of {n} samples reach {K} tokens; raise --n")
             m = text_metrics([model.tokenizer.decode(r) for r in ids], judge=judge, sample_ids=ids)
             row = {
                 "sampler": s,
                 "time_grid": grid,
                 "steps": k,
                 "nfe": round(nfe, 1),
-                "n_samples": n,
+                "n_samples": len(ids),
                 "eval_tokens": K,
+                "n_short": n_short,
                 **{c: _round(m[c]) for c in ("judge_nll", "judge_nll_ci95", "unigram_entropy", "unigram_entropy_ci95")},
                 "seconds_per_sample": round(sec, 4),
             }

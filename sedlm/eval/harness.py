@@ -1,11 +1,13 @@
 """Score a trained model's samples next to real held-out text, the same way for every family.
 
 Every evaluation returns two rows: the model's and the ``data`` row (the same metrics on real
-held-out text of the same count and length), so a number is never read without its reference.
-Sample sets are of equal length across rows: every sample and every reference is cut to its
-first ``eval_tokens`` model tokens (padding and special tokens removed), and each row reports
-``mean_sample_tokens`` so that a family that writes shorter text is seen, not hidden. Entropy is
-the mean per-sample unigram entropy over those model tokens, with bootstrap CIs.
+held-out text of the same length), so a number is never read without its reference.
+Sample sets are of equal length across rows (``equal_length``): only samples and references that reach
+``eval_tokens`` model tokens (padding and special tokens removed) are scored, each cut to exactly that
+many; each row reports how many fell short (``n_short``) and ``mean_sample_tokens`` before the cut, so
+a family that writes shorter text is seen, not hidden, and per-sample entropy (which grows with length)
+is compared at one length. Entropy is the mean per-sample unigram entropy over those model tokens,
+with bootstrap CIs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def heldout_ids(data: PreparedData, n: int, offset: int = 0, limit: int | None =
 def heldout_texts(data: PreparedData, n: int, offset: int = 0, limit: int | None = None) -> list[str]:
     """``n`` decoded validation rows (no padding), starting at row ``offset`` (see ``heldout_ids``)."""
     return [data.tokenizer.decode(r) for r in heldout_ids(data, n, offset, limit)]
+
+
+def equal_length(ids: list[list[int]], k: int) -> tuple[list[list[int]], int]:
+    """The sequences that reach ``k`` tokens, each cut to exactly ``k``, and how many fell short."""
+    kept = [r[:k] for r in ids if len(r) >= k]
+    return kept, len(ids) - len(kept)
 
 
 def default_eval_tokens(seq_len: int) -> int:
@@ -149,12 +157,16 @@ def evaluate_model(
     if steps:
         gen_kw["steps"] = steps
     full, nfe, sec = sample_content(model, n, **gen_kw)
-    ids = [r[:K] for r in full]
+    ids, n_short = equal_length(full, K)
+    if len(ids) < 2:
+        raise SedlmError(
+            f"only {len(ids)} of {n} samples reach {K} tokens (the length every row is scored at); "
+            "lower --eval-tokens or raise data.seq_len"
+        )
     samples = [tok.decode(r) for r in ids]
-    ref_ids = heldout_ids(data, n, limit=K)
-    data_ids = heldout_ids(
-        data, n, offset=n, limit=K
-    )  # a second real set: the data row, and MAUVE of data against data
+    ref_ids, _ = equal_length(heldout_ids(data, n), K)
+    data_full = heldout_ids(data, n, offset=n)  # a second real set: the data row, and MAUVE of data against data
+    data_ids, data_short = equal_length(data_full, K)
     refs = [tok.decode(r) for r in ref_ids]
     val, val_kind = heldout_loss(model, data)
     mk = {
@@ -170,7 +182,8 @@ def evaluate_model(
         "seconds_per_sample": round(sec, 4),
         **text_metrics(samples, refs, sample_ids=ids, **mk),
         "eval_tokens": K,
-        "mean_sample_tokens": round(sum(map(len, ids)) / max(1, len(ids)), 2),
+        "n_short": n_short,
+        "mean_sample_tokens": round(sum(map(len, full)) / max(1, len(full)), 2),
         "val_loss": round(val, 4),
         "val_loss_kind": val_kind,
     }
@@ -181,6 +194,7 @@ def evaluate_model(
         "method": "data",
         **text_metrics([tok.decode(r) for r in data_ids], refs, sample_ids=data_ids, **mk),
         "eval_tokens": K,
-        "mean_sample_tokens": round(sum(map(len, data_ids)) / max(1, len(data_ids)), 2),
+        "n_short": data_short,
+        "mean_sample_tokens": round(sum(map(len, data_full)) / max(1, len(data_full)), 2),
     }
     return [row, data_row], samples

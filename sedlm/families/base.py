@@ -126,7 +126,7 @@ class Family:
         """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
 
-    def likelihood_kind(self, cfg: "Config") -> str:
+    def likelihood_kind(self, cfg: Config) -> str:
         """What ``nll_bound`` returns for a model with config ``cfg``: ``nll_kind`` unless a setting changes it."""
         return self.nll_kind
 
