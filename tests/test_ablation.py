@@ -175,3 +175,20 @@ def test_cli_ablate_list(capsys):
     assert main(["bench", "ablate", "--list"]) == 0
     out = capsys.readouterr().out
     assert "embed-ppmi" in out and "interp-ce" in out and "samples paper's model" in out
+
+
+def test_ablation_budget_is_optimiser_steps_by_default(tmp_path, monkeypatch):
+    """A time budget let machine load change the step counts (244-981 steps in one table); the default is a
+    fixed number of steps for every run, and a time budget must be asked for."""
+    import sedlm.bench.ablate as ab
+    from sedlm.errors import SedlmError
+
+    seen = []
+    monkeypatch.setattr(ab, "seconds_per_step", lambda cfg, data: seen.append("timed") or 0.5)
+    monkeypatch.setattr(ab, "train", lambda cfg, out, **kw: type("R", (), {"elapsed_s": 1.0})())
+    cfg = ab.load_config(None, ["train.warmup_steps=5"])
+    assert ab._train_for(cfg, None, ("steps", 37), tmp_path / "a", print)["train_steps"] == 37 and not seen
+    assert cfg.train.max_steps == 37
+    assert ab._train_for(cfg, None, ("minutes", 1.0), tmp_path / "b", print)["train_steps"] == 120 and seen
+    with pytest.raises(SedlmError, match="not both"):
+        ab.ablate("shakespeare", 1.0, train_steps=10)

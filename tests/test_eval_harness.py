@@ -190,3 +190,42 @@ def test_bench_compare_recipes_and_variants(tmp_path, tiny_judge_dir):
     assert cfg["recipe"] == "cdcd" and cfg["diffusion"]["time_warp"] is False
     with pytest.raises(Exception, match="unknown system 'nope'"):
         compare("shakespeare", 0.1, methods=("nope",), runs_dir=tmp_path / "r2", results_dir=tmp_path / "r2")
+
+
+def test_seed_summary_gives_mean_and_spread_per_system():
+    from sedlm.bench.compare import seed_summary
+
+    rows = [
+        {"method": "sed", "seed": 0, "judge_nll": 6.0, "judge_nll_ci95": [5.9, 6.1], "unigram_entropy": 4.0},
+        {"method": "sed", "seed": 1, "judge_nll": 6.4, "judge_nll_ci95": [6.2, 6.6], "unigram_entropy": 4.2},
+        {"method": "ar", "seed": 0, "judge_nll": 5.5, "judge_nll_ci95": [5.4, 5.6], "unigram_entropy": 4.5},
+        {"method": "data", "judge_nll": 4.8, "unigram_entropy": 4.7},
+    ]
+    sed, ar = seed_summary(rows)
+    assert (sed["method"], sed["seeds"], sed["judge_nll_mean"]) == ("sed", 2, 6.2)
+    assert sed["judge_nll_seed_sd"] == pytest.approx(0.2828, abs=1e-4) and sed["judge_nll_seed_range"] == [6.0, 6.4]
+    assert sed["judge_nll_sample_ci_halfwidth"] == pytest.approx(0.15)
+    assert sed["unigram_entropy_seed_sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert ar["seeds"] == 1 and ar["judge_nll_seed_sd"] is None  # one seed has no spread
+
+
+def test_bench_compare_trains_every_system_once_per_seed(tmp_path, tiny_judge_dir):
+    over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction"))]
+    kw = dict(judge_name=str(tiny_judge_dir), n=6, steps=3, runs_dir=tmp_path / "runs", results_dir=tmp_path / "res")
+    rows = compare(
+        "shakespeare",
+        train_steps=3,
+        overrides=[*over, "data.max_chars=60000", "data.vocab_size=300"],
+        methods=("ar",),
+        seeds=(0, 1),
+        eval_tokens=3,
+        log=lambda s: None,
+        **kw,
+    )
+    assert [(r["method"], r.get("seed")) for r in rows] == [("ar", 0), ("ar", 1), ("data", None)]
+    assert (tmp_path / "runs" / "ar").is_dir() and (tmp_path / "runs" / "ar-seed1").is_dir()
+    assert rows[0]["judge_nll"] != rows[1]["judge_nll"]  # two trainings, two models
+    summary = json.loads((tmp_path / "res" / "compare-seeds-shakespeare.json").read_text())["rows"]
+    assert [(r["method"], r["seeds"]) for r in summary] == [("ar", 2)] and summary[0]["judge_nll_seed_sd"] > 0
+    with pytest.raises(Exception, match="distinct non-negative"):
+        compare("shakespeare", train_steps=3, methods=("ar",), seeds=(1, 1), **kw)

@@ -1,11 +1,11 @@
-"""`sedlm bench ablate`: SED variants of the tiny config trained at an equal CPU budget and scored by
-the evaluation harness, next to the autoregressive baseline (same budget, matched size) and real text.
+"""`sedlm bench ablate`: SED variants of the tiny config trained at an equal budget of optimiser steps and
+scored by the evaluation harness, next to the autoregressive baseline (same budget, matched size) and real text.
 
 Every variant is the paper's recipe (``PAPER``) with one change, except the ``combined`` group, which
 stacks the changes that helped, and ``default``, the tiny config as shipped. Sampling-side variants
-reuse another variant's trained model and change only how it is sampled. The budget is the diffusion
-training time; building the embedding table (masked LM or PPMI) is reported apart (``table_s``)
-because a table is built once per tokenizer and reused by every run.
+reuse another variant's trained model and change only how it is sampled. The budget counts the diffusion
+training only (steps, or CPU minutes on request); building the embedding table (masked LM or PPMI) is
+reported apart (``table_s``) because a table is built once per tokenizer and reused by every run.
 
 Each finished variant leaves ``row.json`` in its run folder with a fingerprint of everything that
 produced it; a rerun with the same settings reuses it, so variants can be added one at a time.
@@ -209,12 +209,14 @@ def _table_file(cfg: Config, data: PreparedData, tables_dir: Path, log: Callable
 
 
 def _train_for(
-    cfg: Config, data: PreparedData, minutes: float, out: Path, log: Callable[[str], None]
+    cfg: Config, data: PreparedData, budget: tuple[str, float], out: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Train ``cfg`` for as many steps as ``minutes`` of CPU buys (timed on this machine); the step
-    count is fixed up front so the learning-rate schedule runs its full course."""
-    per_step = seconds_per_step(cfg, data)
-    steps = max(10, int(60 * minutes / per_step))
+    """Train ``cfg`` for a budget: ``("steps", n)`` optimiser steps (the same for every variant, whatever the
+    machine's load), or ``("minutes", m)``: as many steps as m minutes of CPU buy, timed on this machine
+    (so the step count moves with the load). The step count is fixed up front so the learning-rate
+    schedule runs its full course."""
+    kind, amount = budget
+    steps = int(amount) if kind == "steps" else max(10, int(60 * amount / seconds_per_step(cfg, data)))
     t = cfg.train
     t.max_steps, t.max_minutes = steps, 0.0
     t.eval_every = t.checkpoint_every = steps
@@ -225,10 +227,14 @@ def _train_for(
     return {"train_steps": steps, "train_minutes": round(result.elapsed_s / 60, 2)}
 
 
+DEFAULT_TRAIN_STEPS = 600
+
+
 def ablate(
     corpus: str = "shakespeare",
-    minutes: float = 2.0,
+    minutes: float | None = None,
     *,
+    train_steps: int | None = None,
     variants: str | None = None,
     judge_name: str = "smollm2",
     n: int = 256,
@@ -243,8 +249,10 @@ def ablate(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and score the chosen variants (all by default), the AR baseline and the data row; write
-    ablation-<corpus>.{json,md} after every variant; return the rows. Variants named in ``rescore`` are
-    scored again on their finished, saved model without retraining (after a sampling or harness fix)."""
+    ablation-<corpus>.{json,md} after every variant; return the rows. The budget is ``train_steps``
+    optimiser steps per run (default ``DEFAULT_TRAIN_STEPS``), or ``minutes`` of CPU per run
+    (load-dependent). Variants named in ``rescore`` are scored again on their finished, saved model
+    without retraining (after a sampling or harness fix)."""
     from sedlm.eval.judge import get_judge
 
     start = time.perf_counter()
@@ -254,7 +262,12 @@ def ablate(
     data = prepare_data(base.data)
     base.model.vocab_size = data.tokenizer.vocab_size
     judge = get_judge(judge_name)
-    log(f"bench ablate on corpus:{corpus}: {len(chosen)} variants, {minutes:g} min of training each")
+    if minutes is not None and train_steps is not None:
+        raise SedlmError("give a budget in --train-steps or in --minutes, not both")
+    budget = ("minutes", float(minutes)) if minutes is not None else ("steps", train_steps or DEFAULT_TRAIN_STEPS)
+    if not budget[1] > 0:
+        raise SedlmError(f"the training budget must be positive (got {budget[1]:g} {budget[0]})")
+    log(f"bench ablate on corpus:{corpus}: {len(chosen)} variants, {budget[1]:g} {budget[0]} of training each")
 
     rows: list[dict[str, Any]] = []
     data_row: dict[str, Any] | None = None
@@ -291,7 +304,7 @@ def ablate(
                 r["entropy_vs_data"] = round(r["unigram_entropy"] / ref - 1, 4)
         write_results(name, command, out, COLUMNS, results_dir)
 
-    budget_key = (minutes, n, steps, judge_name, eval_tokens, "equal-length")  # the harness rule is part of a row
+    budget_key = (budget, n, steps, judge_name, eval_tokens, "equal-length")  # the harness rule is part of a row
 
     if unknown := set(rescore) - {v.name for v in chosen}:
         raise SedlmError(f"--rescore names variants not in --variants: {', '.join(sorted(unknown))}")
@@ -331,7 +344,7 @@ def ablate(
                 cfg.embed.path, table_s = _table_file(cfg, data, runs_dir / "tables", log)
                 log(f"{v.name}: training ({', '.join(v.overrides) or 'no changes'})")
                 info = {
-                    **_train_for(cfg, data, minutes, run, log),
+                    **_train_for(cfg, data, budget, run, log),
                     "table_s": table_s,
                     "params": param_count(cfg, data),
                 }
@@ -339,7 +352,7 @@ def ablate(
 
         finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce, again=v.name in rescore), v)
 
-    # The autoregressive baseline: the same CPU minutes, its width matched to the paper variant's size.
+    # The autoregressive baseline: the same budget, its width matched to the paper variant's size.
     paper = variant_config(base, VARIANTS["paper"])
     ar_cfg = paper.copy()
     ar_cfg.family = "ar"
@@ -348,7 +361,7 @@ def ablate(
     def produce_ar() -> dict[str, Any]:
         params = match_width(ar_cfg, param_count(paper, data), data)
         log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model})")
-        info = {**_train_for(ar_cfg, data, minutes, ar_run, log), "params": params, "table_s": 0.0}
+        info = {**_train_for(ar_cfg, data, budget, ar_run, log), "params": params, "table_s": 0.0}
         return {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
 
     finish_row(run_once(ar_run, _fingerprint(budget_key, "ar", config_key(ar_cfg)), produce_ar), None)

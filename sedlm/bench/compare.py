@@ -33,6 +33,7 @@ METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the f
 THROUGHPUT_LEN = 128
 COLUMNS = [
     "method",
+    "seed",
     "family",
     "params",
     "train_steps",
@@ -181,13 +182,14 @@ def plot_frontier(
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["unigram_entropy"])
         xs, ys = [r["unigram_entropy"] for r in pts], [r["judge_nll"] for r in pts]
+        # clipped at 0: with a handful of samples a percentile interval can miss its own point estimate
         xerr = [
-            [x - r["unigram_entropy_ci95"][0] for x, r in zip(xs, pts)],
-            [r["unigram_entropy_ci95"][1] - x for x, r in zip(xs, pts)],
+            [max(0.0, x - r["unigram_entropy_ci95"][0]) for x, r in zip(xs, pts)],
+            [max(0.0, r["unigram_entropy_ci95"][1] - x) for x, r in zip(xs, pts)],
         ]
         yerr = [
-            [y - r["judge_nll_ci95"][0] for y, r in zip(ys, pts)],
-            [r["judge_nll_ci95"][1] - y for y, r in zip(ys, pts)],
+            [max(0.0, y - r["judge_nll_ci95"][0]) for y, r in zip(ys, pts)],
+            [max(0.0, r["judge_nll_ci95"][1] - y) for y, r in zip(ys, pts)],
         ]
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=f"{method} ({pts[0]['knob']} sweep)")
         for x, y, r in zip(xs, ys, pts):
@@ -226,7 +228,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 ls="--",
                 label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)",
             )
-        else:
+        elif r.get("sample_tokens_per_s_b32") is not None:  # measured on a system's first training seed
             ax.scatter(r["sample_tokens_per_s_b32"], r["judge_nll"], s=60)
             ax.annotate(
                 f"{r['method']} (H={r['unigram_entropy']:.2f} bits)",
@@ -261,8 +263,48 @@ def prepare_systems(
     return base, data, cfgs, params
 
 
-def run_folder(runs_dir: str | Path, system: str) -> Path:
-    return Path(runs_dir) / system.replace(":", "_").replace("=", "-")
+def run_folder(runs_dir: str | Path, system: str, seed: int = 0) -> Path:
+    """Where a system's run lives; seed 0 keeps the name runs had before seeds were a choice."""
+    name = system.replace(":", "_").replace("=", "-")
+    return Path(runs_dir) / (name if seed == 0 else f"{name}-seed{seed}")
+
+
+SEED_COLUMNS = [
+    "method",
+    "seeds",
+    "judge_nll_mean",
+    "judge_nll_seed_sd",
+    "judge_nll_seed_range",
+    "judge_nll_sample_ci_halfwidth",
+    "unigram_entropy_mean",
+    "unigram_entropy_seed_sd",
+    "unigram_entropy_seed_range",
+]
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system, over its training seeds: the mean of judge NLL and entropy, their spread across seeds
+    (standard deviation and range) and, beside it, the mean half-width of one run's sample CI, so a
+    difference between systems can be read against both kinds of noise."""
+    import statistics
+
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "data"):
+        runs = [r for r in rows if r["method"] == method]
+        row: dict[str, Any] = {"method": method, "seeds": len(runs)}
+        for key in ("judge_nll", "unigram_entropy"):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            if not vals:
+                continue
+            row[f"{key}_mean"] = round(statistics.fmean(vals), 4)
+            row[f"{key}_seed_sd"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else None
+            row[f"{key}_seed_range"] = [round(min(vals), 4), round(max(vals), 4)]
+        cis = [r["judge_nll_ci95"] for r in runs if r.get("judge_nll_ci95")]
+        row["judge_nll_sample_ci_halfwidth"] = (
+            round(statistics.fmean((hi - lo) / 2 for lo, hi in cis), 4) if cis else None
+        )
+        out.append(row)
+    return out
 
 
 def train_system(
@@ -281,13 +323,14 @@ def train_system(
     cfg.train.eval_every = max(1, n_steps // 4)
     cfg.train.checkpoint_every = n_steps
     cfg.train.warmup_steps = min(cfg.train.warmup_steps, n_steps // 10 + 1)
-    out = run_folder(runs_dir, system)
+    out = run_folder(runs_dir, system, cfg.train.seed)
     if reuse and (out / "config.json").is_file():
         from sedlm.train.checkpoint import load_checkpoint, load_training_state
 
         saved = load_checkpoint(out)[0]
         meta = load_training_state(out)["meta"]
-        if (saved.family, saved.recipe, meta["step"]) == (cfg.family, cfg.recipe, n_steps):
+        same = (saved.family, saved.recipe, saved.train.seed, meta["step"])
+        if same == (cfg.family, cfg.recipe, cfg.train.seed, n_steps):
             log(f"reusing the finished run in {out}")
             return out, float(meta["elapsed_s"])
     if out.exists():
@@ -353,6 +396,7 @@ def compare(
     methods: tuple[str, ...] = METHODS,
     rerun: tuple[str, ...] | None = None,
     eval_tokens: int | None = None,
+    seeds: tuple[int, ...] = (0,),
     name: str = "compare",
     command: str = "sedlm bench compare",
     log: Callable[[str], None] = print,
@@ -362,11 +406,15 @@ def compare(
     as ``budget_minutes`` allows); write <name>-<corpus>.{json,md,png} and the temperature-sweep frontier
     (frontier-<corpus> for the default name, else <name>-frontier-<corpus>); return the rows.
     With ``rerun`` (a subset of ``methods``), only those are trained again and the others' rows are kept
-    from the last results files."""
+    from the last results files. With several training ``seeds`` every system is trained and scored once per
+    seed (one row each; the frontier and the sampling speed from the first seed) and <name>-seeds-<corpus>
+    gives each system's mean, seed spread and sample-CI width (``seed_summary``)."""
     from sedlm.eval.judge import get_judge
 
     if train_steps is not None and train_steps < 1:
         raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SedlmError(f"--seeds takes distinct non-negative training seeds, e.g. 0,1,2 (got {seeds})")
     start = time.perf_counter()
     runs_dir = Path(runs_dir)
     rerun = tuple(rerun or methods)
@@ -407,18 +455,24 @@ def compare(
         log(markdown_table(table, COLUMNS))
         return Path(results_dir) / file, Path(results_dir) / frontier_file
 
-    for system in rerun:
-        cfg = cfgs[system]
-        log(f"training {system} ({cfg.family}, {params[system]:,} parameters)")
+    for system, seed in ((m, s) for m in rerun for s in seeds):
+        cfg = cfgs[system].copy()
+        cfg.train.seed = seed
+        log(f"training {system} ({cfg.family}, {params[system]:,} parameters, training seed {seed})")
         out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log)
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(
             model, data, judge=judge, n=n, steps=steps, seed=0, label=system, eval_tokens=eval_tokens
         )
+        row["seed"] = seed
         data_row = data_row or drow
-        for knob, value, point in frontier_points(
-            model, row, data, judge, n=n, steps=steps, label=system, eval_tokens=eval_tokens
-        ):
+        first_seed = seed == seeds[0]
+        points = (
+            frontier_points(model, row, data, judge, n=n, steps=steps, label=system, eval_tokens=eval_tokens)
+            if first_seed
+            else []  # the frontier sweeps sampling knobs of one trained model: the first seed's
+        )
+        for knob, value, point in points:
             frontier.append(
                 {
                     "knob": knob,
@@ -438,9 +492,12 @@ def compare(
             train_steps=n_steps,
             train_tokens=tokens,
             train_tokens_per_s=round(train_tok_s, 1),
-            sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
-            sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1),
         )
+        if first_seed:  # a property of the architecture and sampler, not of the training seed
+            row.update(
+                sample_tokens_per_s_b1=round(sampling_tokens_per_s(model, 1, steps), 1),
+                sample_tokens_per_s_b32=round(sampling_tokens_per_s(model, 32, steps), 1),
+            )
         rows.append(row)
         publish(rows, frontier, kept, kept_frontier, data_row)  # after every system: a stopped run keeps its rows
         log(
@@ -449,5 +506,9 @@ def compare(
             f"{row.get('unigram_entropy_ci95')} bits"
         )
     file, frontier_file = publish(rows, frontier, kept, kept_frontier, data_row)
+    if len(seeds) > 1:
+        summary = seed_summary(sorted(rows, key=lambda r: methods.index(r["method"])))
+        write_results(f"{name}-seeds-{corpus}", command, summary, SEED_COLUMNS, results_dir)
+        log(markdown_table(summary, SEED_COLUMNS))
     log(f"wrote {file} and {frontier_file} (.json, .md, .png) in {(time.perf_counter() - start) / 60:.1f} min")
     return sorted(rows + kept, key=lambda r: methods.index(r["method"])) + [data_row]

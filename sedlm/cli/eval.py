@@ -117,6 +117,13 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SedlmError(f"--seeds takes comma-separated training seeds, e.g. 0,1,2 (got '{text}')") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sedlm.bench.compare import METHODS, compare
 
@@ -132,6 +139,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         methods=_names(args.methods) or METHODS,
         rerun=_names(args.rerun) or None,
+        seeds=_seeds(args.seeds),
         name=args.name,
         command=_bench_command("compare"),
     )
@@ -173,6 +181,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablate(
         args.corpus,
         args.minutes,
+        train_steps=args.train_steps,
         variants=args.variants,
         judge_name=args.judge,
         n=args.n,
@@ -252,6 +261,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     )
     bc.add_argument("--name", default="compare", help="results name: <name>-<corpus>.{json,md,png} (default: compare)")
     bc.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated training seeds; several give one row per seed and <name>-seeds-<corpus> with each "
+        "system's mean and seed spread (default: 0)",
+    )
+    bc.add_argument(
         "--train-steps",
         type=int,
         help="optimiser steps per family (default: sized from the budget by timing each family's step)",
@@ -316,7 +331,16 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "benchmarks/results/ablation-<corpus>.{json,md}. Finished variants are reused on reruns.",
     )
     ba.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
-    ba.add_argument("--minutes", type=float, default=2.0, help="training minutes per variant (default: 2)")
+    ba.add_argument(
+        "--train-steps",
+        type=int,
+        help="optimiser steps per run, the same for every variant and the AR baseline (default: 600)",
+    )
+    ba.add_argument(
+        "--minutes",
+        type=float,
+        help="instead of --train-steps: CPU minutes per run (the step count then depends on the machine's load)",
+    )
     ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
     ba.add_argument("--list", action="store_true", help="list the variants and exit")
     _add_judge_options(ba, "samples per variant")
