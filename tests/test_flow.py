@@ -134,3 +134,31 @@ def test_velocity_weighting_and_logit_normal_times(weighting):
     assert inside.item() == pytest.approx(0.683, abs=0.03)  # sigmoid(N(0, 1)): 68% within one standard deviation
     w = torch.ones_like(t) if weighting == "x0" else t.pow(-2).clamp(max=VELOCITY_WEIGHT_MAX)
     assert m["mse"].item() == pytest.approx(0.01 * w.mean().item(), rel=1e-4)  # (0.1)^2 per dimension, weighted
+
+
+def test_the_flow_matching_recipe_trains_with_the_velocity_loss():
+    """Lipman et al.'s flow-matching objective is ||v - v_hat||^2; for an x0 estimate on the straight path that
+    is ||x0 - x0_hat||^2 / t^2 (ELF's released code computes it so). The recipe trained with the unweighted x0
+    MSE before."""
+    from sedlm.config import Config
+    from sedlm.diffusion.objective import sed_loss
+    from sedlm.diffusion.schedules import get_schedule
+    from sedlm.families.recipes import RECIPES, apply_recipe
+    from sedlm.model.denoiser import SEDDenoiser
+
+    cfg = Config()
+    apply_recipe(cfg, "flow-matching")
+    assert cfg.diffusion.mse_weighting == "velocity" and cfg.diffusion.path == "flow"
+    assert "velocity" in RECIPES["flow-matching"].keeps and "cap" in RECIPES["flow-matching"].leaves_out
+    # and the weighting is what makes the loss the velocity loss: at the same draws, the weighted MSE exceeds
+    # the plain one by the mean 1 / t^2 (>= 1 on [0, 1])
+    cfg.model.vocab_size, cfg.model.d_model, cfg.model.n_layers, cfg.data.seq_len = 32, 32, 1, 8
+    cfg.diffusion.ce_weight, cfg.diffusion.self_cond = 0.0, "off"
+    table = torch.randn(32, cfg.model.d_embed, generator=torch.Generator().manual_seed(0))
+    model = SEDDenoiser.from_config(cfg, table)
+    ids = torch.randint(0, 32, (4, 8), generator=torch.Generator().manual_seed(1))
+    schedule = get_schedule("flow")
+    vel = sed_loss(model, ids, cfg.diffusion, schedule, torch.Generator().manual_seed(2))[0]
+    cfg.diffusion.mse_weighting = "x0"
+    plain = sed_loss(model, ids, cfg.diffusion, schedule, torch.Generator().manual_seed(2))[0]
+    assert vel > plain

@@ -163,7 +163,7 @@ RECIPES: dict[str, Recipe] = {
                 "diffusion.time_dist=logit_normal",
                 "diffusion.time_mean=0",
                 "diffusion.time_std=1",
-                "diffusion.mse_weighting=x0",
+                "diffusion.mse_weighting=velocity",
                 "diffusion.x0_estimate=direct",
                 "diffusion.self_cond=both",
                 "diffusion.mse_weight=1",
@@ -173,11 +173,13 @@ RECIPES: dict[str, Recipe] = {
             ),
             "Lipman et al. 2023, Flow Matching for Generative Modeling (arXiv 2210.02747), in a frozen embedding space "
             "with x-prediction and self-conditioning as ELF and LangFlow (2025) do",
-            "the straight path x_t = (1 - t) x0 + t eps fed to the network, x0-prediction with the MSE and the readout "
-            "CE, self-conditioning, logit-normal training times (Esser et al. 2024), and the flow ODE integrated by "
-            "DDIM (exactly Euler's method in t on this path) or any other sampler",
+            "the straight path x_t = (1 - t) x0 + t eps fed to the network, x0-prediction trained with the velocity "
+            "loss ||v - v_hat||^2 = ||x0 - x0_hat||^2 / t^2 (Lipman et al.'s objective, as ELF's code computes it) "
+            "plus the readout CE, self-conditioning, logit-normal training times (Esser et al. 2024), and the flow ODE "
+            "integrated by DDIM (exactly Euler's method in t on this path) or any other sampler",
             "LangFlow learns its noise schedule and ELF embeds with a large frozen encoder; here the time distribution "
-            "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's",
+            "is fixed (diffusion.time_mean / time_std / logsnr_shift move it) and the table is the size config's; the "
+            "velocity weight 1 / t^2 is capped at 100 (t >= 0.1) where ELF's code clamps t at 0.05 (a cap of 400)",
         ),
         Recipe(
             "diffusionbert",
