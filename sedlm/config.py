@@ -209,8 +209,6 @@ SHARED_KEYS = {
     name: [x.name for x in dataclasses.fields(f.default_factory) if x.name != "options"]
     for name, f in _SECTIONS.items()
 }
-# Section keys whose values are kept as declared options of a family or sampler (``SampleConfig.options``).
-_OPEN_SECTIONS = ("sample",)
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
     ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits", "pretrained"),
@@ -259,7 +257,7 @@ def _coerce(value: Any, typ: type, name: str) -> Any:
 
 def _set(section_obj: Any, section: str, key: str, value: Any) -> None:
     hints = typing.get_type_hints(type(section_obj))
-    if section in _OPEN_SECTIONS and (key not in hints or key == "options"):
+    if section == "sample" and key not in SHARED_KEYS["sample"]:
         section_obj.options[key] = value  # a declared option of a family or sampler, checked by its owner
         return
     if key not in hints:

@@ -119,7 +119,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 
 def _seeds(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        return tuple(int(x) for x in _names(text))
     except ValueError:
         raise SedlmError(f"--seeds takes comma-separated training seeds, e.g. 0,1,2 (got '{text}')") from None
 

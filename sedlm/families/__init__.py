@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sedlm.config import SHARED_KEYS, Config, validate
+from sedlm.config import load_config as load_shared
 from sedlm.errors import SedlmError
-
-if TYPE_CHECKING:
-    from sedlm.config import Config
 
 # name -> module holding FAMILY (imported on first use, so listing names costs nothing)
 FAMILIES: dict[str, str] = {
@@ -42,8 +41,6 @@ def all_families() -> list[Any]:
 
 def check_config(cfg: Config) -> Config:
     """Raise SedlmError naming the first wrong value of ``cfg`` (module docstring); return ``cfg``."""
-    from sedlm.config import SHARED_KEYS, validate
-
     validate(cfg)
     family = get_family(cfg.family)
     families = all_families()
@@ -67,6 +64,4 @@ def check_config(cfg: Config) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """``sedlm.config.load_config`` (YAML file + ``section.key=value`` overrides), then ``check_config``."""
-    from sedlm.config import load_config as load_shared
-
     return check_config(load_shared(path, overrides))

@@ -76,9 +76,8 @@ class Family:
     uses_embedding_table: ClassVar[bool] = False  # built over a frozen (or learned) V x d_embed table
     pads: ClassVar[bool] = True  # trains on rows with random padding (variable length through padding tokens)
     requests: ClassVar[tuple[str, ...]] = REQUESTS
-    options: ClassVar[
-        tuple[Option, ...]
-    ] = ()  # its sampling options (a sampler's own are added by ``sampler_options``)
+    # its sampling options (a family that runs registered samplers adds theirs: ``sampler_options``)
+    options: ClassVar[tuple[Option, ...]] = ()
     settings: ClassVar[tuple[Option, ...]] = ()  # the settings it owns: config section ``<name>.<setting>``
     samplers: ClassVar[tuple[str, ...]] = ()  # names in sedlm.sampling.samplers.SAMPLERS it can run
     step_callbacks: ClassVar[bool] = True  # calls the callback once per denoising step (progress bars)
@@ -170,19 +169,18 @@ class Family:
         return next((o for o in self.options if o.name == name), None)
 
     def setting(self, cfg: Config, name: str) -> Any:
-        """The value of this family's setting ``name`` in ``cfg`` (its section, else the declared default)."""
+        """The value of this family's setting ``name`` in ``cfg`` (its section, else the declared default),
+        checked against the declaration; a name the family does not declare is an error naming the ones it does."""
         decl = next((o for o in self.settings if o.name == name), None)
-        assert decl is not None, f"family {self.name} declares no setting {name}"
+        if decl is None:
+            valid = ", ".join(f"{self.name}.{o.name}" for o in self.settings) or "none"
+            raise SedlmError(f"unknown config key '{self.name}.{name}'; family {self.name}'s settings: {valid}")
         section = cfg.settings.get(self.name, {})
         return decl.check(section[name], f"family {self.name}") if name in section else decl.default
 
     def check_settings(self, cfg: Config) -> None:
         """The config section named after this family: known settings with valid values, or a clear error."""
-        section = cfg.settings.get(self.name, {})
-        for key in section:
-            if not any(o.name == key for o in self.settings):
-                valid = ", ".join(f"{self.name}.{o.name}" for o in self.settings) or "none"
-                raise SedlmError(f"unknown config key '{self.name}.{key}'; family {self.name}'s settings: {valid}")
+        for key in cfg.settings.get(self.name, {}):
             self.setting(cfg, key)
 
     def check_request(self, kind: str) -> None:

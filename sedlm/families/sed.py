@@ -149,9 +149,8 @@ class SEDFamily(Family):
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         o, cfg = request.options, lm.config
         entry = get_sampler(o["sampler"])
-        extra = {
-            d.name: o[d.name] for d in sampler_options() if o[d.name] != d.default
-        }  # options set away from "no effect"
+        # the sampler options set away from their default (which is "no effect")
+        extra = {d.name: o[d.name] for d in sampler_options() if o[d.name] != d.default}
         if bad := [k for k in extra if k not in entry.option_names]:
             raise SedlmError(
                 f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
