@@ -209,7 +209,7 @@ def main() -> int:
     )
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = ap.parse_args()
-    from sedlm.bench.compare import plot_frontier
+    from sedlm.bench.plots import plot_frontier
     from sedlm.errors import SedlmError
     from sedlm.eval.judge import get_judge
 

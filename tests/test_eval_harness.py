@@ -193,7 +193,7 @@ def test_bench_compare_recipes_and_variants(tmp_path, tiny_judge_dir):
 
 
 def test_seed_summary_gives_mean_and_spread_per_system():
-    from sedlm.bench.compare import seed_summary
+    from sedlm.bench.seeds import seed_summary
 
     rows = [
         {"method": "sed", "seed": 0, "judge_nll": 6.0, "judge_nll_ci95": [5.9, 6.1], "unigram_entropy": 4.0},

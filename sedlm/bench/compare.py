@@ -18,19 +18,21 @@ from typing import Any
 import torch
 
 from sedlm.api import load_pretrained
+from sedlm.bench.plots import plot, plot_frontier
+from sedlm.bench.seeds import SEED_COLUMNS, seed_summary
 from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds
-from sedlm.eval.results import markdown_table, save_figure, write_results
+from sedlm.eval.results import markdown_table, write_results
 from sedlm.families import FAMILIES, check_config, get_family, load_config
 from sedlm.families.base import count_parameters
 from sedlm.families.recipes import RECIPES, apply_recipe
 from sedlm.model.embedding import effective_d_embed
 from sedlm.train.trainer import train
 
+THROUGHPUT_LEN = 128  # tokens per row of the sampling-speed measurement
 METHODS = tuple(FAMILIES)  # every registered family; sizes are matched to the first (the flagship)
-THROUGHPUT_LEN = 128
 COLUMNS = [
     "method",
     "seed",
@@ -164,88 +166,6 @@ def frontier_points(
     return points
 
 
-def plot_frontier(
-    rows: list[dict[str, Any]],
-    data_row: dict[str, Any],
-    path: Path,
-    title: str = "quality/diversity frontier (95% bootstrap CIs)",
-) -> None:
-    """Judge NLL against per-sample entropy, one line per family through its temperature sweep, with
-    95% CIs as error bars; the real-text row is a point. Lower-right is better; a family is compared
-    at equal entropy, never by NLL alone. A point sampled with top-p < 1 is labelled with it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["unigram_entropy"])
-        xs, ys = [r["unigram_entropy"] for r in pts], [r["judge_nll"] for r in pts]
-        # clipped at 0: with a handful of samples a percentile interval can miss its own point estimate
-        xerr = [
-            [max(0.0, x - r["unigram_entropy_ci95"][0]) for x, r in zip(xs, pts)],
-            [max(0.0, r["unigram_entropy_ci95"][1] - x) for x, r in zip(xs, pts)],
-        ]
-        yerr = [
-            [max(0.0, y - r["judge_nll_ci95"][0]) for y, r in zip(ys, pts)],
-            [max(0.0, r["judge_nll_ci95"][1] - y) for y, r in zip(ys, pts)],
-        ]
-        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=f"{method} ({pts[0]['knob']} sweep)")
-        for x, y, r in zip(xs, ys, pts):
-            top_p = r.get("top_p", 1.0) or 1.0
-            ax.annotate(
-                f"{r['value']:g}" + (f", top-p {top_p:g}" if top_p < 1 else ""),
-                (x, y),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
-            )
-    ax.scatter(
-        [data_row["unigram_entropy"]], [data_row["judge_nll"]], marker="*", s=150, color="black", label="real text"
-    )
-    ax.set_xlabel("unigram entropy per sample (bits, model tokens)")
-    ax.set_ylabel("judge NLL (nats/token, lower is better)")
-    ax.set_title(title)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Judge NLL against sampling throughput at batch 32; the data row is a horizontal line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        if r["method"] == "data":
-            ax.axhline(
-                r["judge_nll"],
-                color="grey",
-                ls="--",
-                label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)",
-            )
-        elif r.get("sample_tokens_per_s_b32") is not None:  # measured on a system's first training seed
-            ax.scatter(r["sample_tokens_per_s_b32"], r["judge_nll"], s=60)
-            ax.annotate(
-                f"{r['method']} (H={r['unigram_entropy']:.2f} bits)",
-                (r["sample_tokens_per_s_b32"], r["judge_nll"]),
-                textcoords="offset points",
-                xytext=(6, 4),
-            )
-    ax.set_xscale("log")
-    ax.margins(x=0.25, y=0.15)  # room for the labels
-    ax.set_xlabel(f"sampling tokens/s (batch 32, length {THROUGHPUT_LEN})")
-    ax.set_ylabel("judge NLL (nats/token, lower is better)")
-    ax.set_title("quality vs sampling speed")
-    ax.legend(loc="best")
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def prepare_systems(
     corpus: str, methods: tuple[str, ...], overrides: list[str] | None = None
 ) -> tuple[Config, PreparedData, dict[str, Config], dict[str, int]]:
@@ -267,44 +187,6 @@ def run_folder(runs_dir: str | Path, system: str, seed: int = 0) -> Path:
     """Where a system's run lives; seed 0 keeps the name runs had before seeds were a choice."""
     name = system.replace(":", "_").replace("=", "-")
     return Path(runs_dir) / (name if seed == 0 else f"{name}-seed{seed}")
-
-
-SEED_COLUMNS = [
-    "method",
-    "seeds",
-    "judge_nll_mean",
-    "judge_nll_seed_sd",
-    "judge_nll_seed_range",
-    "judge_nll_sample_ci_halfwidth",
-    "unigram_entropy_mean",
-    "unigram_entropy_seed_sd",
-    "unigram_entropy_seed_range",
-]
-
-
-def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per system, over its training seeds: the mean of judge NLL and entropy, their spread across seeds
-    (standard deviation and range) and, beside it, the mean half-width of one run's sample CI, so a
-    difference between systems can be read against both kinds of noise."""
-    import statistics
-
-    out = []
-    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "data"):
-        runs = [r for r in rows if r["method"] == method]
-        row: dict[str, Any] = {"method": method, "seeds": len(runs)}
-        for key in ("judge_nll", "unigram_entropy"):
-            vals = [r[key] for r in runs if r.get(key) is not None]
-            if not vals:
-                continue
-            row[f"{key}_mean"] = round(statistics.fmean(vals), 4)
-            row[f"{key}_seed_sd"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else None
-            row[f"{key}_seed_range"] = [round(min(vals), 4), round(max(vals), 4)]
-        cis = [r["judge_nll_ci95"] for r in runs if r.get("judge_nll_ci95")]
-        row["judge_nll_sample_ci_halfwidth"] = (
-            round(statistics.fmean((hi - lo) / 2 for lo, hi in cis), 4) if cis else None
-        )
-        out.append(row)
-    return out
 
 
 def train_system(
@@ -449,7 +331,7 @@ def compare(
         file = f"{name}-{corpus}"
         frontier_file = f"frontier-{corpus}" if name == "compare" else f"{name}-frontier-{corpus}"
         write_results(file, command, table, COLUMNS, results_dir)
-        plot(table, Path(results_dir) / f"{file}.png")
+        plot(table, Path(results_dir) / f"{file}.png", THROUGHPUT_LEN)
         write_results(frontier_file, command, points, FRONTIER_COLUMNS, results_dir)
         plot_frontier(points[:-1], data_row, Path(results_dir) / f"{frontier_file}.png")
         log(markdown_table(table, COLUMNS))
