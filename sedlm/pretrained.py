@@ -14,7 +14,7 @@ from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.families.base import Family, Request, request_kind
-from sedlm.sampling.samplers import Callback
+from sedlm.sampling.core import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
 

@@ -26,7 +26,8 @@ from sedlm.diffusion.schedules import get_schedule
 from sedlm.diffusion.schedules import time_grid as make_time_grid
 from sedlm.errors import SedlmError
 from sedlm.model.denoiser import SEDDenoiser
-from sedlm.sampling.samplers import Callback, DenoiseFn, check_per_position, get_sampler
+from sedlm.sampling.core import Callback, DenoiseFn
+from sedlm.sampling.samplers import check_per_position, get_sampler
 from sedlm.sampling.templates import Layout
 
 GUIDANCE_MODES = ("cond", "self_cond")
