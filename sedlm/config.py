@@ -19,7 +19,7 @@ import yaml
 
 from sedlm.errors import SedlmError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: autoregressive rows start at a row-start token (ar.row_start)
 
 
 @dataclass

@@ -89,3 +89,84 @@ def test_baselines_train_save_and_sample(method, cls, tiny_overrides, tmp_path):
     assert model.generate(n=3, steps=8, seed=0) == texts
     with pytest.raises(SedlmError, match="not 'sed'"):
         SED.from_pretrained(tmp_path / method)
+
+
+# --- Where an autoregressive row starts (ar.row_start) -------------------------------------------------
+
+
+class _Spy(ARModel):
+    """Records the first position of every input it is given."""
+
+    def __init__(self):
+        super().__init__(_cfg())
+        self.first: list[torch.Tensor] = []
+
+    def forward(self, ids, cache=None):
+        if cache is None or not cache[0]:
+            self.first.append(ids[:, 0].clone())
+        return super().forward(ids, cache=cache)
+
+
+def _ar_config(row_start: str | None = None):
+    cfg = load_config(None, [f"ar.row_start={row_start}"] if row_start else [])
+    cfg.family = "ar"
+    return cfg
+
+
+def test_the_training_loss_is_the_exact_nll_of_all_l_tokens_after_the_row_start():
+    """With ``ar.row_start=window`` the loss trains every token of the row, the first from the row-start token,
+    so it equals the exact NLL the likelihood table reports; ``document`` leaves the first token out."""
+    from types import SimpleNamespace
+
+    from sedlm.families import get_family
+
+    torch.manual_seed(0)
+    fam, model = get_family("ar"), ARModel(_cfg()).eval()
+    tok = SimpleNamespace(pad_id=1, eos_id=2, mask_id=3)
+    ids = torch.randint(4, 50, (3, 9))
+    g = torch.Generator()
+    window = _ar_config()
+    with torch.no_grad():
+        loss, _ = fam.loss(model, ids, window, g, tok)
+        nll = fam.nll_bound(model, ids, window, g, tok)
+        old, _ = fam.loss(model, ids, _ar_config("document"), g, tok)
+        rest = torch.nn.functional.cross_entropy(model(ids[:, :-1]).transpose(1, 2), ids[:, 1:])
+    assert loss.item() == pytest.approx(nll.mean().item(), abs=1e-5)
+    assert old.item() == pytest.approx(rest.item(), abs=1e-5)  # tokens 2..L only
+
+
+@pytest.mark.parametrize(("row_start", "start"), [("window", "pad_id"), ("document", "eos_id")])
+def test_generation_starts_where_training_rows_start(row_start, start, monkeypatch):
+    from types import SimpleNamespace
+
+    from sedlm.families import get_family
+    from sedlm.families.base import Request
+
+    tok = SimpleNamespace(pad_id=1, eos_id=2, mask_id=3)
+    spy = _Spy().eval()
+    lm = SimpleNamespace(model=spy, tokenizer=tok, config=_ar_config(row_start), device=torch.device("cpu"))
+    options = {"temperature": 1.0, "top_p": 1.0, "use_cache": True}
+    out = get_family("ar").generate(lm, Request(n=2, seq_len=5, steps=5, seed=0, layout=None, kind="unconditional", options=options))
+    assert out.shape == (2, 5)
+    assert spy.first and all((f == getattr(tok, start)).all() for f in spy.first)
+
+
+def test_checkpoints_of_format_1_keep_their_document_start(tmp_path):
+    """An autoregressive checkpoint written before ``ar.row_start`` existed was trained from end-of-text; it
+    loads with that start, while a new one is saved with the row-start token."""
+    import json
+
+    from sedlm.data.tokenizer import train_word_level
+    from sedlm.families import get_family
+    from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
+
+    tok = train_word_level(["a b c d e f"] * 4, vocab_size=40)
+    save_checkpoint(tmp_path / "new", _ar_config(), ARModel(_cfg()).state_dict(), tok)
+    new, _, _ = load_checkpoint(tmp_path / "new")
+    assert get_family("ar").setting(new, "row_start") == "window"
+    raw = json.loads((tmp_path / "new" / "config.json").read_text())
+    raw.pop("ar", None)
+    raw["format_version"] = 1
+    (tmp_path / "new" / "config.json").write_text(json.dumps(raw))
+    old, _, _ = load_checkpoint(tmp_path / "new")
+    assert get_family("ar").setting(old, "row_start") == "document"

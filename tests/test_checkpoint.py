@@ -33,7 +33,7 @@ def test_run_folder_layout(trained):
         "training_state/state.json",
     ]:
         assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text())["format_version"] == 1
+    assert json.loads((out / "config.json").read_text())["format_version"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert all({"step", "loss", "lr", "tokens_per_s"} <= set(r) for r in rows)

@@ -62,6 +62,19 @@ def check_config(cfg: Config) -> Config:
     return cfg
 
 
+def upgrade_config(cfg: Config, version: int) -> Config:
+    """A config read from a checkpoint of format ``version``: its family's settings that older formats
+    implied (``Family.format_settings``) are filled in where the file does not set them; returns ``cfg``."""
+    if cfg.family in FAMILIES:
+        family = get_family(cfg.family)
+        for upto, implied in family.format_settings.items():
+            if version <= upto:
+                section = cfg.settings.setdefault(family.name, {})
+                for key, value in implied.items():
+                    section.setdefault(key, value)
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """``sedlm.config.load_config`` (YAML file + ``section.key=value`` overrides), then ``check_config``."""
     return check_config(load_shared(path, overrides))

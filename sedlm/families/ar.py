@@ -1,6 +1,10 @@
 """Autoregressive baseline: a causal Transformer on the shared backbone, with KV-cache decoding.
 
-Loss: next-token cross-entropy  L = -1/(B(L-1)) sum_i log p(w_{i+1} | w_<=i).
+Loss: next-token cross-entropy  L = -1/(BL) sum_i log p(w_i | w_<i), the first token of a row
+predicted from a row-start token (``ar.row_start=window``: the pad id, as T5's decoder start), so rows,
+samples and scored text are all windows of the packed text stream, the same kind of text the diffusion
+families model. ``ar.row_start=document`` (checkpoints of format 1) starts at end-of-text instead: the first
+token of a row is not trained and samples open a fresh document.
 Generation: temperature and nucleus (top-p) sampling (Holtzman et al. 2020), one position per
 network call; with the KV cache each call processes only the new position.
 
@@ -105,8 +109,29 @@ class ARFamily(Family):
         Option("use_cache", bool, "decode with the KV cache (off: recompute the prefix every token)", default=True),
     )
 
+    settings = (
+        Option(
+            "row_start",
+            str,
+            "what a row's first token follows: window = a row-start token (the pad id), so the model learns "
+            "where rows begin and its samples are windows of the text stream like the data rows; "
+            "document = end-of-text, samples open a fresh document (as checkpoints of format 1 did)",
+            default="window",
+            choices=("window", "document"),
+            kind="setting",
+        ),
+    )
+    format_settings = {1: {"row_start": "document"}}
+
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         return ARModel(cfg.model)
+
+    def start_ids(self, cfg: Config, tokenizer: Tokenizer) -> list[int]:
+        """What precedes a row: nothing for seq2seq pairs (a row starts with its source), else the
+        row-start token of ``ar.row_start``."""
+        if cfg.data.task == "seq2seq":
+            return []
+        return [tokenizer.pad_id if self.setting(cfg, "row_start") == "window" else tokenizer.eos_id]
 
     def loss(
         self,
@@ -117,24 +142,28 @@ class ARFamily(Family):
         tokenizer: Tokenizer,
         given: torch.Tensor | None = None,
     ) -> Loss:
+        if cfg.data.task != "seq2seq" and self.setting(cfg, "row_start") == "window":
+            # (B, 1 + L): the row's first token is a target too (with end-of-text before it, a row would
+            # teach that documents start mid-sentence, so the document start leaves it untrained)
+            ids = torch.cat([torch.full_like(ids[:, :1], tokenizer.pad_id), ids], dim=1)
         return ar_loss(model, ids)
 
     def nll_bound(
         self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
     ) -> torch.Tensor:
         """Exact -log p(row) per token (nats), every one of the L tokens counted: the row is read after
-        the end-of-document token, as generation starts, so the first token is paid for like the others
+        its start token, as training and generation see it, so the first token is paid for like the others
         (the diffusion families' bounds cover all L tokens too)."""
-        start = torch.full_like(ids[:, :1], tokenizer.eos_id)  # (B, 1)
+        start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
         logits = model(torch.cat([start, ids[:, :-1]], dim=1)).float()  # (B, L, V)
         return token_nll(logits, ids).mean(-1)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A ``layout`` gives one prefix per row (a prompt or a seq2seq source): the model continues
-        each. Text models start from <eos>, a fresh document of their packed training stream; seq2seq
-        models (data.task=seq2seq) start from the source itself, as their rows do."""
+        each. Text models start from their row-start token (``ar.row_start``), as their rows do; seq2seq
+        models (data.task=seq2seq) start from the source itself."""
         n, length, layout, o = request.n, request.seq_len, request.layout, request.options
-        start = [] if lm.config.data.task == "seq2seq" else [lm.tokenizer.eos_id]
+        start = self.start_ids(lm.config, lm.tokenizer)
         prefixes: list[list[int]] = [[] for _ in range(n)]
         if layout is not None:
             ids, given = layout.ids.expand(n, -1), layout.given.expand(n, -1)  # (n, L)

@@ -79,6 +79,8 @@ class Family:
     # its sampling options (a family that runs registered samplers adds theirs: ``sampler_options``)
     options: ClassVar[tuple[Option, ...]] = ()
     settings: ClassVar[tuple[Option, ...]] = ()  # the settings it owns: config section ``<name>.<setting>``
+    # Settings a checkpoint written at format version <= N had implicitly, where today's default differs.
+    format_settings: ClassVar[dict[int, dict[str, Any]]] = {}
     samplers: ClassVar[tuple[str, ...]] = ()  # names in sedlm.sampling.samplers.SAMPLERS it can run
     step_callbacks: ClassVar[bool] = True  # calls the callback once per denoising step (progress bars)
     # The sampling option a quality/diversity frontier sweeps, its values, and options held fixed meanwhile.

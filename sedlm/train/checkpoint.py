@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from sedlm.config import FORMAT_VERSION, Config, from_dict
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
+from sedlm.families import upgrade_config
 
 _READY = ".ready"
 
@@ -159,7 +160,7 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
         raise SedlmError(
             f"checkpoint format {version} is newer than this sedlm supports ({FORMAT_VERSION}); upgrade sedlm"
         )
-    config = from_dict(raw)
+    config = upgrade_config(from_dict(raw), version)
     weights = _load_weights(p / "model.safetensors")
     tokenizer = load_tokenizer(p / "tokenizer.json")
     return config, weights, tokenizer
