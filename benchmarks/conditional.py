@@ -438,9 +438,17 @@ def main() -> int:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 when the cores are shared)"
     )
     p.add_argument(
-        "--train-minutes", type=float, default=6.0, help="seq2seq: SED's training budget (AR gets its steps)"
+        "--train-steps",
+        type=int,
+        default=1500,
+        help="seq2seq: SED's training budget in optimiser steps (AR gets its steps)",
     )
-    p.add_argument("--train-steps", type=int, default=3000, help="seq2seq: SED's step cap")
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=0.0,
+        help="seq2seq: also stop SED at this many minutes (0, the default: the step budget alone, as results need)",
+    )
     p.add_argument("--name", default=None, help="results file name (default per task)")
     p.add_argument("overrides", nargs="*", help="seq2seq: extra section.key=value overrides for both models")
     args = p.parse_intermixed_args()

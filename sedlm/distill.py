@@ -17,10 +17,13 @@ consistency   (Song et al. 2023, consistency distillation with the x0 parameteri
               teacher's x0 itself. It is sampled by multistep consistency sampling (the ``consistency``
               sampler: estimate, then re-noise afresh) on a uniform grid of nfe steps.
 
-The teacher's estimate is the model as it samples: both self-conditioning passes at the same x_t (the
-second fed the first's estimate), given positions held at their clean embedding, and classifier-free
-guidance folded in when ``guidance`` != 1. Students are one pass with a zero self-conditioning estimate
-(``diffusion.self_cond=off`` in their config), so a sample costs exactly ``nfe`` network calls.
+The teacher's estimate is both self-conditioning passes at the same x_t (the second fed the first's
+estimate; recorded as ``teacher_sampler``), given positions held at their clean embedding, and classifier-free
+guidance folded in when ``guidance`` != 1. The shipped samplers instead make one call per step and feed back
+the previous step's estimate, which a fresh x_t drawn from the data does not have: the student copies that
+two-pass DDIM, not the one-pass sampler of the teacher rows in the tables. Students are one pass with a
+zero self-conditioning estimate (``diffusion.self_cond=off`` in their config), so a sample costs exactly
+``nfe`` network calls.
 Training rows, conditioning masks (prompts, infill spans) and padding are the teacher's training data.
 """
 
@@ -112,8 +115,10 @@ def progressive_loss(
     generator: torch.Generator,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error of the student's x0 at a random step of its uniform grid of ``n_steps`` against
-    the two-teacher-step target; ``weight`` (B, L) masks positions (given ones carry no loss)."""
+    """Squared error of the student's x0 at a random step of its uniform grid of ``n_steps`` against the
+    two-teacher-step target, with Salimans & Ho's truncated-SNR weighting (§4, "truncated SNR"):
+    max(||x0 - x0_hat||^2, ||eps - eps_hat||^2) = max(SNR_t, 1) ||x0 - x0_hat||^2, SNR_t = abar_t / (1 - abar_t).
+    ``weight`` (B, L) masks positions (given ones carry no loss)."""
     t, s, x_t = _draw(x0, n_steps, alpha_bar, generator)
     mid = (t + s) / 2  # the teacher's grid of 2N steps
     ab_t, ab_m, ab_s = (alpha_bar(v)[:, None, None].to(x0.dtype) for v in (t, mid, s))
@@ -121,7 +126,8 @@ def progressive_loss(
         x_m = ddim_step(x_t, teacher(x_t, t), ab_t, ab_m)
         x_s = ddim_step(x_m, teacher(x_m, mid), ab_m, ab_s)
         target = two_step_target(x_t, x_s, ab_t, ab_s)
-    return _masked_mse(student(x_t, t), target, weight)
+    snr = (ab_t / (1 - ab_t).clamp(min=1e-12)).clamp(min=1.0)[:, :, 0]  # (B, 1)
+    return _masked_mse(student(x_t, t), target, weight, snr)
 
 
 def consistency_loss(
@@ -146,8 +152,11 @@ def consistency_loss(
     return _masked_mse(student(x_t, t), target, weight)
 
 
-def _masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    err = (pred - target).pow(2).mean(-1)  # (B, L)
+def _masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, scale: torch.Tensor | float = 1.0
+) -> torch.Tensor:
+    """Mean over counted positions of ``scale`` (B, 1) times the squared error per position."""
+    err = (pred - target).pow(2).mean(-1) * scale  # (B, L)
     if weight is None:
         return err.mean()
     return (err * weight).sum() / weight.sum().clamp(min=1)
@@ -343,6 +352,11 @@ def distill(
         teacher_cost = {}
     record = {
         "teacher": str(teacher_dir),
+        # what the student copies: not the shipped sampler, which makes one call per step and feeds back the
+        # previous step's estimate (a fresh x_t drawn from the data has no previous step)
+        "teacher_sampler": "ddim, both self-conditioning passes at each x_t (2 network calls per teacher step)"
+        if two_pass
+        else "ddim, one pass per step",
         **asdict(cfg),
         "rounds": rounds,
         "student_optimizer_steps": sum(r["optimizer_steps"] for r in rounds),

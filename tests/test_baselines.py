@@ -146,7 +146,9 @@ def test_generation_starts_where_training_rows_start(row_start, start, monkeypat
     spy = _Spy().eval()
     lm = SimpleNamespace(model=spy, tokenizer=tok, config=_ar_config(row_start), device=torch.device("cpu"))
     options = {"temperature": 1.0, "top_p": 1.0, "use_cache": True}
-    out = get_family("ar").generate(lm, Request(n=2, seq_len=5, steps=5, seed=0, layout=None, kind="unconditional", options=options))
+    out = get_family("ar").generate(
+        lm, Request(n=2, seq_len=5, steps=5, seed=0, layout=None, kind="unconditional", options=options)
+    )
     assert out.shape == (2, 5)
     assert spy.first and all((f == getattr(tok, start)).all() for f in spy.first)
 

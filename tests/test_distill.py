@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sedlm.diffusion.schedules import cosine
-from sedlm.distill import DistillConfig, round_grids, run_distillation, two_step_target
+from sedlm.distill import DistillConfig, progressive_loss, round_grids, run_distillation, two_step_target
 from sedlm.errors import SedlmError
 from sedlm.sampling.samplers import ddim, ddim_step
 
@@ -49,6 +49,27 @@ def test_two_step_target_lands_where_the_teacher_did():
     for ab_t, ab_s in [(0.1, 0.5), (0.0, 0.3), (0.4, 1.0)]:
         a, b = torch.tensor(ab_t), torch.tensor(ab_s)
         assert torch.allclose(ddim_step(x_t, two_step_target(x_t, x_s, a, b), a, b), x_s, atol=1e-5)
+
+
+def test_the_progressive_loss_weights_by_truncated_snr():
+    """Salimans & Ho 2022 (§4): max(SNR_t, 1) ||x0 - x0_hat||^2. A teacher answering 0 makes the target 0, so a
+    student answering 1 everywhere costs exactly the weight of the time it was asked at."""
+    asked = []
+
+    def student(x, t):
+        asked.append(t)
+        return torch.ones_like(x)
+
+    def alpha_bar(t):
+        return 0.95 - 0.6 * t  # SNR 0.54 at t = 1, 1.86 at 1/2, 19 at 0
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(64, 3, 2, generator=g)
+    loss = progressive_loss(student, lambda x, t: torch.zeros_like(x), x0, 2, alpha_bar, g)
+    ab = alpha_bar(asked[0])
+    want = (ab / (1 - ab)).clamp(min=1).mean()
+    assert 0 < int((asked[0] == 0.5).sum()) < 64  # both grid times were drawn
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def _teacher_samples(x1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -173,6 +194,7 @@ def test_distill_command_writes_a_few_step_student(tmp_path, corpus_file, capsys
     )
     record = json.loads((out / "distill.json").read_text())
     assert [r["student_steps"] for r in record["rounds"]] == [4, 2] and record["student_optimizer_steps"] == 6
+    assert record["teacher_sampler"].startswith("ddim, both self-conditioning passes")  # what the student copies
     assert (out / "round-4" / "model.safetensors").is_file()
     student = load_pretrained(out)
     assert student.config.sample.steps == 2 and student.config.diffusion.self_cond == "off"

@@ -229,3 +229,12 @@ def test_bench_compare_trains_every_system_once_per_seed(tmp_path, tiny_judge_di
     assert [(r["method"], r["seeds"]) for r in summary] == [("ar", 2)] and summary[0]["judge_nll_seed_sd"] > 0
     with pytest.raises(Exception, match="distinct non-negative"):
         compare("shakespeare", train_steps=3, methods=("ar",), seeds=(1, 1), **kw)
+    # --reuse scores a finished run of the same system, seed and steps again; a changed setting retrains it
+    stamp = (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns
+    args = dict(train_steps=3, methods=("ar",), eval_tokens=3, log=lambda s: None, reuse=True, **kw)
+    again = compare("shakespeare", overrides=[*over, "data.max_chars=60000", "data.vocab_size=300"], **args)
+    assert (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert again[0]["judge_nll"] == pytest.approx(rows[0]["judge_nll"])
+    changed = [*over, "data.max_chars=60000", "data.vocab_size=300", "ar.row_start=document"]
+    compare("shakespeare", overrides=changed, **args)
+    assert (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns != stamp

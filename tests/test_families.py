@@ -254,3 +254,26 @@ def test_sed_frontier_sweeps_a_knob_that_acts():
     assert sed.frontier(cfg)[0] == "noise_temp" and len(sed.frontier(cfg)[1]) == 3
     cfg = load_config(None, ["diffusion.x0_estimate=direct", "sample.sampler=ddim"])
     assert len(sed.frontier(cfg)[1]) == 1  # a deterministic sampler: one point, not three equal ones
+
+
+def test_recipes_use_their_papers_noise_ranges_and_samplers():
+    """CDCD: sigma in [1, 300] (log-SNR 0 to -2 ln 300) with Euler steps on the warped grid; Difformer: the sqrt
+    schedule with noise factor F = 4 (log-SNR shifted by -2 ln 4) and half-time self-conditioning; Analog Bits:
+    x0_hat clipped to the bit scale inside each step."""
+    import math
+
+    from sedlm.config import Config
+    from sedlm.diffusion.schedules import get_schedule, log_snr
+    from sedlm.families.recipes import apply_recipe
+
+    ends = torch.tensor([0.0, 1.0])
+    cdcd = apply_recipe(Config(), "cdcd")
+    lam = log_snr(get_schedule(cdcd.diffusion.schedule, cdcd.diffusion.logsnr_shift)(ends))
+    assert lam.tolist() == pytest.approx([0.0, -2 * math.log(300)], abs=1e-4)
+    assert (cdcd.sample.sampler, cdcd.sample.time_grid) == ("euler", "warped")
+    dif = apply_recipe(Config(), "difformer")
+    mid = torch.tensor([0.3, 0.7])
+    shifted = log_snr(get_schedule(dif.diffusion.schedule, dif.diffusion.logsnr_shift)(mid))
+    assert (shifted - log_snr(get_schedule("sqrt")(mid))).tolist() == pytest.approx([-2 * math.log(4)] * 2, abs=1e-3)
+    assert dif.diffusion.self_cond == "half_nograd"
+    assert apply_recipe(Config(), "analog-bits").sample.options["x0_clip"] == 1.0

@@ -221,6 +221,32 @@ def test_asymmetric_time_intervals_shift_the_network_time(name):
     assert torch.allclose(out, x0.expand_as(out))
 
 
+def test_the_step_takes_eps_at_the_shifted_time_and_clips_x0_as_analog_bits_alg_2():
+    """Alg. 2 of Analog Bits: net(x_t, t_now), then eps = (x_t - sqrt(gamma(t_now)) x_pred) / sqrt(1 - gamma(t_now))
+    with x_pred clipped to [-scale, scale], and x_next = sqrt(gamma(t_next)) x_pred + sqrt(1 - gamma(t_next)) eps.
+    A denoiser that always answers 3 makes both visible in the first DDIM step; the estimate returned (and fed
+    back) is the network's own."""
+    ab = get_schedule("cosine")
+    ts = torch.tensor([0.6, 0.4, 0.0])
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    steps = []
+    out = get_sampler("ddim")(
+        lambda z, t, sc: torch.full_like(z, 3.0),
+        x,
+        ts,
+        alpha_bar=ab,
+        time_delta=0.5,
+        x0_clip=1.0,
+        callback=steps.append,
+    )
+    t_now, t_next = torch.tensor(0.6 + 0.5 * 0.2), ts[1]
+    g_now, g_next = ab(t_now), ab(t_next)
+    eps = (x - g_now.sqrt() * 1.0) / (1 - g_now).sqrt()
+    want = g_next.sqrt() * 1.0 + (1 - g_next).sqrt() * eps
+    assert torch.allclose(steps[0]["x"], want, atol=1e-5)
+    assert torch.allclose(out, torch.full_like(out, 3.0))
+
+
 @pytest.mark.parametrize("mode", ["off", "both"])
 def test_sampling_feeds_self_conditioning_only_to_models_trained_with_it(mode, tmp_path, corpus_file):
     """A model trained with diffusion.self_cond=off never saw a non-zero estimate in that input (its weights

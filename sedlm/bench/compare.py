@@ -199,7 +199,8 @@ def train_system(
     reuse: bool = False,
 ) -> tuple[Path, float]:
     """Train one system for ``n_steps`` into its run folder (replacing an earlier run); with ``reuse``, a
-    finished run of the same method, recipe and step count is kept. Returns the folder and training seconds."""
+    finished run of the same family, recipe, seed, step count, width and diffusion, sampling and family settings
+    is kept. Returns the folder and training seconds."""
     cfg.train.max_steps = n_steps
     cfg.train.max_minutes = 0.0
     cfg.train.eval_every = max(1, n_steps // 4)
@@ -211,8 +212,17 @@ def train_system(
 
         saved = load_checkpoint(out)[0]
         meta = load_training_state(out)["meta"]
-        same = (saved.family, saved.recipe, saved.train.seed, meta["step"])
-        if same == (cfg.family, cfg.recipe, cfg.train.seed, n_steps):
+        same = lambda c: (  # noqa: E731
+            c.family,
+            c.recipe,
+            c.train.seed,
+            c.model.d_model,
+            c.model.n_layers,
+            c.diffusion,
+            c.sample,
+            c.settings,
+        )
+        if meta["step"] == n_steps and same(saved) == same(cfg):
             log(f"reusing the finished run in {out}")
             return out, float(meta["elapsed_s"])
     if out.exists():
@@ -281,6 +291,7 @@ def compare(
     seeds: tuple[int, ...] = (0,),
     name: str = "compare",
     command: str = "sedlm bench compare",
+    reuse: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train, sample and score the ``methods`` (families, recipes or variants of them; see
@@ -290,7 +301,8 @@ def compare(
     With ``rerun`` (a subset of ``methods``), only those are trained again and the others' rows are kept
     from the last results files. With several training ``seeds`` every system is trained and scored once per
     seed (one row each; the frontier and the sampling speed from the first seed) and <name>-seeds-<corpus>
-    gives each system's mean, seed spread and sample-CI width (``seed_summary``)."""
+    gives each system's mean, seed spread and sample-CI width (``seed_summary``). With ``reuse``, finished runs
+    of the same system, seed and step count are scored again rather than retrained (``train_system``)."""
     from sedlm.eval.judge import get_judge
 
     if train_steps is not None and train_steps < 1:
@@ -341,7 +353,7 @@ def compare(
         cfg = cfgs[system].copy()
         cfg.train.seed = seed
         log(f"training {system} ({cfg.family}, {params[system]:,} parameters, training seed {seed})")
-        out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log)
+        out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log, reuse=reuse)
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(
             model, data, judge=judge, n=n, steps=steps, seed=0, label=system, eval_tokens=eval_tokens

@@ -142,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds),
         name=args.name,
         command=_bench_command("compare"),
+        reuse=args.reuse,
     )
     return 0
 
@@ -270,6 +271,11 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "--train-steps",
         type=int,
         help="optimiser steps per family (default: sized from the budget by timing each family's step)",
+    )
+    bc.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score finished runs in --runs-dir of the same system, seed and step count instead of retraining them",
     )
     _add_judge_options(bc, "samples per method")
     bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")

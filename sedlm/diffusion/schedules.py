@@ -44,13 +44,22 @@ def flow(t: torch.Tensor) -> torch.Tensor:
     return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
 
 
+def ve(t: torch.Tensor, sigma_min: float = 1.0, sigma_max: float = 300.0) -> torch.Tensor:
+    """CDCD's variance-exploding process (Dieleman et al. 2022): x_t = x0 + sigma eps with unit-variance
+    embeddings and sigma from t_min = 1 to t_max = 300, here sigma = sigma_min + t (sigma_max - sigma_min). As
+    the VP state x_t / sqrt(1 + sigma^2): abar_t = 1 / (1 + sigma^2), log-SNR = -2 ln sigma, from 0 at t = 0 to
+    -11.4 at t = 1. Time warping (diffusion.time_warp) redistributes t, as CDCD's warp redistributes sigma."""
+    sigma = sigma_min + t * (sigma_max - sigma_min)
+    return 1 / (1 + sigma**2)
+
+
 def path_scale(alpha_bar: torch.Tensor) -> torch.Tensor:
     """Factor from the VP state to the straight path's state at the same log-SNR: with abar = a^2 / (a^2 + s^2)
     for path coefficients a = 1 - t, s = t, x_path = x_vp / (sqrt(abar) + sqrt(1 - abar))."""
     return 1 / (alpha_bar.sqrt() + (1 - alpha_bar).clamp(min=0).sqrt())
 
 
-SCHEDULES: dict[str, Schedule] = {"cosine": cosine, "linear": linear, "sqrt": sqrt, "flow": flow}
+SCHEDULES: dict[str, Schedule] = {"cosine": cosine, "linear": linear, "sqrt": sqrt, "flow": flow, "ve": ve}
 
 
 def shift_log_snr(schedule: Schedule, shift: float) -> Schedule:

@@ -57,18 +57,25 @@ RECIPES: dict[str, Recipe] = {
             "sed",
             (
                 "embed.kind=learned",
+                "diffusion.schedule=ve",
+                "diffusion.logsnr_shift=0",
                 "diffusion.x0_estimate=interp",
                 "diffusion.mse_weight=0",
                 "diffusion.ce_weight=1",
                 "diffusion.time_warp=true",
                 "diffusion.self_cond=both",
+                "sample.sampler=euler",
                 "sample.time_grid=warped",
             ),
             "Dieleman et al. 2022, Continuous diffusion for categorical data (CDCD, arXiv 2211.15089)",
-            "embeddings learned jointly and L2-normalised, score interpolation trained with CE only, time warping "
-            "(a fitted CDF of the loss over t) for training times and the sampling grid, self-conditioning",
-            "CDCD diffuses in a variance-exploding sigma space with an Euler sampler; "
-            "here the VP process with the same log-SNR range is used; no span-masking ablations of the paper",
+            "embeddings learned jointly and L2-normalised, score interpolation trained with CE only, the "
+            "variance-exploding process with sigma in [t_min, t_max] = [1, 300] (diffusion.schedule=ve, log-SNR "
+            "0 to -11.4), time warping (a fitted CDF of the loss over t) for training times and the sampling grid, "
+            "the probability-flow ODE integrated with Euler steps, self-conditioning",
+            "the network sees the VP-scaled state x / sqrt(1 + sigma^2) (CDCD's input scaling) and t rather than "
+            "sigma; the warp is an isotonic fit of binned losses mixed with the identity (10%), not the paper's "
+            "piecewise-linear CDF learned by gradient descent; sample.steps comes "
+            "from the size config (the paper samples with 200 steps); no span-masking ablations of the paper",
         ),
         Recipe(
             "diffusion-lm",
@@ -95,19 +102,24 @@ RECIPES: dict[str, Recipe] = {
             "sed",
             (
                 "embed.kind=learned",
+                "diffusion.schedule=sqrt",
+                "diffusion.logsnr_shift=-2.773",
                 "diffusion.x0_estimate=direct",
                 "diffusion.mse_weight=1",
                 "diffusion.ce_weight=1",
-                "diffusion.logsnr_shift=-1.386",
-                "diffusion.self_cond=off",
+                "diffusion.self_cond=half_nograd",
+                "sample.sampler=ddpm",
             ),
             "Gao et al. 2022, Difformer: Empowering Diffusion Models on the Embedding Space for Text Generation "
             "(arXiv 2212.09412)",
-            "the anchor loss (readout CE on x0_hat) against embedding collapse, normalised learned embeddings, and a "
-            "noise factor F = 2: x_t = sqrt(abar) x0 + F sqrt(1 - abar) eps, which after rescaling the input to unit "
-            "variance is the VP process with log-SNR shifted by -2 ln F = -1.386",
-            "embedding normalisation is an L2 row normalisation, not LayerNorm (no centring); the paper tunes F per "
-            "task; its length predictor and encoder-decoder layout are not reproduced",
+            "the anchor loss (readout CE on x0_hat) against embedding collapse, normalised learned embeddings, the "
+            "sqrt noise schedule of the reference scripts, and their noise factor F = 4: x_t = sqrt(abar) x0 + "
+            "F sqrt(1 - abar) eps, which after rescaling the input to unit variance is the VP process with log-SNR "
+            "shifted by -2 ln F = -2.773; self-conditioning with a gradient-free first pass half of the time (the "
+            "scripts' --self-cond); ancestral sampling",
+            "embedding normalisation is an L2 row normalisation, not LayerNorm (no centring); the CE has no label "
+            "smoothing (the scripts use 0.1); F is 4 as in the QQP, Wiki-Auto and IWSLT scripts (3.5 for WMT14); its "
+            "length predictor and encoder-decoder layout are not reproduced",
         ),
         Recipe(
             "analog-bits",
@@ -119,13 +131,15 @@ RECIPES: dict[str, Recipe] = {
                 "diffusion.ce_weight=0",
                 "diffusion.self_cond=half_nograd",
                 "sample.time_delta=1",
+                "sample.x0_clip=1",
                 "sample.sampler=ddim",
             ),
             "Chen et al. 2023, Analog Bits: Generating Discrete Data using Diffusion Models with Self-Conditioning "
             "(arXiv 2208.04202)",
             "tokens as +-1 bit vectors (d = ceil(log2 V)), L2 loss on the bits, self-conditioning with a gradient-free "
-            "first pass half of the time, asymmetric time intervals (time_delta = 1 step) with DDIM, decoding by the "
-            "nearest code (equal to thresholding the bits)",
+            "first pass half of the time, asymmetric time intervals (time_delta = 1 step: the network and the step's "
+            "eps both at the later time t_now, as Alg. 2) with DDIM, x0_hat clipped to [-1, 1] inside each step "
+            "(the bit scale b = 1), decoding by the nearest code (equal to thresholding the bits)",
             "the paper's bit scale and time_delta were tuned for images; ids beyond V decode to the nearest valid code",
         ),
         Recipe(

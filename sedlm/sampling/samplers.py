@@ -32,19 +32,30 @@ def _step_loop(
     callback: Callback | None,
     self_condition: bool,
     time_delta: float = 0.0,
+    x0_clip: float = 0.0,
 ) -> torch.Tensor:
-    """Shared loop of the one-step samplers: x0_hat = D(x_t, t', sc); x_s = update(x_t, x0_hat, abar_t, abar_s).
-    ``time_delta`` td > 0 gives the network a later (noisier) time than the state's, in units of the
-    step: t'_i = t_i + td (t_i - t_{i+1}), Analog Bits' asymmetric time intervals (Chen et al. 2022,
-    §3.3 and Alg. 2, where td is counted in steps of 1/K). The last step returns x0_hat itself."""
+    """Shared loop of the one-step samplers: x0_hat = D(x_t, t', sc); x_s = update(x_t, x0_hat, abar_t', abar_s).
+
+    ``time_delta`` td > 0: asymmetric time intervals (Chen et al. 2023, Analog Bits, §3.3 and Alg. 2). The
+    state sits at t_i, but both the network and the step treat it as the later (noisier) time
+    t'_i = t_i + td (t_i - t_{i+1}), td counted in steps: Alg. 2 calls net(x_t, t_now) and takes
+    eps = (x_t - sqrt(gamma(t_now)) x_pred) / sqrt(1 - gamma(t_now)) at that same t_now, while the step before
+    it landed td steps further, at t_next = t_now - (1 + td) / K.
+    ``x0_clip`` c > 0 clips x0_hat to [-c, c] inside each step (Alg. 2's clip(x_pred, -scale, scale)); the
+    estimate fed back as self-conditioning and the one returned are the network's own, as in Alg. 2.
+    The last step returns x0_hat itself."""
     B = x.shape[0]
     abars = alpha_bar(ts.to(x.device)).clamp(0.0, 1.0)
     widths = torch.cat([ts[:-1] - ts[1:], ts.new_zeros(1)])  # (K + 1,) the step that starts at t_i
     t_eval = (ts + time_delta * widths).clamp(max=1.0).to(x.device)
+    ab_eval = alpha_bar(t_eval).clamp(0.0, 1.0)
     D = SelfConditioning(denoise_fn, self_condition)
     for i in range(len(ts) - 1):
         x0_hat = D(x, t_eval[i].expand(B))
-        x = x0_hat if i == len(ts) - 2 else update(x, x0_hat, abars[i], abars[i + 1])
+        if i == len(ts) - 2:
+            x = x0_hat
+        else:
+            x = update(x, x0_hat.clamp(-x0_clip, x0_clip) if x0_clip > 0 else x0_hat, ab_eval[i], abars[i + 1])
         if callback is not None:
             callback({"i": i, "t": ts[i], "x": x, "x0_hat": x0_hat})
     return x
@@ -62,6 +73,7 @@ def ddpm(
     self_condition: bool = True,
     noise_temp: float = 1.0,
     time_delta: float = 0.0,
+    x0_clip: float = 0.0,
 ) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0 = x0_hat) (Ho et al. 2020, eq. 6-7):
 
@@ -69,7 +81,7 @@ def ddpm(
         mean = sqrt(abar_s) beta / (1 - abar_t) x0_hat + sqrt(alpha_{t|s}) (1 - abar_s) / (1 - abar_t) x_t
         var  = beta (1 - abar_s) / (1 - abar_t)
     ``noise_temp`` scales the standard deviation of the fresh noise (1 = the posterior's);
-    ``time_delta`` > 0 uses asymmetric time intervals (see ``_step_loop``).
+    ``time_delta`` > 0 uses asymmetric time intervals, ``x0_clip`` > 0 clips x0_hat (see ``_step_loop``).
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -80,7 +92,7 @@ def ddpm(
         var = (beta * (1 - ab_s) / one_m).clamp(min=0.0)
         return mean + noise_temp * var.sqrt() * fresh_noise(x, generator)
 
-    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
+    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta, x0_clip)
 
 
 def ddim_step(
@@ -105,13 +117,14 @@ def ddim(
     self_condition: bool = True,
     noise_temp: float = 1.0,
     time_delta: float = 0.0,
+    x0_clip: float = 0.0,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12): with eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t),
 
         x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,
         sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s).
     eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance; ``noise_temp`` scales z;
-    ``time_delta`` > 0 uses asymmetric time intervals (see ``_step_loop``).
+    ``time_delta`` > 0 uses asymmetric time intervals, ``x0_clip`` > 0 clips x0_hat (see ``_step_loop``).
     """
 
     def update(x, x0_hat, ab_t, ab_s):
@@ -119,7 +132,7 @@ def ddim(
         x = ddim_step(x, x0_hat, ab_t, ab_s, sigma)
         return x + noise_temp * sigma * fresh_noise(x, generator) if eta > 0 else x
 
-    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta)
+    return _step_loop(denoise_fn, x, ts, alpha_bar, update, callback, self_condition, time_delta, x0_clip)
 
 
 @torch.no_grad()
@@ -153,8 +166,15 @@ ETA = Option("eta", float, "ddim/dpmpp_2m: stochasticity (0 = deterministic)", d
 TIME_DELTA = Option(
     "time_delta",
     float,
-    "ddpm/ddim: evaluate the denoiser this many steps later than the state's "
-    "time (asymmetric time intervals, Analog Bits, Chen et al. 2023, Alg. 2)",
+    "ddpm/ddim: treat the state as this many steps later (noisier) than its time, in the network and "
+    "the step (asymmetric time intervals, Analog Bits, Chen et al. 2023, Alg. 2)",
+    default=0.0,
+    minimum=0.0,
+)
+X0_CLIP = Option(
+    "x0_clip",
+    float,
+    "ddpm/ddim: clip the x0 estimate to [-c, c] inside each step (Analog Bits' Alg. 2 with c = the bit scale); 0 = off",
     default=0.0,
     minimum=0.0,
 )
@@ -205,7 +225,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
         ddpm,
         1,
         "uniform",
-        (TIME_DELTA,),
+        (TIME_DELTA, X0_CLIP),
         "ancestral (Ho et al. 2020)",
         Tolerance(1000, 0.01, 0.01),
         stochastic=True,
@@ -215,7 +235,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
         ddim,
         1,
         "uniform",
-        (ETA, TIME_DELTA),
+        (ETA, TIME_DELTA, X0_CLIP),
         "deterministic DDIM (Song et al. 2021)",
         Tolerance(100, 0.02),
         per_position=True,
