@@ -352,9 +352,106 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+SEED_MAX = 2**63 - 1  # torch generators take a signed 64-bit seed
+
+
+@dataclass(frozen=True)
+class Range:
+    """The declared range of a numeric config key: low <= v (low < v when ``open_low``), v <= high (v < high
+    when ``open_high``); None leaves that side unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, v: float) -> bool:
+        low_ok = self.low is None or (v > self.low if self.open_low else v >= self.low)
+        high_ok = self.high is None or (v < self.high if self.open_high else v <= self.high)
+        return low_ok and high_ok
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {self.high:g}" if self.high < 1e15 else "< 2^63")
+        return " and ".join(parts) or "a finite number"
+
+
+_ONE, _POSITIVE, _NONNEG = Range(1), Range(0, open_low=True), Range(0)
+_FRACTION, _SEED = Range(0, 1, open_high=True), Range(0, SEED_MAX)
+# Every numeric key of the shared sections, with its range (tests/test_properties.py draws values outside each).
+RANGES: dict[str, Range] = {
+    "model.d_model": _ONE,
+    "model.n_layers": _ONE,
+    "model.n_heads": _ONE,
+    "model.mlp_ratio": _POSITIVE,
+    "model.d_embed": _ONE,
+    "model.dropout": _FRACTION,
+    "model.vocab_size": _NONNEG,  # 0: from the tokenizer
+    "embed.d_model": _ONE,
+    "embed.n_layers": _ONE,
+    "embed.n_heads": _ONE,
+    "embed.steps": _ONE,
+    "embed.batch_size": _ONE,
+    "embed.lr": _POSITIVE,
+    "embed.mask_prob": _FRACTION,
+    "embed.max_minutes": _NONNEG,
+    "embed.seed": _SEED,
+    "embed.window": _ONE,
+    "diffusion.logsnr_shift": Range(),
+    "diffusion.sigma0": _NONNEG,
+    "diffusion.time_mean": Range(),
+    "diffusion.time_std": _POSITIVE,
+    "diffusion.mse_weight": _NONNEG,
+    "diffusion.ce_weight": _NONNEG,
+    "diffusion.round_weight": _NONNEG,
+    "diffusion.p_uncond": _FRACTION,
+    "data.vocab_size": _ONE,
+    "data.seq_len": Range(2),
+    "data.pad_fraction": _FRACTION,
+    "data.val_fraction": _FRACTION,
+    "data.split_seed": _SEED,
+    "data.max_chars": _NONNEG,
+    "train.max_steps": _ONE,
+    "train.batch_size": _ONE,
+    "train.lr": _POSITIVE,
+    "train.weight_decay": _NONNEG,
+    "train.warmup_steps": _NONNEG,
+    "train.min_lr_ratio": Range(0, 1),
+    "train.grad_clip": _POSITIVE,
+    "train.ema_decay": _FRACTION,
+    "train.seed": _SEED,
+    "train.log_every": _ONE,
+    "train.eval_every": _ONE,
+    "train.eval_batches": _ONE,
+    "train.checkpoint_every": _ONE,
+    "train.max_minutes": _NONNEG,
+    "train.micro_batch_size": _NONNEG,  # 0: no split
+    "sample.steps": _ONE,
+    "sample.rho": _POSITIVE,
+    "sample.n": _ONE,
+    "sample.guidance": _NONNEG,  # 1: no guidance
+    "sample.seed": _SEED,
+    "sample.noise_temp": _NONNEG,
+    "sample.score_temp": _POSITIVE,
+}
+
+
 def validate(cfg: Config) -> None:
     """Raise SedlmError naming the first inconsistent value of the shared sections. The family's own
     settings and options are checked by the family: ``sedlm.families.check_config`` runs both."""
+    for section in _SECTIONS:  # every number finite and in its declared range, before anything divides by it
+        for f in dataclasses.fields(getattr(cfg, section)):
+            v = getattr(getattr(cfg, section), f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SedlmError(f"{section}.{f.name} must be a finite number, got {v}")
+            bounds = RANGES[f"{section}.{f.name}"]
+            if not bounds.holds(v):
+                raise SedlmError(f"{section}.{f.name} must be {bounds.describe()}, got {v}")
     if cfg.sample.time_grid == "warped" and not cfg.diffusion.time_warp:
         raise SedlmError(
             "sample.time_grid=warped needs diffusion.time_warp=true (the grid is the warp learned in "
@@ -364,8 +461,6 @@ def validate(cfg: Config) -> None:
         raise SedlmError("diffusion.path=flow is flow matching's straight path; set diffusion.schedule=flow with it")
     if cfg.diffusion.time_dist != "uniform" and (cfg.diffusion.time_warp or cfg.diffusion.position_warp):
         raise SedlmError("time warping draws its own training times; set diffusion.time_dist=uniform with it")
-    if not cfg.diffusion.time_std > 0:
-        raise SedlmError(f"diffusion.time_std must be positive (got {cfg.diffusion.time_std})")
     if cfg.diffusion.position_warp and cfg.diffusion.time_warp:
         raise SedlmError(
             "diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them"
@@ -389,56 +484,8 @@ def validate(cfg: Config) -> None:
         raise SedlmError(
             f"embed.d_model={e.d_model} must be divisible by embed.n_heads={e.n_heads} into even head sizes"
         )
-    positive = {
-        "model.d_model": m.d_model,
-        "model.n_layers": m.n_layers,
-        "model.d_embed": m.d_embed,
-        "data.seq_len": cfg.data.seq_len,
-        "train.batch_size": cfg.train.batch_size,
-        "train.max_steps": cfg.train.max_steps,
-        "train.lr": cfg.train.lr,
-        "sample.steps": cfg.sample.steps,
-        "data.vocab_size": cfg.data.vocab_size,
-        "train.log_every": cfg.train.log_every,
-        "train.eval_every": cfg.train.eval_every,
-        "train.checkpoint_every": cfg.train.checkpoint_every,
-        "embed.window": e.window,
-        "sample.score_temp": cfg.sample.score_temp,
-    }
-    for name, v in positive.items():
-        if v <= 0:
-            raise SedlmError(f"{name} must be positive, got {v}")
-    for section in _SECTIONS:  # no nan or inf anywhere
-        for f in dataclasses.fields(getattr(cfg, section)):
-            v = getattr(getattr(cfg, section), f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise SedlmError(f"{section}.{f.name} must be a finite number, got {v}")
-    for name, v in {
-        "train.seed": cfg.train.seed,
-        "sample.seed": cfg.sample.seed,
-        "embed.seed": e.seed,
-        "data.split_seed": cfg.data.split_seed,
-    }.items():
-        if not 0 <= v <= 2**63 - 1:
-            raise SedlmError(f"{name} must be in [0, 2^63 - 1], got {v}")
-    if cfg.data.seq_len < 2:
-        raise SedlmError(f"data.seq_len must be at least 2, got {cfg.data.seq_len}")
     if cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 259:
         raise SedlmError(
             f"data.vocab_size={cfg.data.vocab_size} is below what a byte-level BPE needs (256 bytes + pad, "
             "end-of-document and mask tokens); use at least 259"
         )
-    if cfg.sample.guidance < 0:
-        raise SedlmError(f"sample.guidance must be >= 0 (1 = no guidance), got {cfg.sample.guidance}")
-    if cfg.train.micro_batch_size < 0:
-        raise SedlmError(f"train.micro_batch_size must be >= 0 (0: no split), got {cfg.train.micro_batch_size}")
-    if cfg.sample.noise_temp < 0:
-        raise SedlmError(f"sample.noise_temp must be >= 0, got {cfg.sample.noise_temp}")
-    for name, v in {
-        "data.pad_fraction": cfg.data.pad_fraction,
-        "data.val_fraction": cfg.data.val_fraction,
-        "diffusion.p_uncond": cfg.diffusion.p_uncond,
-        "embed.mask_prob": cfg.embed.mask_prob,
-    }.items():
-        if not 0.0 <= v < 1.0:
-            raise SedlmError(f"{name} must be in [0, 1), got {v}")

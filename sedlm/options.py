@@ -51,6 +51,9 @@ class Option:
             if not isinstance(value, bool):
                 raise SedlmError(f"{what} takes true or false, got {value!r}")
             return value
+        whole = self.type is not int or not isinstance(value, float) or value.is_integer()
+        if isinstance(value, bool) or not whole:  # int(True) and int(1.5) would pass silently
+            raise SedlmError(f"{what} takes a {self.type.__name__}, got {value!r}")
         try:
             value = self.type(value)
         except (TypeError, ValueError):

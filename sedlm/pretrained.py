@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sedlm.config import Config
+from sedlm.config import SEED_MAX, Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
@@ -16,9 +16,7 @@ from sedlm.families import get_family
 from sedlm.families.base import Family, Request, request_kind
 from sedlm.sampling.core import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
-from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
-
-MAX_SEED = 2**63 - 1  # what a torch.Generator takes
+from sedlm.train.checkpoint import check_weights_fit, load_checkpoint, save_checkpoint
 
 
 def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokenizer: Tokenizer) -> nn.Module:
@@ -28,13 +26,13 @@ def build_from_weights(config: Config, weights: dict[str, torch.Tensor], tokeniz
     if family.uses_embedding_table and table is None:
         raise SedlmError(f"the checkpoint holds no embedding table; is it a {config.family} checkpoint?")
     model = family.build(config, tokenizer, table)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise SedlmError(
-            f"checkpoint weights do not match the {config.family} model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); a checkpoint written by another "
-            "sedlm version (e.g. an interp model from before its full-rank logits head) must be retrained"
-        )
+    check_weights_fit(
+        model,
+        weights,
+        f"this {config.family} checkpoint",
+        "its config.json was edited, or it was written by another sedlm version and must be retrained",
+    )
+    model.load_state_dict(weights)
     return model
 
 
@@ -91,7 +89,7 @@ class PretrainedLM:
         n, steps, seed = s.n if n is None else n, s.steps if steps is None else steps, s.seed if seed is None else seed
         if n <= 0 or steps <= 0:
             raise SedlmError(f"n and steps must be positive (got n={n}, steps={steps})")
-        if not 0 <= seed <= MAX_SEED:
+        if not 0 <= seed <= SEED_MAX:
             raise SedlmError(f"seed must be in [0, 2^63 - 1] (got {seed})")
         kind = request_kind(layout, src or (layout is not None and self.config.data.task == "seq2seq"))
         self.family.check_request(kind)
@@ -144,6 +142,11 @@ class PretrainedLM:
         if prompt is not None:
             return layout_prompt(prompt, self.tokenizer, L)
         if src is not None:
+            if self.config.data.task != "seq2seq":
+                raise SedlmError(
+                    "this model was trained on plain text (data.task=lm), not on source/target pairs; "
+                    "pass the text as a prompt instead of a source (--prompt), or train with data.task=seq2seq"
+                )
             return layout_source(src, self.tokenizer, L)
         return None if template is None else layout_template(template, self.tokenizer, L)
 

@@ -39,6 +39,13 @@ def env(tmp_path_factory, corpus_file):
     (root / "badmethod" / "config.json").write_text(json.dumps({**cfg, "method": "nope"}))
     shutil.copytree(ckpt, root / "resized")
     (root / "resized" / "config.json").write_text(json.dumps({**cfg, "model": {**cfg["model"], "d_model": 64}}))
+    for name, text in {  # config.json files that are not a config, or describe an impossible model
+        "listcfg": "[1, 2]",
+        "zeroheads": json.dumps({**cfg, "model": {**cfg["model"], "n_heads": 0}}),
+        "badversion": json.dumps({**cfg, "format_version": "two"}),
+    }.items():
+        shutil.copytree(ckpt, root / name)
+        (root / name / "config.json").write_text(text)
     (root / "prepared").mkdir()
     (root / "prepared" / "x").write_text("taken")
     return root
@@ -80,6 +87,9 @@ CASES = [
     (T("train.seed=-1"), "train.seed"),
     (T("sample.guidance=nan"), "sample.guidance"),
     (T("sample.noise_temp=-1"), "sample.noise_temp"),
+    (T("model.n_heads=0"), "model.n_heads"),
+    (T("sundae.unroll_steps=1.5"), "sundae.unroll_steps"),
+    (T("sample.top_p=abc"), "sample.top_p"),
     (T("--method", "bogus"), "invalid choice"),
     (T("--recipe", "bogus"), "valid recipes"),
     (T("--recipe", "diffusionbert", "--method", "sed"), "mdlm recipe"),
@@ -94,14 +104,21 @@ CASES = [
     (["sample", "--ckpt", "{root}/garbage"], "model.safetensors"),
     (["sample", "--ckpt", "{root}/badjson"], "config.json"),
     (["sample", "--ckpt", "{root}/badmethod"], "nope"),
+    (["sample", "--ckpt", "{root}/listcfg"], "not an object"),
+    (["sample", "--ckpt", "{root}/zeroheads"], "model.n_heads"),
+    (["sample", "--ckpt", "{root}/badversion"], "format_version"),
+    (["sample", "--ckpt", "{root}/resized"], "do not fit"),
+    (["eval", "--ckpt", "{root}/resized", "--n", "4"], "do not fit"),
+    (["serve", "--ckpt", "{root}/zeroheads"], "model.n_heads"),
+    ([*S, "--src", "a source line"], "data.task=seq2seq"),
     ([*S, "--n", "0"], "n"),
     ([*S, "--n", "-1"], "n"),
     ([*S, "--steps", "0"], "steps"),
     ([*S, "--guidance", "-1"], "guidance"),
     ([*S, "--guidance", "nan"], "guidance"),
     ([*S, "--guidance", "inf"], "guidance"),
-    ([*S, "--noise-temp", "-1"], "noise_temp"),
-    ([*S, "--score-temp", "0"], "score_temp"),
+    ([*S, "--noise-temp", "-1"], "--noise-temp"),
+    ([*S, "--score-temp", "0"], "--score-temp"),
     ([*S, "--seed", "-1"], "seed"),
     ([*S, "--seed", str(2**70)], "seed"),
     ([*S, "--sampler", "bogus"], "valid values"),
@@ -114,6 +131,9 @@ CASES = [
     (["infill", "--ckpt", "{ckpt}", "the king [___:999]"], "sequence length"),
     # eval and bench
     (["eval", "--ckpt", "{ckpt}", "--n", "0"], "n"),
+    (["eval", "--ckpt", "{ckpt}", "--steps", "0"], "--steps"),
+    (["eval", "--ckpt", "{ckpt}", "--out", "{root}/a_file/x.json"], "is a file"),
+    (["eval", "--ckpt", "{ckpt}", "--out", "{root}"], "is a folder"),
     (["eval", "--ckpt", "{root}/missing"], "missing"),
     (["eval", "--ckpt", "{ckpt}", "--judge", "{root}/missing-judge", "--n", "4"], "missing-judge"),
     (["bench", "steps", "--ckpt", "{ckpt}", "--nfe", "abc"], "--nfe"),
@@ -121,6 +141,10 @@ CASES = [
     (["bench", "ablate", "--variants", "bogus"], "valid variants"),
     (["bench", "compare", "--methods", "bogus", "--runs-dir", "{new}"], "unknown system"),
     (["bench", "compare", "--train-steps", "0", "--runs-dir", "{new}"], "--train-steps"),
+    (["bench", "compare", "--budget-minutes", "-1", "--runs-dir", "{new}"], "--budget-minutes"),
+    (["bench", "compare", "--runs-dir", "{root}/a_file"], "is a file"),
+    (["bench", "ablate", "--minutes", "-1", "--runs-dir", "{new}"], "--minutes"),
+    (["bench", "likelihood", "--results-dir", "{root}/a_file"], "is a file"),
     # serve, quickstart, embed, prepare
     (["serve", "--ckpt", "{ckpt}", "--port", "99999"], "--port"),
     (["serve", "--ckpt", "{ckpt}", "--port", "-1"], "--port"),
@@ -128,6 +152,9 @@ CASES = [
     (["serve", "--ckpt", "{root}/missing"], "missing"),
     (["quickstart", "--steps", "0", "--out", "{new}"], "--steps"),
     (["embed", "--data", "{root}/missing.txt", "--out", "{new}", *TINY], "not found"),
+    (["embed", "--data", "corpus:shakespeare", "--out", "{root}/a_file", *TINY], "is a file"),
+    (["prepare", "--data", "corpus:shakespeare", "--out", "{root}/a_file"], "is a file"),
+    (["distill", "--ckpt", "{ckpt}", "--out", "{root}/a_file"], "is a file"),
     (["prepare", "--data", "corpus:shakespeare", "--out", "{root}/prepared"], "prepared"),
 ]
 
@@ -150,5 +177,19 @@ def test_wrong_input_gets_a_short_clear_error_and_leaves_nothing(argv, fragment,
     assert sorted(p.name for p in env.iterdir()) == before
 
 
+def test_a_busy_port_is_one_line(env, capsys):
+    """Another server holds the port: one line naming it, before the model is loaded."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        code = main(["serve", "--ckpt", str(env / "ckpt"), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"127.0.0.1:{port}" in err and "--port" in err
+
+
 def test_the_table_is_large():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 80

@@ -199,7 +199,7 @@ def test_fine_tune_from_a_checkpoint_keeps_its_tokenizer_and_table(tmp_path, tin
     cfg = json.loads((tuned / "config.json").read_text())
     assert cfg["data"]["source"] == str(book) and cfg["train"]["max_steps"] == 3
     code, _, err = run(["train", "--init", str(base), "--out", str(tmp_path / "x"), "model.d_model=64"], capsys)
-    _one_line_error(code, err, "do not fit this model")
+    _one_line_error(code, err, "do not fit the model")
     assert not (tmp_path / "x").exists()
     code, _, err = run(["train", "--init", str(base), "--method", "ar", "--out", str(tmp_path / "y")], capsys)
     _one_line_error(code, err, "drop --config, --recipe")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sedlm.cli.eval import add_eval_and_bench_parsers
-from sedlm.cli.flags import add_option_flags, options_from_args
+from sedlm.cli.flags import Number, add_option_flags, check_outputs, count, options_from_args, output, positive, seed
 from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
 from sedlm.errors import SedlmError
 
@@ -233,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train tokenizer, embedding space and a tiny SED model on the bundled Shakespeare "
         "corpus, print samples and a summary, and save a checkpoint.",
     )
-    q.add_argument("--out", default="runs/quickstart", help="checkpoint folder to write (default: runs/quickstart)")
+    output(q, "--out", default="runs/quickstart", help="checkpoint folder to write (default: runs/quickstart)")
     q.add_argument(
         "--steps",
-        type=int,
+        type=count(),
         default=DEFAULT_STEPS,
         help=f"optimiser steps of the diffusion stage; the result depends only on the seed, not on the "
         f"machine's load (default: {DEFAULT_STEPS}, about 3 min on 2 CPU cores)",
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     e.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
-    e.add_argument("--out", default="runs/embed", help="folder for embeddings.safetensors and tokenizer.json")
+    output(e, "--out", default="runs/embed", help="folder for embeddings.safetensors and tokenizer.json")
     e.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     e.set_defaults(func=cmd_embed)
 
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--config", help=CONFIG_HELP + " (default: tiny)")
     t.add_argument("--data", help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG]")
-    t.add_argument("--out", help="run folder (default: runs/<config name>)")
+    output(t, "--out", help="run folder (default: runs/<config name>)")
     t.add_argument(
         "--family",
         "--method",
@@ -323,17 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="text source: a .txt/.jsonl file, a folder, corpus:NAME or hf:NAME[:CONFIG] (streamed)",
     )
-    r.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    output(r, "--out", required=True, help="folder to create (must not exist or be empty)")
     r.add_argument(
         "--config", help=CONFIG_HELP + " (default: tiny); its data section sets tokenizer, vocabulary and split"
     )
-    r.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard file (default: 100M)")
+    r.add_argument("--shard-tokens", type=count(), default=100_000_000, help="tokens per shard file (default: 100M)")
     r.add_argument(
-        "--max-memory-mb", type=float, default=256.0, help="cap on text and tokens held in memory (default: 256)"
+        "--max-memory-mb", type=positive(), default=256.0, help="cap on text and tokens held in memory (default: 256)"
     )
     r.add_argument(
         "--tokenizer-chars",
-        type=int,
+        type=count(),
         default=50_000_000,
         help="characters of training text a BPE tokenizer is trained on (default: 50M)",
     )
@@ -366,26 +366,26 @@ def build_parser() -> argparse.ArgumentParser:
         "calls: unconditional, prompt and infill requests, given text kept as the teacher keeps it.",
     )
     d.add_argument("--ckpt", required=True, help="teacher checkpoint (sed family)")
-    d.add_argument("--out", required=True, help="student checkpoint folder to write (must not exist or be empty)")
+    output(d, "--out", required=True, help="student checkpoint folder to write (must not exist or be empty)")
     d.add_argument("--method", default="progressive", help="progressive or consistency (default: progressive)")
-    d.add_argument("--nfe", type=int, default=4, help="network calls per sample of the student (default: 4)")
+    d.add_argument("--nfe", type=count(), default=4, help="network calls per sample of the student (default: 4)")
     d.add_argument(
         "--teacher-steps",
-        type=int,
+        type=count(),
         default=64,
         help="progressive: the first teacher grid, --nfe times a power of two; consistency: the fine grid "
         "(default: 64)",
     )
-    d.add_argument("--steps-per-round", type=int, default=300, help="optimiser steps per round (default: 300)")
-    d.add_argument("--batch-size", type=int, default=32, help="rows per optimiser step (default: 32)")
-    d.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
+    d.add_argument("--steps-per-round", type=count(), default=300, help="optimiser steps per round (default: 300)")
+    d.add_argument("--batch-size", type=count(), default=32, help="rows per optimiser step (default: 32)")
+    d.add_argument("--lr", type=positive(), default=1e-4, help="learning rate (default: 1e-4)")
     d.add_argument(
         "--guidance",
-        type=float,
+        type=Number(float, 0.0),
         default=1.0,
         help="the teacher's guidance scale, folded into the student (default: 1, none)",
     )
-    d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument("--seed", type=seed(), default=0, help="random seed (default: 0)")
     d.add_argument("--save-rounds", action="store_true", help="progressive: keep each round's student in OUT/round-N")
     d.set_defaults(func=cmd_distill)
     add_serve_parser(sub)
@@ -395,11 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
     s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
-    s.add_argument("--n", type=int, help=n_help)
+    s.add_argument("--n", type=count(), help=n_help)
     s.add_argument(
-        "--steps", type=int, help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)"
+        "--steps", type=count(), help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)"
     )
-    s.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
+    s.add_argument("--seed", type=seed(), help="random seed (default: sample.seed)")
     add_option_flags(s)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # a server's concurrent model calls share this process's cores
         apply_threads(getattr(args, "threads", None), share=getattr(args, "max_concurrent", None) or 1)
+        check_outputs(args)
         return args.func(args)
     except SedlmError as e:
         print(f"sedlm {args.command}: error: {e}", file=sys.stderr)

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sedlm.cli.flags import add_option_flags, options_from_args
+from sedlm.cli.flags import Number, add_option_flags, count, options_from_args, output, positive, seed
 from sedlm.errors import SedlmError
 
 
 def _add_judge_options(p: argparse.ArgumentParser, n_help: str) -> None:
     """Options every judged benchmark shares."""
     p.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
-    p.add_argument("--n", type=int, default=256, help=f"{n_help} (default: 256)")
-    p.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    p.add_argument("--n", type=count(), default=256, help=f"{n_help} (default: 256)")
+    output(p, "--results-dir", default="benchmarks/results", help="where results files are written")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -209,10 +209,10 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     )
     v.add_argument("--ckpt", required=True, help="checkpoint folder of any model family")
     v.add_argument("--judge", default="smollm2", help="judge LM: smollm2 (bundled), a local folder or a hub name")
-    v.add_argument("--n", type=int, default=256, help="number of samples (default: 256)")
-    v.add_argument("--steps", type=int, help="sampling steps for diffusion models (default: sample.steps)")
+    v.add_argument("--n", type=count(), default=256, help="number of samples (default: 256)")
+    v.add_argument("--steps", type=count(), help="sampling steps for diffusion models (default: sample.steps)")
     add_option_flags(v)
-    v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    v.add_argument("--seed", type=seed(), default=0, help="random seed (default: 0)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument(
         "--nll",
@@ -225,8 +225,10 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         help="--nll: text to score (path, corpus:NAME, hf:NAME) instead of the checkpoint's "
         "validation split (zero-shot)",
     )
-    v.add_argument("--rows", type=int, default=256, help="--nll: rows of data.seq_len tokens to score (default: 256)")
-    v.add_argument("--out", help="JSON file to write (default: <ckpt>/eval.json, or <ckpt>/nll.json with --nll)")
+    v.add_argument(
+        "--rows", type=count(), default=256, help="--nll: rows of data.seq_len tokens to score (default: 256)"
+    )
+    output(v, "--out", "file", help="JSON file to write (default: <ckpt>/eval.json, or <ckpt>/nll.json with --nll)")
     v.add_argument(
         "--json",
         action="store_true",
@@ -249,7 +251,7 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "See `sedlm recipes` for the names.",
     )
     bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
-    bc.add_argument("--budget-minutes", type=float, default=30.0, help="total time budget (default: 30)")
+    bc.add_argument("--budget-minutes", type=positive(), default=30.0, help="total time budget (default: 30)")
     bc.add_argument(
         "--methods",
         help="comma-separated systems in the table: families, recipes, or variants like "
@@ -269,7 +271,7 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     )
     bc.add_argument(
         "--train-steps",
-        type=int,
+        type=count(),
         help="optimiser steps per family (default: sized from the budget by timing each family's step)",
     )
     bc.add_argument(
@@ -278,8 +280,8 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         help="score finished runs in --runs-dir of the same system, seed and step count instead of retraining them",
     )
     _add_judge_options(bc, "samples per method")
-    bc.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm (default: 200)")
-    bc.add_argument("--runs-dir", default="runs/compare", help="where the runs are written")
+    bc.add_argument("--steps", type=count(), default=200, help="sampling steps for sed and mdlm (default: 200)")
+    output(bc, "--runs-dir", default="runs/compare", help="where the runs are written")
     bc.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
     bc.set_defaults(func=cmd_bench)
 
@@ -294,16 +296,16 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     )
     bl.add_argument("--corpus", default="shakespeare", help="bundled corpus to train on (default: shakespeare)")
     bl.add_argument("--methods", help="comma-separated systems, as for compare (default: every family)")
-    bl.add_argument("--train-steps", type=int, default=600, help="optimiser steps per system (default: 600)")
+    bl.add_argument("--train-steps", type=count(), default=600, help="optimiser steps per system (default: 600)")
     bl.add_argument(
         "--zero-shot",
         default="corpus:news,corpus:wikipedia",
         help="comma-separated text sources scored zero-shot (default: corpus:news,corpus:wikipedia)",
     )
-    bl.add_argument("--rows", type=int, default=256, help="rows of data.seq_len tokens per source (default: 256)")
-    bl.add_argument("--runs-dir", default="runs/systems", help="where the runs are (default: runs/systems)")
+    bl.add_argument("--rows", type=count(), default=256, help="rows of data.seq_len tokens per source (default: 256)")
+    output(bl, "--runs-dir", default="runs/systems", help="where the runs are (default: runs/systems)")
     bl.add_argument("--retrain", action="store_true", help="train every system again even if a finished run exists")
-    bl.add_argument("--results-dir", default="benchmarks/results", help="where results files are written")
+    output(bl, "--results-dir", default="benchmarks/results", help="where results files are written")
     bl.add_argument("--name", default="likelihood", help="results name: <name>-<corpus> (default: likelihood)")
     bl.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides applied to every system")
     bl.set_defaults(func=cmd_likelihood)
@@ -323,7 +325,10 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     bs.add_argument("--nfe", help="comma-separated NFE budgets (default: 4,8,16,32,64,128,256,1000)")
     _add_judge_options(bs, "samples per row")
     bs.add_argument(
-        "--guidance", type=float, default=1.0, help="guidance scale; != 1 doubles the NFE per step (default: 1)"
+        "--guidance",
+        type=Number(float, 0.0),
+        default=1.0,
+        help="guidance scale; != 1 doubles the NFE per step (default: 1)",
     )
     bs.add_argument("--name", help="results name (default: the checkpoint folder's name)")
     bs.set_defaults(func=cmd_steps)
@@ -339,19 +344,19 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     ba.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     ba.add_argument(
         "--train-steps",
-        type=int,
+        type=count(),
         help="optimiser steps per run, the same for every variant and the AR baseline (default: 600)",
     )
     ba.add_argument(
         "--minutes",
-        type=float,
+        type=positive(),
         help="instead of --train-steps: CPU minutes per run (the step count then depends on the machine's load)",
     )
     ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
     ba.add_argument("--list", action="store_true", help="list the variants and exit")
     _add_judge_options(ba, "samples per variant")
-    ba.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200)")
-    ba.add_argument("--runs-dir", default="runs/ablate", help="where the runs are written")
+    ba.add_argument("--steps", type=count(), default=200, help="sampling steps (default: 200)")
+    output(ba, "--runs-dir", default="runs/ablate", help="where the runs are written")
     ba.add_argument("--force", action="store_true", help="retrain variants even when a matching finished run exists")
     ba.add_argument(
         "--rescore",

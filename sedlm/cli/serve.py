@@ -6,18 +6,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from sedlm.errors import SedlmError
+from sedlm.cli.flags import Number, count, positive
 from sedlm.serve.limits import Limits
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sedlm.serve.app import create_app
-    from sedlm.serve.server import serve_forever
+    from sedlm.serve.server import check_port, serve_forever
 
-    if not args.read_timeout > 0:
-        raise SedlmError(f"--read-timeout must be positive (got {args.read_timeout})")
-    if not 0 <= args.port <= 65535:
-        raise SedlmError(f"--port must be in 0..65535 (got {args.port})")
+    check_port(args.host, args.port)  # before the model loads
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
     app = create_app(args.ckpt, limits, device=args.device, allowed_hosts=hosts)
@@ -46,13 +43,15 @@ def add_serve_parser(sub) -> None:
         help="checkpoint folder of any model family (its sampling options form the request schema)",
     )
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    v.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    v.add_argument(
+        "--port", type=Number(int, 0, maximum=65535), default=8000, help="port; 0 picks a free one (default: 8000)"
+    )
     v.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     v.add_argument(
         "--read-timeout",
         "--header-timeout",
         dest="read_timeout",
-        type=float,
+        type=positive(),
         default=10.0,
         help="seconds a client may take to send a whole request (headers and body), on every request of a "
         "kept-alive connection, before the connection is closed (default: 10)",
@@ -64,7 +63,7 @@ def add_serve_parser(sub) -> None:
     for f in fields(Limits):
         v.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=int,
+            type=count(),
             default=f.default,
             metavar="N",
             help=f"{f.metadata['help']} (default: {f.default})",

@@ -52,11 +52,19 @@ def check_config(cfg: Config) -> Config:
             )
     for f in families:
         f.check_settings(cfg)
-    declared = {o.name for f in families for o in f.options}
-    for key in cfg.sample.options:
+    declared: dict[str, list] = {}
+    for f in families:
+        for o in f.options:
+            declared.setdefault(o.name, []).append((o, f.name))
+    for key, value in cfg.sample.options.items():
         if key not in declared:
             valid = ", ".join([*(f"sample.{k}" for k in SHARED_KEYS["sample"]), *sorted(declared)])
             raise SedlmError(f"unknown config key 'sample.{key}'; valid keys: {valid}")
+        for o, owner in declared[key]:  # every declaration of it accepts the value, whichever family runs
+            try:
+                o.check(value, f"family {owner}")
+            except SedlmError as e:
+                raise SedlmError(f"config key sample.{key}: {e}") from None
     family.resolve_options(cfg.sample, {})  # the values of its own options set in the config
     family.check_config(cfg)
     return cfg

@@ -183,7 +183,10 @@ class Family:
     def check_settings(self, cfg: Config) -> None:
         """The config section named after this family: known settings with valid values, or a clear error."""
         for key in cfg.settings.get(self.name, {}):
-            self.setting(cfg, key)
+            try:
+                self.setting(cfg, key)
+            except SedlmError as e:
+                raise SedlmError(f"config key {self.name}.{key}: {e}") from None
 
     def check_request(self, kind: str) -> None:
         if kind not in self.requests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sedlm.errors import SedlmError
 
 READ_TIMEOUT_S = 10.0
 
@@ -61,6 +64,23 @@ def read_timeout_protocol(seconds: float) -> type[H11Protocol]:
             super().connection_lost(exc)
 
     return ReadTimeout
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise SedlmError, in one line, unless ``host:port`` can be bound now (as uvicorn binds it, with
+    SO_REUSEADDR): a port another server listens on, or an address this machine does not have."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise SedlmError(f"--host '{host}' is not an address of this machine; use 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(addr)
+        except OSError as e:
+            raise SedlmError(
+                f"cannot listen on {host}:{port} ({e.strerror or e}); another server may hold it: pick another --port"
+            ) from None
 
 
 def serve_forever(

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from sedlm.config import FORMAT_VERSION, Config, from_dict
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
-from sedlm.families import upgrade_config
+from sedlm.families import check_config, upgrade_config
 
 _READY = ".ready"
 
@@ -155,15 +155,45 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
         raw = json.loads((p / "config.json").read_text())
     except json.JSONDecodeError:
         raise SedlmError(f"'{p / 'config.json'}' is not valid JSON; the checkpoint is damaged") from None
+    if not isinstance(raw, dict):
+        raise SedlmError(
+            f"'{p / 'config.json'}' holds a JSON {type(raw).__name__}, not an object of config sections; "
+            "the checkpoint is damaged"
+        )
     version = raw.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SedlmError(
+            f"'{p / 'config.json'}' has format_version {version!r}, not a number; the checkpoint is damaged"
+        )
     if version > FORMAT_VERSION:
         raise SedlmError(
             f"checkpoint format {version} is newer than this sedlm supports ({FORMAT_VERSION}); upgrade sedlm"
         )
-    config = upgrade_config(from_dict(raw), version)
+    try:
+        config = check_config(upgrade_config(from_dict(raw), version))
+    except SedlmError as e:
+        raise SedlmError(f"'{p / 'config.json'}' is not a valid config: {e}") from None
     weights = _load_weights(p / "model.safetensors")
     tokenizer = load_tokenizer(p / "tokenizer.json")
     return config, weights, tokenizer
+
+
+def check_weights_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str, fix: str) -> None:
+    """Raise SedlmError unless ``weights`` has exactly the tensors and shapes ``model`` has; the message names
+    the first difference, the weights' ``source`` and a ``fix``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [(k, tuple(weights[k].shape), tuple(v.shape)) for k, v in expected.items() if k in weights]
+    wrong = [w for w in wrong if w[1] != w[2]]
+    if wrong:
+        k, got, want = wrong[0]
+        problem = f"{k} has shape {got} where the model has {want}"
+    elif missing or unexpected:
+        problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    else:
+        return
+    raise SedlmError(f"the weights of {source} do not fit the model its config describes ({problem}); {fix}")
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,8 +15,10 @@ from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.data.shards import is_prepared
 from sedlm.data.tokenizer import TRAINED_TOKENIZERS, Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
+from sedlm.io import check_output
 from sedlm.model.embedding import bits_table, load_table, random_table
 from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer, variance_kept
+from sedlm.train.checkpoint import check_weights_fit
 from sedlm.train.embed import build_table, save_embedding
 
 
@@ -51,25 +52,15 @@ def embedding_table(
 
 def check_out(out: Path) -> None:
     """The run folder must be a folder we can create or write, checked before any work."""
-    if out.exists() and not out.is_dir():
-        raise SedlmError(f"--out '{out}' is a file; pass a folder path for the run")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    try:  # a real write, since permission bits do not tell (root, read-only mounts, /proc)
-        tempfile.TemporaryDirectory(dir=parent, prefix=".sedlm-probe-").cleanup()
-    except OSError:
-        raise SedlmError(f"--out '{out}' cannot be created ('{parent}' is not writable); pick another folder") from None
+    check_output(out, "--out")
 
 
 def load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
     """Load a checkpoint's weights into a freshly built model, or say why they do not fit."""
-    try:
-        model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in weights.items()})
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise SedlmError(
-            f"the weights of '{path}' do not fit this model ({first}); keep the checkpoint's model.* "
-            "settings when fine-tuning with --init"
-        ) from None
+    check_weights_fit(
+        model, weights, f"'{path}'", "keep the checkpoint's model.* settings when fine-tuning with --init"
+    )
+    model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in weights.items()})
 
 
 def embedding_file(path: str) -> Path:
