@@ -132,3 +132,37 @@ def test_leftover_temporary_folders_are_cleared_on_load(trained, tmp_path):
         (ckpt / name / "x").write_text("stale")
     load_checkpoint(ckpt)
     assert not list(ckpt.glob(".pending-*")) and not list(ckpt.glob(".old-*"))
+
+
+def test_every_checkpoint_carries_a_model_card_that_loading_ignores(tmp_path):
+    """README.md with Hugging Face model-card metadata, written with the checkpoint; an evaluation adds its
+    figures; a damaged card does not stop loading."""
+    import yaml
+
+    from sedlm.data.tokenizer import train_word_level
+    from sedlm.families.ar import ARModel
+    from sedlm.train.card import refresh_card
+    from sedlm.train.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = load_config(None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.vocab_size=40"])
+    cfg.family, cfg.recipe = "ar", ""
+    tok = train_word_level(["a b c d e f"] * 4, vocab_size=40)
+    weights = ARModel(cfg.model).state_dict()
+    meta = {"step": 7}
+    save_checkpoint(
+        tmp_path,
+        cfg,
+        weights,
+        tok,
+        {"model": weights, "optimizer": {"state": {}, "param_groups": []}, "rng": {}, "meta": meta},
+    )
+    text = (tmp_path / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["library_name"] == "sedlm" and "ar" in front["tags"]
+    n = sum(t.numel() for t in weights.values())
+    assert f"| parameters | {n:,}" in text and "| training steps | 7 |" in text
+    refresh_card(tmp_path, {"model": {"judge_nll": 6.25, "unigram_entropy": 4.5}, "data": {"judge_nll": 4.75}})
+    text = (tmp_path / "README.md").read_text()
+    assert "## Evaluation" in text and "| judge NLL (nats/token) | 6.25 | 4.75 |" in text
+    (tmp_path / "README.md").write_text("---\n[broken yaml")
+    assert load_checkpoint(tmp_path)[0].family == "ar"

@@ -189,3 +189,60 @@ def test_blank_rows_hold_text_then_padding_inside_the_window():
     changed = (ids2 != ids[:400]).any(1)
     assert torch.all(given2[~changed].sum(1) <= L)  # mask rows keep their tokens
     assert 0.3 < (~given2.all(1) & given2.any(1)).float().mean() < 0.7  # about half the rows are blank windows
+
+
+# --- Held-out text from any file: a contiguous tail when documents are too few --------------------------
+
+
+def test_the_tail_split_is_contiguous_cut_at_a_line_and_never_overlaps():
+    from sedlm.data.corpora import split_tail
+
+    lines = [f"line {i} of the only document, with some words" for i in range(200)]
+    text = "\n".join(lines)
+    train, val = split_tail([text], 0.1)
+    assert len(train) == 1 and len(val) == 1
+    assert text.startswith(train[0]) and text.endswith(val[0])  # train is the head, validation the tail
+    assert len(train[0]) + len(val[0]) + 1 == len(text)  # nothing lost, nothing shared (one line break between)
+    assert val[0].startswith("line ")  # cut at a line break
+    assert 0.09 <= len(val[0]) / len(text) <= 0.11
+
+
+def test_a_one_document_file_trains_with_held_out_text_and_evaluates(tmp_path, tiny_judge_dir, capsys):
+    """A book written one paragraph per line, no blank lines, is one document: training says so in one line,
+    holds out its tail, and `sedlm eval` scores that tail."""
+    import json
+
+    from conftest import TINY, make_documents
+
+    from sedlm.cli import main
+
+    book = tmp_path / "book.txt"
+    book.write_text("\n".join(" ".join(d.split()) for d in make_documents(40)))
+    out = tmp_path / "run"
+    over = [o for o in TINY if not o.startswith("data.val_fraction")]
+    assert main(["train", "--data", str(book), "--out", str(out), *over, "data.val_fraction=0.1"]) == 0
+    err = capsys.readouterr().err
+    assert sum("validation split" in line for line in err.splitlines()) == 1
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in rows)
+    code = main(["eval", "--ckpt", str(out), "--judge", str(tiny_judge_dir), "--n", "4", "--steps", "2"])
+    assert code == 0, capsys.readouterr().err
+    data_row = [r for r in json.loads((out / "eval.json").read_text())["rows"] if r["method"] == "data"][0]
+    assert data_row["n_samples"] >= 1
+    assert "## Evaluation" in (out / "README.md").read_text()  # the model card took the figures
+
+
+def test_an_impossible_split_names_a_fix_that_works(tmp_path):
+    from sedlm.config import DataConfig
+    from sedlm.data.dataset import prepare_data
+    from sedlm.errors import SedlmError
+
+    book = tmp_path / "short.txt"
+    book.write_text("\n".join(f"word{i} and another{i} here" for i in range(120)))
+    cfg = DataConfig(source=str(book), tokenizer="word", vocab_size=400, seq_len=32, val_fraction=0.01)
+    with pytest.warns(UserWarning, match="validation split"), pytest.raises(SedlmError) as err:
+        prepare_data(cfg)
+    fix = float(str(err.value).split("raise data.val_fraction to ")[1].split(",")[0])
+    cfg.val_fraction = fix
+    with pytest.warns(UserWarning, match="validation split"):
+        assert prepare_data(cfg).val is not None  # the fraction it names gives a validation row

@@ -49,11 +49,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "samples": samples,
     }
     write_atomic(out, json.dumps(result, indent=2))
+    from sedlm.train.card import refresh_card
+
+    refresh_card(args.ckpt, {"model": rows[0], "data": next((r for r in rows if r["method"] == "data"), {})})
     if args.json:
         print(json.dumps(result))
     else:
         print(markdown_table(rows))
-        print(f"wrote {out}")
+        print(f"wrote {out} and the figures into {Path(args.ckpt) / 'README.md'}")
     return 0
 
 

@@ -295,6 +295,26 @@ def split_documents(docs: list[str], val_fraction: float, seed: int = 0) -> tupl
     return train, val
 
 
+def split_tail(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Contiguous split for text with too few documents to split by document: the last ``val_fraction`` of
+    the characters, cut back to a line break (else a space), is validation; everything before it trains.
+    The two sides never overlap, and validation text never sits between training text."""
+    need = math.ceil(val_fraction * sum(len(d) for d in docs))
+    train, val = list(docs), []
+    while need > 0 and train:
+        last = train.pop()
+        if len(last) <= need:
+            val.insert(0, last)
+            need -= len(last)
+            continue
+        cut = len(last) - need
+        at = max(last.rfind("\n", 0, cut), 0) or max(last.rfind(" ", 0, cut), 0) or cut
+        train.append(last[:at].rstrip())
+        val.insert(0, last[at:].strip())
+        need = 0
+    return [d for d in train if d.strip()], [d for d in val if d.strip()]
+
+
 def corpus_stats(docs: list[str]) -> dict[str, int]:
     return {"documents": len(docs), "words": sum(len(d.split()) for d in docs), "chars": sum(len(d) for d in docs)}
 

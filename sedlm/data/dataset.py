@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 
 from sedlm.config import DataConfig
-from sedlm.data.corpora import load_documents, load_pairs, split_documents
+from sedlm.data.corpora import load_documents, load_pairs, split_documents, split_tail
 from sedlm.data.packing import PackedRows, pack_pairs, pack_rows, tokenize_documents
 from sedlm.data.shards import is_prepared, load_prepared
 from sedlm.data.tokenizer import Tokenizer, make_tokenizer
@@ -44,18 +46,49 @@ def prepare_data(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Prepare
         return _prepare_pairs(cfg, tokenizer)
     docs = load_documents(cfg.source)
     train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
+    if cfg.val_fraction > 0 and not val_docs:  # one document (a book with no blank lines): its tail
+        train_docs, val_docs = _tail_split(docs, cfg)
     train_docs = _truncate(train_docs, cfg.max_chars)
     if tokenizer is None:
         tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocab_size, train_docs)
-    train = PackedRows(
-        pack_rows(tokenize_documents(tokenizer, train_docs), cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction
-    )
-    val = None
-    if val_docs:
-        val_ids = tokenize_documents(tokenizer, val_docs)
-        if len(val_ids) >= cfg.seq_len:
-            val = PackedRows(pack_rows(val_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
+    val = _val_rows(tokenizer, val_docs, cfg)
+    if cfg.val_fraction > 0 and val is None and len(docs) > 1:  # the held-out documents are too short
+        train_docs, val_docs = _tail_split(docs, cfg)
+        train_docs = _truncate(train_docs, cfg.max_chars)
+        val = _val_rows(tokenizer, val_docs, cfg)
+    train_ids = tokenize_documents(tokenizer, train_docs)
+    if cfg.val_fraction > 0 and val is None:
+        have = len(train_ids) + len(tokenize_documents(tokenizer, val_docs))
+        fix = (
+            f"raise data.val_fraction to {min(0.5, math.ceil(100 * 1.5 * cfg.seq_len / max(have, 1)) / 100):g}"
+            if 3 * cfg.seq_len <= have
+            else "lower data.seq_len"
+        )
+        raise SedlmError(
+            f"data.val_fraction={cfg.val_fraction:g} holds out fewer than data.seq_len={cfg.seq_len} of the text's "
+            f"{have:,} tokens, so there is no validation row; {fix}, or set data.val_fraction=0 to train without one"
+        )
+    train = PackedRows(pack_rows(train_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
     return PreparedData(tokenizer, train, val, train_docs, val_docs)
+
+
+def _tail_split(docs: list[str], cfg: DataConfig) -> tuple[list[str], list[str]]:
+    train, val = split_tail(docs, cfg.val_fraction)
+    warnings.warn(
+        f"{len(docs)} document(s) are too few to hold some out whole: the last {cfg.val_fraction:.0%} of the "
+        "text (from a line break) is the validation split, all text before it trains",
+        stacklevel=3,
+    )
+    return train, val
+
+
+def _val_rows(tokenizer: Tokenizer, val_docs: list[str], cfg: DataConfig) -> PackedRows | None:
+    if not val_docs:
+        return None
+    val_ids = tokenize_documents(tokenizer, val_docs)
+    if len(val_ids) < cfg.seq_len:
+        return None
+    return PackedRows(pack_rows(val_ids, cfg.seq_len), tokenizer.pad_id, cfg.pad_fraction)
 
 
 def _load_shards(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:

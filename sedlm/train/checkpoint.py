@@ -1,6 +1,7 @@
 """Checkpoint folders, written atomically and read without pickle.
 
     config.json           the resolved config, with format_version
+    README.md             the model card (sedlm.train.card); loading ignores it
     model.safetensors     EMA weights, for inference
     tokenizer.json
     training_state/       model.safetensors (raw weights), optimizer.safetensors + optimizer.json,
@@ -28,6 +29,7 @@ from sedlm.config import FORMAT_VERSION, Config, from_dict
 from sedlm.data.tokenizer import Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families import check_config, upgrade_config
+from sedlm.train.card import CARD, count_weights, model_card
 
 _READY = ".ready"
 
@@ -78,6 +80,8 @@ def save_checkpoint(
         cfg = config.to_dict()
         cfg["format_version"] = FORMAT_VERSION
         _write_json(pending / "config.json", cfg)
+        steps = (training_state or {}).get("meta", {}).get("step")
+        (pending / CARD).write_text(model_card(config, count_weights(weights), steps, tokenizer.vocab_size))
         save_file(_state_to_cpu(weights), str(pending / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(pending / "tokenizer.json")
         if training_state is not None:
