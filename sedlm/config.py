@@ -145,6 +145,13 @@ class TrainConfig:
     strategy: str = "ddp"  # several processes: "ddp" (replicated model) or "fsdp" (sharded, for large models)
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16", "fp32"
     compile: bool = False  # torch.compile the model for training
+    # experiment trackers, comma-separated, through Accelerate (metrics.jsonl is always written): "none",
+    # tensorboard (event files in <out>/sedlm; extra sedlm[trackers]), wandb, mlflow, comet_ml, aim,
+    # clearml, dvclive (each needs its own package and account)
+    report_to: str = "none"
+
+
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
 @dataclass
@@ -469,6 +476,11 @@ def validate(cfg: Config) -> None:
         v = getattr(getattr(cfg, section), key)
         if v not in valid:
             raise SedlmError(f"{section}.{key}={v!r} is not valid; choose one of: {', '.join(valid)}")
+    for tracker in cfg.train.report_to.split(","):
+        if tracker.strip() not in TRACKERS:
+            raise SedlmError(
+                f"train.report_to names '{tracker.strip()}'; choose from {', '.join(TRACKERS)} (comma-separated)"
+            )
     m = cfg.model
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
         raise SedlmError(

@@ -166,3 +166,36 @@ def test_every_checkpoint_carries_a_model_card_that_loading_ignores(tmp_path):
     assert "## Evaluation" in text and "| judge NLL (nats/token) | 6.25 | 4.75 |" in text
     (tmp_path / "README.md").write_text("---\n[broken yaml")
     assert load_checkpoint(tmp_path)[0].family == "ar"
+
+
+def _event_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of the TensorBoard event files under ``folder``: each record is a length (uint64), its CRC,
+    an Event protobuf and its CRC."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + n])
+            at += 12 + n + 4
+            for v in event.summary.value:
+                found.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return found
+
+
+def test_training_reports_to_tensorboard_and_keeps_metrics_jsonl(tmp_path, tiny_overrides):
+    from sedlm.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *tiny_overrides, "train.max_steps=4", "train.report_to=tensorboard"]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars = _event_scalars(out / "sedlm")
+    assert [s for s, _ in scalars["loss"]] == [r["step"] for r in rows]
+    assert [v for _, v in scalars["loss"]] == pytest.approx([r["loss"] for r in rows], rel=1e-5)
+    assert "val_loss" in scalars
+    with pytest.raises(SedlmError, match="train.report_to"):
+        load_config(None, ["train.report_to=tensorbored"])

@@ -33,15 +33,41 @@ from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
 
 
-def make_accelerator(cfg: Config):
-    """An ``Accelerator`` for ``train.device`` and ``train.precision`` (bf16 autocast only on CUDA)."""
+def trackers(cfg: Config) -> list[str]:
+    """The experiment trackers ``train.report_to`` names (none: an empty list)."""
+    return [t.strip() for t in cfg.train.report_to.split(",") if t.strip() and t.strip() != "none"]
+
+
+def make_accelerator(cfg: Config, project_dir: str | None = None):
+    """An ``Accelerator`` for ``train.device`` and ``train.precision`` (bf16 autocast only on CUDA), logging to
+    the trackers of ``train.report_to`` (files under ``project_dir``); a tracker whose package is missing is an
+    error naming what to install."""
     from accelerate import Accelerator
+    from accelerate.utils import is_tensorboard_available
 
     kind = resolve_device(cfg.train.device).type
     if cfg.train.precision == "bf16" and kind != "cuda":
         raise SedlmError("train.precision=bf16 needs a CUDA device; CPU runs use fp32 (train.precision=auto)")
     bf16 = kind == "cuda" and cfg.train.precision != "fp32" and torch.cuda.is_bf16_supported()
-    return Accelerator(cpu=kind == "cpu", mixed_precision="bf16" if bf16 else "no")
+    log_with = trackers(cfg)
+    if "tensorboard" in log_with and not is_tensorboard_available():
+        raise SedlmError("train.report_to=tensorboard needs TensorBoard: pip install 'sedlm[trackers]' (tensorboardX)")
+    return Accelerator(
+        cpu=kind == "cpu",
+        mixed_precision="bf16" if bf16 else "no",
+        log_with=log_with or None,
+        project_dir=project_dir,
+    )
+
+
+def tracker_config(cfg: Config) -> dict[str, Any]:
+    """The config as flat ``section.key`` scalars, the shape trackers' hyperparameter tables take."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg.to_dict().items():
+        for key, v in value.items() if isinstance(value, dict) else [("", value)]:
+            name = f"{section}.{key}" if key else section
+            flat[name] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return flat
 
 
 def micro_batches(cfg: Config, world: int) -> tuple[int, int]:

@@ -41,6 +41,8 @@ from sedlm.train.distributed import (
     micro_batches,
     optimizer_state,
     shard_like,
+    tracker_config,
+    trackers,
     wrap_model,
 )
 from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
@@ -223,7 +225,9 @@ def train(
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
     if not resume and is_checkpoint(out):
         raise SedlmError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out")
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, project_dir=str(out))
+    if trackers(cfg):
+        accelerator.init_trackers("sedlm", config=tracker_config(cfg))  # TensorBoard's event files: <out>/sedlm
     device, main, world, rank = (
         accelerator.device,
         accelerator.is_main_process,
@@ -379,6 +383,9 @@ def train(
                 if main:
                     mlog.write(json.dumps(row) + "\n")
                     mlog.flush()
+                if trackers(cfg):
+                    numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+                    accelerator.log(numbers, step=step)
                 history.append(row)
                 bar.set_postfix(
                     loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}", **({"val": f"{val_loss:.3f}"} if val_loss else {})
@@ -389,6 +396,8 @@ def train(
                 interrupted = stop_asked
                 break
     bar.close()
+    if trackers(cfg):
+        accelerator.end_training()
     accelerator.free_memory()
     elapsed = elapsed_before + time.perf_counter() - t0
     if interrupted:
