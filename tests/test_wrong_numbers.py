@@ -69,7 +69,7 @@ def test_every_numeric_config_key_has_a_declared_range():
 def _outside(number: Number) -> st.SearchStrategy[str]:
     """Text that ``number`` must refuse: below its minimum, at an open bound, above its maximum, not finite,
     or not a number at all."""
-    wrong: list[st.SearchStrategy[str]] = [st.sampled_from(["abc", "", "1x", "-", "0x10"])]
+    wrong: list[st.SearchStrategy[str]] = [st.sampled_from(["abc", "", "1x", "-", "--", "0x10"])]
     if number.kind is int:
         wrong.append(st.sampled_from(["1.5", "1e3"]))
     else:
@@ -116,7 +116,7 @@ def test_a_wrong_number_for_any_flag_is_refused_before_any_work(data, in_tmp, ca
     words, flag, number = data.draw(st.sampled_from(NUMERIC_FLAGS), label="flag")
     value = data.draw(_outside(number), label="value")
     err = _run_refused([*words, f"{flag}={value}"], capsys)
-    assert flag in err
+    assert flag in err or value == "--" and "required" in err  # argparse reports a missing --ckpt first then
     assert list(in_tmp.iterdir()) == []
 
 

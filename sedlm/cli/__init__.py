@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 from sedlm.cli.eval import add_eval_and_bench_parsers
-from sedlm.cli.flags import Number, add_option_flags, check_outputs, count, options_from_args, output, positive, seed
+from sedlm.cli.flags import (
+    Number,
+    add_option_flags,
+    check_outputs,
+    count,
+    options_from_args,
+    output,
+    positive,
+    seed,
+    unparsed_number,
+)
 from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
 from sedlm.errors import SedlmError
 
@@ -427,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if flag := unparsed_number(parser, args):  # argparse hands `--flag=--` over as a list, past the type
+        parser.error(f"argument {flag}: expects a number")
     import warnings
 
     default_show = warnings.showwarning

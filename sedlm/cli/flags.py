@@ -69,6 +69,20 @@ def check_outputs(args: argparse.Namespace) -> None:
             check_output(getattr(args, dest), flag, kind)
 
 
+def unparsed_number(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The flag of a ``Number`` option whose value never went through its type (argparse passes the value
+    ``--`` on as a list), if any."""
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+            elif isinstance(a.type, Number) and isinstance(getattr(args, a.dest, None), list):
+                return a.option_strings[0]
+    return None
+
+
 def count(minimum: int = 1) -> Number:
     """A whole number of things (samples, steps, rows): at least ``minimum``."""
     return Number(int, minimum)
