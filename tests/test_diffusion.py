@@ -10,7 +10,6 @@ from sedlm.families import load_config
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.samplers import SAMPLERS, get_sampler, nfe
 
-
 # Where each schedule starts: clean, except CDCD's variance-exploding range, which stops at sigma_min = 1
 # (abar = 1 / (1 + 1^2)) and leaves the last step to the model's readout.
 CLEAN_END = {name: 0.99 for name in SCHEDULES} | {"ve": 0.5}
