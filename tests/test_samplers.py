@@ -247,6 +247,15 @@ def test_the_step_takes_eps_at_the_shifted_time_and_clips_x0_as_analog_bits_alg_
     assert torch.allclose(out, torch.full_like(out, 3.0))
 
 
+def test_a_clip_beyond_the_float_range_is_no_clip():
+    """x0_clip is declared with a minimum only, so a request may send 1e300: it clips nothing (it used to
+    overflow float32 inside clamp)."""
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    ab, ts = get_schedule("cosine"), time_grid(4)
+    run = lambda c: get_sampler("ddim")(lambda z, t, sc: 2 * z, x, ts, alpha_bar=ab, x0_clip=c)  # noqa: E731
+    assert torch.equal(run(1e300), run(0.0))
+
+
 @pytest.mark.parametrize("mode", ["off", "both"])
 def test_sampling_feeds_self_conditioning_only_to_models_trained_with_it(mode, tmp_path, corpus_file):
     """A model trained with diffusion.self_cond=off never saw a non-zero estimate in that input (its weights

@@ -50,12 +50,13 @@ def _step_loop(
     t_eval = (ts + time_delta * widths).clamp(max=1.0).to(x.device)
     ab_eval = alpha_bar(t_eval).clamp(0.0, 1.0)
     D = SelfConditioning(denoise_fn, self_condition)
+    clip = min(x0_clip, torch.finfo(x.dtype).max)  # any bound past the dtype's range is no bound at all
     for i in range(len(ts) - 1):
         x0_hat = D(x, t_eval[i].expand(B))
         if i == len(ts) - 2:
             x = x0_hat
         else:
-            x = update(x, x0_hat.clamp(-x0_clip, x0_clip) if x0_clip > 0 else x0_hat, ab_eval[i], abars[i + 1])
+            x = update(x, x0_hat.clamp(-clip, clip) if clip > 0 else x0_hat, ab_eval[i], abars[i + 1])
         if callback is not None:
             callback({"i": i, "t": ts[i], "x": x, "x0_hat": x0_hat})
     return x
