@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from sedlm.config import SEED_MAX, Config
+from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.families.base import Family, Request, request_kind
+from sedlm.ranges import SEED_MAX
 from sedlm.sampling.core import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import check_weights_fit, load_checkpoint, save_checkpoint

@@ -10,10 +10,10 @@ import argparse
 import math
 from typing import Any
 
-from sedlm.config import SEED_MAX
 from sedlm.families import all_families
 from sedlm.io import check_output
 from sedlm.options import Option
+from sedlm.ranges import SEED_MAX
 
 
 class Number:

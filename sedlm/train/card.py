@@ -5,13 +5,14 @@ tokenizer, parameters, steps) and, once ``sedlm eval`` has run, what was measure
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from safetensors import safe_open
 
-from sedlm.config import Config
+from sedlm.config import Config, from_dict
 from sedlm.data.tokenizer import load_tokenizer
 from sedlm.families import FAMILIES, get_family
 from sedlm.io import write_atomic
@@ -99,19 +100,10 @@ def count_weights(weights: dict[str, Any]) -> int:
 def refresh_card(folder: str | Path, evaluation: dict[str, Any] | None = None) -> None:
     """Rewrite a checkpoint folder's card (atomically) from its files, with an evaluation when given."""
     folder = Path(folder)
-    from sedlm.config import from_dict
-
     config = from_dict(json.loads((folder / "config.json").read_text()))
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        n_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     state = folder / "training_state" / "state.json"
     steps = json.loads(state.read_text()).get("step") if state.is_file() else None
     vocab = load_tokenizer(folder / "tokenizer.json").vocab_size
     write_atomic(folder / CARD, model_card(config, n_params, steps, vocab, evaluation))
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

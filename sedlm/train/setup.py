@@ -15,7 +15,6 @@ from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.data.shards import is_prepared
 from sedlm.data.tokenizer import TRAINED_TOKENIZERS, Tokenizer, load_tokenizer
 from sedlm.errors import SedlmError
-from sedlm.io import check_output
 from sedlm.model.embedding import bits_table, load_table, random_table
 from sedlm.model.pretrained_table import pretrained_table, pretrained_tokenizer, variance_kept
 from sedlm.train.checkpoint import check_weights_fit
@@ -48,11 +47,6 @@ def embedding_table(
     table = build_table(cfg.embed, data.train, data.tokenizer, De, device, progress, log)
     save_embedding(out / "embeddings.safetensors", table)
     return table
-
-
-def check_out(out: Path) -> None:
-    """The run folder must be a folder we can create or write, checked before any work."""
-    check_output(out, "--out")
 
 
 def load_initial(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -30,6 +30,7 @@ from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families import check_config, get_family
 from sedlm.families.base import Family
+from sedlm.io import check_output
 from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
 from sedlm.train.checkpoint import is_checkpoint, load_checkpoint, load_training_state, save_checkpoint
@@ -47,7 +48,6 @@ from sedlm.train.distributed import (
 )
 from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
 from sedlm.train.setup import (
-    check_out,
     load_initial,
     prepare_on_main_first,
     table_on_main_first,
@@ -220,13 +220,14 @@ def train(
     and writes files."""
     out = Path(out)
     check_config(cfg)
-    check_out(out)
+    check_output(out, "--out")
     if resume and not is_checkpoint(out):
         raise SedlmError(f"--resume given but '{out}' holds no checkpoint; drop --resume to start a new run")
     if not resume and is_checkpoint(out):
         raise SedlmError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out")
     accelerator = make_accelerator(cfg, project_dir=str(out))
-    if trackers(cfg):
+    reporting = bool(trackers(cfg))
+    if reporting:
         accelerator.init_trackers("sedlm", config=tracker_config(cfg))  # TensorBoard's event files: <out>/sedlm
     device, main, world, rank = (
         accelerator.device,
@@ -383,7 +384,7 @@ def train(
                 if main:
                     mlog.write(json.dumps(row) + "\n")
                     mlog.flush()
-                if trackers(cfg):
+                if reporting:
                     numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
                     accelerator.log(numbers, step=step)
                 history.append(row)
@@ -396,7 +397,7 @@ def train(
                 interrupted = stop_asked
                 break
     bar.close()
-    if trackers(cfg):
+    if reporting:
         accelerator.end_training()
     accelerator.free_memory()
     elapsed = elapsed_before + time.perf_counter() - t0
