@@ -382,7 +382,7 @@ def seq2seq(args) -> list[dict]:
     if not pairs_path.is_file():
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
         pairs_path.write_text("\n".join(json.dumps(p) for p in next_line_pairs(args.corpus)))
-    common = [f"train.max_minutes={args.train_minutes}", f"train.max_steps={args.train_steps}", *args.overrides]
+    common = [f"train.max_steps={args.train_steps}", *args.overrides]
     _train_seq2seq(sed_run, pairs_path, common, "sed")
     _train_seq2seq(ar_run, pairs_path, common, "ar", match=sed_run)
     sed, ar = load_pretrained(sed_run), load_pretrained(ar_run)
@@ -442,12 +442,6 @@ def main() -> int:
         type=int,
         default=1500,
         help="seq2seq: SED's training budget in optimiser steps (AR gets its steps)",
-    )
-    p.add_argument(
-        "--train-minutes",
-        type=float,
-        default=0.0,
-        help="seq2seq: also stop SED at this many minutes (0, the default: the step budget alone, as results need)",
     )
     p.add_argument("--name", default=None, help="results file name (default per task)")
     p.add_argument("overrides", nargs="*", help="seq2seq: extra section.key=value overrides for both models")
