@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "infill",
     "distill",
     "serve",
+    "lm-eval",
     "eval",
     "bench",
 ]

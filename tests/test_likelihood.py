@@ -237,3 +237,107 @@ def test_the_spindle_figure_is_labelled_an_objective_not_a_bound():
     fam = get_family("mdlm")
     assert fam.likelihood_kind(load_config(None, ["mdlm.mask_schedule=linear"])) == "bound"
     assert "not a bound" in fam.likelihood_kind(load_config(None, ["mdlm.mask_schedule=spindle"]))
+
+
+# --- Conditional figures: the other tokens given some (lm-evaluation-harness loglikelihood) ---------------
+
+
+class _CopyGiven(torch.nn.Module):
+    """An MDLM predictor for rows of one repeated token: wherever a row shows a token, every masked position
+    predicts it with probability 1 - eps (the rest spread evenly); a fully masked row predicts uniformly.
+    -log p(others | one shown) is then -log(1 - eps) per token exactly. (B, L) -> (B, L, V)"""
+
+    def __init__(self, V: int, mask_id: int, eps: float = 0.01):
+        super().__init__()
+        self.V, self.mask_id, self.eps = V, mask_id, eps
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, L = z.shape
+        shown = z != self.mask_id
+        first = torch.where(shown, z, torch.zeros_like(z)).max(-1).values  # (B,) the shown token (rows are constant)
+        probs = torch.full((B, L, self.V), self.eps / (self.V - 2))
+        probs.scatter_(-1, first[:, None, None].expand(B, L, 1), 1 - self.eps)
+        probs[~shown.any(-1)] = 1.0 / (self.V - 1)
+        probs[..., self.mask_id] = 0.0
+        return probs.log()
+
+
+def test_mdlm_conditional_bound_reads_the_given_tokens_and_counts_only_the_others():
+    """Rows of one repeated token with its first position given: the NELBO of the others is -log(1 - eps)
+    per token in expectation (E[masked * m'/m] = 1 per position, and the given token is always shown). A
+    bound that masked the given token too would pay log V whenever the whole row is masked."""
+    from sedlm.config import Config
+    from sedlm.families import get_family
+
+    V, L, rows, eps = 12, 16, 128, 0.01
+    tok = type("Tok", (), {"eos_id": 0, "pad_id": 1, "mask_id": V - 1})()
+    ids = torch.randint(2, V - 1, (rows, 1), generator=torch.Generator().manual_seed(0)).expand(rows, L).clone()
+    given = torch.zeros(rows, L, dtype=torch.bool)
+    given[:, 0] = True
+    model = _CopyGiven(V, tok.mask_id, eps)
+    cond = get_family("mdlm").nll_bound(model, ids, Config(), torch.Generator().manual_seed(1), tok, given=given)
+    se = cond.std().item() / rows**0.5
+    assert abs(cond.mean().item() - (-math.log(1 - eps))) < 4 * se + 1e-3, (cond.mean().item(), se)
+    free = get_family("mdlm").nll_bound(model, ids, Config(), torch.Generator().manual_seed(1), tok)
+    assert free.mean() > cond.mean() + 0.05  # nothing given: fully masked rows cost log(V - 1)
+
+
+def test_ar_conditional_figure_is_the_chain_rule_share_of_the_row():
+    """AR: -log p(continuation | context) is the sum of the continuation tokens' own terms, exactly."""
+    from sedlm.config import Config
+    from sedlm.families import get_family
+
+    logits, ids, _, tok = _unigram_case()
+    given = torch.zeros_like(ids, dtype=torch.bool)
+    given[:, :5] = True
+    got = get_family("ar").nll_bound(_UnigramLogits(logits), ids, Config(), torch.Generator(), tok, given=given)
+    want = -torch.log_softmax(logits, -1)[ids[:, 5:]].mean(-1)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+class _ConstantDenoiser(torch.nn.Module):
+    """An SED denoiser whose estimate ignores its inputs (the same logits everywhere); records what
+    conditioning it was given."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.embedding = torch.nn.Embedding.from_pretrained(table)
+        self.logits = torch.nn.Parameter(torch.randn(table.shape[0], generator=torch.Generator().manual_seed(3)))
+        self.position_knots = None
+        self.seen: list[tuple] = []
+
+    def embed(self, ids):
+        return self.embedding(ids)
+
+    def forward(self, z, t, self_cond=None, cond=None, cond_mask=None):
+        self.seen.append((cond, cond_mask))
+        logits = self.logits.expand(*z.shape[:2], -1)
+        return torch.softmax(logits, -1) @ self.embedding.weight, logits
+
+
+def test_sed_conditional_bound_counts_only_the_other_positions_and_conditions_on_the_given():
+    """With an estimate that ignores z, every position of a row of one repeated token costs the same in
+    each term, so the bound per scored token with some positions given equals the whole row's per token;
+    a term that still counted given positions (or a held estimate left out) would break the equality.
+    Every network call sees the given positions' clean embeddings and mask."""
+    from sedlm.diffusion.likelihood import embedding_vlb
+    from sedlm.diffusion.schedules import get_schedule
+
+    V, D, L = 10, 8, 12
+    table = torch.randn(V, D, generator=torch.Generator().manual_seed(0))
+    ids = torch.full((4, L), 3)
+    given = torch.zeros(4, L, dtype=torch.bool)
+    given[:, :4] = True
+    sched = get_schedule("cosine", 0.0)
+    model = _ConstantDenoiser(table)
+    kw = {"self_condition": False, "posterior_from": math.inf}  # no likelihood readout: x_hat ignores z
+    whole = embedding_vlb(model, ids, sched, torch.Generator().manual_seed(1), **kw)
+    model.seen.clear()
+    cond = embedding_vlb(model, ids, sched, torch.Generator().manual_seed(1), given=given, **kw)
+    for k in ("reconstruction", "prior"):
+        assert torch.allclose(cond[k] / (L - 4), whole[k] / L, rtol=1e-9), k
+    # the diffusion term: a held estimate is exact at given positions, so only the others add to it
+    assert torch.allclose(cond["diffusion"] / (L - 4), whole["diffusion"] / L, rtol=1e-6)
+    assert model.seen and all(torch.equal(m.bool(), given) for _, m in model.seen)
+    assert all(torch.allclose(c, table[ids] * given[..., None]) for c, _ in model.seen)

@@ -20,6 +20,7 @@ from sedlm.cli.flags import (
     seed,
     unparsed_number,
 )
+from sedlm.cli.lm_eval import add_lm_eval_parser, run_lm_eval
 from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
 from sedlm.errors import SedlmError
 
@@ -399,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--save-rounds", action="store_true", help="progressive: keep each round's student in OUT/round-N")
     d.set_defaults(func=cmd_distill)
     add_serve_parser(sub)
+    add_lm_eval_parser(sub)
     add_eval_and_bench_parsers(sub)
     return p
 
@@ -431,6 +433,13 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm_eval's own command line parses the rest
+        try:
+            return run_lm_eval(argv[1:])
+        except SedlmError as e:
+            print(f"sedlm lm-eval: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     add_threads_flag(parser)
     args = parser.parse_args(argv)

@@ -37,7 +37,8 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def diffusion_term(
     denoise: Denoise, x: torch.Tensor, lam_min: float, lam_max: float, points: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """1/2 int e^lam ||x - x_hat(z_lam)||^2 dlam per row, summed over positions and dimensions. x (B, L, D) -> (B,)"""
+    """1/2 int e^lam ||x - x_hat(z_lam)||^2 dlam per row, summed over positions and dimensions. x (B, L, D) -> (B,)
+    (a denoiser that returns given positions exactly adds nothing there)"""
     B = x.shape[0]
     width = lam_max - lam_min
     r = torch.rand(B, generator=generator, device=x.device, dtype=torch.float64)  # (B,) the lattice's shift
@@ -49,12 +50,13 @@ def diffusion_term(
     return total * width / points
 
 
-def prior_term(x: torch.Tensor, lam_min: float) -> torch.Tensor:
+def prior_term(x: torch.Tensor, lam_min: float, scored: torch.Tensor | None = None) -> torch.Tensor:
     """KL(N(alpha x, sigma^2 I) || N(0, I)) per row at lam_min, alpha^2 = sigmoid(lam), sigma^2 = sigmoid(-lam):
-    1/2 sum (alpha^2 x^2 + sigma^2 - 1 - log sigma^2). x (B, L, D) -> (B,)"""
+    1/2 sum (alpha^2 x^2 + sigma^2 - 1 - log sigma^2), over the ``scored`` positions (B, L) when given.
+    x (B, L, D) -> (B,)"""
     a2, s2 = 1 / (1 + math.exp(-lam_min)), 1 / (1 + math.exp(lam_min))
-    per_dim = 0.5 * (a2 * x.double().pow(2) + s2 - 1 - math.log(s2))
-    return per_dim.sum((1, 2))
+    per_pos = (0.5 * (a2 * x.double().pow(2) + s2 - 1 - math.log(s2))).sum(-1)  # (B, L)
+    return (per_pos if scored is None else per_pos * scored).sum(1)
 
 
 def noisy(x: torch.Tensor, lam: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -92,9 +94,15 @@ def embedding_vlb(
     points: int = 32,
     self_condition: bool = True,
     posterior_from: float = 0.0,
+    given: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The three terms of the bound for each row of ``ids`` (B, L) under an SED denoiser, in nats per row:
     {"reconstruction", "diffusion", "prior", "total"}, each (B,).
+
+    ``given`` (B, L) bool makes it a bound on -log p(the other tokens | the given ones): the given tokens
+    condition the network as in training and sampling (clean embeddings and mask, estimates held at them),
+    their latents follow the forward process from their own embedding, and only the other positions are
+    counted in each term; a held estimate adds nothing to the diffusion term there.
 
     The model is called at the time t with abar_t = sigmoid(lam) (both self-conditioning passes when
     ``self_condition``, the second fed the first's estimate, as when sampling), and x_hat is the embedding
@@ -112,22 +120,30 @@ def embedding_vlb(
     x = model.embed(ids).float()  # (B, L, D)
     E = model.embedding.weight.float()
     lam_min, lam_max = log_snr_range(schedule, sigma0)
+    held = None if given is None else given.bool()[..., None]  # (B, L, 1)
+    cond = None if held is None else x * held  # (B, L, D) clean embeddings of the given positions
+    mask = None if given is None else given.float()  # (B, L)
+
+    def hold(x0: torch.Tensor) -> torch.Tensor:
+        return x0 if held is None else torch.where(held, x, x0)
 
     def token_logits(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         t = time_of(schedule, torch.sigmoid(lam.double())).to(z.dtype)  # (B,)
-        first, logits = model(z, t, torch.zeros_like(z))
+        first, logits = model(z, t, torch.zeros_like(z), cond, mask)
         if self_condition:
-            logits = model(z, t, first)[1]
+            logits = model(z, t, hold(first), cond, mask)[1]
         logits = logits.float()  # (B, L, V)
         late = (lam >= posterior_from)[:, None, None]
         return torch.where(late, logits + likelihood_logits(model, z, lam), logits) if late.any() else logits
 
     def estimate(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(token_logits(z, lam), -1) @ E
+        return hold(torch.softmax(token_logits(z, lam), -1) @ E)
 
+    scored = None if given is None else (~given.bool()).double()  # (B, L)
     diffusion = diffusion_term(estimate, x, lam_min, lam_max, points, generator)
     z_max = noisy(x, lam_max, generator)
     logits = token_logits(z_max, torch.full((len(ids),), lam_max, device=x.device))
-    recon = token_nll(logits.double(), ids).sum(1)
-    prior = prior_term(x, lam_min)
+    recon_pos = token_nll(logits.double(), ids)  # (B, L)
+    recon = (recon_pos if scored is None else recon_pos * scored).sum(1)
+    prior = prior_term(x, lam_min, scored)
     return {"reconstruction": recon, "diffusion": diffusion, "prior": prior, "total": recon + diffusion + prior}

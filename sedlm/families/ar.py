@@ -22,7 +22,7 @@ from torch import nn
 from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.families.base import Callback, Family, Loss, Request, scored_count
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
@@ -149,14 +149,39 @@ class ARFamily(Family):
         return ar_loss(model, ids)
 
     def nll_bound(
-        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Exact -log p(row) per token (nats), every one of the L tokens counted: the row is read after
         its start token, as training and generation see it, so the first token is paid for like the others
-        (the diffusion families' bounds cover all L tokens too)."""
+        (the diffusion families' bounds cover all L tokens too). With ``given``, only the other tokens are
+        counted, each read after everything before it: exact -log p(scored | given) when the given tokens
+        come first (a context); given tokens after the scored ones are not read."""
         start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
         logits = model(torch.cat([start, ids[:, :-1]], dim=1)).float()  # (B, L, V)
-        return token_nll(logits, ids).mean(-1)
+        nll = token_nll(logits, ids)  # (B, L)
+        if given is None:
+            return nll.mean(-1)
+        return (nll * ~given.bool()).sum(-1) / scored_count(ids, given)
+
+    def greedy(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        given: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+    ) -> torch.Tensor:
+        """Greedy decoding would write the scored tokens: each is the argmax after the tokens before it."""
+        start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
+        best = model(torch.cat([start, ids[:, :-1]], dim=1)).argmax(-1)  # (B, L)
+        return ((best == ids) | given.bool()).all(-1)
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A ``layout`` gives one prefix per row (a prompt or a seq2seq source): the model continues

@@ -122,10 +122,30 @@ class Family:
         return self.loss(model, ids, cfg, generator, tokenizer, given)
 
     def nll_bound(
-        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one."""
+        """Per-row bound on (or exact) -log p(ids) in nats/token, where the family has one. ``given`` (B, L)
+        bool: of -log p(the other tokens | the given ones), per scored (not given) token."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
+
+    def greedy(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        given: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+    ) -> torch.Tensor | None:
+        """(B,) bool: whether every token not ``given`` (B, L) is the model's single most likely choice there,
+        where the family defines one (None: it does not)."""
+        return None
 
     def likelihood_kind(self, cfg: Config) -> str:
         """What ``nll_bound`` returns for a model with config ``cfg``: ``nll_kind`` unless a setting changes it."""
@@ -226,6 +246,11 @@ def request_kind(layout: Layout | None, src: bool = False) -> str:
     k = given.sum(-1)  # (rows,)
     prefix = torch.arange(given.shape[-1], device=given.device)[None] < k[:, None]
     return "prompt" if bool((given == prefix).all()) and not bool(layout.no_pad.any()) else "infill"
+
+
+def scored_count(ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | int:
+    """Tokens per row a conditional likelihood counts: those not ``given`` (B,), else the row length."""
+    return ids.shape[1] if given is None else (~given.bool()).sum(1).clamp(min=1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -115,9 +115,12 @@ def mdlm_loss(
     eps: float = 1e-3,
     *,
     spindle_lambda: float | None = None,
+    given: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """NELBO in nats per token on one batch (module docstring; ``spindle_lambda`` None: the model's).
-    Times are drawn on [eps, 1]; under the spindle that drops a bias of about m(eps) - eps."""
+    Times are drawn on [eps, 1]; under the spindle that drops a bias of about m(eps) - eps. ``given``
+    (B, L) bool: those tokens are never masked and not counted, so the figure is the NELBO of the
+    others given them (the same process on the scored positions, conditioned on the rest), per scored token."""
     B, L = ids.shape
     lam, info = _schedule(model, spindle_lambda)
     # Antithetic (stratified) times reduce the variance of the 1/t-weighted estimate.
@@ -126,11 +129,14 @@ def mdlm_loss(
     h = info.float()[ids] if info is not None else torch.zeros((), device=ids.device)  # (B, L)
     m, dm = mask_rate(t[:, None], h, lam)  # (B, L) each
     masked = torch.rand(ids.shape, generator=generator, device=ids.device) < m
+    if given is not None:
+        masked = masked & ~given.bool()
     z = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
     logits = model(z)
     ce = token_nll(logits.float(), ids)  # (B, L)
     # Weight m'/m; a masked position has m > 0, the clamp only keeps 0 * weight finite where m = 0.
-    nelbo = (ce * masked * dm / m.clamp(min=torch.finfo(m.dtype).tiny)).sum() / (B * L)
+    scored = B * L if given is None else (~given.bool()).sum().clamp(min=1)
+    nelbo = (ce * masked * dm / m.clamp(min=torch.finfo(m.dtype).tiny)).sum() / scored
     with torch.no_grad():
         acc = ((logits.argmax(-1) == ids) & masked).sum() / masked.sum().clamp(min=1)
     return nelbo, {"ce": ((ce * masked).sum() / masked.sum().clamp(min=1)).detach(), "acc": acc}
@@ -269,16 +275,44 @@ class MDLMFamily(Family):
         return mdlm_loss(model, ids, generator, spindle_lambda=spindle_lambda(cfg))
 
     def nll_bound(
-        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The NELBO of each row (nats/token), averaged over ``NLL_TIMES`` stratified times per row (one copy
-        of the row per time, t_k = (k + u) / K). Under the spindle it is DiffusionBERT's objective rather
-        than a bound (``likelihood_kind``; module docstring)."""
+        of the row per time, t_k = (k + u) / K); with ``given``, of the other tokens given those. Under the
+        spindle it is DiffusionBERT's objective rather than a bound (``likelihood_kind``; module docstring)."""
         lam = spindle_lambda(cfg)
         L = ids.shape[1]
-        return torch.stack(
-            [mdlm_loss(model, row[None].expand(NLL_TIMES, L), generator, spindle_lambda=lam)[0] for row in ids]
-        )
+        rows = [
+            mdlm_loss(
+                model,
+                row[None].expand(NLL_TIMES, L),
+                generator,
+                spindle_lambda=lam,
+                given=None if given is None else given[i][None].expand(NLL_TIMES, L),
+            )[0]
+            for i, row in enumerate(ids)
+        ]
+        return torch.stack(rows)
+
+    def greedy(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        given: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+    ) -> torch.Tensor:
+        """With every scored position masked, each scored token is the argmax of the model's prediction."""
+        keep = given.bool()
+        best = model(torch.where(keep, ids, torch.full_like(ids, model.mask_id))).argmax(-1)  # (B, L)
+        return ((best == ids) | keep).all(-1)
 
     def likelihood_kind(self, cfg: Config) -> str:
         """A bound under the linear schedule; under the spindle the objective omits a term of either sign."""

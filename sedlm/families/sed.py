@@ -37,7 +37,7 @@ from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.families.base import Callback, Family, Loss, Request, scored_count
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.options import Option
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
@@ -106,10 +106,17 @@ class SEDFamily(Family):
         return sed_loss(model, ids, cfg.diffusion, schedule, generator, cond_mask=given)
 
     def nll_bound(
-        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, tokenizer: Tokenizer
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Variational upper bound on -log p(row) per token (nats): reconstruction + diffusion + prior terms
-        (``sedlm.diffusion.likelihood.embedding_vlb``), 32 log-SNR points per row."""
+        (``sedlm.diffusion.likelihood.embedding_vlb``), 32 log-SNR points per row; with ``given``, of the
+        other tokens given those, per scored token."""
         schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
         terms = embedding_vlb(
             model,
@@ -118,8 +125,29 @@ class SEDFamily(Family):
             generator,
             sigma0=cfg.diffusion.sigma0,
             self_condition=cfg.diffusion.self_cond != "off",
+            given=given,
         )
-        return (terms["total"] / ids.shape[1]).float()
+        return (terms["total"] / scored_count(ids, given)).float()
+
+    def greedy(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        given: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        tokenizer: Tokenizer,
+    ) -> torch.Tensor:
+        """From pure noise at the scored positions (t = 1, the given tokens conditioning as in sampling), each
+        scored token is the argmax of the first estimate's logits."""
+        keep = given.bool()
+        x = model.embed(ids)  # (B, L, De)
+        t = torch.ones(len(ids), device=ids.device)
+        ab = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)(t)[:, None, None]  # (B, 1, 1)
+        z = ab.sqrt() * x + (1 - ab).sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        m = keep.to(x.dtype)
+        best = model(z, t, torch.zeros_like(x), x * m[..., None], m)[1].argmax(-1)  # (B, L)
+        return ((best == ids) | keep).all(-1)
 
     def check_config(self, cfg: Config) -> None:
         """The conditioning-mask mixture parses; a position-warped model samples with a sampler and grid that
