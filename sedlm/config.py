@@ -75,6 +75,9 @@ class DiffusionConfig:
     # SeqDiffuSeq's adaptive noise schedule: one warp per position, fitted so that each position's loss
     # rises linearly along a shared time u (training draws u, samplers step uniformly in u); ddpm/ddim only
     position_warp: bool = False
+    # block diffusion (BD3-LM, Arriola et al. 2025): rows are cut into blocks of this many tokens, each
+    # denoised given the clean blocks before it (a KV cache when sampling); 0 = the whole row (plain SED)
+    block_size: int = 0
     sigma0: float = 1e-2
     # "vp": the network sees the variance-preserving state; "flow": flow matching's straight path
     # x_t = (1 - t) x0 + t eps (use with schedule=flow; sedlm/diffusion/schedules.py)
@@ -382,6 +385,13 @@ def validate(cfg: Config) -> None:
         raise SedlmError("diffusion.path=flow is flow matching's straight path; set diffusion.schedule=flow with it")
     if cfg.diffusion.time_dist != "uniform" and (cfg.diffusion.time_warp or cfg.diffusion.position_warp):
         raise SedlmError("time warping draws its own training times; set diffusion.time_dist=uniform with it")
+    if cfg.diffusion.block_size and cfg.data.seq_len % cfg.diffusion.block_size:
+        raise SedlmError(
+            f"diffusion.block_size={cfg.diffusion.block_size} must divide data.seq_len={cfg.data.seq_len}; "
+            "pick a divisor, or 0 for the whole row"
+        )
+    if cfg.diffusion.block_size and cfg.diffusion.position_warp:
+        raise SedlmError("diffusion.block_size does not combine with diffusion.position_warp; set one of them")
     if cfg.diffusion.position_warp and cfg.diffusion.time_warp:
         raise SedlmError(
             "diffusion.position_warp and diffusion.time_warp are two kinds of time warping; set one of them"

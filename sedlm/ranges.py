@@ -55,6 +55,7 @@ RANGES: dict[str, Range] = {
     "embed.window": _ONE,
     "diffusion.logsnr_shift": Range(),
     "diffusion.sigma0": _NONNEG,
+    "diffusion.block_size": _NONNEG,  # 0: the whole row
     "diffusion.time_mean": Range(),
     "diffusion.time_std": _POSITIVE,
     "diffusion.mse_weight": _NONNEG,

@@ -81,9 +81,17 @@ def test_sampler_is_deterministic_under_a_generator(name):
         assert not torch.equal(runs[0], runs[2])
 
 
-def _tiny_model():
+def _tiny_model(*overrides: str):
     cfg = load_config(
-        None, ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_embed=8", "model.vocab_size=20"]
+        None,
+        [
+            "model.d_model=32",
+            "model.n_layers=1",
+            "model.n_heads=2",
+            "model.d_embed=8",
+            "model.vocab_size=20",
+            *overrides,
+        ],
     )
     torch.manual_seed(0)
     return cfg, SEDDenoiser.from_config(cfg, torch.randn(20, 8))
@@ -114,8 +122,9 @@ def test_self_conditioning_modes(mode, passes):
     assert len(calls) == passes
 
 
-def test_loss_falls_when_overfitting_a_few_rows():
-    cfg, model = _tiny_model()
+@pytest.mark.parametrize("block_size", [0, 4])  # 4: block diffusion, each block given the clean ones before it
+def test_loss_falls_when_overfitting_a_few_rows(block_size):
+    cfg, model = _tiny_model("data.seq_len=8", f"diffusion.block_size={block_size}")
     ids = torch.randint(0, 20, (4, 8), generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     sched = get_schedule("cosine")

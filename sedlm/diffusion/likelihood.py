@@ -117,6 +117,8 @@ def embedding_vlb(
 
     if getattr(model, "position_knots", None) is not None:
         raise SedlmError("the likelihood bound does not cover per-position schedules (diffusion.position_warp) yet")
+    if 0 < getattr(model, "block_size", 0) < ids.shape[1]:
+        raise SedlmError("the likelihood bound does not cover block diffusion models (diffusion.block_size) yet")
     x = model.embed(ids).float()  # (B, L, D)
     E = model.embedding.weight.float()
     lam_min, lam_max = log_snr_range(schedule, sigma0)

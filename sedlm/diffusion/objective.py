@@ -73,15 +73,27 @@ def sed_loss(
 
     clean = model.embed(ids)  # (B, L, De)
     x0 = clean + cfg.sigma0 * torch.randn(clean.shape, generator=generator, device=dev)
-    t = torch.rand(B, generator=generator, device=dev)
+    bs = cfg.block_size if 0 < cfg.block_size < L else 0  # block diffusion (a whole-row block is plain SED)
+    nb = L // bs if bs else 1
+    if bs:  # one time per block, stratified across a row's blocks: u_k = (r + pi(k)) / nb, r ~ U[0, 1) and
+        # pi a random order of the strata per row (so no block is always the least noisy)
+        r = torch.rand(B, 1, generator=generator, device=dev)
+        strata = torch.rand(B, nb, generator=generator, device=dev).argsort(dim=1)  # (B, nb)
+        t = ((r + strata) / nb).flatten()  # (B * nb,)
+    else:
+        t = torch.rand(B, generator=generator, device=dev)
     if cfg.time_dist == "logit_normal":  # Esser et al. 2024, eq. 19: t = sigmoid(m + s n)
-        t = torch.sigmoid(cfg.time_mean + cfg.time_std * torch.randn(B, generator=generator, device=dev))
+        t = torch.sigmoid(cfg.time_mean + cfg.time_std * torch.randn(t.shape, generator=generator, device=dev))
     if model.time_warp is not None:  # built with diffusion.time_warp
         t = unwarp(model.time_warp, t)  # t = F^-1(u): CDCD time warping
-    # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t), and the network is
-    # given those times (mapped once here, not again in every pass)
-    t_noise = model.position_times(t, L) if model.position_knots is not None else t[:, None]  # (B, L) or (B, 1)
-    t_in = t_noise if model.position_knots is not None else t  # (B, L) or (B,)
+    if bs:  # each block's positions at its block's time
+        t_noise = t.view(B, nb).repeat_interleave(bs, dim=1)  # (B, L)
+        t_in = t_noise
+    else:
+        # SeqDiffuSeq's per-position schedule: position i is noised at t_i = F_i^-1(t), and the network is
+        # given those times (mapped once here, not again in every pass)
+        t_noise = model.position_times(t, L) if model.position_knots is not None else t[:, None]  # (B, L) or (B, 1)
+        t_in = t_noise if model.position_knots is not None else t  # (B, L) or (B,)
     ab = schedule(t_noise)[..., None]  # (B, L or 1, 1)
     weight = None
     if cfg.mse_weighting == "velocity":  # ||v - v_hat||^2 = ||x0 - x0_hat||^2 / t'^2 on the straight path
@@ -99,23 +111,25 @@ def sed_loss(
         as the samplers hold them (sedlm.sampling.generate)."""
         return torch.where(cond_mask[..., None], clean, first)
 
+    blocks = {"clean": clean} if bs else {}  # the clean row beside the noisy one, under the block mask
+
     mode = cfg.self_cond
     if mode == "half_nograd":
         use_sc = bool(torch.rand((), generator=generator, device=dev) < 0.5)
         mode = "sc_nograd" if use_sc else "off"
 
     if mode == "off":
-        x0_hat, logits = model(x_t, t_in, zeros, cond, m)
+        x0_hat, logits = model(x_t, t_in, zeros, cond, m, **blocks)
         loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     elif mode == "sc_nograd":
         with torch.no_grad():
-            first, _ = model(x_t, t_in, zeros, cond, m)
-        x0_hat, logits = model(x_t, t_in, hold(first) * keep[:, None, None], cond, m)
+            first, _ = model(x_t, t_in, zeros, cond, m, **blocks)
+        x0_hat, logits = model(x_t, t_in, hold(first) * keep[:, None, None], cond, m, **blocks)
         loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
     else:  # both passes optimised
-        first, logits1 = model(x_t, t_in, zeros, cond, m)
+        first, logits1 = model(x_t, t_in, zeros, cond, m, **blocks)
         loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg, weight)[0]
-        x0_hat, logits = model(x_t, t_in, hold(first.detach()) * keep[:, None, None], cond, m)
+        x0_hat, logits = model(x_t, t_in, hold(first.detach()) * keep[:, None, None], cond, m, **blocks)
         loss2, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
         loss = 0.5 * (loss1 + loss2)
 
@@ -126,6 +140,10 @@ def sed_loss(
         acc = ((logits.argmax(-1) == ids).float() * gen).sum() / gen.sum().clamp(min=1)
     # scalars are logged; the per-example (t, CE) pairs feed time warping, the per-position ones its
     # per-position form
+    if bs:  # the time warp fits (t, CE) pairs: one per block
+        ce_pos = token_nll(logits.detach().float(), ids) * gen  # (B, L)
+        ce_rows = ce_pos.view(B, nb, bs).sum(-1) / gen.view(B, nb, bs).sum(-1).clamp(min=1)  # (B, nb)
+        ce_rows = ce_rows.flatten()
     out = {"mse": mse.detach(), "ce": ce.detach(), "acc": acc, "t": t.detach(), "ce_rows": ce_rows.detach()}
     if model.position_knots is not None:
         out.update(pos_t=t_noise.detach(), pos_loss=loss_pos.detach(), pos_gen=gen)

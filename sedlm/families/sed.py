@@ -40,6 +40,7 @@ from sedlm.errors import SedlmError
 from sedlm.families.base import Callback, Family, Loss, Request, scored_count
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.options import Option
+from sedlm.sampling.blocks import sample_blocks
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
 from sedlm.sampling.samplers import SAMPLERS, check_per_position, get_sampler, sampler_options
 
@@ -82,6 +83,13 @@ class SEDFamily(Family):
         Option("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
         Option("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
         Option("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
+        Option(
+            "use_cache",
+            bool,
+            "block diffusion (diffusion.block_size): read finished blocks from a KV cache "
+            "(off: recompute them at every call)",
+            default=True,
+        ),
         *sampler_options(),  # each sampler's own options, as its registry entry declares them
     )
 
@@ -175,6 +183,25 @@ class SEDFamily(Family):
         return ("noise_temp", (cfg.sample.noise_temp,))
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
+        """The whole row at once, or block by block with a KV cache for a block model (diffusion.block_size;
+        ``sedlm.sampling.blocks``), where ``steps`` are per block and rows end at end-of-text."""
+        o, bs = request.options, lm.config.diffusion.block_size
+        kw = self._sample_kw(lm, request, callback)
+        module = _sampling_module(lm, o["compile"])
+        if not 0 < bs < request.seq_len:
+            return sample_ids(module, n=request.n, seq_len=request.seq_len, **kw)
+        if request.seq_len % bs:
+            raise SedlmError(f"a block model writes whole blocks of {bs}; ask for a length that {bs} divides")
+        if request.kind not in ("unconditional", "prompt"):
+            raise SedlmError(
+                "a block diffusion model writes left to right: it continues prompts and cannot fill blanks or "
+                "take a seq2seq source; use a whole-row model (diffusion.block_size=0) for those"
+            )
+        ends = {"eos_id": lm.tokenizer.eos_id, "use_cache": o["use_cache"]}
+        return sample_blocks(module, n=request.n, seq_len=request.seq_len, block_size=bs, **ends, **kw)
+
+    def _sample_kw(self, lm: Any, request: Request, callback: Callback | None) -> dict[str, Any]:
+        """The arguments of ``sample_ids`` (and of each block's) that a request resolves to."""
         o, cfg = request.options, lm.config
         entry = get_sampler(o["sampler"])
         # the sampler options set away from their default (which is "no effect")
@@ -184,10 +211,7 @@ class SEDFamily(Family):
                 f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
                 f"{', '.join(entry.option_names) or 'none'}"
             )
-        return sample_ids(
-            _sampling_module(lm, o["compile"]),
-            n=request.n,
-            seq_len=request.seq_len,
+        return dict(
             steps=request.steps,
             sampler=o["sampler"],
             schedule=cfg.diffusion.schedule,

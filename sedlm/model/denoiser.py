@@ -56,6 +56,7 @@ class SEDDenoiser(nn.Module):
         position_warp: int = 0,
         path: str = "vp",
         schedule: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        block_size: int = 0,
     ):
         super().__init__()
         self.cfg = cfg
@@ -75,6 +76,7 @@ class SEDDenoiser(nn.Module):
             self.register_buffer("position_counts", torch.zeros(position_warp, WARP_BINS))
         else:
             self.position_knots = None
+        self.block_size = block_size  # 0: the whole row
         d, de = cfg.d_model, cfg.d_embed
         self.embedding = embedding
         self.inp = nn.Linear(3 * de + 1, d)
@@ -103,6 +105,7 @@ class SEDDenoiser(nn.Module):
             position_warp=cfg.data.seq_len if cfg.diffusion.position_warp else 0,
             path=cfg.diffusion.path,
             schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift),
+            block_size=cfg.diffusion.block_size,
         )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -134,7 +137,51 @@ class SEDDenoiser(nn.Module):
         cond: torch.Tensor | None = None,  # (B, L, De) clean embeddings of given positions
         cond_mask: torch.Tensor | None = None,  # (B, L) 1 where the position is given
         score_temp: float = 1.0,  # tau of interpolated estimates (ignored for direct ones)
+        *,
+        clean: torch.Tensor | None = None,  # (B, P, De) block diffusion: the clean blocks, read without a cache
+        offset: int = 0,  # the row position of x_t's first token (block diffusion)
+        cache: list[dict[str, torch.Tensor]] | None = None,  # block diffusion: the clean blocks' keys and values
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0_hat (B, L, De), logits (B, L, V)). Block diffusion (``block_size``) reads the clean blocks
+        before x_t's in one of two equal ways: ``clean`` runs them beside x_t under the block mask
+        (``block_attention_mask``; training feeds the whole clean row), ``cache`` reads their keys and
+        values, written by ``encode_clean``."""
+        h, temb = self._features(x_t, t, self_cond, cond, cond_mask)
+        L = x_t.shape[1]
+        if clean is not None:  # [noisy ; clean] under the block mask, both with their row positions
+            if clean.shape[0] != x_t.shape[0]:  # a guided call batches its rows twice over one prefix
+                clean = clean.repeat(x_t.shape[0] // clean.shape[0], 1, 1)
+            hc, tc = self._clean_features(clean)
+            P, dev = clean.shape[1], x_t.device
+            h = torch.cat([h, hc], dim=1)  # (B, L + P, D)
+            temb = torch.cat([temb[:, None].expand(-1, L, -1) if temb.dim() == 2 else temb, tc], dim=1)
+            positions = torch.cat([offset + torch.arange(L, device=dev), torch.arange(P, device=dev)])
+            mask = block_attention_mask(L, P, self.block_size, offset, dev)
+            h = self._backbone(h, temb, mask=mask, positions=positions)[:, :L]
+        elif cache is not None:
+            h = self._backbone(h, temb, cache=cache, append=False)
+        else:
+            h = self._backbone(h, temb)
+        return self._head(h, score_temp)
+
+    @torch.no_grad()
+    def encode_clean(self, clean: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
+        """Append the keys and values of finished clean blocks (B, n, De) to ``cache`` (block diffusion)."""
+        h, temb = self._clean_features(clean)
+        self._backbone(h, temb, cache=cache, append=True)
+
+    def new_cache(self) -> list[dict[str, torch.Tensor]]:
+        return [{} for _ in self.backbone.blocks]
+
+    def _features(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        self_cond: torch.Tensor | None,
+        cond: torch.Tensor | None,
+        cond_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_in = W_in [x_t ; x0_sc ; c ; m] (B, L, D) and the time embedding (B, D) or (B, L, D)."""
         B, L, _ = x_t.shape
         zeros = torch.zeros_like(x_t)
         self_cond = zeros if self_cond is None else self_cond
@@ -146,13 +193,35 @@ class SEDDenoiser(nn.Module):
             scale = path_scale(self.schedule(t.float()))
             x_t = x_t * (scale[:, None, None] if t.dim() == 1 else scale[..., None]).to(x_t.dtype)
         h = self.inp(torch.cat([x_t, self_cond, cond, mask], dim=-1))  # (B, L, D)
-        temb = self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))  # (B, D) or (B, L, D)
+        return h, self.time_mlp(timestep_embedding(t, self.cfg.d_model).to(h.dtype))
+
+    def _clean_features(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A finished block as the network reads it: every position given (its clean embedding as state,
+        estimate and condition) at t = 0. (B, P, De) -> (B, P, D), (B, P, D)"""
+        t = clean.new_zeros(clean.shape[:2])  # (B, P)
+        return self._features(clean, t, clean, clean, torch.ones_like(t))
+
+    def _backbone(self, h: torch.Tensor, temb: torch.Tensor, **kw) -> torch.Tensor:
         if self.cfg.time_cond == "add":
-            h = self.backbone(h + (temb[:, None] if temb.dim() == 2 else temb))
-        else:
-            h = self.backbone(h, cond=temb)
+            return self.backbone(h + (temb[:, None] if temb.dim() == 2 else temb), **kw)
+        return self.backbone(h, cond=temb, **kw)
+
+    def _head(self, h: torch.Tensor, score_temp: float) -> tuple[torch.Tensor, torch.Tensor]:
         if self.x0_estimate == "interp":
             logits = self.logits_head(h)  # (B, L, V)
             return self.interpolate(logits, score_temp), logits
         x0_hat = self.out(h)  # (B, L, De)
         return x0_hat, self.readout(x0_hat)  # (B, L, V)
+
+
+def block_attention_mask(
+    n_noisy: int, n_clean: int, block: int, offset: int = 0, device: torch.device | None = None
+) -> torch.Tensor:
+    """Who attends to whom in [noisy ; clean] (BD3-LM's vectorised form): a noisy position at row position
+    offset + i attends to the noisy positions of its own block and to the clean blocks before it; a clean
+    position attends to the clean blocks up to its own. (n_noisy + n_clean, n_noisy + n_clean) bool"""
+    nb = (offset + torch.arange(n_noisy, device=device)) // block  # (N,) block of each noisy position
+    cb = torch.arange(n_clean, device=device) // block  # (P,)
+    top = torch.cat([nb[:, None] == nb[None, :], cb[None, :] < nb[:, None]], dim=1)  # (N, N + P)
+    bottom = torch.cat([torch.zeros(n_clean, n_noisy, dtype=torch.bool, device=device), cb[None, :] <= cb[:, None]], 1)
+    return torch.cat([top, bottom], dim=0)

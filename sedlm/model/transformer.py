@@ -39,23 +39,38 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: dict[str, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
-        """x: (B, L, D). With ``cache`` (causal decoding), keys/values of earlier positions are read
-        from it and this call's are appended; cos/sin then cover only this call's positions."""
+        """x: (B, L, D). With ``cache``, keys/values of earlier positions are read from it and, when
+        ``append``, this call's are added; cos/sin then cover only this call's positions. A causal model
+        decodes one position per call after its prefix; a bidirectional one attends from the whole chunk
+        to every cached position and to the chunk itself (block diffusion). ``mask`` (L, L) bool: True
+        where a query may attend to a key (no cache)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        is_causal = self.causal
+        is_causal = self.causal and mask is None
         if cache is not None:
+            new_k, new_v = k, v
             if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-                # One new position attends to every cached one; a longer chunk after a prefix is not supported.
-                assert L == 1, "after the prefix, decode one position per call"
+                ck, cv = cache["k"], cache["v"]
+                if ck.shape[0] != B:  # a guided call batches its rows twice over one cached prefix
+                    ck, cv = ck.repeat(B // ck.shape[0], 1, 1, 1), cv.repeat(B // cv.shape[0], 1, 1, 1)
+                k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+                assert L == 1 or not self.causal, "after the prefix, decode one position per call"
                 is_causal = False
-            cache["k"], cache["v"] = k, v
+            if append:
+                cache["k"], cache["v"] = k, v
+            elif "k" not in cache:
+                k, v = new_k, new_v
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, L, Dh)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
@@ -90,13 +105,15 @@ class Block(nn.Module):
         sin: torch.Tensor,
         cond: torch.Tensor | None,
         cache: dict[str, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
         if self.modulation is None:
-            x = x + self.attn(self.norm1(x), cos, sin, cache)
+            x = x + self.attn(self.norm1(x), cos, sin, cache, mask, append)
             return x + self.mlp(self.norm2(x))
         mod = self.modulation(cond)  # (B, 6D), or (B, L, 6D) for one condition per position
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, None] if mod.dim() == 2 else mod).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache, mask, append)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
@@ -133,15 +150,27 @@ class Transformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor | None = None, cache: list[dict[str, torch.Tensor]] | None = None
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        cache: list[dict[str, torch.Tensor]] | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
-        """x: (B, L, D) -> (B, L, D). ``cache``: one dict per block (start with empty dicts) for
-        incremental causal decoding; positions continue from the cached length."""
+        """x: (B, L, D) -> (B, L, D). ``cache``: one dict per block (start with empty dicts) for incremental
+        decoding; positions continue from the cached length, and ``append`` False reads the cache without
+        adding this call's keys. ``mask`` (L, L) bool: who attends to whom; ``positions`` (L,): the rotary
+        position of each input (default 0..L-1 after the cache), e.g. a noisy and a clean copy of one row."""
         start = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
-        cos, sin = rope_tables(start + x.shape[1], self.head_dim, x.device)
-        cos, sin = cos[start:], sin[start:]
+        if positions is None:
+            cos, sin = rope_tables(start + x.shape[1], self.head_dim, x.device)
+            cos, sin = cos[start:], sin[start:]
+        else:
+            cos, sin = rope_tables(int(positions.max()) + 1, self.head_dim, x.device)
+            cos, sin = cos[positions], sin[positions]
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cond, None if cache is None else cache[i])
+            x = block(x, cos, sin, cond, None if cache is None else cache[i], mask, append)
         return self.norm(x)
 
 

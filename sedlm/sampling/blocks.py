@@ -1,0 +1,108 @@
+"""Block diffusion sampling (BD3-LM, Arriola et al. 2025, §3; semi-autoregressive SSD-LM, Han et al. 2022):
+a row of L tokens is written as L / B blocks of B, left to right. Each block is denoised by any registered
+sampler given the finished blocks before it; then one clean pass of the finished block writes its keys and
+values to a KV cache (``SEDDenoiser.encode_clean``), so later blocks read earlier ones without recomputing
+them. Without the cache (``use_cache=False``) every call runs the clean blocks beside the noisy one under
+the training mask instead (``block_attention_mask``), the same function at more cost: a test checks that
+both give the same tokens.
+
+Given tokens (a prompt) fill their blocks: a block wholly given is not sampled, a partly given one is
+sampled around them. A row ends at its first end-of-text token: everything after it becomes padding,
+and sampling stops once every row has ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sedlm.model.denoiser import SEDDenoiser
+from sedlm.sampling.core import Callback
+from sedlm.sampling.generate import sample_ids
+from sedlm.sampling.templates import Layout
+
+SEED_MIX = 1_000_003  # block k samples with seed * SEED_MIX + k (mod 2^63): distinct noise per block
+
+
+class _BlockView:
+    """The denoiser as a sampler sees it while it writes one block: every call also reads the finished
+    blocks before it (``cache`` or ``clean``) and places the block at its row positions (``offset``)."""
+
+    def __init__(self, model: SEDDenoiser, **reads: Any):
+        self._model, self._reads = model, reads
+
+    def __call__(self, *args: Any, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._model(*args, **kw, **self._reads)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _block_layout(layout: Layout | None, n: int, start: int, end: int) -> Layout | None:
+    if layout is None:
+        return None
+    ids = layout.ids.expand(n, -1)[:, start:end]
+    given = layout.given.expand(n, -1)[:, start:end]
+    return Layout(ids, given, layout.no_pad[start:end]) if bool(given.any()) else None
+
+
+@torch.inference_mode()
+def sample_blocks(
+    model: SEDDenoiser,
+    *,
+    n: int,
+    seq_len: int,
+    block_size: int,
+    seed: int = 0,
+    layout: Layout | None = None,
+    pad_id: int | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    callback: Callback | None = None,
+    **sample_kw: Any,
+) -> torch.Tensor:
+    """Sample ``n`` rows of ``seq_len`` ids block by block (module docstring); ``sample_kw`` go to
+    ``sample_ids`` for each block (sampler, steps per block, schedule, guidance, ...). (n, seq_len)"""
+    device = next(model.parameters()).device
+    B = block_size
+    out = torch.full((n, seq_len), pad_id if pad_id is not None else 0, dtype=torch.long, device=device)
+    cache = model.new_cache() if use_cache else None
+    clean = torch.zeros(n, 0, model.cfg.d_embed, device=device)  # (n, P, De) the finished blocks
+    ended = torch.zeros(n, dtype=torch.bool, device=device)
+    for k in range(seq_len // B):
+        start, end = k * B, (k + 1) * B
+        part = _block_layout(layout, n, start, end)
+        if part is not None and bool(part.given.all()):  # a wholly given block (a prompt): nothing to sample
+            block = part.ids.to(device)
+        else:
+            reads = {"offset": start, "cache": cache} if use_cache else {"offset": start, "clean": clean}
+            step_cb = None if callback is None else (lambda info, k=k: callback({**info, "block": k}))
+            block = sample_ids(
+                _BlockView(model, **reads),
+                n=n,
+                seq_len=B,
+                seed=(seed * SEED_MIX + k) % (1 << 63),
+                layout=part,
+                pad_id=pad_id,
+                callback=step_cb,
+                **sample_kw,
+            )
+        out[:, start:end] = block
+        emb = model.embed(block)  # (n, B, De)
+        if use_cache:
+            model.encode_clean(emb, cache)
+        else:
+            clean = torch.cat([clean, emb], dim=1)
+        if eos_id is not None:
+            ended |= (block == eos_id).any(-1)
+            if bool(ended.all()):
+                break
+    return end_at_eos(out, eos_id, pad_id) if eos_id is not None and pad_id is not None else out
+
+
+def end_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
+    """Every position after a row's first end-of-text token becomes padding. (n, L) -> (n, L)"""
+    is_eos = (ids == eos_id).long()
+    after = (is_eos.cumsum(-1) - is_eos) > 0  # (n, L) strictly after the first eos
+    return torch.where(after, torch.full_like(ids, pad_id), ids)
