@@ -111,7 +111,7 @@ def sed_loss(
         as the samplers hold them (sedlm.sampling.generate)."""
         return torch.where(cond_mask[..., None], clean, first)
 
-    blocks = {"clean": clean} if bs else {}  # the clean row beside the noisy one, under the block mask
+    blocks = {"clean": ids} if bs else {}  # the clean row beside the noisy one, under the block mask
 
     mode = cfg.self_cond
     if mode == "half_nograd":

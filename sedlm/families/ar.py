@@ -34,9 +34,6 @@ class ARModel(TokenTransformer):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, causal=True)
 
-    def new_cache(self) -> list[dict[str, torch.Tensor]]:
-        return [{} for _ in self.backbone.blocks]
-
 
 def ar_loss(
     model: ARModel, ids: torch.Tensor, pad_id: int | None = None

@@ -235,6 +235,27 @@ class Family:
         return {k: options[k] for k in self.summary_options if k in options}
 
 
+# The sampling option of block diffusion models (``diffusion.block_size``) in every family that has them.
+USE_BLOCK_CACHE = Option(
+    "use_cache",
+    bool,
+    "block diffusion (diffusion.block_size): read finished blocks from a KV cache (off: recompute them at every call)",
+    default=True,
+)
+
+
+def check_blockwise(request: Request, block_size: int) -> None:
+    """A block model writes whole blocks left to right: the request's length must be whole blocks, and it
+    can continue a prompt but not fill blanks or read a seq2seq source."""
+    if request.seq_len % block_size:
+        raise SedlmError(f"a block model writes whole blocks of {block_size}; ask for a length that it divides")
+    if request.kind not in ("unconditional", "prompt"):
+        raise SedlmError(
+            "a block diffusion model writes left to right: it continues prompts and cannot fill blanks or "
+            "take a seq2seq source; use a whole-row model (diffusion.block_size=0) for those"
+        )
+
+
 def request_kind(layout: Layout | None, src: bool = False) -> str:
     """The request a canvas stands for: no canvas is unconditional; given tokens forming a prefix are a
     prompt (or a seq2seq source when ``src``); anything else is infilling."""

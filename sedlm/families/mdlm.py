@@ -50,10 +50,11 @@ from torch import nn
 
 from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.families.base import Callback, Family, Loss, Request
+from sedlm.families.base import USE_BLOCK_CACHE, Callback, Family, Loss, Request, check_blockwise
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
+from sedlm.sampling.blocks import sample_blocks
 from sedlm.sampling.templates import Layout
 
 
@@ -62,14 +63,30 @@ class MDLMModel(TokenTransformer):
     ``token_info`` (V,) holds the spindle schedule's h per token (zeros: linear); it is saved with the
     weights only under ``spindle``, so checkpoints of the linear schedule keep their old keys."""
 
-    def __init__(self, cfg: ModelConfig, mask_id: int, mask_schedule: str = "linear", spindle_lambda: float = 0.5):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        mask_id: int,
+        mask_schedule: str = "linear",
+        spindle_lambda: float = 0.5,
+        block_size: int = 0,
+    ):
         super().__init__(cfg, causal=False)
         self.mask_id = mask_id
         self.spindle_lambda = spindle_lambda if mask_schedule == "spindle" else 0.0
+        self.block_size = block_size  # block diffusion (BD3-LM); 0: the whole row
         self.register_buffer("token_info", torch.zeros(cfg.vocab_size), persistent=mask_schedule == "spindle")
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        logits = super().forward(z)  # (B, L, V)
+    def forward(
+        self,
+        z: torch.Tensor,
+        cache: list[dict[str, torch.Tensor]] | None = None,
+        *,
+        clean: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """(B, L) -> (B, L, V); block diffusion reads the finished blocks from ``cache`` or ``clean`` ids."""
+        logits = super().forward(z, cache, clean=clean, offset=offset, block_size=self.block_size)
         logits[..., self.mask_id] = float("-inf")
         return logits
 
@@ -123,16 +140,24 @@ def mdlm_loss(
     others given them (the same process on the scored positions, conditioned on the rest), per scored token."""
     B, L = ids.shape
     lam, info = _schedule(model, spindle_lambda)
-    # Antithetic (stratified) times reduce the variance of the 1/t-weighted estimate.
-    u = (torch.rand((), generator=generator, device=ids.device) + torch.arange(B, device=ids.device) / B) % 1.0
-    t = eps + (1 - eps) * u  # (B,)
+    bs = getattr(model, "block_size", 0)
+    bs = bs if 0 < bs < L else 0  # block diffusion: one time per block (BD3-LM)
+    nb = L // bs if bs else 1
+    # Antithetic (stratified) times reduce the variance of the 1/t-weighted estimate: over rows, and over
+    # every block of every row for a block model.
+    u = (
+        torch.rand((), generator=generator, device=ids.device) + torch.arange(B * nb, device=ids.device) / (B * nb)
+    ) % 1.0
+    if bs:  # the strata in random order, so no block of a row always gets the low times
+        u = u[torch.randperm(B * nb, generator=generator, device=ids.device)]
+    t = (eps + (1 - eps) * u).view(B, nb)  # (B, nb)
     h = info.float()[ids] if info is not None else torch.zeros((), device=ids.device)  # (B, L)
-    m, dm = mask_rate(t[:, None], h, lam)  # (B, L) each
+    m, dm = mask_rate(t.repeat_interleave(L // nb, dim=1), h, lam)  # (B, L) each
     masked = torch.rand(ids.shape, generator=generator, device=ids.device) < m
     if given is not None:
         masked = masked & ~given.bool()
     z = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
-    logits = model(z)
+    logits = model(z, clean=ids) if bs else model(z)  # a block is denoised given the clean blocks before it
     ce = token_nll(logits.float(), ids)  # (B, L)
     # Weight m'/m; a masked position has m > 0, the clamp only keeps 0 * weight finite where m = 0.
     scored = B * L if given is None else (~given.bool()).sum().clamp(min=1)
@@ -241,11 +266,16 @@ class MDLMFamily(Family):
         Option(
             "temperature", float, "softmax temperature of revealed tokens (drawn in float64)", default=1.0, minimum=1e-6
         ),
+        USE_BLOCK_CACHE,
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
         return MDLMModel(
-            cfg.model, tokenizer.mask_id, self.setting(cfg, "mask_schedule"), self.setting(cfg, "spindle_lambda")
+            cfg.model,
+            tokenizer.mask_id,
+            self.setting(cfg, "mask_schedule"),
+            self.setting(cfg, "spindle_lambda"),
+            block_size=cfg.diffusion.block_size,
         )
 
     def init_from_data(self, model: nn.Module, cfg: Config, rows: Any, tokenizer: Tokenizer) -> None:
@@ -311,7 +341,9 @@ class MDLMFamily(Family):
     ) -> torch.Tensor:
         """With every scored position masked, each scored token is the argmax of the model's prediction."""
         keep = given.bool()
-        best = model(torch.where(keep, ids, torch.full_like(ids, model.mask_id))).argmax(-1)  # (B, L)
+        z = torch.where(keep, ids, torch.full_like(ids, model.mask_id))
+        blocks = 0 < getattr(model, "block_size", 0) < ids.shape[1]  # a block model reads the true earlier blocks
+        best = (model(z, clean=ids) if blocks else model(z)).argmax(-1)  # (B, L)
         return ((best == ids) | keep).all(-1)
 
     def likelihood_kind(self, cfg: Config) -> str:
@@ -319,21 +351,38 @@ class MDLMFamily(Family):
         return "objective (spindle: not a bound)" if spindle_lambda(cfg) else self.nll_kind
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
-        """A layout's given tokens start (and stay) unmasked; the spindle reveals by its own kernel."""
-        g = torch.Generator(device=lm.device).manual_seed(request.seed)
-        ids, _ = mdlm_sample(
-            lm.model,
-            request.n,
-            request.seq_len,
-            request.steps,
-            generator=g,
-            callback=callback,
-            layout=request.layout,
+        """A layout's given tokens start (and stay) unmasked; the spindle reveals by its own kernel. A block
+        model (diffusion.block_size, BD3-LM) writes block by block with a KV cache, ``steps`` per block, and
+        rows end at end-of-text (``sedlm.sampling.blocks``)."""
+        kw = dict(
             pad_id=lm.tokenizer.pad_id,
             temperature=request.options["temperature"],
             spindle_lambda=spindle_lambda(lm.config),
         )
-        return ids
+        bs = lm.config.diffusion.block_size
+        if not 0 < bs < request.seq_len:
+            g = torch.Generator(device=lm.device).manual_seed(request.seed)
+            kw.update(generator=g, callback=callback, layout=request.layout)
+            return mdlm_sample(lm.model, request.n, request.seq_len, request.steps, **kw)[0]
+        check_blockwise(request, bs)
+
+        def one_block(view: Any, n: int, length: int, seed: int, part: Any, step_cb: Any) -> torch.Tensor:
+            g = torch.Generator(device=lm.device).manual_seed(seed)
+            return mdlm_sample(view, n, length, request.steps, generator=g, callback=step_cb, layout=part, **kw)[0]
+
+        return sample_blocks(
+            lm.model,
+            one_block,
+            n=request.n,
+            seq_len=request.seq_len,
+            block_size=bs,
+            seed=request.seed,
+            layout=request.layout,
+            pad_id=lm.tokenizer.pad_id,
+            eos_id=lm.tokenizer.eos_id,
+            use_cache=request.options["use_cache"],
+            callback=callback,
+        )
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
         """The partly revealed tokens, still-masked positions shown as nothing."""

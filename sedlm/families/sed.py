@@ -37,7 +37,7 @@ from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
-from sedlm.families.base import Callback, Family, Loss, Request, scored_count
+from sedlm.families.base import USE_BLOCK_CACHE, Callback, Family, Loss, Request, check_blockwise, scored_count
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.options import Option
 from sedlm.sampling.blocks import sample_blocks
@@ -83,13 +83,7 @@ class SEDFamily(Family):
         Option("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
         Option("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
         Option("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
-        Option(
-            "use_cache",
-            bool,
-            "block diffusion (diffusion.block_size): read finished blocks from a KV cache "
-            "(off: recompute them at every call)",
-            default=True,
-        ),
+        USE_BLOCK_CACHE,
         *sampler_options(),  # each sampler's own options, as its registry entry declares them
     )
 
@@ -154,7 +148,8 @@ class SEDFamily(Family):
         ab = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)(t)[:, None, None]  # (B, 1, 1)
         z = ab.sqrt() * x + (1 - ab).sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         m = keep.to(x.dtype)
-        best = model(z, t, torch.zeros_like(x), x * m[..., None], m)[1].argmax(-1)  # (B, L)
+        blocks = {"clean": ids} if 0 < getattr(model, "block_size", 0) < ids.shape[1] else {}  # true earlier blocks
+        best = model(z, t, torch.zeros_like(x), x * m[..., None], m, **blocks)[1].argmax(-1)  # (B, L)
         return ((best == ids) | keep).all(-1)
 
     def check_config(self, cfg: Config) -> None:
@@ -190,15 +185,25 @@ class SEDFamily(Family):
         module = _sampling_module(lm, o["compile"])
         if not 0 < bs < request.seq_len:
             return sample_ids(module, n=request.n, seq_len=request.seq_len, **kw)
-        if request.seq_len % bs:
-            raise SedlmError(f"a block model writes whole blocks of {bs}; ask for a length that {bs} divides")
-        if request.kind not in ("unconditional", "prompt"):
-            raise SedlmError(
-                "a block diffusion model writes left to right: it continues prompts and cannot fill blanks or "
-                "take a seq2seq source; use a whole-row model (diffusion.block_size=0) for those"
-            )
-        ends = {"eos_id": lm.tokenizer.eos_id, "use_cache": o["use_cache"]}
-        return sample_blocks(module, n=request.n, seq_len=request.seq_len, block_size=bs, **ends, **kw)
+        check_blockwise(request, bs)
+        seed, layout, callback = kw.pop("seed"), kw.pop("layout"), kw.pop("callback")
+
+        def one_block(view: Any, n: int, length: int, seed: int, part: Any, step_cb: Any) -> torch.Tensor:
+            return sample_ids(view, n=n, seq_len=length, seed=seed, layout=part, callback=step_cb, **kw)
+
+        return sample_blocks(
+            module,
+            one_block,
+            n=request.n,
+            seq_len=request.seq_len,
+            block_size=bs,
+            seed=seed,
+            layout=layout,
+            pad_id=lm.tokenizer.pad_id,
+            eos_id=lm.tokenizer.eos_id,
+            use_cache=o["use_cache"],
+            callback=callback,
+        )
 
     def _sample_kw(self, lm: Any, request: Request, callback: Callback | None) -> dict[str, Any]:
         """The arguments of ``sample_ids`` (and of each block's) that a request resolves to."""

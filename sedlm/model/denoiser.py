@@ -35,7 +35,7 @@ from sedlm.diffusion.schedules import get_schedule, path_scale
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
-from sedlm.model.transformer import Transformer
+from sedlm.model.transformer import Transformer, block_attention_mask
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -138,7 +138,7 @@ class SEDDenoiser(nn.Module):
         cond_mask: torch.Tensor | None = None,  # (B, L) 1 where the position is given
         score_temp: float = 1.0,  # tau of interpolated estimates (ignored for direct ones)
         *,
-        clean: torch.Tensor | None = None,  # (B, P, De) block diffusion: the clean blocks, read without a cache
+        clean: torch.Tensor | None = None,  # (B, P) ids, block diffusion: the clean blocks, read without a cache
         offset: int = 0,  # the row position of x_t's first token (block diffusion)
         cache: list[dict[str, torch.Tensor]] | None = None,  # block diffusion: the clean blocks' keys and values
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +150,8 @@ class SEDDenoiser(nn.Module):
         L = x_t.shape[1]
         if clean is not None:  # [noisy ; clean] under the block mask, both with their row positions
             if clean.shape[0] != x_t.shape[0]:  # a guided call batches its rows twice over one prefix
-                clean = clean.repeat(x_t.shape[0] // clean.shape[0], 1, 1)
-            hc, tc = self._clean_features(clean)
+                clean = clean.repeat(x_t.shape[0] // clean.shape[0], 1)
+            hc, tc = self._clean_features(self.embed(clean))
             P, dev = clean.shape[1], x_t.device
             h = torch.cat([h, hc], dim=1)  # (B, L + P, D)
             temb = torch.cat([temb[:, None].expand(-1, L, -1) if temb.dim() == 2 else temb, tc], dim=1)
@@ -165,9 +165,9 @@ class SEDDenoiser(nn.Module):
         return self._head(h, score_temp)
 
     @torch.no_grad()
-    def encode_clean(self, clean: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
-        """Append the keys and values of finished clean blocks (B, n, De) to ``cache`` (block diffusion)."""
-        h, temb = self._clean_features(clean)
+    def encode_clean(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
+        """Append the keys and values of finished blocks (B, n) ids to ``cache`` (block diffusion)."""
+        h, temb = self._clean_features(self.embed(ids))
         self._backbone(h, temb, cache=cache, append=True)
 
     def new_cache(self) -> list[dict[str, torch.Tensor]]:
@@ -212,16 +212,3 @@ class SEDDenoiser(nn.Module):
             return self.interpolate(logits, score_temp), logits
         x0_hat = self.out(h)  # (B, L, De)
         return x0_hat, self.readout(x0_hat)  # (B, L, V)
-
-
-def block_attention_mask(
-    n_noisy: int, n_clean: int, block: int, offset: int = 0, device: torch.device | None = None
-) -> torch.Tensor:
-    """Who attends to whom in [noisy ; clean] (BD3-LM's vectorised form): a noisy position at row position
-    offset + i attends to the noisy positions of its own block and to the clean blocks before it; a clean
-    position attends to the clean blocks up to its own. (n_noisy + n_clean, n_noisy + n_clean) bool"""
-    nb = (offset + torch.arange(n_noisy, device=device)) // block  # (N,) block of each noisy position
-    cb = torch.arange(n_clean, device=device) // block  # (P,)
-    top = torch.cat([nb[:, None] == nb[None, :], cb[None, :] < nb[:, None]], dim=1)  # (N, N + P)
-    bottom = torch.cat([torch.zeros(n_clean, n_noisy, dtype=torch.bool, device=device), cb[None, :] <= cb[:, None]], 1)
-    return torch.cat([top, bottom], dim=0)

@@ -75,6 +75,19 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
+def block_attention_mask(
+    n_noisy: int, n_clean: int, block: int, offset: int = 0, device: torch.device | None = None
+) -> torch.Tensor:
+    """Who attends to whom in [noisy ; clean] (BD3-LM's vectorised form): a noisy position at row position
+    offset + i attends to the noisy positions of its own block and to the clean blocks before it; a clean
+    position attends to the clean blocks up to its own. (n_noisy + n_clean, n_noisy + n_clean) bool"""
+    nb = (offset + torch.arange(n_noisy, device=device)) // block  # (N,) block of each noisy position
+    cb = torch.arange(n_clean, device=device) // block  # (P,)
+    top = torch.cat([nb[:, None] == nb[None, :], cb[None, :] < nb[:, None]], dim=1)  # (N, N + P)
+    bottom = torch.cat([torch.zeros(n_clean, n_noisy, dtype=torch.bool, device=device), cb[None, :] <= cb[:, None]], 1)
+    return torch.cat([top, bottom], dim=0)
+
+
 class MLP(nn.Module):
     def __init__(self, d_model: int, mlp_ratio: float, dropout: float):
         super().__init__()
@@ -185,5 +198,35 @@ class TokenTransformer(nn.Module):
         nn.init.normal_(self.tok.weight, std=0.02)
         self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=causal)
 
-    def forward(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
-        return self.backbone(self.tok(ids), cache=cache) @ self.tok.weight.t()  # (B, L, V)
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: list[dict[str, torch.Tensor]] | None = None,
+        *,
+        clean: torch.Tensor | None = None,
+        offset: int = 0,
+        block_size: int = 0,
+    ) -> torch.Tensor:
+        """(B, L) -> (B, L, V). ``cache``: keys and values of earlier positions (a causal model appends this
+        call's; block diffusion, with ``block_size``, reads finished blocks without adding the noisy one).
+        ``clean`` (B, P): block diffusion without a cache, the finished blocks run beside ``ids`` under
+        ``block_attention_mask``, ``ids`` starting at row position ``offset``."""
+        h = self.tok(ids)  # (B, L, D)
+        if clean is not None:
+            L, P, dev = ids.shape[1], clean.shape[1], ids.device
+            if clean.shape[0] != ids.shape[0]:
+                clean = clean.repeat(ids.shape[0] // clean.shape[0], 1)
+            positions = torch.cat([offset + torch.arange(L, device=dev), torch.arange(P, device=dev)])
+            mask = block_attention_mask(L, P, block_size, offset, dev)
+            h = self.backbone(torch.cat([h, self.tok(clean)], dim=1), mask=mask, positions=positions)[:, :L]
+        else:
+            h = self.backbone(h, cache=cache, append=not block_size)
+        return h @ self.tok.weight.t()  # (B, L, V)
+
+    def new_cache(self) -> list[dict[str, torch.Tensor]]:
+        return [{} for _ in self.backbone.blocks]
+
+    @torch.no_grad()
+    def encode_clean(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
+        """Block diffusion: append the keys and values of finished blocks (B, n) to ``cache``."""
+        self.backbone(self.tok(ids), cache=cache, append=True)

@@ -1,10 +1,10 @@
 """Block diffusion sampling (BD3-LM, Arriola et al. 2025, §3; semi-autoregressive SSD-LM, Han et al. 2022):
-a row of L tokens is written as L / B blocks of B, left to right. Each block is denoised by any registered
-sampler given the finished blocks before it; then one clean pass of the finished block writes its keys and
-values to a KV cache (``SEDDenoiser.encode_clean``), so later blocks read earlier ones without recomputing
-them. Without the cache (``use_cache=False``) every call runs the clean blocks beside the noisy one under
-the training mask instead (``block_attention_mask``), the same function at more cost: a test checks that
-both give the same tokens.
+a row of L tokens is written as L / B blocks of B, left to right. Each block is denoised by the family's
+sampler (for SED any registered one) given the finished blocks before it; then one clean pass of the
+finished block writes its keys and values to a KV cache (the model's ``encode_clean``), so later blocks
+read earlier ones without recomputing them. Without the cache (``use_cache=False``) every call runs the
+clean blocks beside the noisy one under the training mask instead (``block_attention_mask``), the same
+function at more cost: a test checks that both give the same tokens.
 
 Given tokens (a prompt) fill their blocks: a block wholly given is not sampled, a partly given one is
 sampled around them. A row ends at its first end-of-text token: everything after it becomes padding,
@@ -13,13 +13,13 @@ and sampling stops once every row has ended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
-from sedlm.model.denoiser import SEDDenoiser
 from sedlm.sampling.core import Callback
-from sedlm.sampling.generate import sample_ids
 from sedlm.sampling.templates import Layout
 
 SEED_MIX = 1_000_003  # block k samples with seed * SEED_MIX + k (mod 2^63): distinct noise per block
@@ -29,10 +29,10 @@ class _BlockView:
     """The denoiser as a sampler sees it while it writes one block: every call also reads the finished
     blocks before it (``cache`` or ``clean``) and places the block at its row positions (``offset``)."""
 
-    def __init__(self, model: SEDDenoiser, **reads: Any):
+    def __init__(self, model: nn.Module, **reads: Any):
         self._model, self._reads = model, reads
 
-    def __call__(self, *args: Any, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, *args: Any, **kw: Any) -> Any:
         return self._model(*args, **kw, **self._reads)
 
     def __getattr__(self, name: str) -> Any:
@@ -47,28 +47,32 @@ def _block_layout(layout: Layout | None, n: int, start: int, end: int) -> Layout
     return Layout(ids, given, layout.no_pad[start:end]) if bool(given.any()) else None
 
 
+# (view, n, block_size, seed, layout, callback) -> (n, block_size) ids: one block by a family's own sampler
+SampleBlock = Callable[[Any, int, int, int, "Layout | None", "Callback | None"], torch.Tensor]
+
+
 @torch.inference_mode()
 def sample_blocks(
-    model: SEDDenoiser,
+    model: nn.Module,
+    sample_block: SampleBlock,
     *,
     n: int,
     seq_len: int,
     block_size: int,
     seed: int = 0,
     layout: Layout | None = None,
-    pad_id: int | None = None,
+    pad_id: int = 0,
     eos_id: int | None = None,
     use_cache: bool = True,
     callback: Callback | None = None,
-    **sample_kw: Any,
 ) -> torch.Tensor:
-    """Sample ``n`` rows of ``seq_len`` ids block by block (module docstring); ``sample_kw`` go to
-    ``sample_ids`` for each block (sampler, steps per block, schedule, guidance, ...). (n, seq_len)"""
+    """Sample ``n`` rows of ``seq_len`` ids block by block (module docstring). ``model`` is a block model
+    (``new_cache``, ``encode_clean(ids, cache)``, and calls that take ``offset`` with ``cache`` or ``clean``
+    ids); ``sample_block`` writes one block with the family's sampler through the view it is given. (n, L)"""
     device = next(model.parameters()).device
     B = block_size
-    out = torch.full((n, seq_len), pad_id if pad_id is not None else 0, dtype=torch.long, device=device)
+    out = torch.full((n, seq_len), pad_id, dtype=torch.long, device=device)
     cache = model.new_cache() if use_cache else None
-    clean = torch.zeros(n, 0, model.cfg.d_embed, device=device)  # (n, P, De) the finished blocks
     ended = torch.zeros(n, dtype=torch.bool, device=device)
     for k in range(seq_len // B):
         start, end = k * B, (k + 1) * B
@@ -76,29 +80,18 @@ def sample_blocks(
         if part is not None and bool(part.given.all()):  # a wholly given block (a prompt): nothing to sample
             block = part.ids.to(device)
         else:
-            reads = {"offset": start, "cache": cache} if use_cache else {"offset": start, "clean": clean}
+            reads = {"cache": cache} if use_cache else {"clean": out[:, :start]}
             step_cb = None if callback is None else (lambda info, k=k: callback({**info, "block": k}))
-            block = sample_ids(
-                _BlockView(model, **reads),
-                n=n,
-                seq_len=B,
-                seed=(seed * SEED_MIX + k) % (1 << 63),
-                layout=part,
-                pad_id=pad_id,
-                callback=step_cb,
-                **sample_kw,
-            )
+            view = _BlockView(model, offset=start, **reads)
+            block = sample_block(view, n, B, (seed * SEED_MIX + k) % (1 << 63), part, step_cb)
         out[:, start:end] = block
-        emb = model.embed(block)  # (n, B, De)
         if use_cache:
-            model.encode_clean(emb, cache)
-        else:
-            clean = torch.cat([clean, emb], dim=1)
+            model.encode_clean(block, cache)
         if eos_id is not None:
             ended |= (block == eos_id).any(-1)
             if bool(ended.all()):
                 break
-    return end_at_eos(out, eos_id, pad_id) if eos_id is not None and pad_id is not None else out
+    return out if eos_id is None else end_at_eos(out, eos_id, pad_id)
 
 
 def end_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
