@@ -295,3 +295,22 @@ def test_mdlm_block_training_reads_the_clean_row():
     ids = torch.randint(0, V - 1, (4, L), generator=torch.Generator().manual_seed(0))
     mdlm_loss(model, ids, torch.Generator().manual_seed(1))
     assert len(seen) == 1 and torch.equal(seen[0], ids)
+
+
+def test_previews_show_the_row_so_far_and_count_steps_over_all_blocks():
+    from types import SimpleNamespace
+
+    from sedlm.families import get_family
+    from sedlm.sampling.blocks import step_count
+
+    _, model = _model()
+    seen = []
+    lm = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_id=0))
+    preview = get_family("sed").preview
+
+    def callback(info):
+        seen.append((info["i"], info["block"], preview(lm, info, None).shape))
+
+    sample_blocks(model, _sed_block(steps=3), n=2, seq_len=L, block_size=BS, callback=callback)
+    assert [i for i, _, _ in seen] == list(range(step_count(3, BS, L)))
+    assert [shape for _, _, shape in seen] == [(2, (b + 1) * BS) for _, b, _ in seen]

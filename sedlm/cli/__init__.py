@@ -179,6 +179,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from sedlm.api import load_pretrained
     from sedlm.progress import progress
+    from sedlm.sampling.blocks import step_count
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
@@ -189,7 +190,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     }
     conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
     # A bar on a terminal, plain lines on stderr otherwise: piped --json output on stdout stays clean.
-    with progress(total=options["steps"], desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
+    total = step_count(options["steps"], model.config.diffusion.block_size, model.config.data.seq_len)
+    with progress(total=total, desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
         if (template := getattr(args, "template", None)) is not None:  # "" is a template too (with no blanks)
             texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
         else:

@@ -387,7 +387,10 @@ class MDLMFamily(Family):
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
         """The partly revealed tokens, still-masked positions shown as nothing."""
         z = info.get("z")
-        return None if z is None else torch.where(z == lm.model.mask_id, torch.full_like(z, lm.tokenizer.pad_id), z)
+        if z is None:
+            return None
+        shown = torch.where(z == lm.model.mask_id, torch.full_like(z, lm.tokenizer.pad_id), z)
+        return torch.cat([info["prefix"], shown], dim=1) if "prefix" in info else shown  # block models: row so far
 
 
 FAMILY = MDLMFamily()

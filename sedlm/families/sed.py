@@ -237,8 +237,13 @@ class SEDFamily(Family):
         )
 
     def preview(self, lm: Any, info: dict[str, Any], layout: Any) -> torch.Tensor | None:
-        """The argmax readout of the current x0 estimate."""
-        return decode_ids(lm.model, info["x0_hat"], layout, lm.tokenizer.pad_id) if "x0_hat" in info else None
+        """The argmax readout of the current x0 estimate (after the finished blocks of a block model)."""
+        if "x0_hat" not in info:
+            return None
+        if "prefix" not in info:
+            return decode_ids(lm.model, info["x0_hat"], layout, lm.tokenizer.pad_id)
+        block = decode_ids(lm.model, info["x0_hat"], info["block_layout"], lm.tokenizer.pad_id)
+        return torch.cat([info["prefix"], block], dim=1)
 
 
 def _sampling_module(lm: Any, compile: bool) -> nn.Module:

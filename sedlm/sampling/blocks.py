@@ -8,7 +8,9 @@ function at more cost: a test checks that both give the same tokens.
 
 Given tokens (a prompt) fill their blocks: a block wholly given is not sampled, a partly given one is
 sampled around them. A row ends at its first end-of-text token: everything after it becomes padding,
-and sampling stops once every row has ended.
+and sampling stops once every row has ended. A callback sees each sampler step with its number over all
+blocks (``i``; ``step_count`` gives the total), the block (``block`` of ``blocks``), the finished ids before it
+(``prefix``) and the block's layout (``block_layout``), so previews show the row so far.
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ def sample_blocks(
     out = torch.full((n, seq_len), pad_id, dtype=torch.long, device=device)
     cache = model.new_cache() if use_cache else None
     ended = torch.zeros(n, dtype=torch.bool, device=device)
+    done = 0  # sampler steps so far, over all blocks: a callback's "i"
+
+    def step_cb(info: dict[str, Any], k: int, start: int, part: Layout | None) -> None:
+        nonlocal done
+        assert callback is not None
+        callback(
+            {**info, "i": done, "block": k, "blocks": seq_len // B, "prefix": out[:, :start], "block_layout": part}
+        )
+        done += 1
+
     for k in range(seq_len // B):
         start, end = k * B, (k + 1) * B
         part = _block_layout(layout, n, start, end)
@@ -81,9 +93,9 @@ def sample_blocks(
             block = part.ids.to(device)
         else:
             reads = {"cache": cache} if use_cache else {"clean": out[:, :start]}
-            step_cb = None if callback is None else (lambda info, k=k: callback({**info, "block": k}))
+            cb = None if callback is None else (lambda info, k=k, start=start, part=part: step_cb(info, k, start, part))
             view = _BlockView(model, offset=start, **reads)
-            block = sample_block(view, n, B, (seed * SEED_MIX + k) % (1 << 63), part, step_cb)
+            block = sample_block(view, n, B, (seed * SEED_MIX + k) % (1 << 63), part, cb)
         out[:, start:end] = block
         if use_cache:
             model.encode_clean(block, cache)
@@ -92,6 +104,11 @@ def sample_blocks(
             if bool(ended.all()):
                 break
     return out if eos_id is None else end_at_eos(out, eos_id, pad_id)
+
+
+def step_count(steps: int, block_size: int, seq_len: int) -> int:
+    """Sampler steps of a request of ``steps`` (per block for a block model) over ``seq_len`` positions."""
+    return steps * (seq_len // block_size) if 0 < block_size < seq_len else steps
 
 
 def end_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sedlm.families.base import Request
 from sedlm.pretrained import PretrainedLM
+from sedlm.sampling.blocks import step_count
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest
 
@@ -161,7 +162,9 @@ class Runner:
 
     def _callback(self, job: Job, on_step: OnStep | None) -> Callable[[dict[str, Any]], None]:
         # Thinning: every step for short runs, every k-th (and the last) when steps > stream_events.
-        every = max(1, math.ceil(job.request.steps / max(1, self.limits.stream_events)))
+        cfg = self.model.config
+        total = step_count(job.request.steps, cfg.diffusion.block_size, job.request.seq_len)  # all blocks' steps
+        every = max(1, math.ceil(total / max(1, self.limits.stream_events)))
         deadline = time.monotonic() + self.limits.max_seconds if self.limits.max_seconds else None
 
         def callback(info: dict[str, Any]) -> None:
@@ -173,8 +176,8 @@ class Runner:
                     "(set by --max-seconds); ask for fewer steps or samples"
                 )
             i = int(info["i"])
-            if on_step is not None and (i % every == 0 or i == job.request.steps - 1):
-                on_step(i + 1, job.request.steps, *self.preview(info, job))
+            if on_step is not None and (i % every == 0 or i == total - 1):
+                on_step(i + 1, total, *self.preview(info, job))
 
         return callback
 
