@@ -314,3 +314,11 @@ def test_previews_show_the_row_so_far_and_count_steps_over_all_blocks():
     sample_blocks(model, _sed_block(steps=3), n=2, seq_len=L, block_size=BS, callback=callback)
     assert [i for i, _, _ in seen] == list(range(step_count(3, BS, L)))
     assert [shape for _, _, shape in seen] == [(2, (b + 1) * BS) for _, b, _ in seen]
+
+
+def test_the_harness_spends_its_steps_over_the_blocks():
+    from sedlm.sampling.blocks import per_block_steps, step_count
+
+    assert per_block_steps(200, 4, 64) == 12 and step_count(12, 4, 64) == 192
+    assert per_block_steps(200, 0, 64) == per_block_steps(200, 64, 64) == 200  # whole-row models: unchanged
+    assert per_block_steps(3, 4, 64) == 1  # at least one step per block

@@ -21,6 +21,7 @@ from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.metrics import text_metrics, vocabulary
 from sedlm.pretrained import PretrainedLM
+from sedlm.sampling.blocks import per_block_steps
 from sedlm.train.trainer import family_rows, validation_batches, validation_loss
 
 
@@ -154,8 +155,10 @@ def evaluate_model(
     tok = model.tokenizer
     vocab = vocabulary(data.train_docs)
     gen_kw: dict[str, Any] = {"seed": seed, **{k: v for k, v in gen_options.items() if v is not None}}
-    if steps:
-        gen_kw["steps"] = steps
+    if steps:  # denoising steps per row: a block model spends them over its blocks
+        gen_kw["steps"] = per_block_steps(steps, cfg.diffusion.block_size, cfg.data.seq_len)
+    if model.family.option("stop_at_eos") is not None:  # samples are windows of the text stream, as the data rows
+        gen_kw.setdefault("stop_at_eos", False)
     full, nfe, sec = sample_content(model, n, **gen_kw)
     ids, n_short = equal_length(full, K)
     if len(ids) < 2:

@@ -244,6 +244,15 @@ USE_BLOCK_CACHE = Option(
 )
 
 
+STOP_AT_EOS = Option(
+    "stop_at_eos",
+    bool,
+    "block diffusion: end each row at its first end-of-text token (off: write the whole row, documents "
+    "joined by end-of-text, as the other families' samples are)",
+    default=True,
+)
+
+
 def check_blockwise(request: Request, block_size: int) -> None:
     """A block model writes whole blocks left to right: the request's length must be whole blocks, and it
     can continue a prompt but not fill blanks or read a seq2seq source."""

@@ -50,7 +50,7 @@ from torch import nn
 
 from sedlm.config import Config, ModelConfig
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.families.base import USE_BLOCK_CACHE, Callback, Family, Loss, Request, check_blockwise
+from sedlm.families.base import STOP_AT_EOS, USE_BLOCK_CACHE, Callback, Family, Loss, Request, check_blockwise
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
@@ -267,6 +267,7 @@ class MDLMFamily(Family):
             "temperature", float, "softmax temperature of revealed tokens (drawn in float64)", default=1.0, minimum=1e-6
         ),
         USE_BLOCK_CACHE,
+        STOP_AT_EOS,
     )
 
     def build(self, cfg: Config, tokenizer: Tokenizer, table: torch.Tensor | None) -> nn.Module:
@@ -379,7 +380,7 @@ class MDLMFamily(Family):
             seed=request.seed,
             layout=request.layout,
             pad_id=lm.tokenizer.pad_id,
-            eos_id=lm.tokenizer.eos_id,
+            eos_id=lm.tokenizer.eos_id if request.options["stop_at_eos"] else None,
             use_cache=request.options["use_cache"],
             callback=callback,
         )

@@ -37,7 +37,16 @@ from sedlm.diffusion.objective import sed_loss
 from sedlm.diffusion.schedules import TIME_GRIDS, get_schedule
 from sedlm.diffusion.timewarp import update_warps
 from sedlm.errors import SedlmError
-from sedlm.families.base import USE_BLOCK_CACHE, Callback, Family, Loss, Request, check_blockwise, scored_count
+from sedlm.families.base import (
+    STOP_AT_EOS,
+    USE_BLOCK_CACHE,
+    Callback,
+    Family,
+    Loss,
+    Request,
+    check_blockwise,
+    scored_count,
+)
 from sedlm.model.denoiser import SEDDenoiser
 from sedlm.options import Option
 from sedlm.sampling.blocks import sample_blocks
@@ -84,6 +93,7 @@ class SEDFamily(Family):
         Option("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
         Option("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
         USE_BLOCK_CACHE,
+        STOP_AT_EOS,
         *sampler_options(),  # each sampler's own options, as its registry entry declares them
     )
 
@@ -200,7 +210,7 @@ class SEDFamily(Family):
             seed=seed,
             layout=layout,
             pad_id=lm.tokenizer.pad_id,
-            eos_id=lm.tokenizer.eos_id,
+            eos_id=lm.tokenizer.eos_id if request.options["stop_at_eos"] else None,
             use_cache=o["use_cache"],
             callback=callback,
         )

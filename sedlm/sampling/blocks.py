@@ -111,6 +111,11 @@ def step_count(steps: int, block_size: int, seq_len: int) -> int:
     return steps * (seq_len // block_size) if 0 < block_size < seq_len else steps
 
 
+def per_block_steps(steps: int, block_size: int, seq_len: int) -> int:
+    """Steps per block that spend about ``steps`` per row over a block model's blocks (at least one each)."""
+    return max(1, round(steps / (seq_len // block_size))) if 0 < block_size < seq_len else steps
+
+
 def end_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """Every position after a row's first end-of-text token becomes padding. (n, L) -> (n, L)"""
     is_eos = (ids == eos_id).long()
