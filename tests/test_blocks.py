@@ -322,3 +322,17 @@ def test_the_harness_spends_its_steps_over_the_blocks():
     assert per_block_steps(200, 4, 64) == 12 and step_count(12, 4, 64) == 192
     assert per_block_steps(200, 0, 64) == per_block_steps(200, 64, 64) == 200  # whole-row models: unchanged
     assert per_block_steps(3, 4, 64) == 1  # at least one step per block
+
+
+def test_the_sed_bound_of_a_block_model_reads_the_true_earlier_blocks():
+    """Every call of the variational bound gets the row's clean tokens, so each block's terms are its bound
+    given the blocks before it (the sum bounds -log p(row) by the chain rule)."""
+    from sedlm.diffusion.likelihood import embedding_vlb
+
+    _, model = _model()
+    ids, _, _ = _inputs()
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw.get("clean")), with_kwargs=True)
+    terms = embedding_vlb(model, ids, get_schedule("cosine"), torch.Generator().manual_seed(0), points=4)
+    assert seen and all(c is not None and torch.equal(c, ids) for c in seen)
+    assert torch.isfinite(terms["total"]).all()
