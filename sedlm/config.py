@@ -118,6 +118,10 @@ class DataConfig:
     tokenizer: str = "bpe"
     vocab_size: int = 4096
     seq_len: int = 64
+    # seq2seq only (on by default there, TASK_DEFAULTS): rows hold one pair and then padding, so while every
+    # pair fits in half a row the rows are halved and train.batch_size doubled (a step sees as many tokens);
+    # the run's config records the resulting data.seq_len and train.batch_size
+    fit_rows: bool = False
     pad_fraction: float = 0.1
     val_fraction: float = 0.05
     split_seed: int = 0
@@ -235,6 +239,22 @@ CHOICES = {
     ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
     ("sample", "guidance_mode"): ("cond", "self_cond"),
 }
+# Defaults of a task where they differ from the shared ones, as dotted keys. The bundled configs (tiny,
+# sed-s, ...) hold values chosen for language modelling; a task's defaults replace them. They apply to
+# every key the run does not set itself: a command-line override always wins, and so does every key of a
+# config file that names the task in effect (`data: {task: seq2seq}`). They are part of the resolved
+# config, so a checkpoint's config.json holds them. Measured in benchmarks/seq2seq_synthetic.py.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seq2seq": {
+        # a PPMI (or masked-LM) table is learned from the rows, where a source word and its target words
+        # co-occur, which packs their rows together; a random table keeps every token apart
+        "embed.kind": "random",
+        # more training draws at noise levels where the target can only be read from the source
+        "diffusion.logsnr_shift": -3.0,
+        # rows as long as the pairs need, the batch holding as many tokens (DataConfig.fit_rows)
+        "data.fit_rows": True,
+    },
+}
 # Keys older configs hold that no longer mean anything; dropped when read. (diffusion.timesteps: the
 # samplers take their step count from sample.steps, in continuous time.)
 _RETIRED = {("diffusion", "timesteps")}
@@ -341,8 +361,25 @@ def resolve_config_path(name: str | Path | None) -> Path | None:
     return Path(str(bundled)) if bundled.is_file() else p
 
 
+def apply_task_defaults(cfg: Config, explicit: set[str] | frozenset[str] = frozenset()) -> Config:
+    """Set the defaults of ``cfg.data.task`` (``TASK_DEFAULTS``) on every key not named in ``explicit``
+    (dotted names of the keys chosen for this task); return ``cfg``."""
+    for dotted, value in TASK_DEFAULTS.get(cfg.data.task, {}).items():
+        if dotted not in explicit:
+            section, key = dotted.split(".", 1)
+            set_key(cfg, section, key, value)
+    return cfg
+
+
+def _named(d: dict[str, Any]) -> set[str]:
+    """The dotted keys a config file sets."""
+    return {f"{s}.{k}" for s, section in d.items() if isinstance(section, dict) for k in section}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, then the task's
+    defaults (``TASK_DEFAULTS``) to the keys neither sets for that task, and validate."""
+    explicit = {item.split("=", 1)[0].strip() for item in overrides or []}
     if path is None:
         cfg = Config()
     else:
@@ -359,6 +396,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise SedlmError(f"config file '{p}' must hold a mapping of sections (model:, train:, ...)")
         cfg = from_dict(data)
     apply_overrides(cfg, overrides or [])
+    if path is not None and (data.get("data") or {}).get("task", "lm") == cfg.data.task:
+        explicit |= _named(data)  # the file was written for this task: its values are choices
+    apply_task_defaults(cfg, explicit)
     validate(cfg)
     return cfg
 
@@ -390,6 +430,8 @@ def validate(cfg: Config) -> None:
             f"diffusion.block_size={cfg.diffusion.block_size} must divide data.seq_len={cfg.data.seq_len}; "
             "pick a divisor, or 0 for the whole row"
         )
+    if cfg.data.fit_rows and cfg.data.task != "seq2seq":
+        raise SedlmError("data.fit_rows sizes seq2seq rows to their pairs; set data.task=seq2seq or drop it")
     if cfg.diffusion.block_size and cfg.diffusion.position_warp:
         raise SedlmError("diffusion.block_size does not combine with diffusion.position_warp; set one of them")
     if cfg.diffusion.position_warp and cfg.diffusion.time_warp:

@@ -31,6 +31,9 @@ def test_synthetic_pairs_are_deterministic_and_follow_the_task():
             assert mapping.setdefault(a, b) == b  # a fixed map ...
     assert len(set(mapping.values())) == len(mapping)  # ... one to one
     assert not set(mapping) & set(mapping.values())  # onto another word list
+    other = synth.make_pairs("wordmap25", 400, seed=3)
+    words = {w for p in other for w in p["src"].split()}
+    assert len(words) == 25 and not words & {w for p in wordmap for w in (p["src"] + " " + p["tgt"]).split()}
     with pytest.raises(ValueError):
         synth.make_pairs("reverse", 1)
 

@@ -117,3 +117,24 @@ def test_a_family_reads_its_settings_with_their_declared_defaults():
     cfg = load_config(None, ["mdlm.spindle_lambda=0.25"])
     assert mdlm.setting(cfg, "spindle_lambda") == 0.25 and mdlm.setting(cfg, "mask_schedule") == "linear"
     assert sundae.setting(cfg, "unroll_steps") == 2
+
+
+def test_seq2seq_gets_its_task_defaults_and_chosen_values_win(tmp_path):
+    """--task seq2seq over the tiny config (whose values were chosen for lm) brings the seq2seq defaults; an
+    override, or a key of a file written for seq2seq, wins; the resolved config holds them (a checkpoint
+    reloads them as they were), and lm runs keep the file's values."""
+    tiny = resolve_config_path("tiny")
+    cfg = load_config(tiny, ["data.task=seq2seq"])
+    assert cfg.embed.kind == "random" and cfg.diffusion.logsnr_shift == -3.0 and cfg.data.fit_rows
+    assert cfg.model.d_model == 128 and cfg.train.batch_size == 16  # the file's other values stay
+    assert from_dict(cfg.to_dict()) == cfg
+    lm = load_config(tiny)
+    assert lm.embed.kind == "ppmi" and lm.diffusion.logsnr_shift == 0.0 and not lm.data.fit_rows
+    chosen = load_config(tiny, ["embed.kind=ppmi", "diffusion.logsnr_shift=-1", "data.task=seq2seq"])
+    assert chosen.embed.kind == "ppmi" and chosen.diffusion.logsnr_shift == -1.0 and chosen.data.fit_rows
+    own = tmp_path / "s2s.yaml"
+    own.write_text("data:\n  task: seq2seq\n  fit_rows: false\nembed:\n  kind: mlm\n")
+    mine = load_config(own)
+    assert mine.embed.kind == "mlm" and not mine.data.fit_rows and mine.diffusion.logsnr_shift == -3.0
+    with pytest.raises(SedlmError, match="data.fit_rows"):
+        load_config(None, ["data.fit_rows=true"])  # lm rows are packed full

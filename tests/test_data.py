@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_documents
+from conftest import TINY, make_documents
 
 from sedlm.data.corpora import CORPORA, load_documents, shakespeare_documents, split_documents
 from sedlm.data.packing import PackedRows, insert_padding, pack_rows, tokenize_documents
@@ -246,3 +246,29 @@ def test_an_impossible_split_names_a_fix_that_works(tmp_path):
     cfg.val_fraction = fix
     with pytest.warns(UserWarning, match="validation split"):
         assert prepare_data(cfg).val is not None  # the fraction it names gives a validation row
+
+
+def test_seq2seq_rows_fit_their_pairs_and_the_batch_keeps_its_tokens(tmp_path):
+    """data.fit_rows halves seq2seq rows while every pair fits (never cutting one, and keeping a block size
+    dividing them), and the trainer doubles the batch each time and records both in the run's config."""
+    from sedlm.config import resolve_config_path
+    from sedlm.data.dataset import fit_pair_rows, prepare_data
+    from sedlm.families import load_config
+    from sedlm.train.checkpoint import load_checkpoint
+    from sedlm.train.trainer import train
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"src": f"a b c {w}", "tgt": f"{w} c b a"}) + "\n" for w in "defgh" * 8))
+    over = [f"data.source={pairs}", "data.task=seq2seq", "data.tokenizer=word", "data.vocab_size=50", "data.seq_len=64"]
+    data = prepare_data(load_config(None, over).data)  # rows of 10 tokens: src <eos> tgt <eos>
+    fitted, k = fit_pair_rows(data, 64)
+    assert k == 4 and fitted.train.rows.shape[1] == 16 and fitted.val.rows.shape[1] == 16
+    assert torch.equal(fitted.train.rows, data.train.rows[:, :16]) and (data.train.rows[:, 16:] == 0).all()
+    assert torch.equal(fitted.train.given, data.train.given[:, :16])
+    assert fit_pair_rows(data, 64, block_size=32)[1] == 2  # 16 is no multiple of 32
+    assert fit_pair_rows(fitted, 16)[1] == 1  # a pair no longer fits in 8
+    cfg = load_config(resolve_config_path("tiny"), [*over, *[o for o in TINY if o.startswith("model.")]])
+    cfg.train.max_steps = cfg.train.checkpoint_every = 1
+    train(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
+    saved = load_checkpoint(tmp_path / "run")[0]
+    assert (saved.data.seq_len, saved.train.batch_size) == (16, 64)  # 16 rows of 64 tokens -> 64 rows of 16

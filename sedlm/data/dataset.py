@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sedlm.config import DataConfig
 from sedlm.data.corpora import load_documents, load_pairs, split_documents, split_tail
@@ -123,6 +123,31 @@ def _prepare_pairs(cfg: DataConfig, tokenizer: Tokenizer | None) -> PreparedData
     train = PackedRows(*_rows(tokenizer, train_p, cfg.seq_len))
     val = PackedRows(*_rows(tokenizer, val_p, cfg.seq_len)) if val_p else None
     return PreparedData(tokenizer, train, val, texts, [t for p in val_p for t in p], train_p, val_p)
+
+
+def fit_pair_rows(data: PreparedData, seq_len: int, block_size: int = 0) -> tuple[PreparedData, int]:
+    """seq2seq rows hold one pair and then padding: halve them while every training and validation pair
+    still fits (and ``block_size``, when set, still divides them). Returns the data on the narrower rows
+    and the factor k they shrank by (1: unchanged), by which a caller multiplies its batch so that a step
+    sees as many tokens."""
+    parts = [r for r in (data.train, data.val) if r is not None]
+    used = max(int((r.rows != r.pad_id).any(0).nonzero().max()) + 1 for r in parts)
+    k = 1
+    while seq_len % (2 * k) == 0 and seq_len // (2 * k) >= max(used, 2):
+        if block_size and (seq_len // (2 * k)) % block_size:
+            break
+        k *= 2
+    if k == 1:
+        return data, 1
+    width = seq_len // k
+
+    def narrow(r: PackedRows | None) -> PackedRows | None:
+        if r is None:
+            return None
+        given = None if r.given is None else r.given[:, :width]
+        return PackedRows(r.rows[:, :width], r.pad_id, r.pad_fraction, given)
+
+    return replace(data, train=narrow(data.train), val=narrow(data.val)), k
 
 
 def _rows(tok: Tokenizer, pairs, seq_len: int):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from sedlm.config import Config
-from sedlm.data.dataset import PreparedData
+from sedlm.data.dataset import PreparedData, fit_pair_rows
 from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
@@ -248,6 +248,17 @@ def train(
     tokenizer = saved[2] if saved else initial[2] if initial else tokenizer_for(cfg)
     if data is None:
         data = prepare_on_main_first(cfg, out, accelerator, tokenizer, log)
+    if cfg.data.fit_rows:  # seq2seq rows sized to the pairs, the batch keeping its tokens
+        data, k = fit_pair_rows(data, cfg.data.seq_len, cfg.diffusion.block_size)
+        if k > 1:
+            log(
+                f"every pair fits in {cfg.data.seq_len // k} tokens: rows of {cfg.data.seq_len // k} tokens, "
+                f"global batch {cfg.train.batch_size * k} rows (data.fit_rows)"
+            )
+            cfg.data.seq_len //= k
+            cfg.train.batch_size *= k
+            micro, n_micro = micro_batches(cfg, world)
+        cfg.data.fit_rows = False  # the saved config holds the fitted rows: a resume must not halve them again
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.d_embed = effective_d_embed(cfg.embed.kind, cfg.model.vocab_size, cfg.model.d_embed)
     family = get_family(cfg.family)
