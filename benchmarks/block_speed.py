@@ -10,7 +10,7 @@ Columns: ms per generated token at batch 1 and tokens/s at batch 32 (median of `
 calls per row, and the cache's speed-up (uncached time / cached time). This is cost at equal steps, not at
 equal quality: the steps a trained block model needs for a given quality are measured by the block frontier.
 
-Rerun (one thread, about 3 minutes):
+Rerun (one thread; 3 repeats of each point at 8 steps per block):
     python benchmarks/block_speed.py
 """
 

@@ -159,9 +159,7 @@ class ARFamily(Family):
         (the diffusion families' bounds cover all L tokens too). With ``given``, only the other tokens are
         counted, each read after everything before it: exact -log p(scored | given) when the given tokens
         come first (a context); given tokens after the scored ones are not read."""
-        start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
-        logits = model(torch.cat([start, ids[:, :-1]], dim=1)).float()  # (B, L, V)
-        nll = token_nll(logits, ids)  # (B, L)
+        nll = token_nll(self._row_logits(model, ids, cfg, tokenizer).float(), ids)  # (B, L)
         if given is None:
             return nll.mean(-1)
         return (nll * ~given.bool()).sum(-1) / scored_count(ids, given)
@@ -176,9 +174,13 @@ class ARFamily(Family):
         tokenizer: Tokenizer,
     ) -> torch.Tensor:
         """Greedy decoding would write the scored tokens: each is the argmax after the tokens before it."""
-        start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
-        best = model(torch.cat([start, ids[:, :-1]], dim=1)).argmax(-1)  # (B, L)
+        best = self._row_logits(model, ids, cfg, tokenizer).argmax(-1)  # (B, L)
         return ((best == ids) | given.bool()).all(-1)
+
+    def _row_logits(self, model: nn.Module, ids: torch.Tensor, cfg: Config, tokenizer: Tokenizer) -> torch.Tensor:
+        """Next-token logits for every token of the rows, each read after its start token. (B, L) -> (B, L, V)"""
+        start = torch.full_like(ids[:, :1], (self.start_ids(cfg, tokenizer) or [tokenizer.eos_id])[0])  # (B, 1)
+        return model(torch.cat([start, ids[:, :-1]], dim=1))
 
     def generate(self, lm: Any, request: Request, callback: Callback | None = None) -> torch.Tensor:
         """A ``layout`` gives one prefix per row (a prompt or a seq2seq source): the model continues
