@@ -71,6 +71,32 @@ def test_samples_shorter_than_the_scored_length_are_counted_not_scored(sed_run, 
     assert data_row["n_samples"] + data_row["n_short"] == 10
 
 
+def test_a_system_whose_samples_all_fall_short_is_an_error_or_a_row_without_scores(
+    sed_run, tiny_judge_dir, monkeypatch, tmp_path
+):
+    """`sedlm eval` refuses to score fewer than two samples; a comparison keeps the system as a row that says
+    how many samples fell short (and plots the others) instead of stopping the whole table."""
+    import sedlm.eval.harness as harness
+    from sedlm.bench.plots import plot, plot_frontier
+    from sedlm.errors import SedlmError
+
+    model = load_pretrained(sed_run)
+    words = [i for i in range(model.tokenizer.vocab_size) if i not in set(model.tokenizer.special_ids)][:40]
+    short = [[words[(3 * j + i) % 40] for i in range(4)] for j in range(9)] + [words[:12]]  # one of 10 reaches 10
+    monkeypatch.setattr(harness, "sample_content", lambda *a, **k: (short, 4.0, 0.01))
+    with pytest.raises(SedlmError, match="only 1 of 10 samples reach 10 tokens"):
+        evaluate_model(model, judge=str(tiny_judge_dir), n=10, eval_tokens=10, min_mauve=10**6)
+    (row, data_row), samples = evaluate_model(
+        model, judge=str(tiny_judge_dir), n=10, eval_tokens=10, min_mauve=10**6, keep_short=True
+    )
+    assert samples == [] and (row["n_samples"], row["n_short"]) == (0, 9)
+    assert "judge_nll" not in row and data_row["judge_nll"] > 0
+    assert harness.scored(row) == "no score: 9 samples fall short of 10 tokens"
+    plot([row, data_row], tmp_path / "p.png", 64)
+    plot_frontier([{**row, "knob": "temperature", "value": 1.0}], data_row, tmp_path / "f.png")
+    assert (tmp_path / "p.png").is_file() and (tmp_path / "f.png").is_file()
+
+
 @pytest.mark.parametrize("method", ["sed", "ar", "mdlm"])
 def test_harness_validation_loss_is_the_trainers(method, tmp_path, corpus_file):
     """The harness scores a checkpoint's validation loss on exactly the trainer's batches: same rows,

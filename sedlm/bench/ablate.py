@@ -28,7 +28,7 @@ from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.devices import resolve_device
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import evaluate_model
+from sedlm.eval.harness import evaluate_model, scored
 from sedlm.eval.results import markdown_table, write_results
 from sedlm.families import check_config, load_config
 from sedlm.families.recipes import RECIPES
@@ -284,6 +284,7 @@ def ablate(
             seed=0,
             label=label,
             eval_tokens=eval_tokens,
+            keep_short=True,
             **sample,
         )
         data_row = data_row or drow
@@ -293,7 +294,7 @@ def ablate(
         row["variant"] = row.pop("method") if v is None else v.name
         row["group"] = "baseline" if v is None else v.group
         rows.append(row)
-        log(f"{row['variant']}: judge NLL {row.get('judge_nll')}, entropy {row['unigram_entropy']:.2f} bits")
+        log(f"{row['variant']}: {scored(row)}")
         publish()
 
     def publish() -> None:

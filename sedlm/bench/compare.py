@@ -23,7 +23,7 @@ from sedlm.bench.seeds import SEED_COLUMNS, seed_summary
 from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
-from sedlm.eval.harness import evaluate_model, generation_seconds
+from sedlm.eval.harness import evaluate_model, generation_seconds, scored
 from sedlm.eval.results import markdown_table, write_results
 from sedlm.families import FAMILIES, check_config, get_family, load_config
 from sedlm.families.base import count_parameters
@@ -160,6 +160,7 @@ def frontier_points(
             min_mauve=10**9,
             label=label,
             with_data_row=False,
+            keep_short=True,
             **fixed,
         )
         points.append((knob, value, point))
@@ -356,7 +357,7 @@ def compare(
         out, elapsed = train_system(cfg, system, n_steps, runs_dir, data, log, reuse=reuse)
         model = load_pretrained(out)
         (row, drow), _ = evaluate_model(
-            model, data, judge=judge, n=n, steps=steps, seed=0, label=system, eval_tokens=eval_tokens
+            model, data, judge=judge, n=n, steps=steps, seed=0, label=system, eval_tokens=eval_tokens, keep_short=True
         )
         row["seed"] = seed
         data_row = data_row or drow
@@ -374,10 +375,7 @@ def compare(
                     **{c: point.get(c) for c in FRONTIER_COLUMNS if c not in ("knob", "value")},
                 }
             )
-            log(
-                f"{system} {knob}={value:g}: judge NLL {point['judge_nll']:.3f}, "
-                f"entropy {point['unigram_entropy']:.2f} bits"
-            )
+            log(f"{system} {knob}={value:g}: {scored(point)}")
         tokens = n_steps * cfg.train.batch_size * cfg.data.seq_len
         train_tok_s = tokens / max(elapsed, 1e-9)
         row.update(
@@ -394,11 +392,7 @@ def compare(
             )
         rows.append(row)
         publish(rows, frontier, kept, kept_frontier, data_row)  # after every system: a stopped run keeps its rows
-        log(
-            f"{system}: judge NLL {row.get('judge_nll')} {row.get('judge_nll_ci95')}, "
-            f"entropy {row['unigram_entropy']:.2f} "
-            f"{row.get('unigram_entropy_ci95')} bits"
-        )
+        log(f"{system}: {scored(row)}")
     file, frontier_file = publish(rows, frontier, kept, kept_frontier, data_row)
     if len(seeds) > 1:
         summary = seed_summary(sorted(rows, key=lambda r: methods.index(r["method"])))

@@ -23,6 +23,7 @@ def plot_frontier(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    rows = [r for r in rows if r.get("judge_nll") is not None]  # a system whose samples fell short has no point
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["unigram_entropy"])
         xs, ys = [r["unigram_entropy"] for r in pts], [r["judge_nll"] for r in pts]
@@ -72,7 +73,9 @@ def plot(rows: list[dict[str, Any]], path: Path, seq_len: int) -> None:
                 ls="--",
                 label=f"real text (NLL {r['judge_nll']:.2f}, H={r['unigram_entropy']:.2f} bits)",
             )
-        elif r.get("sample_tokens_per_s_b32") is not None:  # measured on a system's first training seed
+        elif (
+            r.get("sample_tokens_per_s_b32") is not None and r.get("judge_nll") is not None
+        ):  # measured on a system's first training seed
             ax.scatter(r["sample_tokens_per_s_b32"], r["judge_nll"], s=60)
             ax.annotate(
                 f"{r['method']} (H={r['unigram_entropy']:.2f} bits)",

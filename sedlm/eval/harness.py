@@ -138,12 +138,15 @@ def evaluate_model(
     eval_tokens: int | None = None,
     min_mauve: int | None = None,
     with_data_row: bool = True,
+    keep_short: bool = False,
     **gen_options: Any,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for ``model`` and for real held-out text (judge NLL and per-sample token entropy with
     bootstrap CIs, word entropy, diversity, MAUVE when n is large enough, validation loss and its
     kind), and the samples themselves. Samples and references are cut to ``eval_tokens`` model tokens
-    (default ``default_eval_tokens``); ``with_data_row=False`` leaves the real-text row out.
+    (default ``default_eval_tokens``); ``with_data_row=False`` leaves the real-text row out. When fewer than
+    two samples reach that length it is an error, or with ``keep_short`` a row without text metrics that
+    still reports ``n_short`` (a comparison table keeps the system rather than stopping).
     ``gen_options`` (sampler, guidance, temperature, top_p, ...) go to the model's generate."""
     from sedlm.eval.metrics import MIN_MAUVE_TEXTS
 
@@ -161,12 +164,12 @@ def evaluate_model(
         gen_kw.setdefault("stop_at_eos", False)
     full, nfe, sec = sample_content(model, n, **gen_kw)
     ids, n_short = equal_length(full, K)
-    if len(ids) < 2:
+    if len(ids) < 2 and not keep_short:
         raise SedlmError(
             f"only {len(ids)} of {n} samples reach {K} tokens (the length every row is scored at); "
             "lower --eval-tokens or raise data.seq_len"
         )
-    samples = [tok.decode(r) for r in ids]
+    samples = [tok.decode(r) for r in ids] if len(ids) >= 2 else []
     ref_ids, _ = equal_length(heldout_ids(data, n), K)
     data_full = heldout_ids(data, n, offset=n)  # a second real set: the data row, and MAUVE of data against data
     data_ids, data_short = equal_length(data_full, K)
@@ -183,7 +186,7 @@ def evaluate_model(
         "method": label or cfg.family,
         "nfe": round(nfe, 1),
         "seconds_per_sample": round(sec, 4),
-        **text_metrics(samples, refs, sample_ids=ids, **mk),
+        **(text_metrics(samples, refs, sample_ids=ids, **mk) if samples else {"n_samples": 0}),
         "eval_tokens": K,
         "n_short": n_short,
         "mean_sample_tokens": round(sum(map(len, full)) / max(1, len(full)), 2),
@@ -201,3 +204,14 @@ def evaluate_model(
         "mean_sample_tokens": round(sum(map(len, data_full)) / max(1, len(data_full)), 2),
     }
     return [row, data_row], samples
+
+
+def scored(row: dict[str, Any]) -> str:
+    """One line for the log: a row's judge NLL and entropy with their CIs, or why it has none."""
+    if row.get("judge_nll") is None:
+        return f"no score: {row['n_short']} samples fall short of {row['eval_tokens']} tokens"
+    return (
+        f"judge NLL {row['judge_nll']:.3f} {row.get('judge_nll_ci95')}, "
+        f"entropy {row['unigram_entropy']:.2f} {row.get('unigram_entropy_ci95')} bits"
+        + (f" ({row['n_short']} samples short)" if row.get("n_short") else "")
+    )
