@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.families.base import Family, Request, request_kind
 from sedlm.ranges import SEED_MAX
+from sedlm.sampling.blocks import on_finished_blocks
 from sedlm.sampling.core import Callback
 from sedlm.sampling.templates import Layout, layout_prompt, layout_source, layout_template
 from sedlm.train.checkpoint import check_weights_fit, load_checkpoint, save_checkpoint
@@ -180,16 +184,94 @@ class PretrainedLM:
             out.append([p for p in pieces if p["text"]])
         return out
 
-    def generate(self, n: int | None = None, prompt: str | None = None, src: str | None = None, **kw: Any) -> list[str]:
+    def canvas(
+        self,
+        prompt: str | None = None,
+        src: str | None = None,
+        template: str | None = None,
+        seq_len: int | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[Layout | None, int, int | None]:
+        """(layout, canvas length, end): the canvas of a request. With ``max_tokens`` the model writes at most
+        that many tokens after the given text (prompt or source): the canvas holds them, rounded up to whole
+        blocks for a block model (diffusion.block_size), and ``end`` is where ``cap`` cuts; else the canvas
+        is ``seq_len`` (default: the model's row length) and ``end`` is None."""
+        if max_tokens is None:
+            L = seq_len or self.config.data.seq_len
+            return self.make_layout(prompt, src, template, seq_len=L), L, None
+        if max_tokens < 1:
+            raise SedlmError(f"max_tokens must be at least 1 (got {max_tokens})")
+        if seq_len is not None or template is not None:
+            raise SedlmError(
+                "max_tokens sets the canvas after a prompt; give it or seq_len, and not with an infilling template"
+            )
+        given = len(self.tokenizer.encode(prompt or src or ""))
+        if given == 0 and (prompt or src) is not None:
+            self.make_layout(prompt, src, seq_len=2)  # the clear error for an empty prompt or source
+        end = given + (src is not None) + max_tokens  # a seq2seq source is followed by its end-of-text token
+        bs = self.config.diffusion.block_size
+        L = -(-end // bs) * bs if 0 < bs < self.config.data.seq_len else end
+        return self.make_layout(prompt, src, seq_len=L), L, end
+
+    def cap(self, ids: torch.Tensor, end: int | None) -> torch.Tensor:
+        """``ids`` with every position from ``end`` on made padding (the ``max_tokens`` cut). (n, L)"""
+        if end is None or end >= ids.shape[-1]:
+            return ids
+        out = ids.clone()
+        out[:, end:] = self.tokenizer.pad_id
+        return out
+
+    def generate(
+        self,
+        n: int | None = None,
+        prompt: str | None = None,
+        src: str | None = None,
+        max_tokens: int | None = None,
+        **kw: Any,
+    ) -> list[str]:
         """Generate ``n`` texts (padding and special tokens stripped): unconditional, continuing
         ``prompt`` (the prompt is part of each text), or the target for a seq2seq source ``src``
-        (only the target is returned). Other options as the family's ``generate_ids``."""
-        L = kw.pop("seq_len", None) or self.config.data.seq_len
-        layout = self.make_layout(prompt, src, seq_len=L)
+        (only the target is returned). ``max_tokens`` caps what is written after the prompt (``canvas``);
+        a block model also ends a row at its end-of-text token. Other options as ``generate_ids``."""
+        layout, L, end = self.canvas(prompt, src, seq_len=kw.pop("seq_len", None), max_tokens=max_tokens)
         if layout is not None:
             kw["layout"] = layout
-        ids = self.generate_ids(n, seq_len=L, **kw)
+        ids = self.cap(self.generate_ids(n, seq_len=L, **kw), end)
         return self.texts(ids, layout, drop_given_prefix=src is not None)
+
+    def stream(self, prompt: str | None = None, max_tokens: int | None = None, **kw: Any) -> Iterator[str]:
+        """One sample's text in pieces as it becomes final: a block model (diffusion.block_size) yields each
+        block's text as soon as the block is written (the prompt first, when there is one); a whole-row
+        model yields its text once, at the end. The pieces join to ``generate(n=1, ...)[0]``."""
+        layout, L, end = self.canvas(prompt, seq_len=kw.pop("seq_len", None), max_tokens=max_tokens)
+        if kw.pop("n", 1) != 1:
+            raise SedlmError("stream writes one sample; use generate for several")
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        user_cb = kw.pop("callback", None)
+
+        def emit(prefix: torch.Tensor) -> None:
+            pieces.put(("text", self.texts(self.cap(prefix, end))[0]))
+
+        def work() -> None:
+            try:
+                cb = on_finished_blocks(emit, user_cb)
+                ids = self.generate_ids(1, seq_len=L, layout=layout, callback=cb, **kw)
+                pieces.put(("text", self.texts(self.cap(ids, end))[0]))
+            except BaseException as e:  # re-raised in the caller's thread
+                pieces.put(("error", e))
+            pieces.put(("end", None))
+
+        thread = threading.Thread(target=work, name="sedlm-stream", daemon=True)
+        thread.start()
+        sent = ""
+        while (item := pieces.get())[0] != "end":
+            kind, value = item
+            if kind == "error":
+                raise value
+            if value.startswith(sent) and len(value) > len(sent):  # a block may end inside a multi-byte character
+                yield value[len(sent) :]
+                sent = value
+        thread.join()
 
     def infill(self, template: str, n: int = 1, **kw: Any) -> list[str]:
         """Fill the blanks of ``template`` (``[___]``: the model picks the length; ``[___:N]``: N tokens)."""

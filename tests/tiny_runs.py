@@ -10,14 +10,14 @@ import torch
 from conftest import TINY, make_documents
 
 
-def tiny_checkpoint(out: Path, method: str = "sed") -> Path:
-    """Write a TINY-config checkpoint of ``method`` with freshly initialised weights to ``out``."""
+def tiny_checkpoint(out: Path, method: str = "sed", overrides: tuple[str, ...] = ()) -> Path:
+    """Write a TINY-config checkpoint of ``method`` (with ``overrides``) with freshly initialised weights to ``out``."""
     from sedlm.data.tokenizer import train_bpe
     from sedlm.families import get_family, load_config
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, [*TINY, *overrides])
     cfg.family = method
     tok = train_bpe(make_documents(10), cfg.data.vocab_size)
     cfg.model.vocab_size = tok.vocab_size

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,16 +10,15 @@ from pathlib import Path
 from sedlm.cli.eval import add_eval_and_bench_parsers
 from sedlm.cli.flags import (
     Number,
-    add_option_flags,
     check_outputs,
     count,
-    options_from_args,
     output,
     positive,
     seed,
     unparsed_number,
 )
 from sedlm.cli.lm_eval import add_lm_eval_parser, run_lm_eval
+from sedlm.cli.sample import add_sample_parsers
 from sedlm.cli.serve import add_serve_parser  # imports no web framework until `serve` runs
 from sedlm.errors import SedlmError
 
@@ -176,47 +174,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    from sedlm.api import load_pretrained
-    from sedlm.progress import progress
-    from sedlm.sampling.blocks import step_count
-
-    model = load_pretrained(args.ckpt, device=args.device)
-    s = model.config.sample
-    options = {
-        "steps": s.steps if args.steps is None else args.steps,
-        "seed": s.seed if args.seed is None else args.seed,
-        **options_from_args(args),
-    }
-    conditioning = {k: v for k, v in (("prompt", args.prompt), ("src", args.src)) if v is not None}
-    # A bar on a terminal, plain lines on stderr otherwise: piped --json output on stdout stays clean.
-    total = step_count(options["steps"], model.config.diffusion.block_size, model.config.data.seq_len)
-    with progress(total=total, desc="sampling", enabled=model.family.step_callbacks, leave=False) as bar:
-        if (template := getattr(args, "template", None)) is not None:  # "" is a template too (with no blanks)
-            texts = model.infill(template, n=args.n or 1, callback=lambda info: bar.update(1), **options)
-        else:
-            texts = model.generate(n=args.n, callback=lambda info: bar.update(1), **conditioning, **options)
-    if args.json:
-        resolved = model.family.resolve_options(s, options_from_args(args))
-        print(
-            json.dumps(
-                {
-                    "family": model.family_name,
-                    **conditioning,
-                    "samples": texts,
-                    "steps": options["steps"],
-                    "seed": options["seed"],
-                    **resolved,
-                },
-                indent=2,
-            )
-        )
-    else:
-        for i, t in enumerate(texts):
-            print(f"--- sample {i}\n{t}")
-    return 0
-
-
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from sedlm.quickstart import quickstart
 
@@ -353,23 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDE_HELP)
     r.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser(
-        "sample", help="generate text from a checkpoint", description="Generate text from a checkpoint folder."
-    )
-    _sampling_options(s, n_help="number of samples (default: the checkpoint's sample.n)")
-    s.add_argument("--prompt", help="text to continue (it is kept verbatim at the start of each sample)")
-    s.add_argument("--src", help="seq2seq source text (for a model trained with data.task=seq2seq)")
-    s.set_defaults(func=cmd_sample)
-
-    f = sub.add_parser(
-        "infill",
-        help="fill the blanks of a template",
-        description="Fill the blanks of TEMPLATE: "
-        "[___] lets the model choose the length, [___:N] asks for exactly N tokens; the rest is kept verbatim.",
-    )
-    f.add_argument("template", help='e.g. "The [___] of Denmark [___:12] revenge."')
-    _sampling_options(f, n_help="number of fillings (default: 1)")
-    f.set_defaults(func=cmd_sample, prompt=None, src=None)
+    add_sample_parsers(sub)
     d = sub.add_parser(
         "distill",
         help="distil a diffusion checkpoint into a student that samples in a few network calls",
@@ -405,18 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_eval_parser(sub)
     add_eval_and_bench_parsers(sub)
     return p
-
-
-def _sampling_options(s: argparse.ArgumentParser, n_help: str) -> None:
-    s.add_argument("--ckpt", required=True, help="checkpoint folder (the --out of train or quickstart)")
-    s.add_argument("--n", type=count(), help=n_help)
-    s.add_argument(
-        "--steps", type=count(), help="denoising steps (network calls per step: 1, heun 2) (default: sample.steps)"
-    )
-    s.add_argument("--seed", type=seed(), help="random seed (default: sample.seed)")
-    add_option_flags(s)
-    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    s.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def add_threads_flag(parser: argparse.ArgumentParser) -> None:

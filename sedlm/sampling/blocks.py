@@ -106,6 +106,24 @@ def sample_blocks(
     return out if eos_id is None else end_at_eos(out, eos_id, pad_id)
 
 
+def on_finished_blocks(emit: Callable[[torch.Tensor], None], callback: Callback | None = None) -> Callback:
+    """A sampler callback that passes every step on to ``callback`` and calls ``emit(prefix)`` with the
+    finished ids (n, k * B) once, when a block model starts block k: those tokens are final, so they can be
+    streamed while later blocks are written. Whole-row samplers report no blocks and never emit."""
+    started = 0
+
+    def cb(info: dict[str, Any]) -> None:
+        nonlocal started
+        k = info.get("block")
+        if k is not None and k > started:
+            started = k
+            emit(info["prefix"])
+        if callback is not None:
+            callback(info)
+
+    return cb
+
+
 def step_count(steps: int, block_size: int, seq_len: int) -> int:
     """Sampler steps of a request of ``steps`` (per block for a block model) over ``seq_len`` positions."""
     return steps * (seq_len // block_size) if 0 < block_size < seq_len else steps

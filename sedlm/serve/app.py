@@ -6,8 +6,9 @@
     POST /v1/generate          unconditional, prompt or seq2seq source -> texts
     POST /v1/infill            a template with [___] / [___:N] blanks -> texts
     POST /v1/generate/stream   server-sent events: "step" events with the decoded text while the
-                               sampler runs (at most Limits.stream_events of them), then "result"
-                               (or "error"); closing the connection stops the sampling
+                               sampler runs (at most Limits.stream_events of them), "block" events
+                               with each finished block of a block model, then "result" (or
+                               "error"); closing the connection stops the sampling
 
 User errors (``SedlmError``: no blanks, unknown sampler, text too long for the model) answer 400 with
 the message; limits answer 413 (body or text size), 422 (n, steps, seq_len; unknown fields, bad JSON)
@@ -242,7 +243,12 @@ def create_app(
             "description": "the queue is full (retry after Retry-After) or the time limit ran out",
         },
     }
-    add_completions(app, model, runner, StreamBody, run)
+
+    def events(job: Job, request: Request) -> AsyncIterator[tuple[str, Any]]:
+        runner.admit()  # raises Busy before any response starts
+        return _events(_start(runner, job), job, request)
+
+    add_completions(app, model, runner, StreamBody, run, events)
     app.post("/v1/generate", response_model=GenerateResponse, responses=errors)(generate)
     app.post("/v1/infill", response_model=GenerateResponse, responses=errors)(infill)
     app.post(
@@ -251,7 +257,8 @@ def create_app(
         responses={
             200: {
                 "content": {"text/event-stream": {}},
-                "description": "events 'step' ({step, steps, texts, spans}), then 'result' or 'error'",
+                "description": "events 'step' ({step, steps, texts, spans}); from a block model also 'block' "
+                "({spans}: each row's finished blocks, final); then 'result' or 'error'",
             },
             **errors,
         },
@@ -281,6 +288,7 @@ def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
                     lambda step, steps, texts, spans: put(
                         "step", {"step": step, "steps": steps, "texts": texts, "spans": spans}
                     ),
+                    lambda spans: put("block", {"spans": spans}),
                 ),
             )
         except Cancelled:
@@ -300,8 +308,8 @@ def _start(runner: Runner, job: Job) -> asyncio.Queue[tuple[str, Any]]:
     return queue
 
 
-async def _relay(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Request) -> AsyncIterator[str]:
-    """Server-sent events from the queue; cancel the job when the client leaves or the stream is closed."""
+async def _events(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Request) -> AsyncIterator[tuple[str, Any]]:
+    """(event, data) from the queue until "end"; cancel the job when the client leaves or the stream is closed."""
     try:
         while True:
             try:
@@ -312,6 +320,12 @@ async def _relay(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Reque
                 continue
             if event == "end":
                 return
-            yield _sse(event, data)
+            yield event, data
     finally:  # normal end, client gone (the response task is cancelled) or generator closed
         job.cancel.set()
+
+
+async def _relay(queue: asyncio.Queue[tuple[str, Any]], job: Job, request: Request) -> AsyncIterator[str]:
+    """Server-sent events from the queue."""
+    async for event, data in _events(queue, job, request):
+        yield _sse(event, data)

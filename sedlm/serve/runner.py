@@ -16,13 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from sedlm.families.base import Request
 from sedlm.pretrained import PretrainedLM
-from sedlm.sampling.blocks import step_count
+from sedlm.sampling.blocks import on_finished_blocks, step_count
+from sedlm.sampling.templates import Layout
 from sedlm.serve.limits import Limits
 from sedlm.serve.schemas import StreamRequest
 
 OnStep = Callable[[int, int, list[str], list[list[dict[str, Any]]]], None]  # (step done, steps, texts, spans)
+OnBlock = Callable[[list[list[dict[str, Any]]]], None]  # spans of each row's finished blocks
 
 
 class Cancelled(Exception):
@@ -83,6 +87,7 @@ class Job:
 
     request: Request  # built and checked once, by the model's family
     drop_given_prefix: bool
+    end: int | None = None  # the max_tokens cut (``PretrainedLM.cap``)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -100,14 +105,6 @@ class Runner:
         """Turn a request into a job, or raise ``LimitError`` / ``SedlmError`` with a message."""
         lim, s, family = self.limits, self.model.config.sample, self.model.family
         steps = req.steps or min(s.steps, lim.max_steps)  # an unset step count never exceeds the limit
-        seq_len = req.seq_len or self.model.config.data.seq_len
-        for name, value, cap, flag in [
-            ("n", req.n, lim.max_n, "--max-n"),
-            ("steps", steps, lim.max_steps, "--max-steps"),
-            ("seq_len", seq_len, self.max_seq_len, "--max-seq-len"),
-        ]:
-            if value > cap:
-                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})", name)
         for name in ("prompt", "src", "template"):
             text = getattr(req, name)
             if text is not None and len(text) > lim.max_text_chars:
@@ -116,11 +113,18 @@ class Runner:
                     f"{name} is {len(text)} characters, over this server's limit of "
                     f"{lim.max_text_chars} (set by --max-text-chars)",
                 )
+        layout, seq_len, end = self.model.canvas(req.prompt, req.src, req.template, req.seq_len, req.max_tokens)
+        for name, value, cap, flag in [
+            ("n", req.n, lim.max_n, "--max-n"),
+            ("steps", steps, lim.max_steps, "--max-steps"),
+            ("seq_len", seq_len, self.max_seq_len, "--max-seq-len"),
+        ]:
+            if value > cap:
+                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})", name)
         given = {o.name: getattr(req, o.name, None) for o in family.options if o.per_request}
-        layout = self.model.make_layout(req.prompt, req.src, req.template, seq_len=seq_len)
         # a bad option value or a request the family cannot serve is a 400 before any work starts
         request = self.model.request(req.n, steps, req.seed, seq_len, layout, src=req.src is not None, **given)
-        return Job(request, req.src is not None)
+        return Job(request, req.src is not None, end)
 
     def admit(self) -> None:
         """Take a place in the queue or raise ``Busy``; every admitted job must end with ``done``."""
@@ -136,17 +140,24 @@ class Runner:
         with self._lock:
             self.pending -= 1
 
-    def run(self, job: Job, on_step: OnStep | None = None) -> dict[str, Any]:
-        """Sample (blocking; call from a worker thread). Raises ``Cancelled`` once ``job.cancel`` is set."""
+    def run(self, job: Job, on_step: OnStep | None = None, on_block: OnBlock | None = None) -> dict[str, Any]:
+        """Sample (blocking; call from a worker thread). Raises ``Cancelled`` once ``job.cancel`` is set.
+        A block model calls ``on_block`` with the spans of each row's finished blocks as each block starts."""
         if not self._gate.acquire(job.cancel):
             raise Cancelled()
+        r = job.request
+        callback = self._callback(job, on_step)
+        if on_block is not None:
+            callback = on_finished_blocks(
+                lambda prefix: on_block(self.model.spans(self.model.cap(prefix, job.end), _cut(r.layout, prefix))),
+                callback,
+            )
         try:
             start = time.perf_counter()
-            ids = self.model.family.generate(self.model, job.request, self._callback(job, on_step))
+            ids = self.model.cap(self.model.family.generate(self.model, r, callback), job.end)
             seconds = time.perf_counter() - start
         finally:
             self._gate.release()
-        r = job.request
         return {
             "texts": self.model.texts(ids, r.layout, job.drop_given_prefix),
             "spans": self.model.spans(ids, r.layout, job.drop_given_prefix),
@@ -186,6 +197,15 @@ class Runner:
         ids = self.model.family.preview(self.model, info, job.request.layout)
         if ids is None:
             return [], []
+        ids = self.model.cap(ids, job.end)
         return self.model.texts(ids, job.request.layout, job.drop_given_prefix), self.model.spans(
             ids, job.request.layout, job.drop_given_prefix
         )
+
+
+def _cut(layout: Layout | None, prefix: torch.Tensor) -> Layout | None:
+    """The part of ``layout`` over the first ``prefix.shape[-1]`` positions."""
+    if layout is None:
+        return None
+    w = prefix.shape[-1]
+    return Layout(layout.ids[..., :w], layout.given[..., :w], layout.no_pad[:w])

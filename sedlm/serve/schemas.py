@@ -33,6 +33,12 @@ def _int(ge: int | None = None, le: int | None = None) -> Any:
     return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]  # bounds first: they reach the schema
 
 
+MAX_TOKENS_HELP = (
+    "at most this many tokens written after the prompt or source, instead of seq_len; a block model rounds "
+    "its canvas up to whole blocks and cuts there (and also ends at end-of-text)"
+)
+
+
 class ErrorBody(BaseModel):
     """The body of a 400 (a user error: no blanks, text too long for the model, a request the family
     cannot serve), 413 (body or text over a limit) and 503 (queue full, or over the time limit)."""
@@ -53,6 +59,7 @@ class SampleOptions(_Strict):
     seq_len: _int(2) | None = Field(
         None, description="canvas length in tokens (default: the checkpoint's data.seq_len)"
     )
+    max_tokens: _int(1) | None = Field(None, description=MAX_TOKENS_HELP)  # type: ignore[valid-type]
 
 
 class GenerateRequest(SampleOptions):
@@ -154,6 +161,7 @@ def request_models(
             _int(2, max_seq_len) | None,
             Field(None, description="canvas length in tokens (default: the checkpoint's data.seq_len)"),
         ),
+        "max_tokens": (_int(1, max_seq_len) | None, Field(None, description=MAX_TOKENS_HELP)),
     }
     text = {
         name: (
