@@ -28,6 +28,8 @@ size, equal training tokens, same tokenizer). Rerun (n = 256, 200 sampling steps
 2 shared cores at one thread, ~1 s per SED step on 256 rows of 64 tokens, 2.4 s guided, ~40 s per
 256 texts under the judge; --guidance 1,2.5 halves the SED part):
     python benchmarks/conditional.py suffix          # ~30 min
+    python benchmarks/conditional.py suffix --sed-runs runs/seeds/sed,runs/blocks/sed_diffusion.block_size-4 \
+        --ar-run runs/seeds/ar --guidance 1,2.5 --name block-suffix-shakespeare   # block vs whole-row vs AR
     python benchmarks/conditional.py middle          # ~18 min
     python benchmarks/conditional.py seq2seq         # ~45 min (trains its two models: 6 + ~3 min)
 """
@@ -216,9 +218,14 @@ def row_layout(ids: torch.Tensor, given: torch.Tensor) -> Layout:
 
 
 def suffix(args) -> list[dict]:
-    sed, ar = load_pretrained(Path(args.runs) / "sed"), load_pretrained(Path(args.runs) / "ar")
-    tok = sed.tokenizer
-    data = prepare_data(sed.config.data, tokenizer=tok)
+    """The suffix rows: each diffusion run in ``args.sed_runs`` (default ``RUNS/sed``; a block model
+    spends ``--steps`` over its blocks and writes to the row's end) at every guidance scale, then AR."""
+    from sedlm.sampling.blocks import per_block_steps
+
+    runs = [Path(r) for r in args.sed_runs.split(",")] if args.sed_runs else [Path(args.runs) / "sed"]
+    ar = load_pretrained(Path(args.ar_run) if args.ar_run else Path(args.runs) / "ar")
+    tok = ar.tokenizer
+    data = prepare_data(ar.config.data, tokenizer=tok)
     rows = heldout_rows(data, args.n)
     n, L = rows.shape
     half = L // 2
@@ -239,10 +246,20 @@ def suffix(args) -> list[dict]:
 
     halves = [half] * n
     out = [row("data", generated(rows, halves, tok, stop_at_eos=False))]
-    for s in args.guidance:
-        ids, nfe = sample_counted(sed, n, steps=args.steps, guidance=s, seed=args.seed, layout=row_layout(rows, given))
-        out.append(row("sed", generated(ids, halves, tok, stop_at_eos=False), guidance=s, nfe=nfe))
-    # AR continues each row's first half (after <eos>, the start of a document in its training stream)
+    for run in runs:
+        sed = load_pretrained(run)
+        if sed.tokenizer.vocab_size != tok.vocab_size:
+            raise SedlmError(f"{run} has another tokenizer than the AR run; the rows must be the same tokens")
+        block = sed.config.diffusion.block_size
+        kw = {"stop_at_eos": False} if sed.family.option("stop_at_eos") is not None else {}
+        steps = per_block_steps(args.steps, block, L)
+        label = "sed" if not args.sed_runs else run.name
+        for s in args.guidance:
+            ids, nfe = sample_counted(
+                sed, n, steps=steps, guidance=s, seed=args.seed, layout=row_layout(rows, given), **kw
+            )
+            out.append(row(label, generated(ids, halves, tok, stop_at_eos=False), guidance=s, nfe=nfe))
+    # AR continues each row's first half
     ids, nfe = sample_counted(ar, n, seed=args.seed, layout=row_layout(rows, given))
     out.append(row("ar", generated(ids, halves, tok, stop_at_eos=False), nfe=nfe))
     return out
@@ -424,6 +441,13 @@ def main() -> int:
         help="suffix/middle: folder with the sed/ar/mdlm runs of `sedlm bench compare`; seq2seq: where its "
         "pairs file and its two runs (seq2seq-next-line, seq2seq-next-line-ar) are written",
     )
+    p.add_argument(
+        "--sed-runs",
+        default="",
+        help="suffix: comma-separated diffusion run folders to compare with AR, each labelled by its folder "
+        "name (default: RUNS/sed, labelled sed); block models (diffusion.block_size) spend --steps over their blocks",
+    )
+    p.add_argument("--ar-run", default="", help="suffix: the AR run folder (default: RUNS/ar)")
     p.add_argument("--corpus", default="shakespeare", help="bundled corpus (names the results; seq2seq data)")
     p.add_argument("--n", type=int, default=256, help="held-out rows / pairs (validation split only)")
     p.add_argument("--steps", type=int, default=200, help="sampling steps for sed and mdlm")

@@ -68,14 +68,14 @@ def test_synthetic_runs_end_to_end(tmp_path):
     assert (tmp_path / "copy" / "pairs.jsonl").is_file()
 
 
-def _checkpoint(out: Path, method: str, source: Path) -> None:
+def _checkpoint(out: Path, method: str, source: Path, *over: str) -> None:
     """An untrained TINY checkpoint of ``method`` whose data is ``source`` (one tokenizer for all)."""
     from sedlm.data.dataset import prepare_data
     from sedlm.families import get_family, load_config
     from sedlm.model.embedding import random_table
     from sedlm.train.checkpoint import save_checkpoint
 
-    cfg = load_config(None, [*TINY, f"data.source={source}"])
+    cfg = load_config(None, [*TINY, f"data.source={source}", *over])
     cfg.family = method
     tok = prepare_data(cfg.data).tokenizer
     cfg.model.vocab_size = tok.vocab_size
@@ -91,15 +91,27 @@ def compare_runs(tmp_path_factory, corpus_file):
     root = tmp_path_factory.mktemp("compare")
     for m in ("sed", "ar", "mdlm"):
         _checkpoint(root / m, m, corpus_file)
+    _checkpoint(root / "sed-b4", "sed", corpus_file, "diffusion.block_size=4")
     return root
 
 
 def test_suffix_and_middle_rows(compare_runs, tiny_judge_dir):
     args = Namespace(
-        runs=str(compare_runs), n=4, steps=2, judge=str(tiny_judge_dir), seed=0, guidance=list(conditional.GUIDANCE)
+        runs=str(compare_runs),
+        n=4,
+        steps=2,
+        judge=str(tiny_judge_dir),
+        seed=0,
+        guidance=list(conditional.GUIDANCE),
+        sed_runs="",
+        ar_run="",
     )
     suffix = conditional.suffix(args)
     assert [r["method"] for r in suffix] == ["data", "sed", "sed", "sed", "sed", "ar"]
+    both = f"{compare_runs / 'sed'},{compare_runs / 'sed-b4'}"
+    rows = conditional.suffix(Namespace(**{**vars(args), "sed_runs": both, "guidance": [1.0]}))
+    assert [r["method"] for r in rows] == ["data", "sed", "sed-b4", "ar"]  # a block model continues the prefixes too
+    assert rows[2]["n"] == 4 and rows[2]["judge_nll"] > 0
     middle = conditional.middle(args)
     assert [r["method"] for r in middle] == ["data", "sed", "sed", "sed-free-blank", "mdlm", "unigram"]
     assert 0 <= middle[3]["fill_tokens"] <= 24  # text written into the 24-position free blank
