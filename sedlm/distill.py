@@ -25,6 +25,9 @@ two-pass DDIM, not the one-pass sampler of the teacher rows in the tables. Stude
 zero self-conditioning estimate (``diffusion.self_cond=off`` in their config), so a sample costs exactly
 ``nfe`` network calls.
 Training rows, conditioning masks (prompts, infill spans) and padding are the teacher's training data.
+A block teacher (diffusion.block_size) gives a per-block student: every call reads the true row's clean
+blocks under the block mask, so all blocks of a row take the same step of their own block-by-block
+trajectories at once, and the student samples block by block in ``nfe`` calls per block.
 """
 
 from __future__ import annotations
@@ -173,17 +176,22 @@ def sed_estimates(
     two_pass: bool,
     guidance: float = 1.0,
     score_temp: float = 1.0,
+    clean: torch.Tensor | None = None,
 ) -> Estimate:
     """An SED denoiser as (x_t, t) -> x0 with given positions held: both self-conditioning passes at the same
     x_t (``two_pass``, the teacher) or one pass with a zero estimate (a student); classifier-free guidance
     on the given tokens with scale ``guidance`` (rows with nothing given are unguided); ``score_temp`` for
-    interp estimates, as the checkpoint samples with it."""
+    interp estimates, as the checkpoint samples with it. A block model (diffusion.block_size) reads the
+    ``clean`` row (B, L) ids under the block mask, so each block is denoised given the true blocks before
+    it and none of the other noisy blocks: every block of the row takes the same step of its own trajectory,
+    as block-by-block sampling takes it."""
     given = mask.bool()[..., None]  # (B, L, 1)
+    reads = {} if clean is None else {"clean": clean}
 
     def once(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         zeros = torch.zeros_like(x)
-        first = model(x, t, zeros, c, m, score_temp=score_temp)[0]
-        return model(x, t, first, c, m, score_temp=score_temp)[0] if two_pass else first
+        first = model(x, t, zeros, c, m, score_temp=score_temp, **reads)[0]
+        return model(x, t, first, c, m, score_temp=score_temp, **reads)[0] if two_pass else first
 
     def estimate(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x0 = once(x, t, cond, mask)
@@ -314,6 +322,7 @@ def distill(
     for name, p in student.named_parameters():
         p.requires_grad_(not name.startswith("embedding."))  # the table stays the teacher's
     two_pass = tcfg.diffusion.self_cond != "off"
+    blocks = 0 < tcfg.diffusion.block_size < tcfg.data.seq_len  # a per-block student: nfe calls per block
 
     def next_batch(step: int) -> Batch:
         ids = data.train.batch(step, cfg.batch_size, cfg.seed).to(lm.device)  # (B, L)
@@ -322,10 +331,10 @@ def distill(
             ids, given = conditioning(tcfg.diffusion.cond_masks, ids, lm.tokenizer.pad_id, g)
         x0 = teacher.embed(ids).detach()  # (B, L, D)
         m = given.float()
-        return x0, 1 - m, (x0 * m[..., None], m)
+        return x0, 1 - m, (x0 * m[..., None], m, ids if blocks else None)
 
     def estimate(net: torch.nn.Module, ctx: object, first_teacher: bool) -> Estimate:
-        cond, m = ctx  # type: ignore[misc]
+        cond, m, clean = ctx  # type: ignore[misc]
         return sed_estimates(
             net,
             cond,
@@ -333,6 +342,7 @@ def distill(
             two_pass=two_pass and first_teacher,
             guidance=cfg.guidance if first_teacher else 1.0,
             score_temp=tcfg.sample.score_temp,
+            clean=clean,
         )
 
     def after_round(n_steps: int, net: torch.nn.Module) -> None:
@@ -357,6 +367,7 @@ def distill(
         "teacher_sampler": "ddim, both self-conditioning passes at each x_t (2 network calls per teacher step)"
         if two_pass
         else "ddim, one pass per step",
+        **({"per_block": tcfg.diffusion.block_size} if blocks else {}),
         **asdict(cfg),
         "rounds": rounds,
         "student_optimizer_steps": sum(r["optimizer_steps"] for r in rounds),

@@ -205,3 +205,68 @@ def test_distill_command_writes_a_few_step_student(tmp_path, corpus_file, capsys
     capsys.readouterr()
     assert main(["distill", "--ckpt", str(teacher), "--out", str(out), "--nfe", "2"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_a_block_teacher_denoises_each_block_given_only_the_true_blocks_before_it():
+    """The distillation estimate of a block model reads the clean row under the block mask: changing the
+    noisy state of a later block leaves an earlier block's estimate unchanged, and changing the clean row
+    after a block does too; without the clean row every block would read every other noisy block."""
+    from conftest import TINY
+
+    from sedlm.distill import sed_estimates
+    from sedlm.families import load_config
+    from sedlm.model.denoiser import SEDDenoiser
+
+    cfg = load_config(None, [*TINY, "diffusion.block_size=4", "model.vocab_size=50"])
+    torch.manual_seed(0)
+    model = SEDDenoiser.from_config(cfg, torch.randn(50, cfg.model.d_embed)).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 50, (2, 16), generator=g)
+    x = torch.randn(2, 16, cfg.model.d_embed, generator=g)
+    t = torch.full((2,), 0.6)
+    zeros, m = torch.zeros_like(x), torch.zeros(2, 16)
+    est = sed_estimates(model, zeros, m, two_pass=True, clean=ids)(x, t)
+    later = x.clone()
+    later[:, 8:] += 1.0  # blocks 2 and 3
+    moved = sed_estimates(model, zeros, m, two_pass=True, clean=ids)(later, t)
+    assert torch.allclose(est[:, :8], moved[:, :8], atol=1e-6) and not torch.allclose(est[:, 8:], moved[:, 8:])
+    other = ids.clone()
+    other[:, 8:] = (other[:, 8:] + 1) % 50  # the true text after block 1
+    assert torch.allclose(
+        est[:, :8], sed_estimates(model, zeros, m, two_pass=True, clean=other)(x, t)[:, :8], atol=1e-6
+    )
+    blind = sed_estimates(model, zeros, m, two_pass=True)(later, t)  # no clean row: the whole row at once
+    assert not torch.allclose(blind[:, :8], sed_estimates(model, zeros, m, two_pass=True)(x, t)[:, :8], atol=1e-4)
+
+
+def test_a_block_teacher_gives_a_per_block_student(tmp_path, corpus_file, monkeypatch):
+    from conftest import TINY
+
+    import sedlm.distill as distill_mod
+    from sedlm.api import load_pretrained
+    from sedlm.distill import distill
+    from sedlm.families import load_config
+    from sedlm.train.trainer import train
+
+    reads = []
+    real = distill_mod.sed_estimates
+
+    def spy(*a, **kw):
+        reads.append(kw.get("clean"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(distill_mod, "sed_estimates", spy)
+
+    teacher = tmp_path / "teacher"
+    cfg = load_config(None, [*TINY, f"data.source={corpus_file}", "train.max_steps=3", "diffusion.block_size=4"])
+    train(cfg, teacher, progress=False, log=lambda s: None)
+    dcfg = DistillConfig(nfe=1, teacher_steps=2, steps_per_round=2, batch_size=4)
+    record = distill(teacher, tmp_path / "student", dcfg, progress=False, log=lambda s: None)
+    assert record["per_block"] == 4 and record["student_optimizer_steps"] == 2
+    assert reads and all(c is not None and c.shape == (4, 16) for c in reads)  # teacher and student read the rows
+    student = load_pretrained(tmp_path / "student")
+    assert student.config.diffusion.block_size == 4 and student.config.sample.steps == 1
+    calls = []
+    student.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    student.generate_ids(2, stop_at_eos=False)
+    assert len(calls) == 16 // 4  # one network call per block (the cache's clean passes are not forward calls)
