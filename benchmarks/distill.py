@@ -40,6 +40,7 @@ COLUMNS = [
     "judge_nll_ci95",
     "unigram_entropy",
     "unigram_entropy_ci95",
+    "n_short",
     "mean_sample_tokens",
     "student_optimizer_steps",
     "distill_minutes",
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         def score(model, label: str, extra: dict | None = None, **opts) -> dict:
             nonlocal data_row
             (row, drow), _ = evaluate_model(
-                model, data, judge=judge, n=args.n, seed=0, label=label, min_mauve=10**9, **opts
+                model, data, judge=judge, n=args.n, seed=0, label=label, min_mauve=10**9, keep_short=True, **opts
             )
             data_row = data_row or drow
             row = {"method": label, **{k: row.get(k) for k in COLUMNS if k in row}, **(extra or {})}
@@ -131,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             return row
 
+        bs, L = teacher.config.diffusion.block_size, teacher.config.data.seq_len
+        blocks = L // bs if 0 < bs < L else 1  # a block teacher's steps below are per block (the harness divides)
         score(teacher, "teacher", sampler="ddpm", steps=1000)
         for k in (4, 8, 64):
-            score(teacher, "teacher", sampler="ddim", steps=k)
+            score(teacher, "teacher", sampler="ddim", steps=k * blocks)
         done = 0
         for r in prog_rec["rounds"]:
             done += r["optimizer_steps"]
@@ -166,22 +169,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
-    """Seconds per 128-token sample at batch 1 and tokens/s at batch 32 on this machine, now: the 4-step
-    progressive student, the teacher at 1000 ancestral steps, the AR baseline with its KV cache."""
+    """Seconds per 128-token sample at batch 1 and tokens/s at batch 32 on this machine, now: the 1-, 2- and
+    4-step progressive students (per block for a block teacher), the teacher at 1000 ancestral steps (spent
+    over the blocks for a block teacher), the AR baseline with its KV cache."""
     from sedlm.api import load_pretrained
     from sedlm.eval.harness import generation_seconds
+    from sedlm.sampling.blocks import per_block_steps
 
+    cfg = load_pretrained(teacher).config
     speed = {
+        ("progressive student", 1): (students / "progressive", {}),
+        ("progressive student", 2): (students / "progressive" / "round-2", {}),
         ("progressive student", 4): (students / "progressive" / "round-4", {}),
-        ("teacher", 1000): (teacher, {"sampler": "ddpm", "steps": 1000}),
+        ("teacher", 1000): (
+            teacher,
+            {"sampler": "ddpm", "steps": per_block_steps(1000, cfg.diffusion.block_size, cfg.data.seq_len)},
+        ),
         ("ar", None): (ar, {}),
     }
+    bs = cfg.diffusion.block_size
+    blocks = cfg.data.seq_len // bs if 0 < bs < cfg.data.seq_len else 1  # a row's nfe counts every block's calls
     for (label, nfe), (path, opts) in speed.items():
         model = load_pretrained(path)
         b1 = generation_seconds(model, 1, SPEED_LEN, **opts)
         b32 = generation_seconds(model, 32, SPEED_LEN, **opts)
         for row in rows:
-            if row["method"] == label and (nfe is None or row["nfe"] == nfe):
+            per_row = {nfe, nfe * blocks, per_block_steps(nfe, bs, cfg.data.seq_len) * blocks} if nfe else set()
+            if row["method"] == label and (nfe is None or row["nfe"] in per_row):
                 row.update(seconds_per_sample_b1=round(b1, 4), tokens_per_s_b32=round(32 * SPEED_LEN / b32, 1))
         print(
             f"{label}: {b1:.3f} s per {SPEED_LEN}-token sample at batch 1, {32 * SPEED_LEN / b32:,.0f} tokens/s at 32"
@@ -207,7 +221,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("judge_nll", "unigram_entropy")):
         for label, marker in (("teacher", "o"), ("progressive student", "s"), ("consistency student", "^")):
-            pts = sorted((r for r in rows if r["method"] == label), key=lambda r: r["nfe"])
+            scored = (r for r in rows if r["method"] == label and r.get(key) is not None)  # not all samples short
+            pts = sorted(scored, key=lambda r: r["nfe"])
             if not pts:
                 continue
             xs, ys = [r["nfe"] for r in pts], [r[key] for r in pts]

@@ -34,6 +34,12 @@ class ModelConfig:
     d_embed: int = 64
     dropout: float = 0.0
     time_cond: str = "add"  # "add" (paper: sinusoidal -> MLP added to the input) or "adaln" (DiT)
+    # "zero": the self-conditioning estimate's input weights start at zero, so it enters as a residual
+    # learned from nothing (LangFlow's zero-initialised projection of [x_t ; x0_sc]); "default": as the rest
+    self_cond_init: str = "default"
+    # LangFlow's skip term (interp estimates): logits += alpha_t / sigma_t^2 <x_t, E_v>, the exact token
+    # posterior of the noisy state for independent tokens over equal-norm rows; the network learns the rest
+    logit_skip: bool = False
     vocab_size: int = 0  # filled from the tokenizer when 0
 
 
@@ -226,6 +232,7 @@ SHARED_KEYS = {
 }
 CHOICES = {
     ("model", "time_cond"): ("add", "adaln"),
+    ("model", "self_cond_init"): ("default", "zero"),
     ("embed", "kind"): ("mlm", "ppmi", "random", "learned", "bits", "pretrained"),
     ("data", "task"): ("lm", "seq2seq"),
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),

@@ -166,6 +166,11 @@ class SEDFamily(Family):
         """The conditioning-mask mixture parses; a position-warped model samples with a sampler and grid that
         can follow per-position schedules."""
         parse_mixture(cfg.diffusion.cond_masks)
+        if cfg.model.logit_skip and cfg.diffusion.x0_estimate != "interp":
+            raise SedlmError(
+                "model.logit_skip adds the state's token posterior to the logits of interp estimates; "
+                "set diffusion.x0_estimate=interp (or drop model.logit_skip)"
+            )
         if cfg.diffusion.position_warp:
             check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
 

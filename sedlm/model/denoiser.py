@@ -5,6 +5,11 @@
     x0_hat = W_out h                                (B, L, d_embed)
     logits = R x0_hat,  R initialised to E^T        (B, L, V)
 
+LangFlow's pieces (Chen et al. 2026, arXiv 2604.11748; its released model code) as options:
+``self_cond_init="zero"`` starts the x0_sc block of W_in at zero, and ``logit_skip`` adds to interp
+logits the exact token posterior of the state alone, c_skip(t) <x_t, E_v> with c_skip = alpha_t / sigma_t^2:
+log N(x_t; alpha_t E_v, sigma_t^2 I) = c_skip <x_t, E_v> + const(v) when every row has the same norm.
+
 With ``x0_estimate="interp"`` (CDCD's score interpolation, Dieleman et al. 2022) the estimate is
 instead the expected embedding under the predicted token distribution,
     logits = W_logits h,  x0_hat = softmax(logits / tau) E,
@@ -80,6 +85,11 @@ class SEDDenoiser(nn.Module):
         d, de = cfg.d_model, cfg.d_embed
         self.embedding = embedding
         self.inp = nn.Linear(3 * de + 1, d)
+        if cfg.self_cond_init == "zero":
+            with torch.no_grad():
+                self.inp.weight[:, de : 2 * de].zero_()  # columns reading x0_sc
+        if cfg.logit_skip and (x0_estimate != "interp" or schedule is None):
+            raise ValueError("logit_skip needs x0_estimate='interp' and the schedule")
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.backbone = Transformer(
             d, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False, adaln=cfg.time_cond == "adaln"
@@ -162,7 +172,7 @@ class SEDDenoiser(nn.Module):
             h = self._backbone(h, temb, cache=cache, append=False)
         else:
             h = self._backbone(h, temb)
-        return self._head(h, score_temp)
+        return self._head(h, score_temp, x_t, t)
 
     @torch.no_grad()
     def encode_clean(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
@@ -206,9 +216,22 @@ class SEDDenoiser(nn.Module):
             return self.backbone(h + (temb[:, None] if temb.dim() == 2 else temb), **kw)
         return self.backbone(h, cond=temb, **kw)
 
-    def _head(self, h: torch.Tensor, score_temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def logit_skip(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """c_skip(t) <x_t, E_v>, c_skip = alpha_t / sigma_t^2 (LangFlow), in fp32. (B, L, De) -> (B, L, V)"""
+        if self.position_knots is not None and t.dim() == 1:
+            t = self.position_times(t, x_t.shape[1])  # (B, L)
+        abar = self.schedule(t.float())
+        c = abar.sqrt() / (1 - abar).clamp(min=1e-6)  # sigma_t^2 -> 0 at t = 0: a sharp but finite posterior
+        c = c[:, None, None] if c.dim() == 1 else c[..., None]
+        return c * (x_t.float() @ self.embedding.weight.float().t())
+
+    def _head(
+        self, h: torch.Tensor, score_temp: float, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.x0_estimate == "interp":
             logits = self.logits_head(h)  # (B, L, V)
+            if self.cfg.logit_skip:
+                logits = (logits.float() + self.logit_skip(x_t, t)).to(logits.dtype)
             return self.interpolate(logits, score_temp), logits
         x0_hat = self.out(h)  # (B, L, De)
         return x0_hat, self.readout(x0_hat)  # (B, L, V)
