@@ -78,6 +78,9 @@ class DiffusionConfig:
     # CDCD time warping: fit the loss as a function of t during training, draw t where it changes fastest,
     # and offer the fitted warp as a sampling grid (sample.time_grid=warped); stored in the checkpoint
     time_warp: bool = False
+    # how the warp is fitted: "isotonic" (CDCD: monotone piecewise-linear in t) or "gumbel" (LangFlow: the loss
+    # as H times a Gumbel CDF in -log SNR, so noise levels are drawn from that Gumbel and steps sit at its quantiles)
+    warp_fit: str = "isotonic"
     # SeqDiffuSeq's adaptive noise schedule: one warp per position, fitted so that each position's loss
     # rises linearly along a shared time u (training draws u, samplers step uniformly in u); ddpm/ddim only
     position_warp: bool = False
@@ -238,6 +241,7 @@ CHOICES = {
     ("diffusion", "self_cond"): ("both", "half_nograd", "off"),
     ("diffusion", "x0_estimate"): ("direct", "interp"),
     ("diffusion", "path"): ("vp", "flow"),
+    ("diffusion", "warp_fit"): ("isotonic", "gumbel"),
     ("diffusion", "time_dist"): ("uniform", "logit_normal"),
     ("diffusion", "mse_weighting"): ("x0", "velocity"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),

@@ -72,3 +72,49 @@ def test_the_logit_skip_needs_interp_estimates():
     cfg = load_config(None, ["model.logit_skip=true"])
     with pytest.raises(SedlmError, match="diffusion.x0_estimate=interp"):
         check_config(cfg)
+
+
+def _gumbel_losses(mu: float, beta: float, H: float, bins: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin loss sums and counts whose means are H F_G(-log SNR) at the bin centres (cosine schedule)."""
+    from sedlm.diffusion.schedules import log_snr
+    from sedlm.diffusion.timewarp import gumbel_cdf
+
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    gamma = -log_snr(get_schedule("cosine")(centres).double())
+    return H * gumbel_cdf(gamma, mu, beta), torch.ones(bins, dtype=torch.float64)
+
+
+def test_the_gumbel_fit_recovers_a_known_proposal_and_draws_from_it():
+    """Losses made from H F_G(gamma) with known (mu, beta, H) give those parameters back, and times drawn
+    through the fitted warp put gamma = -log SNR at the Gumbel's quantiles (LangFlow's training draws)."""
+    from sedlm.diffusion.schedules import log_snr, time_grid
+    from sedlm.diffusion.timewarp import fit_gumbel, unwarp
+
+    mu, beta, H = 2.0, 1.5, 7.0
+    sums, counts = _gumbel_losses(mu, beta, H)
+    knots, (m, b, h) = fit_gumbel(sums, counts, get_schedule("cosine"))
+    assert abs(m - mu) < 0.1 and abs(b - beta) / beta < 0.1 and abs(h - H) / H < 0.02
+    cos = get_schedule("cosine")
+    for q in (0.2, 0.5, 0.8):
+        t = unwarp(knots, torch.tensor([q]))
+        gamma = float(-log_snr(cos(t.double())))
+        assert abs(gamma - (mu - beta * torch.log(-torch.log(torch.tensor(q))).item())) < 0.15, q
+    grid = time_grid(4, kind="warped", schedule=cos, knots=knots)  # sampling steps at the quantiles too
+    assert torch.allclose(grid[1:-1], unwarp(knots, torch.tensor([0.75, 0.5, 0.25])), atol=1e-6)
+
+
+def test_a_gumbel_warped_model_refits_its_proposal_in_training():
+    from sedlm.diffusion.timewarp import WARP_EVERY, WARP_START, update_warps
+
+    model = _model("diffusion.time_warp=true", "diffusion.warp_fit=gumbel")
+    sums, counts = _gumbel_losses(1.0, 2.0, 5.0)
+    model.warp_sums.copy_(sums.float() * 1e3)  # statistics of many steps: one more barely moves them
+    model.warp_counts.copy_(counts.float() * 1e3)
+    t = torch.full((4,), 0.5)
+    step = WARP_EVERY * (WARP_START // WARP_EVERY + 1) - 1  # a step that refits
+    update_warps(model, {"t": t, "ce_rows": 5.0 * torch.ones(4)}, step)
+    mu, beta, H = model.warp_gumbel.tolist()
+    assert abs(mu - 1.0) < 0.2 and abs(beta - 2.0) < 0.3 and abs(H - 5.0) < 0.3
+    assert not torch.allclose(model.time_warp, torch.linspace(0, 1, len(model.time_warp)))
+    with pytest.raises(SedlmError, match="diffusion.time_warp=true"):
+        check_config(load_config(None, ["diffusion.warp_fit=gumbel"]))

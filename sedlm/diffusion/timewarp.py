@@ -9,6 +9,13 @@ F is fitted to the observed loss as a function of t and normalised to F(0) = 0, 
 F is mixed with the identity, F <- (1 - floor) F + floor t, so every noise level keeps some probability
 and F stays invertible. The running statistics and the knots are buffers of the denoiser, so they are
 saved in every checkpoint and a resumed run continues with the same warp.
+
+LangFlow's proposal (Chen et al. 2026, arXiv 2604.11748) is the parametric version (``fit="gumbel"``): in
+the log noise-to-signal ratio gamma = -log SNR(t), the loss curve is fitted as H F_G(gamma) with the Gumbel
+CDF F_G(gamma) = exp(-exp(-(gamma - mu) / beta)), so the warp is F(t) = F_G(gamma(t)) normalised over
+[0, 1]: training draws gamma from the fitted Gumbel and sampling steps sit at its quantiles. The fit is a
+weighted least-squares grid search over (mu, beta) with H in closed form; the floor is 1e-3, for
+invertibility only.
 """
 
 from __future__ import annotations
@@ -59,6 +66,49 @@ def fit_warp(sums: torch.Tensor, counts: torch.Tensor, floor: float = FLOOR) -> 
     span = edges[-1] - edges[0]
     F = (edges - edges[0]) / span if span > 1e-12 else grid
     return ((1 - floor) * F + floor * grid).float()
+
+
+GUMBEL_FLOOR = 1e-3
+
+
+def gumbel_cdf(gamma: torch.Tensor, mu: torch.Tensor | float, beta: torch.Tensor | float) -> torch.Tensor:
+    """F_G(gamma) = exp(-exp(-(gamma - mu) / beta))."""
+    return torch.exp(-torch.exp(-(gamma - mu) / beta))
+
+
+def fit_gumbel(
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    schedule: Callable[[torch.Tensor], torch.Tensor],
+    floor: float = GUMBEL_FLOOR,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LangFlow's noise-level proposal fitted to per-bin losses (B,): (knots (B + 1,), params (mu, beta, H)).
+    The loss at bin centre c is modelled as H F_G(gamma(c)), gamma = -log SNR; (mu, beta) minimise the weighted
+    squared error over a grid (H solved exactly for each), and the knots are F_G(gamma) at the bin edges,
+    normalised to F(0) = 0, F(1) = 1. Fewer than two seen bins leave the identity."""
+    from sedlm.diffusion.schedules import log_snr
+
+    sums, counts = sums.double().cpu(), counts.double().cpu()
+    B = len(sums)
+    grid = torch.linspace(0, 1, B + 1, dtype=torch.float64)
+    seen = counts > 0
+    if int(seen.sum()) < 2:
+        return grid.float(), torch.tensor([0.0, 1.0, 0.0])
+    centres = (grid[:-1] + grid[1:]) / 2
+    gamma = -log_snr(schedule(centres[seen]).double())  # (S,)
+    m, w = sums[seen] / counts[seen], counts[seen]
+    mus = torch.linspace(float(gamma.min()), float(gamma.max()), 241, dtype=torch.float64)
+    betas = torch.logspace(-1.5, 1.0, 61, dtype=torch.float64)
+    f = gumbel_cdf(gamma[None, None], mus[:, None, None], betas[None, :, None])  # (M, Bt, S)
+    H = ((w * f * m).sum(-1) / (w * f * f).sum(-1).clamp(min=1e-12)).clamp(min=0)  # (M, Bt)
+    err = (w * (H[..., None] * f - m) ** 2).sum(-1)
+    i = int(err.argmin())
+    mu, beta = mus[i // len(betas)], betas[i % len(betas)]
+    edges = gumbel_cdf(-log_snr(schedule(grid).double()), mu, beta)
+    span = edges[-1] - edges[0]
+    F = (edges - edges[0]) / span if span > 1e-12 else grid
+    params = torch.tensor([float(mu), float(beta), float(H.flatten()[i])])
+    return ((1 - floor) * F + floor * grid).float(), params
 
 
 def warp(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -151,7 +201,11 @@ def update_warps(
     refit = step + 1 >= WARP_START and (step + 1) % WARP_EVERY == 0
     if getattr(model, "time_warp", None) is not None:
         record(model.warp_sums, model.warp_counts, gather(metrics["t"]), gather(metrics["ce_rows"]))
-        if refit:
+        if refit and getattr(model, "warp_gumbel", None) is not None:  # LangFlow's parametric proposal
+            knots, params = fit_gumbel(model.warp_sums, model.warp_counts, model.schedule)
+            model.time_warp.copy_(knots)
+            model.warp_gumbel.copy_(params)
+        elif refit:
             model.time_warp.copy_(fit_warp(model.warp_sums, model.warp_counts))
     if getattr(model, "position_knots", None) is not None:
         t, loss, weight = (gather(metrics[k]) for k in ("pos_t", "pos_loss", "pos_gen"))

@@ -196,6 +196,42 @@ RECIPES: dict[str, Recipe] = {
             "velocity weight 1 / t^2 is capped at 100 (t >= 0.1) where ELF's code clamps t at 0.05 (a cap of 400)",
         ),
         Recipe(
+            "langflow",
+            "sed",
+            (
+                "embed.kind=learned",
+                "diffusion.schedule=cosine",
+                "diffusion.logsnr_shift=0",
+                "diffusion.x0_estimate=interp",
+                "diffusion.mse_weight=0",
+                "diffusion.ce_weight=1",
+                "diffusion.time_warp=true",
+                "diffusion.warp_fit=gumbel",
+                "diffusion.self_cond=half_nograd",
+                "model.self_cond_init=zero",
+                "model.logit_skip=true",
+                "model.time_cond=adaln",
+                "sample.sampler=ddim",
+                "sample.time_grid=warped",
+            ),
+            "Chen et al. 2026, LangFlow: continuous diffusion for language in embedding space (arXiv 2604.11748); "
+            "checked against its released model and inference code (nealchen2003/LangFlow)",
+            "a learned embedding table renormalised to norm sqrt(d) at every use; the variance-preserving process; "
+            "the clean-token distribution trained with cross-entropy only and the estimate E^T softmax(logits); the "
+            "logit skip term alpha/sigma^2 <z, E_v> (the state's exact token posterior) under a learned residual; "
+            "self-conditioning on the expected embedding through a zero-initialised input, first pass without "
+            "gradient; adaLN time conditioning; a Gumbel proposal over -log SNR fitted to the loss curve (H times "
+            "the Gumbel CDF) that draws the training noise levels and places the sampling steps at its quantiles; "
+            "the deterministic DDIM step (LangFlow's Euler step in the EDM variable)",
+            "the training code is unreleased: the Gumbel is fitted by least squares to binned cross-entropy every 50 "
+            "steps from step 100 (uniform times before), with a 0.1% identity floor, not clamped at LangFlow's 1e-5 "
+            "quantiles; the self-conditioning rate is 50% (LangFlow's is unpublished); d_embed comes from the size "
+            "config (LangFlow's table is as wide as the network) and the network reads the state through its input "
+            "projection; the schedule's time t enters the network, not gamma; the grid ends at t = 0, not at the "
+            "Gumbel's lowest quantile; the likelihood is the VDM bound, not LangFlow's probability-flow ODE bound "
+            "(a Hutchinson trace estimate); sedlm's prompt/span conditioning mixture is kept",
+        ),
+        Recipe(
             "diffusionbert",
             "mdlm",
             ("mdlm.mask_schedule=spindle", "mdlm.spindle_lambda=0.5"),

@@ -171,6 +171,10 @@ class SEDFamily(Family):
                 "model.logit_skip adds the state's token posterior to the logits of interp estimates; "
                 "set diffusion.x0_estimate=interp (or drop model.logit_skip)"
             )
+        if cfg.diffusion.warp_fit != "isotonic" and not cfg.diffusion.time_warp:
+            raise SedlmError(
+                f"diffusion.warp_fit={cfg.diffusion.warp_fit} fits the time warp; set diffusion.time_warp=true"
+            )
         if cfg.diffusion.position_warp:
             check_per_position(cfg.sample.sampler, cfg.sample.time_grid)
 

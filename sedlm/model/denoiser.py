@@ -62,6 +62,7 @@ class SEDDenoiser(nn.Module):
         path: str = "vp",
         schedule: Callable[[torch.Tensor], torch.Tensor] | None = None,
         block_size: int = 0,
+        warp_fit: str = "isotonic",
     ):
         super().__init__()
         self.cfg = cfg
@@ -73,6 +74,8 @@ class SEDDenoiser(nn.Module):
             self.register_buffer("time_warp", torch.linspace(0, 1, WARP_BINS + 1))
             self.register_buffer("warp_sums", torch.zeros(WARP_BINS))
             self.register_buffer("warp_counts", torch.zeros(WARP_BINS))
+            if warp_fit == "gumbel":  # LangFlow's proposal: the fitted (mu, beta, H), for the record
+                self.register_buffer("warp_gumbel", torch.tensor([0.0, 1.0, 0.0]))
         else:
             self.time_warp = None
         if position_warp:  # SeqDiffuSeq: one warp per position (position_warp = the training row length)
@@ -116,6 +119,7 @@ class SEDDenoiser(nn.Module):
             path=cfg.diffusion.path,
             schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift),
             block_size=cfg.diffusion.block_size,
+            warp_fit=cfg.diffusion.warp_fit,
         )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
