@@ -71,6 +71,12 @@ def fit_warp(sums: torch.Tensor, counts: torch.Tensor, floor: float = FLOOR) -> 
 GUMBEL_FLOOR = 1e-3
 
 
+def neg_log_snr(alpha_bar: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """gamma = -log SNR = log((1 - abar) / abar), LangFlow's noise variable (larger is noisier)."""
+    ab = alpha_bar.clamp(eps, 1 - eps)
+    return torch.log1p(-ab) - torch.log(ab)
+
+
 def gumbel_cdf(gamma: torch.Tensor, mu: torch.Tensor | float, beta: torch.Tensor | float) -> torch.Tensor:
     """F_G(gamma) = exp(-exp(-(gamma - mu) / beta))."""
     return torch.exp(-torch.exp(-(gamma - mu) / beta))
@@ -86,8 +92,6 @@ def fit_gumbel(
     The loss at bin centre c is modelled as H F_G(gamma(c)), gamma = -log SNR; (mu, beta) minimise the weighted
     squared error over a grid (H solved exactly for each), and the knots are F_G(gamma) at the bin edges,
     normalised to F(0) = 0, F(1) = 1. Fewer than two seen bins leave the identity."""
-    from sedlm.diffusion.schedules import log_snr
-
     sums, counts = sums.double().cpu(), counts.double().cpu()
     B = len(sums)
     grid = torch.linspace(0, 1, B + 1, dtype=torch.float64)
@@ -95,7 +99,7 @@ def fit_gumbel(
     if int(seen.sum()) < 2:
         return grid.float(), torch.tensor([0.0, 1.0, 0.0])
     centres = (grid[:-1] + grid[1:]) / 2
-    gamma = -log_snr(schedule(centres[seen]).double())  # (S,)
+    gamma = neg_log_snr(schedule(centres[seen]).double())  # (S,)
     m, w = sums[seen] / counts[seen], counts[seen]
     mus = torch.linspace(float(gamma.min()), float(gamma.max()), 241, dtype=torch.float64)
     betas = torch.logspace(-1.5, 1.0, 61, dtype=torch.float64)
@@ -104,7 +108,7 @@ def fit_gumbel(
     err = (w * (H[..., None] * f - m) ** 2).sum(-1)
     i = int(err.argmin())
     mu, beta = mus[i // len(betas)], betas[i % len(betas)]
-    edges = gumbel_cdf(-log_snr(schedule(grid).double()), mu, beta)
+    edges = gumbel_cdf(neg_log_snr(schedule(grid).double()), mu, beta)
     span = edges[-1] - edges[0]
     F = (edges - edges[0]) / span if span > 1e-12 else grid
     params = torch.tensor([float(mu), float(beta), float(H.flatten()[i])])
