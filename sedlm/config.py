@@ -109,6 +109,15 @@ class DiffusionConfig:
     # which keeps learned embeddings decodable (Li et al. 2022, eq. 2's L_round)
     round_weight: float = 0.0
     p_uncond: float = 0.1
+    # ELF's self-conditioning guidance trained into the network: a guidance weight w is an input (embedded like
+    # t), drawn per example with log(1 + w) uniform on [log(1 + w_min), log(1 + w_max)]; on self-conditioned
+    # examples the regression target is x0 + (1 - 1/w)(x0_c - x0_u), x0_u the estimate without
+    # self-conditioning and x0_c with it (both without gradient), so the output at w is
+    # x0_u + w (x0 - x0_u): guidance in one call (sample with the family option sc_weight). Needs
+    # self_cond=half_nograd
+    guidance_input: bool = False
+    guidance_w_min: float = 0.5
+    guidance_w_max: float = 5.0
     # Conditioning kinds trained on (sedlm/data/masks.py): SED's span masking (which includes
     # unconditional rows, n = 1), prompt prefixes, and free-length blanks (text then padding inside a
     # window, so that `[___]` blanks get text of a fitting length); "none" trains unconditional only.

@@ -62,6 +62,8 @@ RANGES: dict[str, Range] = {
     "diffusion.ce_weight": _NONNEG,
     "diffusion.round_weight": _NONNEG,
     "diffusion.p_uncond": _FRACTION,
+    "diffusion.guidance_w_min": _NONNEG,
+    "diffusion.guidance_w_max": _NONNEG,
     "data.vocab_size": _ONE,
     "data.seq_len": Range(2),
     "data.pad_fraction": _FRACTION,

@@ -22,9 +22,16 @@ Self-conditioning (Chen et al. 2022, "Analog Bits"):
 At given positions the self-conditioning estimate is the clean embedding, as at sampling time.
 Classifier-free guidance: per example, conditioning and self-conditioning are dropped together
 with probability p_uncond.
+
+Self-conditioning guidance trained in (ELF; ``guidance_input``, with half_nograd): every call gets a
+per-example weight w, log(1 + w) ~ U[log(1 + w_min), log(1 + w_max)], and on self-conditioned examples the
+MSE target becomes x0 + (1 - 1/w) sg(x0_c - x0_u), with x0_u the gradient-free first pass (no estimate) and
+x0_c the graded pass's own output; its fixed point is x0_u + w (x0 - x0_u). The CE is unchanged.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -111,7 +118,12 @@ def sed_loss(
         as the samplers hold them (sedlm.sampling.generate)."""
         return torch.where(cond_mask[..., None], clean, first)
 
-    blocks = {"clean": ids} if bs else {}  # the clean row beside the noisy one, under the block mask
+    blocks: dict[str, torch.Tensor] = {"clean": ids} if bs else {}  # the clean row beside the noisy one
+    w = None
+    if cfg.guidance_input:  # ELF: log(1 + w) uniform between the bounds
+        lo, hi = math.log1p(cfg.guidance_w_min), math.log1p(cfg.guidance_w_max)
+        w = torch.expm1(lo + (hi - lo) * torch.rand(B, generator=generator, device=dev))  # (B,)
+        blocks["w"] = w
 
     mode = cfg.self_cond
     if mode == "half_nograd":
@@ -125,7 +137,11 @@ def sed_loss(
         with torch.no_grad():
             first, _ = model(x_t, t_in, zeros, cond, m, **blocks)
         x0_hat, logits = model(x_t, t_in, hold(first) * keep[:, None, None], cond, m, **blocks)
-        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, x0, ids, gen, cfg, weight)
+        target = x0
+        if w is not None:  # examples whose self-conditioning was dropped keep the plain target
+            mix = ((1 - 1 / w) * keep)[:, None, None]  # (B, 1, 1)
+            target = x0 + mix * (x0_hat.detach() - first)
+        loss, mse, ce, ce_rows, loss_pos = _pass_loss(x0_hat, logits, target, ids, gen, cfg, weight)
     else:  # both passes optimised
         first, logits1 = model(x_t, t_in, zeros, cond, m, **blocks)
         loss1 = _pass_loss(first, logits1, x0, ids, gen, cfg, weight)[0]

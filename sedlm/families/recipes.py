@@ -196,6 +196,43 @@ RECIPES: dict[str, Recipe] = {
             "velocity weight 1 / t^2 is capped at 100 (t >= 0.1) where ELF's code clamps t at 0.05 (a cap of 400)",
         ),
         Recipe(
+            "elf",
+            "sed",
+            (
+                "diffusion.path=flow",
+                "diffusion.schedule=flow",
+                "diffusion.logsnr_shift=-1.386",
+                "diffusion.time_dist=logit_normal",
+                "diffusion.time_mean=1.5",
+                "diffusion.time_std=0.8",
+                "diffusion.mse_weighting=velocity",
+                "diffusion.x0_estimate=direct",
+                "diffusion.self_cond=half_nograd",
+                "diffusion.guidance_input=true",
+                "diffusion.guidance_w_min=0.5",
+                "diffusion.guidance_w_max=5",
+                "diffusion.mse_weight=1",
+                "diffusion.ce_weight=1",
+                "sample.sampler=ddim",
+                "sample.time_grid=uniform",
+                "sample.sc_weight=3",
+            ),
+            "ELF (arXiv 2605.10938): flow matching in a frozen embedding space with clean-data prediction and "
+            "self-conditioning guidance trained in; checked against its released code (lillian039/ELF)",
+            "the straight path with noise twice the data's scale (x_t = t x + (1 - t) 2 eps in ELF's time, here a "
+            "log-SNR shift of -2 ln 2), x-prediction with the velocity loss ||x - x_hat||^2 / (1 - t)^2, logit-normal "
+            "times (mean -1.5, std 0.8 toward the noise end; mean +1.5 in this project's t, where t = 1 is noise), "
+            "self-conditioning half the time behind a gradient-free first pass, and the guidance weight w as a "
+            "network input (log(1 + w) uniform, w in [0.5, 5]) with the target x + (1 - 1/w)(x_c - x_u) on "
+            "self-conditioned examples, sampled with w = 3 in one call per step",
+            "ELF's table is a frozen T5 encoder's output (the offline packages carry none): here it is the size "
+            "config's table; tokens are read out by the readout's CE on every step, not by a separate decode mode "
+            "(t = 1, per-token noised inputs, 20% of steps) with mode tokens; t and w are added to the input, not "
+            "prefix tokens; self-conditioning is drawn per batch, not per example; the sampler is DDIM (Euler) on a "
+            "uniform grid, not ELF's stochastic steps (churn 1.5) on a random logit-normal grid; the velocity "
+            "weight is capped at 100 (ELF clamps 1 - t at 0.05, a cap of 400)",
+        ),
+        Recipe(
             "langflow",
             "sed",
             (

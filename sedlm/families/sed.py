@@ -53,6 +53,8 @@ from sedlm.sampling.blocks import sample_blocks
 from sedlm.sampling.generate import GUIDANCE_MODES, decode_ids, sample_ids
 from sedlm.sampling.samplers import SAMPLERS, check_per_position, get_sampler, sampler_options
 
+SC_WEIGHT_DEFAULT = 3.0  # ELF samples with w = 3
+
 
 class SEDFamily(Family):
     name = "sed"
@@ -91,6 +93,14 @@ class SEDFamily(Family):
         Option("noise_temp", float, "scale of the fresh noise of stochastic samplers", "noise_temp", minimum=0.0),
         Option("score_temp", float, "softmax temperature of interp x0 estimates", "score_temp", minimum=1e-6),
         Option("clamp", bool, "snap every x0 estimate to the nearest embedding row (Diffusion-LM)", "clamp"),
+        Option(
+            "sc_weight",
+            float,
+            "self-conditioning guidance weight fed to a model trained with it (diffusion.guidance_input, ELF): "
+            "one call per step; 1 = none",
+            default=SC_WEIGHT_DEFAULT,
+            minimum=0.0,
+        ),
         Option("compile", bool, "torch.compile the denoiser for sampling", "compile", per_request=False),
         USE_BLOCK_CACHE,
         STOP_AT_EOS,
@@ -171,6 +181,14 @@ class SEDFamily(Family):
                 "model.logit_skip adds the state's token posterior to the logits of interp estimates; "
                 "set diffusion.x0_estimate=interp (or drop model.logit_skip)"
             )
+        d = cfg.diffusion
+        if d.guidance_input and d.self_cond != "half_nograd":
+            raise SedlmError(
+                "diffusion.guidance_input trains guidance against a gradient-free first pass; "
+                "set diffusion.self_cond=half_nograd"
+            )
+        if d.guidance_input and not 0 <= d.guidance_w_min <= d.guidance_w_max:
+            raise SedlmError("diffusion.guidance_w_min and guidance_w_max must satisfy 0 <= min <= max")
         if cfg.diffusion.warp_fit != "isotonic" and not cfg.diffusion.time_warp:
             raise SedlmError(
                 f"diffusion.warp_fit={cfg.diffusion.warp_fit} fits the time warp; set diffusion.time_warp=true"
@@ -235,6 +253,11 @@ class SEDFamily(Family):
                 f"sampler {o['sampler']} takes no {', '.join(bad)}; its options: "
                 f"{', '.join(entry.option_names) or 'none'}"
             )
+        if not cfg.diffusion.guidance_input and o["sc_weight"] != SC_WEIGHT_DEFAULT:
+            raise SedlmError(
+                "sc_weight feeds the guidance weight of a model trained with diffusion.guidance_input=true; this "
+                "one was not: guide it with --guidance and --guidance-mode self_cond instead"
+            )
         return dict(
             steps=request.steps,
             sampler=o["sampler"],
@@ -252,6 +275,7 @@ class SEDFamily(Family):
             pad_id=lm.tokenizer.pad_id,
             noise_temp=o["noise_temp"],
             self_condition=cfg.diffusion.self_cond != "off",
+            sc_weight=o["sc_weight"] if cfg.diffusion.guidance_input else None,
             **extra,
         )
 

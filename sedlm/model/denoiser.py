@@ -42,6 +42,8 @@ from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
 from sedlm.model.transformer import Transformer, block_attention_mask
 
+W_SCALE = 10.0  # guidance weights (~0.5 to 5) enter the sinusoidal features as w / 10, times near [0, 1]
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DDPM). (...,) -> (..., dim)"""
@@ -63,6 +65,7 @@ class SEDDenoiser(nn.Module):
         schedule: Callable[[torch.Tensor], torch.Tensor] | None = None,
         block_size: int = 0,
         warp_fit: str = "isotonic",
+        guidance_input: bool = False,
     ):
         super().__init__()
         self.cfg = cfg
@@ -94,6 +97,8 @@ class SEDDenoiser(nn.Module):
         if cfg.logit_skip and (x0_estimate != "interp" or schedule is None):
             raise ValueError("logit_skip needs x0_estimate='interp' and the schedule")
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        # ELF: the self-conditioning guidance weight w, embedded like t and added to its embedding
+        self.w_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) if guidance_input else None
         self.backbone = Transformer(
             d, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False, adaln=cfg.time_cond == "adaln"
         )
@@ -120,6 +125,7 @@ class SEDDenoiser(nn.Module):
             schedule=get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift),
             block_size=cfg.diffusion.block_size,
             warp_fit=cfg.diffusion.warp_fit,
+            guidance_input=cfg.diffusion.guidance_input,
         )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -155,12 +161,17 @@ class SEDDenoiser(nn.Module):
         clean: torch.Tensor | None = None,  # (B, P) ids, block diffusion: the clean blocks, read without a cache
         offset: int = 0,  # the row position of x_t's first token (block diffusion)
         cache: list[dict[str, torch.Tensor]] | None = None,  # block diffusion: the clean blocks' keys and values
+        w: torch.Tensor | float | None = None,  # (B,) self-conditioning guidance weight (guidance_input); None: 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat (B, L, De), logits (B, L, V)). Block diffusion (``block_size``) reads the clean blocks
         before x_t's in one of two equal ways: ``clean`` runs them beside x_t under the block mask
         (``block_attention_mask``; training feeds the whole clean row), ``cache`` reads their keys and
         values, written by ``encode_clean``."""
         h, temb = self._features(x_t, t, self_cond, cond, cond_mask)
+        if self.w_mlp is not None:  # w = 1 is the plain self-conditioned estimate
+            w = torch.as_tensor(1.0 if w is None else w, device=x_t.device, dtype=torch.float32).expand(x_t.shape[0])
+            wemb = self.w_mlp(timestep_embedding(w / W_SCALE, self.cfg.d_model).to(h.dtype))  # (B, D)
+            temb = temb + (wemb if temb.dim() == 2 else wemb[:, None])
         L = x_t.shape[1]
         if clean is not None:  # [noisy ; clean] under the block mask, both with their row positions
             if clean.shape[0] != x_t.shape[0]:  # a guided call batches its rows twice over one prefix

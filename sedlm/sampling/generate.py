@@ -48,13 +48,16 @@ def make_denoise_fn(
     score_temp: float = 1.0,
     clamp: bool = False,
     guidance_mode: str = "cond",
+    sc_weight: float | None = None,
 ) -> DenoiseFn:
     """Wrap the model as ``(x_t, t, self_cond) -> x0_hat`` with conditioning and guidance applied and
-    given positions held at their clean embedding."""
+    given positions held at their clean embedding. ``sc_weight`` is the guidance weight input of a model
+    trained with it (ELF's self-conditioning guidance in one call)."""
     given = None if cond_mask is None else cond_mask.bool()[..., None]  # (B, L, 1)
+    weight = {} if sc_weight is None else {"w": sc_weight}
 
     def estimate(*args: torch.Tensor) -> torch.Tensor:
-        x0 = model(*args, score_temp=score_temp)[0]
+        x0 = model(*args, score_temp=score_temp, **weight)[0]
         if clamp:  # rows have equal norms, so the largest inner product is the nearest row
             E = model.embedding.weight
             x0 = E[(x0 @ E.t()).argmax(-1)]
@@ -109,6 +112,7 @@ def sample_ids(
     layout: Layout | None = None,
     pad_id: int | None = None,
     self_condition: bool = True,
+    sc_weight: float | None = None,
     **sampler_kw: Any,
 ) -> torch.Tensor:
     """Sample ``n`` rows of ``seq_len`` token ids (padding included). (n, L)
@@ -134,7 +138,7 @@ def sample_ids(
     if model.position_knots is not None:
         alpha_bar = _per_position(model, alpha_bar, seq_len, sampler, time_grid)
     x0 = fn(
-        make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode),
+        make_denoise_fn(model, cond, mask, guidance, score_temp, clamp, guidance_mode, sc_weight),
         x,
         ts,
         alpha_bar=alpha_bar,
