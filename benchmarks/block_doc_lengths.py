@@ -61,7 +61,7 @@ def median_ci(values: list[int], seed: int = 0, n_boot: int = 1000) -> tuple[flo
     v = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
     meds = np.median(v[rng.integers(0, len(v), size=(n_boot, len(v)))], axis=1)
-    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+    return round(float(np.percentile(meds, 2.5)), 2), round(float(np.percentile(meds, 97.5)), 2)
 
 
 def summarise(method: str, lengths: list[int], cap: int, steps: int | None) -> dict[str, Any]:
