@@ -60,6 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
     ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")
     ap.add_argument("--steps-per-round", type=int, default=300, help="distillation steps per round (default: 300)")
+    ap.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=64,
+        help="the first progressive grid and the consistency grid, per block for a block teacher (default: 64)",
+    )
+    ap.add_argument(
+        "--teacher-ddim",
+        default="4,8,64",
+        help="comma-separated DDIM step counts the teacher is scored at (per block for a block teacher)",
+    )
+    ap.add_argument(
+        "--light",
+        action="store_true",
+        help="progressive students only, and no 1000-step ancestral teacher row (a smaller run)",
+    )
     ap.add_argument("--students", help="folder to keep the students in (default: a temporary one)")
     ap.add_argument("--name", default="shakespeare", help="results name: distill-<name> (default: shakespeare)")
     ap.add_argument(
@@ -104,17 +120,21 @@ def main(argv: list[str] | None = None) -> int:
             distill(
                 args.teacher,
                 prog,
-                DistillConfig("progressive", nfe=1, teacher_steps=64, steps_per_round=args.steps_per_round),
+                DistillConfig(
+                    "progressive", nfe=1, teacher_steps=args.teacher_steps, steps_per_round=args.steps_per_round
+                ),
                 save_rounds=True,
             )
-        if not (cons / "distill.json").is_file():
+        if not args.light and not (cons / "distill.json").is_file():
             distill(
                 args.teacher,
                 cons,
-                DistillConfig("consistency", nfe=4, teacher_steps=64, steps_per_round=2 * args.steps_per_round),
+                DistillConfig(
+                    "consistency", nfe=4, teacher_steps=args.teacher_steps, steps_per_round=2 * args.steps_per_round
+                ),
             )
         prog_rec = json.loads((prog / "distill.json").read_text())
-        cons_rec = json.loads((cons / "distill.json").read_text())
+        cons_rec = None if args.light else json.loads((cons / "distill.json").read_text())
 
         teacher = load_pretrained(args.teacher)
         data = prepare_data(teacher.config.data, tokenizer=teacher.tokenizer)
@@ -134,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bs, L = teacher.config.diffusion.block_size, teacher.config.data.seq_len
         blocks = L // bs if 0 < bs < L else 1  # a block teacher's steps below are per block (the harness divides)
-        score(teacher, "teacher", sampler="ddpm", steps=1000)
-        for k in (4, 8, 64):
+        if not args.light:
+            score(teacher, "teacher", sampler="ddpm", steps=1000)
+        for k in (int(v) for v in args.teacher_ddim.split(",") if v):
             score(teacher, "teacher", sampler="ddim", steps=k * blocks)
         done = 0
         for r in prog_rec["rounds"]:
@@ -150,25 +171,26 @@ def main(argv: list[str] | None = None) -> int:
                     "cost_vs_teacher": _cost(prog_rec, done),
                 },
             )
-        score(
-            load_pretrained(cons),
-            "consistency student",
-            {
-                "student_optimizer_steps": cons_rec["student_optimizer_steps"],
-                "distill_minutes": cons_rec["minutes"],
-                "cost_vs_teacher": cons_rec.get("cost_vs_teacher"),
-            },
-        )
+        if cons_rec is not None:
+            score(
+                load_pretrained(cons),
+                "consistency student",
+                {
+                    "student_optimizer_steps": cons_rec["student_optimizer_steps"],
+                    "distill_minutes": cons_rec["minutes"],
+                    "cost_vs_teacher": cons_rec.get("cost_vs_teacher"),
+                },
+            )
         score(load_pretrained(args.ar), "ar")
         rows.append({"method": "data", **{k: data_row.get(k) for k in COLUMNS if k in data_row}})
         if args.speed == "run":
-            time_rows(rows, students, args.teacher, args.ar)
+            time_rows(rows, students, args.teacher, args.ar, with_teacher=not args.light)
     publish(f"distill-{args.name}", "distill.py", rows, COLUMNS)
     plot(rows, RESULTS_DIR / f"distill-{args.name}.png")
     return 0
 
 
-def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
+def time_rows(rows: list[dict], students: Path, teacher: str, ar: str, with_teacher: bool = True) -> None:
     """Seconds per 128-token sample at batch 1 and tokens/s at batch 32 on this machine, now: the 1-, 2- and
     4-step progressive students (per block for a block teacher), the teacher at 1000 ancestral steps (spent
     over the blocks for a block teacher), the AR baseline with its KV cache."""
@@ -187,6 +209,9 @@ def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
         ),
         ("ar", None): (ar, {}),
     }
+    if not with_teacher:
+        del speed[("teacher", 1000)]
+    speed = {k: v for k, v in speed.items() if Path(v[0], "config.json").is_file()}  # rounds a short grid lacks
     bs = cfg.diffusion.block_size
     blocks = cfg.data.seq_len // bs if 0 < bs < cfg.data.seq_len else 1  # a row's nfe counts every block's calls
     for (label, nfe), (path, opts) in speed.items():
@@ -194,7 +219,8 @@ def time_rows(rows: list[dict], students: Path, teacher: str, ar: str) -> None:
         b1 = generation_seconds(model, 1, SPEED_LEN, **opts)
         b32 = generation_seconds(model, 32, SPEED_LEN, **opts)
         for row in rows:
-            per_row = {nfe, nfe * blocks, per_block_steps(nfe, bs, cfg.data.seq_len) * blocks} if nfe else set()
+            per_block = per_block_steps(nfe, bs, cfg.data.seq_len) if label == "teacher" else nfe  # students: per block
+            per_row = {per_block * blocks} if nfe else set()
             if row["method"] == label and (nfe is None or row["nfe"] in per_row):
                 row.update(seconds_per_sample_b1=round(b1, 4), tokens_per_s_b32=round(32 * SPEED_LEN / b32, 1))
         print(
