@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{path} does not exist; run the benchmark first")
         earlier = json.loads(path.read_text())
         rows = earlier["rows"]
-        time_rows(rows, Path(args.students), args.teacher, args.ar)
+        time_rows(rows, Path(args.students), args.teacher, args.ar, with_teacher=not args.light)
         command = f"{earlier['command'].split('; then ')[0]}; then {command_line('distill.py')}"
         write_results(f"distill-{args.name}", command, rows, COLUMNS, RESULTS_DIR)
         print(markdown_table(rows, COLUMNS))
