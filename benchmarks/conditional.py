@@ -254,7 +254,8 @@ def suffix(args) -> list[dict]:
         kw = {"stop_at_eos": False} if sed.family.option("stop_at_eos") is not None else {}
         steps = per_block_steps(args.steps, block, L)
         label = "sed" if not args.sed_runs else run.name
-        for s in args.guidance:
+        # a block model reads the prefix from its finished blocks: guidance on given tokens does not apply
+        for s in args.guidance if not 0 < block < L else [1.0]:
             ids, nfe = sample_counted(
                 sed, n, steps=steps, guidance=s, seed=args.seed, layout=row_layout(rows, given), **kw
             )

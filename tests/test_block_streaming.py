@@ -113,3 +113,12 @@ def test_openai_stream_sends_each_block_and_honours_max_tokens(ckpts):
         assert "".join(c.text for c in mine) == whole.choices[i].text
         assert [c.finish_reason for c in mine][-1] == "length" and all(c.finish_reason is None for c in mine[:-1])
     assert [c.text for c in whole.choices] == _written(load_pretrained(ckpts["block"]), PROMPT, 9, 2, **OPTS)
+
+
+def test_guidance_on_given_tokens_is_refused_by_a_block_model(ckpts):
+    """The prompt of a block model sits in finished blocks read through the cache, never as given tokens of
+    the block being written, so classifier-free guidance on them would silently do nothing."""
+    block = load_pretrained(ckpts["block"])
+    with pytest.raises(Exception, match="guidance-mode self_cond"):
+        block.generate(1, prompt=PROMPT, guidance=2.5, **OPTS)
+    assert block.generate(1, prompt=PROMPT, guidance=2.5, guidance_mode="self_cond", **OPTS)  # this one applies

@@ -223,6 +223,11 @@ class SEDFamily(Family):
         if not 0 < bs < request.seq_len:
             return sample_ids(module, n=request.n, seq_len=request.seq_len, **kw)
         check_blockwise(request, bs)
+        if kw["guidance"] != 1.0 and kw["guidance_mode"] == "cond":
+            raise SedlmError(
+                "a block model reads its prompt from the finished blocks, not as given tokens, so guidance on "
+                "given tokens has nothing to act on; use --guidance-mode self_cond, or --guidance 1"
+            )
         seed, layout, callback = kw.pop("seed"), kw.pop("layout"), kw.pop("callback")
 
         def one_block(view: Any, n: int, length: int, seed: int, part: Any, step_cb: Any) -> torch.Tensor:
