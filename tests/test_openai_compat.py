@@ -47,3 +47,12 @@ def test_stop_strings_and_errors(client):
         client.completions.create(model="sedlm", prompt="The", max_tokens=4, top_p=0.5)
     with pytest.raises(BadRequestError, match="one string"):
         client.completions.create(model="sedlm", prompt=["a", "b"], max_tokens=4)
+
+
+def test_a_canvas_over_the_servers_limit_is_a_400(tmp_path_factory):
+    """prompt + max_tokens beyond --max-seq-len answers OpenAI's 400, a documented status."""
+    app = create_app(tiny_checkpoint(tmp_path_factory.mktemp("oa-limit") / "sed"))
+    with server_thread(app) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(BadRequestError, match="max-seq-len"):
+            client.completions.create(model="sedlm", prompt="The king", max_tokens=15, extra_body={"steps": 1})

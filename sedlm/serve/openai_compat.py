@@ -106,8 +106,8 @@ def add_completions(
             return await _complete(req, request)
         except SedlmError as e:
             return _error(400, str(e), "invalid_request_error")
-        except LimitError as e:
-            return _error(e.status, str(e), "invalid_request_error")
+        except LimitError as e:  # a canvas over --max-seq-len is a bad request here, as OpenAI answers one (400)
+            return _error(400 if e.status == 422 else e.status, str(e), "invalid_request_error")
         except Busy as e:
             return _error(503, str(e), "server_busy")
 
