@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# property and fuzz tests draw the same examples on every clone (a test must not pass on most runs only);
+# HYPOTHESIS_PROFILE=explore draws fresh ones when hunting for new failures
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 # CLI calls made inside the test process keep one thread count (auto would follow the machine's load,
 # and thread count can change the last bits of CPU arithmetic that exact-repeat tests compare)

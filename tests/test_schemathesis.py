@@ -36,7 +36,7 @@ def test_every_response_is_documented(api_schema):
     for op in operations:
 
         @given(case=op.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case) -> None:
             calls.append(case.call_and_validate().status_code)
 

@@ -73,6 +73,7 @@ def test_infill_keeps_the_template_words(client):
         ({"n": 5}, 422, "less than or equal to 4 (this server's limit, set by --max-n)"),
         ({"steps": 51}, 422, "set by --max-steps"),
         ({"seq_len": 64}, 422, "set by --max-seq-len"),
+        ({"prompt": "The king", "max_tokens": 16}, 400, "ask for fewer max_tokens"),  # no schema bounds the sum
         ({"prompt": "x" * 201}, 422, "at most 200 characters (this server's limit, set by --max-text-chars)"),
         ({"guidance_mode": "bogus"}, 422, None),
         ({"sampler": "nope"}, 422, None),  # the schema lists the family's samplers

@@ -11,8 +11,8 @@
                                "error"); closing the connection stops the sampling
 
 User errors (``SedlmError``: no blanks, unknown sampler, text too long for the model) answer 400 with
-the message; limits answer 413 (body or text size), 422 (n, steps, seq_len; unknown fields, bad JSON)
-or 503 (queue full).
+the message, as does a prompt plus max_tokens over --max-seq-len (no schema can bound the sum); limits
+answer 413 (body or text size), 422 (n, steps, seq_len; unknown fields, bad JSON) or 503 (queue full).
 """
 
 from __future__ import annotations

@@ -120,7 +120,16 @@ class Runner:
             ("seq_len", seq_len, self.max_seq_len, "--max-seq-len"),
         ]:
             if value > cap:
-                raise LimitError(422, f"{name}={value} is over this server's limit of {cap} (set by {flag})", name)
+                # a length the request asked for is a 422 like any bounded field; one that follows from the
+                # text plus max_tokens is a 400, since no schema can bound it
+                asked = name != "seq_len" or (req.seq_len or 0) > cap
+                message = f"{name}={value} is over this server's limit of {cap} (set by {flag})"
+                if not asked:
+                    message = (
+                        f"the prompt plus max_tokens needs {value} positions, over this server's limit of {cap} "
+                        f"(set by {flag}); ask for fewer max_tokens"
+                    )
+                raise LimitError(422 if asked else 400, message, name)
         given = {o.name: getattr(req, o.name, None) for o in family.options if o.per_request}
         # a bad option value or a request the family cannot serve is a 400 before any work starts
         request = self.model.request(req.n, steps, req.seed, seq_len, layout, src=req.src is not None, **given)
