@@ -1,0 +1,68 @@
+"""The sampling-grid benchmark: every point is scored on every seed's run, the seed summary groups by point,
+and bad input is a one-line error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_runs import tiny_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: the `benchmarks` package
+
+from benchmarks import common  # noqa: E402
+from benchmarks import sampling_grid as grid  # noqa: E402
+
+
+def test_points_parse_numbers_and_names():
+    assert grid.parse_point("sc_weight=3") == {"sc_weight": 3.0}
+    assert grid.parse_point("sampler=ddpm,noise_temp=0.9") == {"sampler": "ddpm", "noise_temp": 0.9}
+    assert grid.label({"sampler": "ddpm", "noise_temp": 0.9}) == "sampler=ddpm,noise_temp=0.9"
+    for bad in ("", "sc_weight", "=3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            grid.parse_point(bad)
+
+
+def test_every_point_on_every_seed(tmp_path, corpus_file, tiny_judge_dir, monkeypatch):
+    over = (f"data.source={corpus_file}", "data.val_fraction=0.3")
+    runs = [tiny_checkpoint(tmp_path / f"sed-{s}", overrides=(*over, f"train.seed={s}")) for s in (0, 1)]
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(grid, "RESULTS_DIR", tmp_path / "results")
+    argv = ["sampling_grid.py", "--runs", ",".join(map(str, runs)), "--n", "4", "--steps", "2"]
+    argv += ["--point", "sampler=ddim", "--point", "sampler=ddpm", "--judge", str(tiny_judge_dir), "--name", "g"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert grid.main() == 0
+    rows = json.loads((tmp_path / "results" / "g.json").read_text())["rows"]
+    assert [(r["point"], r["seed"]) for r in rows[:-1]] == [
+        ("sampler=ddim", 0),
+        ("sampler=ddpm", 0),
+        ("sampler=ddim", 1),
+        ("sampler=ddpm", 1),
+    ]
+    assert rows[-1]["method"] == "data"
+    assert rows[0]["judge_nll"] != rows[1]["judge_nll"]  # the point's option reached the sampler
+    summary = json.loads((tmp_path / "results" / "g-seeds.json").read_text())["rows"]
+    assert [(s["point"], s["seeds"]) for s in summary] == [("sampler=ddim", 2), ("sampler=ddpm", 2)]
+    ddim = [r["judge_nll"] for r in rows if r.get("point") == "sampler=ddim"]
+    assert summary[0]["judge_nll_mean"] == pytest.approx(sum(ddim) / 2, abs=1e-4)
+    assert (tmp_path / "results" / "g.png").is_file()
+
+
+def test_mixed_systems_and_missing_runs_are_errors(tmp_path, corpus_file, tiny_judge_dir, monkeypatch):
+    from sedlm.errors import SedlmError
+
+    monkeypatch.setattr(sys, "argv", ["sampling_grid.py", "--runs", str(tmp_path / "nope"), "--point", "steps=2"])
+    with pytest.raises(SedlmError, match="not a checkpoint folder"):
+        grid.main()
+    over = (f"data.source={corpus_file}", "data.val_fraction=0.3")
+    runs = [tiny_checkpoint(tmp_path / m, m, over) for m in ("sed", "ar")]
+    argv = ["sampling_grid.py", "--runs", ",".join(map(str, runs)), "--n", "4", "--judge", str(tiny_judge_dir)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--point", "sampler=ddim"])
+    with pytest.raises(SedlmError, match="mixes systems"):
+        grid.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--point", "steps=2"])
+    with pytest.raises(SedlmError, match="cannot set steps"):
+        grid.main()
