@@ -87,8 +87,8 @@ def _gumbel_losses(mu: float, beta: float, H: float, bins: int = 64) -> tuple[to
 def test_the_gumbel_fit_recovers_a_known_proposal_and_draws_from_it():
     """Losses made from H F_G(gamma) with known (mu, beta, H) give those parameters back, and times drawn
     through the fitted warp put gamma = -log SNR at the Gumbel's quantiles (LangFlow's training draws)."""
-    from sedlm.diffusion.schedules import log_snr, time_grid
-    from sedlm.diffusion.timewarp import fit_gumbel, unwarp
+    from sedlm.diffusion.schedules import log_snr, time_grid, unwarp
+    from sedlm.diffusion.timewarp import fit_gumbel
 
     mu, beta, H = 2.0, 1.5, 7.0
     sums, counts = _gumbel_losses(mu, beta, H)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from sedlm.diffusion.schedules import cosine
-from sedlm.diffusion.timewarp import BINS, WARP_EVERY, fit_warp_rows, record_rows, unwarp, unwarp_rows, update_warps
+from sedlm.diffusion.schedules import cosine, unwarp
+from sedlm.diffusion.timewarp import BINS, WARP_EVERY, fit_warp_rows, record_rows, unwarp_rows, update_warps
 from sedlm.errors import SedlmError
 from sedlm.families import load_config
 from sedlm.sampling.samplers import SAMPLERS, ddim, ddpm

@@ -138,7 +138,8 @@ def test_bench_steps_micro(tmp_path, tiny_overrides, tiny_judge_dir):
 
 
 def test_time_warp_fit_recovers_a_known_monotone_function():
-    from sedlm.diffusion.timewarp import BINS, fit_warp, record, unwarp, warp
+    from sedlm.diffusion.schedules import unwarp
+    from sedlm.diffusion.timewarp import BINS, fit_warp, record, warp
 
     g = torch.Generator().manual_seed(0)
     f = lambda t: torch.sigmoid(10 * (t - 0.4))  # noqa: E731  a loss curve: flat, steep, flat

@@ -36,8 +36,7 @@ import math
 import torch
 
 from sedlm.config import DiffusionConfig
-from sedlm.diffusion.schedules import Schedule, path_scale
-from sedlm.diffusion.timewarp import unwarp
+from sedlm.diffusion.schedules import Schedule, path_scale, unwarp
 from sedlm.losses import token_nll
 
 VELOCITY_WEIGHT_MAX = 100.0  # the velocity weight 1 / t'^2 grows without bound as t' -> 0

@@ -131,10 +131,17 @@ def _cosine_logsnr(steps: int, schedule: Schedule, **_) -> torch.Tensor:
     return ts
 
 
+def unwarp(knots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """t = F^-1(u) for strictly increasing knots. (N,) -> (N,)"""
+    B = len(knots) - 1
+    k = knots.to(u.device, u.dtype)
+    i = (torch.searchsorted(k.contiguous(), u.clamp(0, 1).contiguous(), right=True) - 1).clamp(0, B - 1)
+    frac = (u - k[i]) / (k[i + 1] - k[i]).clamp(min=1e-12)
+    return ((i + frac.clamp(0, 1)) / B).clamp(0, 1)
+
+
 def _warped(steps: int, schedule: Schedule, knots: torch.Tensor | None = None, **_) -> torch.Tensor:
     """Steps uniform in the time warp F learned in training (CDCD): t_i = F^-1(1 - i / K)."""
-    from sedlm.diffusion.timewarp import unwarp
-
     if knots is None:
         raise SedlmError(
             "time grid 'warped' needs a model trained with diffusion.time_warp=true; use uniform or karras"

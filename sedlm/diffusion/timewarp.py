@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from sedlm.diffusion.schedules import log_snr
+
 BINS = 64
 FLOOR = 0.1
 
@@ -71,12 +73,6 @@ def fit_warp(sums: torch.Tensor, counts: torch.Tensor, floor: float = FLOOR) -> 
 GUMBEL_FLOOR = 1e-3
 
 
-def neg_log_snr(alpha_bar: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """gamma = -log SNR = log((1 - abar) / abar), LangFlow's noise variable (larger is noisier)."""
-    ab = alpha_bar.clamp(eps, 1 - eps)
-    return torch.log1p(-ab) - torch.log(ab)
-
-
 def gumbel_cdf(gamma: torch.Tensor, mu: torch.Tensor | float, beta: torch.Tensor | float) -> torch.Tensor:
     """F_G(gamma) = exp(-exp(-(gamma - mu) / beta))."""
     return torch.exp(-torch.exp(-(gamma - mu) / beta))
@@ -99,7 +95,7 @@ def fit_gumbel(
     if int(seen.sum()) < 2:
         return grid.float(), torch.tensor([0.0, 1.0, 0.0])
     centres = (grid[:-1] + grid[1:]) / 2
-    gamma = neg_log_snr(schedule(centres[seen]).double())  # (S,)
+    gamma = -log_snr(schedule(centres[seen]).double())  # (S,)
     m, w = sums[seen] / counts[seen], counts[seen]
     mus = torch.linspace(float(gamma.min()), float(gamma.max()), 241, dtype=torch.float64)
     betas = torch.logspace(-1.5, 1.0, 61, dtype=torch.float64)
@@ -108,7 +104,7 @@ def fit_gumbel(
     err = (w * (H[..., None] * f - m) ** 2).sum(-1)
     i = int(err.argmin())
     mu, beta = mus[i // len(betas)], betas[i % len(betas)]
-    edges = gumbel_cdf(neg_log_snr(schedule(grid).double()), mu, beta)
+    edges = gumbel_cdf(-log_snr(schedule(grid).double()), mu, beta)
     span = edges[-1] - edges[0]
     F = (edges - edges[0]) / span if span > 1e-12 else grid
     params = torch.tensor([float(mu), float(beta), float(H.flatten()[i])])
@@ -122,15 +118,6 @@ def warp(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     i = x.floor().clamp(max=B - 1).long()
     k = knots.to(t.device, t.dtype)
     return k[i] + (x - i) * (k[i + 1] - k[i])
-
-
-def unwarp(knots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """t = F^-1(u) for strictly increasing knots. (N,) -> (N,)"""
-    B = len(knots) - 1
-    k = knots.to(u.device, u.dtype)
-    i = (torch.searchsorted(k.contiguous(), u.clamp(0, 1).contiguous(), right=True) - 1).clamp(0, B - 1)
-    frac = (u - k[i]) / (k[i + 1] - k[i]).clamp(min=1e-12)
-    return ((i + frac.clamp(0, 1)) / B).clamp(0, 1)
 
 
 @torch.no_grad()

@@ -106,12 +106,19 @@ def sample_content(
     return ids, counter.rows / max(n, 1), (time.perf_counter() - start) / n
 
 
-def generation_seconds(model: PretrainedLM, batch: int, seq_len: int, **kw: Any) -> float:
-    """Wall seconds for one ``generate_ids`` call of ``batch`` rows of ``seq_len`` tokens, after a
-    warm-up call that pays the one-off costs. A block model writes every row to its end (``stop_at_eos``
-    off unless asked), so rows that end early do not make it look faster."""
+def full_rows(model: PretrainedLM, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with ``stop_at_eos`` off unless asked, for a family that has the option (block models): measured
+    rows are written to their end, as windows of the text stream like the data rows, and rows that end early
+    neither shorten a sample set nor make a timing look faster."""
     if model.family.option("stop_at_eos") is not None:
-        kw.setdefault("stop_at_eos", False)
+        return {"stop_at_eos": False, **kw}
+    return kw
+
+
+def generation_seconds(model: PretrainedLM, batch: int, seq_len: int, **kw: Any) -> float:
+    """Wall seconds for one ``generate_ids`` call of ``batch`` rows of ``seq_len`` tokens (whole rows:
+    ``full_rows``), after a warm-up call that pays the one-off costs."""
+    kw = full_rows(model, kw)
     model.generate_ids(n=batch, seq_len=seq_len, seed=1, **kw)
     start = time.perf_counter()
     model.generate_ids(n=batch, seq_len=seq_len, seed=0, **kw)
@@ -163,8 +170,7 @@ def evaluate_model(
     gen_kw: dict[str, Any] = {"seed": seed, **{k: v for k, v in gen_options.items() if v is not None}}
     if steps:  # denoising steps per row: a block model spends them over its blocks
         gen_kw["steps"] = per_block_steps(steps, cfg.diffusion.block_size, cfg.data.seq_len)
-    if model.family.option("stop_at_eos") is not None:  # samples are windows of the text stream, as the data rows
-        gen_kw.setdefault("stop_at_eos", False)
+    gen_kw = full_rows(model, gen_kw)
     full, nfe, sec = sample_content(model, n, **gen_kw)
     ids, n_short = equal_length(full, K)
     if len(ids) < 2 and not keep_short:

@@ -1,5 +1,5 @@
-"""The sampling-grid benchmark: every point is scored on every seed's run, the seed summary groups by point,
-and bad input is a one-line error."""
+"""The seed benchmarks: the sampling grid scores every point on every seed's run and groups its summary by
+point, the likelihood table groups runs by system, and bad input is a one-line error."""
 
 from __future__ import annotations
 
@@ -66,3 +66,27 @@ def test_mixed_systems_and_missing_runs_are_errors(tmp_path, corpus_file, tiny_j
     monkeypatch.setattr(sys, "argv", [*argv, "--point", "steps=2"])
     with pytest.raises(SedlmError, match="cannot set steps"):
         grid.main()
+
+
+def test_likelihood_seeds_groups_runs_by_system(tmp_path, corpus_file, monkeypatch):
+    from benchmarks import likelihood_seeds as lik
+
+    over = (f"data.source={corpus_file}", "data.val_fraction=0.3")
+    runs = [  # untrained: the second AR seed differs by its width, so that the two runs score differently
+        tiny_checkpoint(tmp_path / name, method, (*over, f"train.seed={seed}", f"model.d_model={width}"))
+        for name, method, seed, width in (("ar", "ar", 0, 32), ("ar-seed1", "ar", 1, 48), ("mdlm", "mdlm", 0, 32))
+    ]
+    assert [lik.system_of(r) for r in runs] == ["ar", "ar", "mdlm"]
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["likelihood_seeds.py", "--runs", ",".join(map(str, runs)), "--rows", "4"])
+    assert lik.main() == 0
+    rows = json.loads((tmp_path / "results" / "likelihood-seeds.json").read_text())["rows"]
+    assert [(r["method"], r["seed"], r["nll_kind"]) for r in rows] == [
+        ("ar", 0, "exact"),
+        ("ar", 1, "exact"),
+        ("mdlm", 0, "bound"),
+    ]
+    summary = json.loads((tmp_path / "results" / "likelihood-seeds-seeds.json").read_text())["rows"]
+    ar = summary[0]
+    assert ar["seeds"] == 2 and ar["nll_mean"] == pytest.approx((rows[0]["nll"] + rows[1]["nll"]) / 2, abs=1e-4)
+    assert ar["nll_seed_sd"] > 0 and summary[1]["seeds"] == 1 and summary[1]["nll_seed_sd"] is None
