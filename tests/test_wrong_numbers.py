@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from sedlm.cli import add_threads_flag, build_parser, main
 from sedlm.cli.flags import Number
-from sedlm.config import _SECTIONS, RANGES, Config
+from sedlm.config import Config
+from sedlm.config.loading import _SECTIONS
 from sedlm.families import all_families
+from sedlm.ranges import RANGES
 from sedlm.sampling.samplers import SAMPLERS
 
 
