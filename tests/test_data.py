@@ -156,7 +156,7 @@ def test_padding_moves_the_given_mask_with_the_source():
 def test_seq2seq_trains_without_random_padding():
     from sedlm.data.packing import PackedRows
     from sedlm.families import get_family
-    from sedlm.train.trainer import family_rows
+    from sedlm.train.validation import family_rows
 
     rows = PackedRows(torch.zeros(2, 8, dtype=torch.long), 0, 0.0, torch.zeros(2, 8, dtype=torch.bool))
     assert family_rows(rows, get_family("sed")).pad_fraction == 0.0  # the data's own fraction, not data.pad_fraction

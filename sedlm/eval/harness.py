@@ -22,7 +22,7 @@ from sedlm.errors import SedlmError
 from sedlm.eval.metrics import text_metrics, vocabulary
 from sedlm.pretrained import PretrainedLM
 from sedlm.sampling.blocks import per_block_steps
-from sedlm.train.trainer import family_rows, validation_batches, validation_loss
+from sedlm.train.validation import family_rows, validation_batches, validation_loss
 
 
 def heldout_ids(data: PreparedData, n: int, offset: int = 0, limit: int | None = None) -> list[list[int]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import threading
 import time
@@ -29,7 +28,6 @@ from sedlm.data.packing import PackedRows
 from sedlm.data.tokenizer import Tokenizer
 from sedlm.errors import SedlmError
 from sedlm.families import check_config, get_family
-from sedlm.families.base import Family
 from sedlm.io import check_output
 from sedlm.model.embedding import effective_d_embed
 from sedlm.progress import progress as show_progress
@@ -46,6 +44,7 @@ from sedlm.train.distributed import (
     trackers,
     wrap_model,
 )
+from sedlm.train.optim import EMA, lr_at, make_optimizer
 from sedlm.train.rng import chunk_generator, rng_state, set_rng_state, step_seed
 from sedlm.train.setup import (
     load_initial,
@@ -54,6 +53,7 @@ from sedlm.train.setup import (
     tokenizer_for,
     truncate_metrics,
 )
+from sedlm.train.validation import family_rows, validation_batches, validation_loss
 
 
 @dataclass
@@ -66,15 +66,6 @@ class TrainResult:
     tokens_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
     main: bool = True  # False on the other processes of a distributed run
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warmup to train.lr, then cosine decay to train.lr * min_lr_ratio at max_steps."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def resume_message(saved: int, reached: int, max_steps: int, checkpoint_every: int) -> str:
@@ -91,61 +82,6 @@ def resume_message(saved: int, reached: int, max_steps: int, checkpoint_every: i
             f"replaced; train.checkpoint_every={checkpoint_every})"
         )
     return msg
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point state, with warmup
-    decay_s = min(decay, (1 + s) / (10 + s))."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.params = {k for k, _ in model.named_parameters()}  # averaged; buffers are copied
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if k in self.params and v.dtype.is_floating_point:
-                self.state[k].lerp_(v.detach(), 1 - d)
-            else:  # buffers (frozen table, time-warp state) are copied, not averaged
-                self.state[k].copy_(v)
-
-
-def family_rows(rows: PackedRows, family: Family) -> PackedRows:
-    """The rows a family trains and validates on: families that end text with EOS get them without
-    random padding; the others keep the data's own padding fraction (0 for seq2seq pairs, whose
-    trailing padding already sets the target's length)."""
-    return rows if family.pads else rows.with_padding(0.0)
-
-
-def validation_batches(rows: PackedRows, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """The fixed validation batches of a run (``rows`` already through ``family_rows``)."""
-    return rows.fixed_batches(cfg.train.batch_size, cfg.train.eval_batches)
-
-
-@torch.no_grad()
-def validation_loss(
-    model: torch.nn.Module,
-    batches: list[tuple[torch.Tensor, torch.Tensor | None]],
-    cfg: Config,
-    tokenizer: Tokenizer,
-    device: torch.device,
-) -> float:
-    """Mean validation loss of the model's family (``Family.validation_loss``, kind ``val_loss_kind``) on
-    fixed validation batches with fixed noise (comparable across steps)."""
-    family = get_family(cfg.family)
-    was_training = model.training
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(2024)
-    total = sum(
-        family.validation_loss(model, ids.to(device), cfg, g, tokenizer, None if given is None else given.to(device))[
-            0
-        ].item()
-        for ids, given in batches
-    )
-    model.train(was_training)
-    return total / max(1, len(batches))
 
 
 class _StopFlag:
@@ -170,19 +106,6 @@ class _StopFlag:
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr,
-        betas=(0.9, 0.98),
-    )
 
 
 def _mean_over_processes(accelerator, values: dict[str, torch.Tensor]) -> dict[str, float]:
