@@ -131,7 +131,16 @@ def main() -> int:
         data = prepare_data(model.config.data, tokenizer=model.tokenizer)
         for point in args.point:
             (row, drow), _ = evaluate_model(
-                model, data, judge=judge, n=args.n, steps=args.steps, seed=0, label=system, keep_short=True, **point
+                model,
+                data,
+                judge=judge,
+                n=args.n,
+                steps=args.steps,
+                seed=0,
+                label=system,
+                keep_short=True,
+                min_mauve=10**9,
+                **point,
             )
             row.update(point=label(point), seed=model.config.train.seed)
             rows.append(row)
