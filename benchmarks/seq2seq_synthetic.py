@@ -169,7 +169,8 @@ def config(method: str, pairs_path: Path, steps: int, extra: list[str]):
 
 
 def run_task(task: str, args) -> list[dict[str, Any]]:
-    from benchmarks.conditional import heldout_pairs, seq2seq_targets, steps_of
+    from benchmarks.conditional import heldout_pairs, steps_of
+    from benchmarks.conditional_scoring import seq2seq_targets
     from sedlm.api import load_pretrained
     from sedlm.bench.compare import match_width
     from sedlm.data.dataset import prepare_data

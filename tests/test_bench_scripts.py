@@ -15,6 +15,7 @@ from conftest import TINY
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: the `benchmarks` package
 
 from benchmarks import conditional  # noqa: E402
+from benchmarks import conditional_scoring as scoring  # noqa: E402
 from benchmarks import seq2seq_synthetic as synth
 
 MICRO = [o for o in TINY if not o.startswith(("data.seq_len", "data.vocab_size", "data.val_fraction"))]
@@ -131,15 +132,15 @@ def test_heldout_rows_never_fall_back_to_training_rows(compare_runs):
 
     model = load_pretrained(compare_runs / "sed")
     data = prepare_data(model.config.data, tokenizer=model.tokenizer)
-    assert torch.equal(conditional.heldout_rows(data, 2), data.val.rows[:2])
+    assert torch.equal(scoring.heldout_rows(data, 2), data.val.rows[:2])
     with pytest.raises(SedlmError, match="validation split"):
-        conditional.heldout_rows(data, len(data.val) + 1)
+        scoring.heldout_rows(data, len(data.val) + 1)
 
 
 def test_bleu_and_nll_columns():
-    b = conditional.bleu_columns(["the king speaks now", "a fool"], ["the king speaks now", "a fool waits"])
+    b = scoring.bleu_columns(["the king speaks now", "a fool"], ["the king speaks now", "a fool waits"])
     assert 0 < b["bleu"] <= 100 and b["bleu_ci95"][0] <= b["bleu_ci95"][1]
-    nll = conditional.nll_columns([4.0, 6.0, 0.0], [2, 2, 0])
+    nll = scoring.nll_columns([4.0, 6.0, 0.0], [2, 2, 0])
     assert nll["judge_nll"] == pytest.approx(2.5) and 2.0 <= nll["judge_nll_ci95"][0] <= nll["judge_nll_ci95"][1] <= 3.0
 
 
