@@ -230,7 +230,8 @@ RECIPES: dict[str, Recipe] = {
             "(t = 1, per-token noised inputs, 20% of steps) with mode tokens; t and w are added to the input, not "
             "prefix tokens; self-conditioning is drawn per batch, not per example; the sampler is DDIM (Euler) on a "
             "uniform grid, not ELF's stochastic steps (churn 1.5) on a random logit-normal grid; the velocity "
-            "weight is capped at 100 (ELF clamps 1 - t at 0.05, a cap of 400)",
+            "weight is capped at 100 (ELF clamps 1 - t at 0.05, a cap of 400); rows keep the size config's random "
+            "padding (data.pad_fraction), which ELF's packed rows do not have",
         ),
         Recipe(
             "langflow",
