@@ -45,6 +45,16 @@ def add_judged_run_options(ap: Any, runs_dir: str, name: str) -> None:
     ap.add_argument("--name", default=name, help=f"results name (default: {name})")
 
 
+def run_folders(text: str) -> list[Path]:
+    """``--runs A,B,...`` as checkpoint folders; a folder without config.json is a one-line error."""
+    from sedlm.errors import SedlmError
+
+    runs = [Path(r) for r in text.split(",") if r]
+    if missing := [str(r) for r in runs if not (r / "config.json").is_file()]:
+        raise SedlmError(f"not a checkpoint folder: {', '.join(missing)}; pass folders written by sedlm train")
+    return runs
+
+
 def publish(name: str, script: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
     """Write the results files and print the table with where it went."""
     json_path, md_path = write_results(name, command_line(script), rows, columns, RESULTS_DIR)

@@ -6,9 +6,10 @@ tokens counted; ``sedlm.eval.likelihood``), so runs compare like for like. A run
 without the ``-seedN`` suffix that ``sedlm bench compare --seeds`` gives seeds after the first.
 Writes ``<name>.json`` (one row per run) and ``<name>-seeds.json`` (per system: mean, seed sd and range, mean SE).
 
-Rerun (a few minutes per run on one thread), e.g. LangFlow's bound against MDLM's at three seeds:
+Rerun (256 rows per run), e.g. LangFlow's bound against MDLM's at three seeds:
     OMP_NUM_THREADS=1 python benchmarks/likelihood_seeds.py --runs runs/seeds/mdlm,runs/seeds/mdlm-seed1,\
-runs/seeds/mdlm-seed2,runs/seeds/langflow,runs/seeds/langflow-seed1,runs/seeds/langflow-seed2 --name likelihood-2026
+runs/seeds/mdlm-seed2,runs/seeds/langflow,runs/seeds/langflow-seed1,runs/seeds/langflow-seed2,runs/seeds/elf,\
+runs/seeds/elf-seed1,runs/seeds/elf-seed2 --name likelihood-2026
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import publish, run_folders, run_main, setup_device  # noqa: E402
 
 COLUMNS = ["method", "seed", "family", "nll_kind", "nll", "nll_se", "rows", "tokens_per_row", "trained_pad_fraction"]
 SEED_COLUMNS = ["method", "seeds", "nll_kind", "nll_mean", "nll_seed_sd", "nll_seed_range", "nll_se_mean"]
@@ -55,7 +56,6 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> int:
     from sedlm.api import load_pretrained
-    from sedlm.errors import SedlmError
     from sedlm.eval.likelihood import likelihood
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,9 +65,7 @@ def main() -> int:
     ap.add_argument("--name", default="likelihood-seeds", help="results name (default: likelihood-seeds)")
     args = ap.parse_args()
     setup_device(ap, "cpu", args.threads)
-    runs = [Path(r) for r in args.runs.split(",") if r]
-    if missing := [str(r) for r in runs if not (r / "config.json").is_file()]:
-        raise SedlmError(f"not a checkpoint folder: {', '.join(missing)}; pass folders written by sedlm train")
+    runs = run_folders(args.runs)
     rows = []
     for run in runs:
         model = load_pretrained(run)

@@ -7,23 +7,22 @@ the harness of the comparisons (256 samples from sampling seed 0, cut to 80% of 
 Writes ``<name>.json`` (one row per run and point, with the data row), ``<name>-seeds.json`` (per point: mean,
 seed spread and sample-CI width) and ``<name>.png`` (judge NLL against entropy, seed means with seed-sd bars).
 
-Rerun, e.g. ELF's self-conditioning guidance weight at three seeds (about 3 min per run and point on one
-thread):
+Rerun, e.g. ELF's self-conditioning guidance weight at three seeds (256 samples of 200 steps per run and point):
     OMP_NUM_THREADS=1 python benchmarks/sampling_grid.py --runs runs/seeds/elf,runs/seeds/elf-seed1,\
-runs/seeds/elf-seed2 --point sc_weight=1 --point sc_weight=2 --point sc_weight=3 --point sc_weight=5 \
---name elf-guidance
+runs/seeds/elf-seed2 --point sc_weight=3 --point sc_weight=1 --name elf-guidance
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import RESULTS_DIR, add_judged_run_options, publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import RESULTS_DIR, publish, run_folders, run_main, setup_device  # noqa: E402
 
 COLUMNS = [
     "method",
@@ -66,6 +65,8 @@ def plot(summary: list[dict[str, Any]], data_row: dict[str, Any], path: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sedlm.eval.results import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for row in summary:
         if row.get("judge_nll_mean") is None:
@@ -84,10 +85,7 @@ def plot(summary: list[dict[str, Any]], data_row: dict[str, Any], path: Path, ti
         ax.legend()
     ax.set(xlabel="per-sample unigram entropy (bits)", ylabel="judge NLL (nats/token)", title=title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main() -> int:
@@ -97,7 +95,6 @@ def main() -> int:
     from sedlm.errors import SedlmError
     from sedlm.eval.harness import evaluate_model, scored
     from sedlm.eval.judge import get_judge
-    from sedlm.train.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="comma-separated run folders of one system, one per training seed")
@@ -110,16 +107,17 @@ def main() -> int:
     )
     ap.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200, as the comparisons)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    add_judged_run_options(ap, runs_dir="runs/seeds", name="sampling-grid")
+    ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")
+    ap.add_argument("--judge", default="smollm2", help="judge LM (default: smollm2)")
+    ap.add_argument("--name", default="sampling-grid", help="results name (default: sampling-grid)")
     args = ap.parse_args()
     setup_device(ap, "cpu", args.threads)
-    runs = [Path(r) for r in args.runs.split(",") if r]
-    if missing := [str(r) for r in runs if not (r / "config.json").is_file()]:
-        raise SedlmError(f"not a checkpoint folder: {', '.join(missing)}; pass folders written by sedlm train")
+    runs = run_folders(args.runs)
 
     if reserved := {k for p in args.point for k in p} & {"steps", "n", "seed"}:
         raise SedlmError(f"--point cannot set {', '.join(sorted(reserved))}; use the options of the same name")
-    systems = {(c.recipe or c.family) for c in (load_checkpoint(r)[0] for r in runs)}
+    configs = [json.loads((r / "config.json").read_text()) for r in runs]  # the system, before any weights load
+    systems = {c.get("recipe") or c["family"] for c in configs}
     if len(systems) > 1:
         raise SedlmError(f"--runs mixes systems ({', '.join(sorted(systems))}); give the seeds of one system")
     (system,) = systems
