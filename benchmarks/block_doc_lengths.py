@@ -77,8 +77,9 @@ def summarise(method: str, lengths: list[int], cap: int, steps: int | None) -> d
     }
 
 
-def generated_lengths(model: Any, n: int, steps: int, seed: int) -> list[int]:
-    """Tokens before the first end-of-text after position 0, for ``n`` rows opened by end-of-text."""
+def document_rows(model: Any, n: int, steps: int, seed: int) -> Any:
+    """``n`` rows (n, L) written after an end-of-text at position 0, ``steps`` denoising steps per row spread
+    over its blocks, past end-of-text (the row's own end-of-text is at position 0)."""
     import torch
 
     from sedlm.sampling.blocks import per_block_steps
@@ -91,15 +92,20 @@ def generated_lengths(model: Any, n: int, steps: int, seed: int) -> list[int]:
     given[0] = True
     layout = Layout(ids, given, torch.zeros(L, dtype=torch.bool))  # a prompt: padding allowed anywhere after it
     options: dict[str, Any] = {}
-    if model.family.option("stop_at_eos") is not None:  # the row's own end-of-text is at position 0
+    if model.family.option("stop_at_eos") is not None:
         options["stop_at_eos"] = False
-    out = []
     per_block = per_block_steps(steps, model.config.diffusion.block_size, L)
-    for start in range(0, n, 32):
-        rows = model.generate_ids(min(32, n - start), steps=per_block, seed=seed + start, layout=layout, **options)
-        for row in rows[:, 1:].tolist():
-            out.append(row.index(tok.eos_id) if tok.eos_id in row else L - 1)
-    return out
+    parts = [
+        model.generate_ids(min(32, n - start), steps=per_block, seed=seed + start, layout=layout, **options)
+        for start in range(0, n, 32)
+    ]
+    return torch.cat(parts).long()
+
+
+def generated_lengths(model: Any, n: int, steps: int, seed: int) -> list[int]:
+    """Tokens before the first end-of-text after position 0, for ``n`` rows opened by end-of-text."""
+    L, eos = model.config.data.seq_len, model.tokenizer.eos_id
+    return [row.index(eos) if eos in row else L - 1 for row in document_rows(model, n, steps, seed)[:, 1:].tolist()]
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ Rerun (256 rows per run), e.g. LangFlow's bound against MDLM's at three seeds:
     OMP_NUM_THREADS=1 python benchmarks/likelihood_seeds.py --runs runs/seeds/mdlm,runs/seeds/mdlm-seed1,\
 runs/seeds/mdlm-seed2,runs/seeds/langflow,runs/seeds/langflow-seed1,runs/seeds/langflow-seed2,runs/seeds/elf,\
 runs/seeds/elf-seed1,runs/seeds/elf-seed2 --name likelihood-2026
+With ``--estimator ode`` embedding-diffusion runs are scored by LangFlow's probability-flow ODE estimate
+instead (``sedlm eval --nll --estimator ode``; a few seconds per row on one core).
 """
 
 from __future__ import annotations
@@ -63,13 +65,21 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=256, help="validation rows scored per run (default: 256)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--name", default="likelihood-seeds", help="results name (default: likelihood-seeds)")
+    ap.add_argument(
+        "--estimator",
+        choices=("bound", "ode"),
+        default="bound",
+        help="each family's own figure, or LangFlow's probability-flow ODE estimate for embedding diffusion "
+        "(default: bound)",
+    )
+    ap.add_argument("--ode-steps", type=int, default=128, help="Euler steps of the ODE estimate (default: 128)")
     args = ap.parse_args()
     setup_device(ap, "cpu", args.threads)
     runs = run_folders(args.runs)
     rows = []
     for run in runs:
         model = load_pretrained(run)
-        res = likelihood(model, rows=args.rows, seed=0)
+        res = likelihood(model, rows=args.rows, seed=0, estimator=args.estimator, ode_steps=args.ode_steps)
         row = {"method": system_of(run), "seed": model.config.train.seed, "family": model.config.family, **res}
         rows.append({k: row.get(k) for k in COLUMNS})
         print(f"{run}: {res['nll']:.4f} +- {res['nll_se']:.4f} nats/token ({res['nll_kind']})", flush=True)

@@ -8,6 +8,7 @@ options (analog bits, the rounding term) do what their papers say.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -79,6 +80,23 @@ def test_every_registered_family_reports_its_likelihood_or_says_it_has_none(trai
         assert json.loads((tmp_path / "nll.json").read_text())["nll"] == res["nll"]
     else:
         assert code == 2 and f"family {name} has no likelihood" in capsys.readouterr().err
+
+
+def test_the_ode_estimate_runs_where_a_family_has_an_ode_and_is_refused_elsewhere(trained, capsys, tmp_path):
+    name, out = trained
+    family = get_family(name)
+    has_ode = type(family).ode_nll is not Family.ode_nll
+    capsys.readouterr()
+    args = ["eval", "--ckpt", str(out), "--nll", "--estimator", "ode", "--ode-steps", "4", "--rows", "2", "--json"]
+    code = main([*args, "--out", str(tmp_path / "nll.json")])
+    if has_ode:
+        res = json.loads(capsys.readouterr().out)
+        assert code == 0 and "probability-flow ODE" in res["nll_kind"] and res["rows"] == 2
+        assert math.isfinite(res["nll"]) and res["nll"] > 0
+    else:
+        why = "probability-flow ODE" if family.capabilities()["nll_bound"] else "likelihood"
+        assert code == 2 and f"family {name} has no {why}" in capsys.readouterr().err
+        assert not (tmp_path / "nll.json").exists()
 
 
 def test_cli_choices_and_options_come_from_the_registry():

@@ -75,7 +75,9 @@ def _eval_nll(args: argparse.Namespace) -> int:
     res = {
         "ckpt": str(args.ckpt),
         "family": model.config.family,
-        **likelihood(model, args.data, rows=args.rows, seed=args.seed),
+        **likelihood(
+            model, args.data, rows=args.rows, seed=args.seed, estimator=args.estimator, ode_steps=args.ode_steps
+        ),
     }
     out = Path(args.out) if args.out else Path(args.ckpt) / "nll.json"
     write_atomic(out, json.dumps(res, indent=2))
@@ -230,6 +232,16 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
     )
     v.add_argument(
         "--rows", type=count(), default=256, help="--nll: rows of data.seq_len tokens to score (default: 256)"
+    )
+    v.add_argument(
+        "--estimator",
+        choices=("bound", "ode"),
+        default="bound",
+        help="--nll: the family's own figure (bound: exact for ar, a variational bound for diffusion) or, for "
+        "embedding diffusion, LangFlow's estimate through the probability-flow ODE (ode) (default: bound)",
+    )
+    v.add_argument(
+        "--ode-steps", type=count(), default=128, help="--nll --estimator ode: Euler steps of the ODE (default: 128)"
     )
     output(v, "--out", "file", help="JSON file to write (default: <ckpt>/eval.json, or <ckpt>/nll.json with --nll)")
     v.add_argument(

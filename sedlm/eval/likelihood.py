@@ -18,6 +18,9 @@ from sedlm.data.dataset import PreparedData
 from sedlm.errors import SedlmError
 from sedlm.pretrained import PretrainedLM
 
+ESTIMATORS = ("bound", "ode")
+ODE_KIND = "bound (probability-flow ODE, Euler + Hutchinson)"
+
 
 def text_rows(
     model: PretrainedLM,
@@ -60,12 +63,18 @@ def likelihood(
     batch_size: int = 32,
     data: PreparedData | None = None,
     documents: list[str] | None = None,
+    estimator: str = "bound",
+    ode_steps: int = 128,
 ) -> dict[str, Any]:
     """Mean -log p per token over ``rows`` rows, its standard error, its kind (exact | bound | objective) and
     the perplexity exp(nll); ``source``, ``data`` and ``documents`` as in ``text_rows``. Every family scores
     the same rows and all of their tokens (AR pays for the first one, read after end-of-document), so the
     figures compare like for like; the rows hold no random padding, which the padding families trained with
-    (``trained_pad_fraction``) and so pay for in their bound."""
+    (``trained_pad_fraction``) and so pay for in their bound. ``estimator``: ``bound`` (the family's own:
+    exact, variational bound or objective) or ``ode`` (embedding diffusion only: LangFlow's estimate through
+    the probability-flow ODE, ``ode_steps`` Euler steps)."""
+    if estimator not in ESTIMATORS:
+        raise SedlmError(f"unknown likelihood estimator '{estimator}'; valid estimators: {', '.join(ESTIMATORS)}")
     if rows < 2:
         raise SedlmError(f"--rows must be at least 2 for a standard error (got {rows})")
     family = model.family
@@ -74,17 +83,18 @@ def likelihood(
     data_rows = text_rows(model, source, rows, data=data, documents=documents)
     g = torch.Generator(device=model.device).manual_seed(seed)
     model.model.eval()
-    per_row = torch.cat(
-        [
-            family.nll_bound(model.model, batch.to(model.device), model.config, g, model.tokenizer).double().cpu()
-            for batch in data_rows.split(batch_size)
-        ]
-    )
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        if estimator == "ode":
+            return family.ode_nll(model.model, batch, model.config, g, ode_steps)
+        return family.nll_bound(model.model, batch, model.config, g, model.tokenizer)
+
+    per_row = torch.cat([score(batch.to(model.device)).double().cpu() for batch in data_rows.split(batch_size)])
     nll, se = per_row.mean().item(), per_row.std().item() / math.sqrt(len(per_row))
     return {
         "nll": nll,
         "nll_se": se,
-        "nll_kind": family.likelihood_kind(model.config),
+        "nll_kind": ODE_KIND if estimator == "ode" else family.likelihood_kind(model.config),
         "perplexity": math.exp(nll) if nll < 700 else None,
         "rows": len(per_row),
         "tokens_per_row": int(data_rows.shape[1]),

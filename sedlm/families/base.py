@@ -134,6 +134,13 @@ class Family:
         bool: of -log p(the other tokens | the given ones), per scored (not given) token."""
         raise SedlmError(f"family {self.name} has no likelihood or likelihood bound")
 
+    def ode_nll(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, steps: int
+    ) -> torch.Tensor:
+        """Per-row -log p(ids) in nats/token through the model's probability-flow ODE (``steps`` Euler steps),
+        where the family has one."""
+        raise SedlmError(f"family {self.name} has no probability-flow ODE; score it with --estimator bound")
+
     def greedy(
         self,
         model: nn.Module,

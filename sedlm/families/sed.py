@@ -139,17 +139,23 @@ class SEDFamily(Family):
         """Variational upper bound on -log p(row) per token (nats): reconstruction + diffusion + prior terms
         (``sedlm.diffusion.likelihood.embedding_vlb``), 32 log-SNR points per row; with ``given``, of the
         other tokens given those, per scored token."""
-        schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
-        terms = embedding_vlb(
-            model,
-            ids,
-            schedule,
-            generator,
-            sigma0=cfg.diffusion.sigma0,
-            self_condition=cfg.diffusion.self_cond != "off",
-            given=given,
-        )
+        schedule, kw = _likelihood_args(cfg)
+        terms = embedding_vlb(model, ids, schedule, generator, given=given, **kw)
         return (terms["total"] / scored_count(ids, given)).float()
+
+    def ode_nll(
+        self, model: nn.Module, ids: torch.Tensor, cfg: Config, generator: torch.Generator, steps: int
+    ) -> torch.Tensor:
+        """LangFlow's estimate through the probability-flow ODE (``sedlm.diffusion.likelihood.embedding_ode_nll``),
+        its Euler steps placed as the sampler places them when the model samples on its learned warp, else
+        uniform in t."""
+        from sedlm.diffusion.likelihood import embedding_ode_nll
+        from sedlm.diffusion.schedules import time_grid
+
+        schedule, kw = _likelihood_args(cfg)
+        kind = "warped" if cfg.sample.time_grid == "warped" else "uniform"
+        times = time_grid(steps, kind=kind, schedule=schedule, knots=getattr(model, "time_warp", None))
+        return (embedding_ode_nll(model, ids, schedule, generator, times=times, **kw)["total"] / ids.shape[1]).float()
 
     def greedy(
         self,
@@ -292,6 +298,12 @@ class SEDFamily(Family):
             return decode_ids(lm.model, info["x0_hat"], layout, lm.tokenizer.pad_id)
         block = decode_ids(lm.model, info["x0_hat"], info["block_layout"], lm.tokenizer.pad_id)
         return torch.cat([info["prefix"], block], dim=1)
+
+
+def _likelihood_args(cfg: Config) -> tuple[Any, dict[str, Any]]:
+    """The schedule and the options every likelihood estimate of an SED model reads from its config."""
+    schedule = get_schedule(cfg.diffusion.schedule, cfg.diffusion.logsnr_shift)
+    return schedule, {"sigma0": cfg.diffusion.sigma0, "self_condition": cfg.diffusion.self_cond != "off"}
 
 
 def _sampling_module(lm: Any, compile: bool) -> nn.Module:
