@@ -266,8 +266,10 @@ RECIPES: dict[str, Recipe] = {
             "quantiles; the self-conditioning rate is 50% (LangFlow's is unpublished); d_embed comes from the size "
             "config (LangFlow's table is as wide as the network) and the network reads the state through its input "
             "projection; the schedule's time t enters the network, not gamma; the grid ends at t = 0, not at the "
-            "Gumbel's lowest quantile; the likelihood is the VDM bound, not LangFlow's probability-flow ODE bound "
-            "(a Hutchinson trace estimate); sedlm's prompt/span conditioning mixture is kept",
+            "Gumbel's lowest quantile; the likelihood tables give the VDM bound (the three terms of LangFlow's "
+            "released evaluator in its sde mode) and, with --estimator ode, the probability-flow ODE estimate of "
+            "its flow mode (Euler steps at the Gumbel's quantiles, one Hutchinson probe a step, Rademacher where "
+            "LangFlow's is Gaussian); sedlm's prompt/span conditioning mixture is kept",
         ),
         Recipe(
             "diffusionbert",
