@@ -77,9 +77,10 @@ def summarise(method: str, lengths: list[int], cap: int, steps: int | None) -> d
     }
 
 
-def document_rows(model: Any, n: int, steps: int, seed: int) -> Any:
+def document_rows(model: Any, n: int, steps: int, seed: int, sampler: str | None = None) -> Any:
     """``n`` rows (n, L) written after an end-of-text at position 0, ``steps`` denoising steps per row spread
-    over its blocks, past end-of-text (the row's own end-of-text is at position 0)."""
+    over its blocks, past end-of-text (the row's own end-of-text is at position 0); ``sampler`` for a
+    diffusion family (None: the model's own)."""
     import torch
 
     from sedlm.sampling.blocks import per_block_steps
@@ -94,6 +95,8 @@ def document_rows(model: Any, n: int, steps: int, seed: int) -> Any:
     options: dict[str, Any] = {}
     if model.family.option("stop_at_eos") is not None:
         options["stop_at_eos"] = False
+    if sampler is not None:
+        options["sampler"] = sampler
     per_block = per_block_steps(steps, model.config.diffusion.block_size, L)
     parts = [
         model.generate_ids(min(32, n - start), steps=per_block, seed=seed + start, layout=layout, **options)
@@ -102,10 +105,11 @@ def document_rows(model: Any, n: int, steps: int, seed: int) -> Any:
     return torch.cat(parts).long()
 
 
-def generated_lengths(model: Any, n: int, steps: int, seed: int) -> list[int]:
+def generated_lengths(model: Any, n: int, steps: int, seed: int, sampler: str | None = None) -> list[int]:
     """Tokens before the first end-of-text after position 0, for ``n`` rows opened by end-of-text."""
     L, eos = model.config.data.seq_len, model.tokenizer.eos_id
-    return [row.index(eos) if eos in row else L - 1 for row in document_rows(model, n, steps, seed)[:, 1:].tolist()]
+    rows = document_rows(model, n, steps, seed, sampler)[:, 1:].tolist()
+    return [row.index(eos) if eos in row else L - 1 for row in rows]
 
 
 def main() -> int:
@@ -119,6 +123,7 @@ def main() -> int:
     ap.add_argument("--runs-dir", default="runs/doclen", help="where the runs go (default: runs/doclen)")
     ap.add_argument("--name", default="block-doc-lengths", help="results name (default: block-doc-lengths)")
     ap.add_argument("--reuse", action="store_true", help="sample finished runs again instead of retraining")
+    ap.add_argument("--sampler", default=None, help="sampler of the diffusion systems (default: each model's own)")
     args = ap.parse_args()
 
     from sedlm.api import load_pretrained
@@ -147,7 +152,9 @@ def main() -> int:
             cfg.train.checkpoint_every = args.train_steps
             train(cfg, out, data=data)
         model = load_pretrained(out)
-        row = summarise(system, generated_lengths(model, args.n, args.steps, seed=0), cap, args.train_steps)
+        sampler = args.sampler if model.family.option("sampler") is not None else None
+        lengths = generated_lengths(model, args.n, args.steps, seed=0, sampler=sampler)
+        row = summarise(system if sampler is None else f"{system} ({sampler})", lengths, cap, args.train_steps)
         row["median_vs_data"] = round(row["median_tokens"] / rows[0]["median_tokens"], 3)
         rows.append(row)
         publish(args.name, "block_doc_lengths.py", rows, COLUMNS)

@@ -70,6 +70,7 @@ def main() -> int:
     ap.add_argument(
         "--times", default="0.5,0.9,0.99,1", help="noise times of the mass columns (default: 0.5,0.9,0.99,1)"
     )
+    ap.add_argument("--sampler", default=None, help="the sampler that writes the rows (default: each model's own)")
     ap.add_argument("--name", default="block-eos", help="results name (default: block-eos)")
     args = ap.parse_args()
 
@@ -86,22 +87,23 @@ def main() -> int:
         corpus.write_text("\n\n".join(speeches()) + "\n")
     data = prepare_data(load_config(resolve_config_path("tiny"), [f"data.source={corpus}"]).data)
     real = data.val.rows[: args.n].long()
-    columns = ["method", "block_size", "context", "eos_in_rows"] + [f"mass_t={t:g}" for t in times]
+    columns = ["method", "block_size", "sampler", "context", "eos_in_rows"] + [f"mass_t={t:g}" for t in times]
     rows: list[dict[str, Any]] = []
     for run in runs:
         model = load_pretrained(run)
         probe = data.val_docs[0]
         if model.tokenizer.encode(probe) != data.tokenizer.encode(probe):
             raise SedlmError(f"{run} was not trained on {corpus}; train it with block_doc_lengths.py")
-        own = document_rows(model, args.n, args.steps, seed=0)
+        own = document_rows(model, args.n, args.steps, seed=0, sampler=args.sampler)
         for context, ids in (("data rows", real), ("own samples", own)):
             row = {
                 "method": run.name,
                 "block_size": model.config.diffusion.block_size,
+                "sampler": args.sampler or model.config.sample.sampler,
                 "context": context,
                 "eos_in_rows": round((ids[:, 1:] == model.tokenizer.eos_id).float().sum(1).mean().item(), 3),
             }
-            row.update(zip(columns[4:], eos_mass(model, ids, times)))
+            row.update(zip(columns[5:], eos_mass(model, ids, times)))
             rows.append(row)
         publish(args.name, "block_eos.py", rows, columns)
     return 0
