@@ -11,7 +11,7 @@ Rerun (256 rows per run), e.g. LangFlow's bound against MDLM's at three seeds:
 runs/seeds/mdlm-seed2,runs/seeds/langflow,runs/seeds/langflow-seed1,runs/seeds/langflow-seed2,runs/seeds/elf,\
 runs/seeds/elf-seed1,runs/seeds/elf-seed2 --name likelihood-2026
 With ``--estimator ode`` embedding-diffusion runs are scored by LangFlow's probability-flow ODE estimate
-instead (``sedlm eval --nll --estimator ode``; a few seconds per row on one core).
+instead (``sedlm eval --nll --estimator ode``; 128 Euler steps of a forward and a backward pass each).
 """
 
 from __future__ import annotations

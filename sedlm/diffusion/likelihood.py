@@ -83,6 +83,28 @@ def likelihood_logits(model: torch.nn.Module, z: torch.Tensor, lam: torch.Tensor
     return (ab.sqrt() * (z.float() @ E.t()) - 0.5 * ab * E.pow(2).sum(-1)) / (1 - ab)
 
 
+def sampling_logits(
+    model: torch.nn.Module,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    self_condition: bool,
+    cond: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    blocks: dict[str, torch.Tensor] | None = None,
+    hold: Callable[[torch.Tensor], torch.Tensor] = lambda x0: x0,
+) -> torch.Tensor:
+    """An SED denoiser's token logits at z (B, L, D) and times t (B,) as sampling computes them: with
+    ``self_condition``, a first pass without gradient and without an estimate, then a second pass fed the
+    first's estimate (``hold`` puts the given positions back into it); else one pass. (B, L, V) float32"""
+    blocks = blocks or {}
+    zero = torch.zeros_like(z)
+    if not self_condition:
+        return model(z, t, zero, cond, mask, **blocks)[1].float()
+    with torch.no_grad():
+        first = model(z, t, zero, cond, mask, **blocks)[0]
+    return model(z, t, hold(first), cond, mask, **blocks)[1].float()
+
+
 @torch.no_grad()
 def embedding_vlb(
     model: torch.nn.Module,
@@ -133,10 +155,7 @@ def embedding_vlb(
 
     def token_logits(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         t = time_of(schedule, torch.sigmoid(lam.double())).to(z.dtype)  # (B,)
-        first, logits = model(z, t, torch.zeros_like(z), cond, mask, **blocks)
-        if self_condition:
-            logits = model(z, t, hold(first), cond, mask, **blocks)[1]
-        logits = logits.float()  # (B, L, V)
+        logits = sampling_logits(model, z, t, self_condition, cond, mask, blocks, hold)  # (B, L, V)
         late = (lam >= posterior_from)[:, None, None]
         return torch.where(late, logits + likelihood_logits(model, z, lam), logits) if late.any() else logits
 
@@ -225,13 +244,8 @@ def embedding_ode_nll(
 
     def logits_at(z: torch.Tensor, lam: float) -> torch.Tensor:
         lam_t = torch.full((len(z),), lam, dtype=torch.float64, device=z.device)
-        t = time_of(schedule, torch.sigmoid(lam_t)).to(z.dtype)  # (B,)
-        first = None
-        if self_condition:
-            with torch.no_grad():
-                first = model(z, t, torch.zeros_like(z), None, None, **blocks)[0]
-        logits = model(z, t, torch.zeros_like(z) if first is None else first, None, None, **blocks)[1]
-        logits = logits.float()  # (B, L, V)
+        t = time_of(schedule, torch.sigmoid(lam_t[:1])).to(z.dtype).expand(len(z))  # one time for every row
+        logits = sampling_logits(model, z, t, self_condition, blocks=blocks)  # (B, L, V)
         return logits + likelihood_logits(model, z, lam_t) if lam >= posterior_from else logits
 
     def velocity(y: torch.Tensor, s: float) -> torch.Tensor:
