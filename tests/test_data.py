@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import TINY, make_documents
 
-from sedlm.data.corpora import CORPORA, load_documents, shakespeare_documents, split_documents
+from sedlm.data.corpora import CORPORA, load_documents, shakespeare_documents, source_and_tag, split_documents
 from sedlm.data.packing import PackedRows, insert_padding, pack_rows, tokenize_documents
 from sedlm.data.tokenizer import gpt2_tokenizer, load_tokenizer, train_bpe
 from sedlm.errors import SedlmError
@@ -46,6 +46,17 @@ def test_user_sources(tmp_path, corpus_file):
     (folder / "a.txt").write_text("first file\n\nstill first")
     (folder / "b.txt").write_text("second file")
     assert load_documents(str(folder)) == ["first file\n\nstill first", "second file"]
+
+
+def test_benchmark_corpus_names_a_source_and_its_results(tmp_path, corpus_file):
+    assert source_and_tag("news") == ("corpus:news", "news")
+    assert source_and_tag("corpus:wiki") == ("corpus:wiki", "wiki")
+    assert source_and_tag(str(corpus_file)) == (str(corpus_file), "tiny")
+    assert source_and_tag("hf:user/my data?split=train") == ("hf:user/my data?split=train", "user-my-data")
+    with pytest.raises(SedlmError, match="neither a bundled corpus"):
+        source_and_tag(str(tmp_path / "book.txt"))
+    with pytest.raises(SedlmError, match="unknown corpus 'nope'"):
+        source_and_tag("corpus:nope")
 
 
 def test_bad_sources_raise_clear_errors(tmp_path):

@@ -8,6 +8,7 @@ from conftest import TINY
 from sedlm.api import load_pretrained
 from sedlm.bench.compare import COLUMNS, compare
 from sedlm.cli import main
+from sedlm.data.corpora import shakespeare_documents
 from sedlm.eval.harness import CallCounter, evaluate_model
 from sedlm.families import load_config
 from sedlm.train.trainer import train
@@ -263,4 +264,22 @@ def test_bench_compare_trains_every_system_once_per_seed(tmp_path, tiny_judge_di
     assert again[0]["judge_nll"] == pytest.approx(rows[0]["judge_nll"])
     changed = [*over, "data.max_chars=60000", "data.vocab_size=300", "ar.row_start=document"]
     compare("shakespeare", overrides=changed, **args)
+    assert (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_bench_compare_on_a_users_file_names_results_by_its_stem(tmp_path, tiny_judge_dir):
+    """A user's text file trains the systems and names the results; a run trained on other text is not reused."""
+    book = tmp_path / "my_book.txt"
+    book.write_text("\n\n".join(d[:3000] for d in shakespeare_documents()[:30]))
+    over = [o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction"))]
+    kw = dict(judge_name=str(tiny_judge_dir), n=6, steps=3, runs_dir=tmp_path / "runs", results_dir=tmp_path / "res")
+    args = dict(train_steps=3, methods=("ar",), eval_tokens=3, log=lambda s: None, reuse=True, **kw)
+    overrides = [*over, "data.max_chars=60000", "data.vocab_size=300", "data.val_fraction=0.2"]
+    compare(str(book), overrides=overrides, **args)
+    assert (tmp_path / "res" / "compare-my_book.json").is_file()
+    assert (tmp_path / "res" / "frontier-my_book.json").is_file()
+    assert json.loads((tmp_path / "runs" / "ar" / "config.json").read_text())["data"]["source"] == str(book)
+    stamp = (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns
+    compare("shakespeare", overrides=overrides, **args)  # same system, seed and steps, other text: retrained
+    assert json.loads((tmp_path / "runs" / "ar" / "config.json").read_text())["data"]["source"] == "corpus:shakespeare"
     assert (tmp_path / "runs" / "ar" / "model.safetensors").stat().st_mtime_ns != stamp

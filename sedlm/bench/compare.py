@@ -21,6 +21,7 @@ from sedlm.api import load_pretrained
 from sedlm.bench.plots import plot, plot_frontier
 from sedlm.bench.seeds import SEED_COLUMNS, seed_summary
 from sedlm.config import Config, apply_overrides, resolve_config_path
+from sedlm.data.corpora import source_and_tag
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.errors import SedlmError
 from sedlm.eval.harness import evaluate_model, generation_seconds, scored
@@ -168,11 +169,11 @@ def frontier_points(
 
 
 def prepare_systems(
-    corpus: str, methods: tuple[str, ...], overrides: list[str] | None = None
+    source: str, methods: tuple[str, ...], overrides: list[str] | None = None
 ) -> tuple[Config, PreparedData, dict[str, Config], dict[str, int]]:
-    """The tiny config on ``corpus``, its data, and each system's config with its width matched to the
-    first system's parameter count (and that count)."""
-    base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
+    """The tiny config on the text ``source`` (a ``data.source``), its data, and each system's config with its
+    width matched to the first system's parameter count (and that count)."""
+    base = load_config(resolve_config_path("tiny"), [f"data.source={source}", *(overrides or [])])
     data = prepare_data(base.data)
     base.model.vocab_size = data.tokenizer.vocab_size
     cfgs = {m: system_config(base, m) for m in methods}
@@ -200,8 +201,8 @@ def train_system(
     reuse: bool = False,
 ) -> tuple[Path, float]:
     """Train one system for ``n_steps`` into its run folder (replacing an earlier run); with ``reuse``, a
-    finished run of the same family, recipe, seed, step count, width and diffusion, sampling and family settings
-    is kept. Returns the folder and training seconds."""
+    finished run of the same family, recipe, seed, data source, step count, width and diffusion, sampling and
+    family settings is kept. Returns the folder and training seconds."""
     cfg.train.max_steps = n_steps
     cfg.train.max_minutes = 0.0
     cfg.train.eval_every = max(1, n_steps // 4)
@@ -217,6 +218,7 @@ def train_system(
             c.family,
             c.recipe,
             c.train.seed,
+            c.data.source,
             c.model.d_model,
             c.model.n_layers,
             c.diffusion,
@@ -315,8 +317,9 @@ def compare(
     rerun = tuple(rerun or methods)
     if unknown := set(rerun) - set(methods):
         raise SedlmError(f"--rerun names systems not in --methods: {', '.join(sorted(unknown))}")
-    log(f"bench {name} on corpus:{corpus}: {', '.join(methods)}")
-    base, data, cfgs, params = prepare_systems(corpus, methods, overrides)
+    source, corpus = source_and_tag(corpus)  # results files carry the short name
+    log(f"bench {name} on {source}: {', '.join(methods)}")
+    base, data, cfgs, params = prepare_systems(source, methods, overrides)
     per_step = {m: seconds_per_step(cfgs[m], data) for m in rerun} if not train_steps else {}
     embed_s = 60 * base.embed.max_minutes if base.embed.max_minutes else 60.0
     train_s = max(0.0, 0.55 * 60 * budget_minutes - embed_s - (time.perf_counter() - start))

@@ -7,7 +7,7 @@ from typing import Any
 
 from sedlm.api import load_pretrained
 from sedlm.bench.compare import prepare_systems, train_system
-from sedlm.data.corpora import load_documents
+from sedlm.data.corpora import load_documents, source_and_tag
 from sedlm.errors import SedlmError
 from sedlm.eval.likelihood import likelihood
 from sedlm.eval.results import markdown_table, write_results
@@ -49,7 +49,8 @@ def bench_likelihood(
     Families without a likelihood get a row that says so."""
     if train_steps < 1:
         raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
-    _, data, cfgs, params = prepare_systems(corpus, methods, overrides)
+    trained_on, corpus = source_and_tag(corpus)  # results files carry the short name
+    _, data, cfgs, params = prepare_systems(trained_on, methods, overrides)
     documents = {source: load_documents(source) for source in zero_shot}  # read once for every system
     out_rows: list[dict[str, Any]] = []
     for system in methods:
@@ -62,7 +63,7 @@ def bench_likelihood(
                 "family": model.config.family,
                 "params": params[system],
                 "train_steps": train_steps,
-                "source": source or f"corpus:{corpus} (validation)",
+                "source": source or f"{trained_on} (validation)",
             }
             try:
                 res = likelihood(model, source, rows=rows, seed=0, data=data, documents=documents.get(source))

@@ -265,7 +265,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "benchmarks/results/<name>-<corpus>.{json,md,png} with a temperature-sweep frontier. "
         "See `sedlm recipes` for the names.",
     )
-    bc.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
+    bc.add_argument(
+        "--corpus",
+        default="shakespeare",
+        help="bundled corpus, or your own text (a .txt/.jsonl file, a folder, hf:NAME), which names the "
+        "results files by its stem (default: shakespeare)",
+    )
     bc.add_argument("--budget-minutes", type=positive(), default=30.0, help="total time budget (default: 30)")
     bc.add_argument(
         "--methods",
@@ -309,7 +314,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         "errors, on the corpus's validation rows and on other corpora (zero-shot). Writes "
         "benchmarks/results/<name>-<corpus>.{json,md}.",
     )
-    bl.add_argument("--corpus", default="shakespeare", help="bundled corpus to train on (default: shakespeare)")
+    bl.add_argument(
+        "--corpus",
+        default="shakespeare",
+        help="bundled corpus to train on, or your own text (a .txt/.jsonl file, a folder, hf:NAME), which "
+        "names the results files by its stem (default: shakespeare)",
+    )
     bl.add_argument("--methods", help="comma-separated systems, as for compare (default: every family)")
     bl.add_argument("--train-steps", type=count(), default=600, help="optimiser steps per system (default: 600)")
     bl.add_argument(

@@ -157,6 +157,25 @@ def get_corpus(name: str) -> Corpus:
     return CORPORA[name]
 
 
+def source_and_tag(spec: str) -> tuple[str, str]:
+    """A benchmark's ``--corpus``: a bundled corpus name or any source string (file, folder, corpus:NAME,
+    hf:NAME), as (the ``data.source`` to train on, the short name its results files carry: the corpus
+    name, the file's or folder's stem, or the dataset name)."""
+    if spec in CORPORA:
+        return f"corpus:{spec}", spec
+    if spec.startswith("corpus:"):
+        return spec, get_corpus(spec[len("corpus:") :]).name
+    if spec.startswith("hf:"):
+        return spec, re.sub(r"[^A-Za-z0-9._-]+", "-", spec[3:].split("?")[0]).strip("-.") or "hf"
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SedlmError(
+            f"--corpus '{spec}' is neither a bundled corpus ({', '.join(CORPORA)}) nor an existing file or "
+            "folder; pass one of those, corpus:NAME or hf:NAME"
+        )
+    return spec, path.stem
+
+
 def _user_lines(path: Path) -> Iterator[str]:
     """Lines of a user's text file, strictly UTF-8; binary data or another encoding is an error naming
     the fix (decoding with replacement characters would train the model on garbage)."""
