@@ -12,6 +12,7 @@ equal quality: the steps a trained block model needs for a given quality are mea
 
 Rerun (one thread; 3 repeats of each point at 8 steps per block):
     python benchmarks/block_speed.py
+    python benchmarks/block_speed.py --name block-speed-wide model.d_model=256 model.n_layers=4 model.n_heads=4
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 
 from benchmarks.common import publish, run_main  # noqa: E402
 
-COLUMNS = ["system", "block_size", "steps_per_block", "cache", "calls_per_row", "ms_per_token_b1", "tokens_per_s_b32"]
+COLUMNS = [
+    "system",
+    "d_model",
+    "n_layers",
+    "block_size",
+    "steps_per_block",
+    "cache",
+    "calls_per_row",
+    "ms_per_token_b1",
+    "tokens_per_s_b32",
+]
 
 
-def _models(block_size: int) -> dict[str, Any]:
+def _models(block_size: int, config: str = "tiny", overrides: list[str] | None = None) -> dict[str, Any]:
     from types import SimpleNamespace
 
     import torch
@@ -42,7 +53,9 @@ def _models(block_size: int) -> dict[str, Any]:
 
     out = {}
     for name, family, extra in (("sed", "sed", []), ("bd3lm", "mdlm", []), ("ar", "ar", [])):
-        cfg = load_config(resolve_config_path("tiny"), [f"diffusion.block_size={block_size}", *extra])
+        cfg = load_config(
+            resolve_config_path(config), [f"diffusion.block_size={block_size}", *extra, *(overrides or [])]
+        )
         cfg.family = family
         if name == "bd3lm":
             cfg = apply_recipe(cfg, "bd3lm")
@@ -72,6 +85,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per point (default: 3)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
     ap.add_argument("--name", default="block-speed", help="results name (default: block-speed)")
+    ap.add_argument("--config", default="tiny", help="size config of the three networks (default: tiny)")
+    ap.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. model.d_model=256"
+    )
     args = ap.parse_args()
     import torch
 
@@ -81,7 +98,7 @@ def main() -> int:
     from sedlm.sampling.generate import sample_ids
 
     torch.set_num_threads(args.threads)
-    models = _models(args.block_size)
+    models = _models(args.block_size, args.config, args.overrides)
     L, B, K = models["sed"][0].data.seq_len, args.block_size, args.steps
     rows: list[dict[str, Any]] = []
 
@@ -105,6 +122,8 @@ def main() -> int:
             rows.append(
                 {
                     "system": name,
+                    "d_model": models[name][0].model.d_model,
+                    "n_layers": models[name][0].model.n_layers,
                     "block_size": B,
                     "steps_per_block": K,
                     "cache": cache,
@@ -122,6 +141,8 @@ def main() -> int:
     rows.append(
         {
             "system": "ar",
+            "d_model": models["ar"][0].model.d_model,
+            "n_layers": models["ar"][0].model.n_layers,
             "block_size": 1,
             "steps_per_block": 1,
             "cache": True,
