@@ -127,7 +127,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from sedlm.api import load_pretrained
-    from sedlm.bench.compare import system_config
+    from sedlm.bench.systems import system_config
     from sedlm.config import resolve_config_path
     from sedlm.data.dataset import prepare_data
     from sedlm.families import load_config

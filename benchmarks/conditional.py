@@ -240,7 +240,7 @@ def heldout_pairs(data: PreparedData, n: int, seq_len: int) -> list[tuple[str, s
 def _train_seq2seq(run: Path, data_source: Path, overrides: list[str], method: str, match: Path | None = None):
     """Train a seq2seq run of ``method`` unless ``run`` already holds one. With ``match``, the run gets
     that run's step count (equal training tokens) and a width matched to its parameter count."""
-    from sedlm.bench.compare import match_width
+    from sedlm.bench.systems import match_width
     from sedlm.config import load_config, resolve_config_path
     from sedlm.families.base import count_parameters
     from sedlm.train.trainer import train

@@ -91,7 +91,8 @@ def measure(
     runs already there), and return the sed, ar and data rows with the ratios the targets are stated in;
     ``frontier`` adds a row per other value of each family's temperature knob (SED: score temperature)."""
     from sedlm.api import load_pretrained
-    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
+    from sedlm.bench.compare import default_knob, frontier_points
+    from sedlm.bench.systems import match_width, param_count
     from sedlm.config import apply_overrides
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.harness import evaluate_model

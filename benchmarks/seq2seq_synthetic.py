@@ -172,7 +172,7 @@ def run_task(task: str, args) -> list[dict[str, Any]]:
     from benchmarks.conditional import heldout_pairs, steps_of
     from benchmarks.conditional_scoring import seq2seq_targets
     from sedlm.api import load_pretrained
-    from sedlm.bench.compare import match_width
+    from sedlm.bench.systems import match_width
     from sedlm.data.dataset import prepare_data
     from sedlm.families.base import count_parameters
     from sedlm.train.checkpoint import is_checkpoint

@@ -128,7 +128,8 @@ def run(
     """Train SED and AR with ``tokenizer`` and return their rows, the data row and (``frontier``) a row per
     other value of each family's temperature knob."""
     from sedlm.api import load_pretrained
-    from sedlm.bench.compare import default_knob, frontier_points, match_width, param_count
+    from sedlm.bench.compare import default_knob, frontier_points
+    from sedlm.bench.systems import match_width, param_count
     from sedlm.config import load_config, resolve_config_path
     from sedlm.data.dataset import prepare_data
     from sedlm.eval.harness import evaluate_model

@@ -142,7 +142,7 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
         overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", "embed.steps=3"],
         log=lambda s: None,
     )
-    rows = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
+    rows = ablate("shakespeare", train_steps=4, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
     assert [r["variant"] for r in rows] == ["paper", "embed-ppmi", "interp-ce", "clamp", "ar"]
     payload = json.loads((tmp_path / "results" / "ablation-shakespeare.json").read_text())
     assert set(payload) == {"name", "command", "machine", "rows"}
@@ -152,13 +152,13 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
     assert rows[3]["train_steps"] == rows[0]["train_steps"]  # clamp samples the paper variant's model
     assert rows[1]["table_s"] >= 0 and rows[0]["params"] == rows[1]["params"]
     # a rerun reuses finished variants instead of training again
-    again = ablate("shakespeare", 0.02, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
+    again = ablate("shakespeare", train_steps=4, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
     assert [r["judge_nll"] for r in again] == [r["judge_nll"] for r in rows]
     # --rescore scores a saved model again without training it: same steps, and the log says so
     logged = []
     rescored = ablate(
         "shakespeare",
-        0.02,
+        train_steps=4,
         variants="paper,embed-ppmi,interp-ce,clamp",
         rescore=("embed-ppmi",),
         **{**kw, "log": logged.append},
@@ -168,7 +168,7 @@ def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
     )
     assert rescored[1]["train_steps"] == rows[1]["train_steps"] and rescored[1]["judge_nll"] == rows[1]["judge_nll"]
     with pytest.raises(SedlmError, match="--rescore names variants not in --variants"):
-        ablate("shakespeare", 0.02, variants="paper", rescore=("clamp",), **kw)
+        ablate("shakespeare", train_steps=4, variants="paper", rescore=("clamp",), **kw)
 
 
 def test_cli_ablate_list(capsys):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sedlm.api import load_pretrained
-from sedlm.bench.compare import match_width, param_count, seconds_per_step
+from sedlm.bench.systems import match_width, param_count, seconds_per_step
 from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.devices import resolve_device

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sedlm.api import load_pretrained
-from sedlm.bench.compare import prepare_systems, train_system
+from sedlm.bench.systems import prepare_systems, train_system
 from sedlm.data.corpora import load_documents, source_and_tag
 from sedlm.errors import SedlmError
 from sedlm.eval.likelihood import likelihood
