@@ -90,3 +90,39 @@ def test_likelihood_seeds_groups_runs_by_system(tmp_path, corpus_file, monkeypat
     ar = summary[0]
     assert ar["seeds"] == 2 and ar["nll_mean"] == pytest.approx((rows[0]["nll"] + rows[1]["nll"]) / 2, abs=1e-4)
     assert ar["nll_seed_sd"] > 0 and summary[1]["seeds"] == 1 and summary[1]["nll_seed_sd"] is None
+
+
+def test_directions_compare_at_equal_entropy_against_the_seed_spread(tmp_path):
+    from benchmarks import directions as d
+
+    frontier = [(4.0, 6.0), (5.0, 7.0), (6.0, 9.0)]  # 1 nat per bit up to 5 bits, 2 beyond
+    assert d.frontier_slope(frontier, 4.5) == (1.0, False)
+    assert d.frontier_slope(frontier, 5.5) == (2.0, False)
+    assert d.frontier_slope(frontier, 3.0) == (1.0, True) and d.frontier_slope(frontier, 6.5) == (2.0, True)
+    base = {"seeds": 5, "judge_nll_mean": 7.0, "unigram_entropy_mean": 5.0, "judge_nll_seed_sd": 0.1}
+
+    def row(nll, entropy, sd=0.1, seeds=3):
+        return {"seeds": seeds, "judge_nll_mean": nll, "unigram_entropy_mean": entropy, "judge_nll_seed_sd": sd}
+
+    # lower NLL bought with one bit less entropy: on the base's frontier that is worth 1 nat, so no gain
+    same = d.compare_pair(row(6.05, 4.0), base, frontier, variant_better=True)
+    assert same["gap_at_equal_entropy"] == pytest.approx(0.05) and same["verdict"] == "not a finding"
+    better = d.compare_pair(row(6.5, 5.0), base, frontier, variant_better=True)
+    assert better["gap_at_equal_entropy"] == pytest.approx(-0.5) and better["verdict"] == "reproduced"
+    assert d.compare_pair(row(6.5, 5.0), base, frontier, variant_better=False)["verdict"] == "refuted"
+    noisy = d.compare_pair(row(6.5, 5.0, sd=0.3), base, frontier, variant_better=True)
+    assert noisy["seed_spread"] == pytest.approx(0.6) and noisy["verdict"] == "not a finding"
+    assert "one seed" in d.compare_pair(row(6.5, 5.0, seeds=1), base, frontier, True)["verdict"]
+    # a pair whose files do not exist yet says which
+    pair = d.Pair("x helps", d.System("var", "sed:x=off"), d.System("base", "sed"), False)
+    assert d.pair_row(pair, tmp_path, "c")["verdict"].startswith("not measured: var-seeds-c.json, base-seeds-c.json")
+    # from the files: a frontier point scored on few samples does not set the slope
+    summary = {**row(7.6, 4.5), "method": "sed:x=off"}
+    (tmp_path / "var-seeds-c.json").write_text(json.dumps({"rows": [summary]}))
+    (tmp_path / "base-seeds-c.json").write_text(json.dumps({"rows": [{**base, "method": "sed"}]}))
+    points = [(4.0, 6.0, 200), (5.0, 7.0, 250), (4.4, 9.0, 10)]
+    rows = [{"method": "sed", "unigram_entropy": h, "judge_nll": n, "n_samples": k} for h, n, k in points]
+    (tmp_path / "base-frontier-c.json").write_text(json.dumps({"rows": [*rows, {"method": "data"}]}))
+    out = d.pair_row(pair, tmp_path, "c")
+    assert out["base_slope_nats_per_bit"] == 1.0 and out["gap_at_equal_entropy"] == pytest.approx(1.1)
+    assert out["verdict"] == "reproduced"  # the variant is worse, as the paper says
