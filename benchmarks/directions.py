@@ -7,7 +7,8 @@ Each pair names two systems already measured with ``sedlm bench compare --seeds 
     gap              variant's seed-mean judge NLL minus the base's, moved to the variant's entropy along the base's
                      frontier: gap = nll_v - (nll_b + slope * (H_v - H_b)), slope the base frontier's nats per bit
                      around H_v (piecewise linear through its points scored on at least 64 samples; the end
-                     segment beyond them, flagged)
+                     segment beyond them, flagged); a base without a frontier (a deterministic sampler has no
+                     temperature to sweep) is compared as it is when the entropies agree within 0.1 bits
     spread           twice the larger of the two training-seed standard deviations of judge NLL
     verdict          |gap| <= spread: not a finding; otherwise reproduced when the sign is the paper's, refuted if not
 
@@ -51,6 +52,7 @@ COLUMNS = [
 
 
 MIN_POINT_SAMPLES = 64  # a frontier point scored on fewer samples (most fell short of the length) is too noisy
+EQUAL_ENTROPY_BITS = 0.1  # without a base frontier, entropies this close compare as they are
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,15 @@ def compare_pair(
     """The gap at equal entropy, the seed spread and the verdict of one pair (module docstring)."""
     nv, hv, sv = variant["judge_nll_mean"], variant["unigram_entropy_mean"], variant["judge_nll_seed_sd"] or 0.0
     nb, hb, sb = base["judge_nll_mean"], base["unigram_entropy_mean"], base["judge_nll_seed_sd"] or 0.0
-    slope, extrapolated = frontier_slope(base_frontier, hv)
+    if len(base_frontier) >= 2:
+        slope, extrapolated = frontier_slope(base_frontier, hv)
+    else:  # a deterministic sampler has no temperature to sweep: compare as they are when the entropies agree
+        slope, extrapolated = 0.0, abs(hv - hb) > EQUAL_ENTROPY_BITS
     gap = nv - (nb + slope * (hv - hb))
     spread = 2 * max(sv, sb)
-    if variant["seeds"] < 2 or base["seeds"] < 2:
+    if len(base_frontier) < 2 and extrapolated:
+        verdict = f"no base frontier, and the entropies differ by more than {EQUAL_ENTROPY_BITS} bits"
+    elif variant["seeds"] < 2 or base["seeds"] < 2:
         verdict = "one seed: no spread to judge by"
     elif abs(gap) <= spread:
         verdict = "not a finding"
@@ -182,8 +189,6 @@ def pair_row(pair: Pair, results_dir: Path, corpus: str) -> dict[str, Any]:
     ]
     if variant is None or base is None:
         return {**row, "verdict": "not measured: no seed summary row for the system"}
-    if len(frontier) < 2:
-        return {**row, "verdict": f"no frontier: the base has under two points of {MIN_POINT_SAMPLES}+ samples"}
     return {**row, **compare_pair(variant, base, frontier, pair.variant_better)}
 
 

@@ -113,6 +113,9 @@ def test_directions_compare_at_equal_entropy_against_the_seed_spread(tmp_path):
     noisy = d.compare_pair(row(6.5, 5.0, sd=0.3), base, frontier, variant_better=True)
     assert noisy["seed_spread"] == pytest.approx(0.6) and noisy["verdict"] == "not a finding"
     assert "one seed" in d.compare_pair(row(6.5, 5.0, seeds=1), base, frontier, True)["verdict"]
+    # a base without a frontier: the means compare as they are only at (nearly) equal entropy
+    assert d.compare_pair(row(6.5, 5.05), base, [], variant_better=True)["verdict"] == "reproduced"
+    assert d.compare_pair(row(6.5, 4.5), base, [], variant_better=True)["verdict"].startswith("no base frontier")
     # a pair whose files do not exist yet says which
     pair = d.Pair("x helps", d.System("var", "sed:x=off"), d.System("base", "sed"), False)
     assert d.pair_row(pair, tmp_path, "c")["verdict"].startswith("not measured: var-seeds-c.json, base-seeds-c.json")
