@@ -202,11 +202,11 @@ def mdlm_sample(
         masked = z == model.mask_id
         if not masked.any():
             break
-        if probs is None:
+        if probs is None:  # only masked positions are drawn from: their rows alone, in row-major order
             logits = model(z).float()  # (n, L, V)
             if no_pad is not None:
                 logits[:, no_pad, pad_id] = float("-inf")
-            probs = torch.softmax(logits.double() / temperature, dim=-1)
+            probs = torch.softmax(logits[masked].double() / temperature, dim=-1)  # (M, V), M masked positions
             nfe += 1
         if shared:
             joint, p_reveal = probs, (t - s) / t
@@ -215,12 +215,15 @@ def mdlm_sample(
             m_s, _ = mask_rate(torch.tensor(s, dtype=torch.float64, device=device), info.double(), lam)
             # A token whose rate is already 0 cannot still be masked: it is revealed now.
             rho = torch.where(m_t > 0, (m_t - m_s) / m_t.clamp(min=1e-300), torch.ones_like(m_t))  # (V,)
-            joint = probs * rho  # (n, L, V): P(reveal as w) = p(w) rho_w
-            p_reveal = joint.sum(-1) if s > 0 else 1.0  # (n, L); every position is revealed at s = 0
+            joint = probs * rho  # (M, V): P(reveal as w) = p(w) rho_w
+            p_reveal = torch.ones(z.shape, dtype=torch.float64, device=device)  # every position is revealed at s = 0
+            if s > 0:
+                p_reveal[masked] = joint.sum(-1)
         reveal = masked & (torch.rand(z.shape, generator=generator, device=device) < p_reveal)
         if reveal.any():
             z = z.clone()
-            z[reveal] = torch.multinomial(joint[reveal], 1, generator=generator).squeeze(-1)  # draw only where revealed
+            rows = joint[reveal[masked]]  # the revealed positions' rows of the masked ones
+            z[reveal] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)  # draw only where revealed
             probs = None  # the input changed: the next step needs a fresh prediction
         if callback is not None:
             callback({"i": i, "t": t, "z": z})
