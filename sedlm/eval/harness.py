@@ -218,6 +218,8 @@ def evaluate_model(
 def scored(row: dict[str, Any]) -> str:
     """One line for the log: a row's judge NLL and entropy with their CIs, or why it has none."""
     if row.get("judge_nll") is None:
+        if row.get("n_blank"):
+            return f"no score: the judge finds all {row['n_blank']} samples blank (whitespace only)"
         return f"no score: {row['n_short']} samples fall short of {row['eval_tokens']} tokens"
     return (
         f"judge NLL {row['judge_nll']:.3f} {row.get('judge_nll_ci95')}, "

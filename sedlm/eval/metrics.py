@@ -329,7 +329,8 @@ def text_metrics(
     - ``n_samples``: number of samples (empty ones included).
     - ``judge_nll`` (nats per judge token, token-weighted) and ``judge_nll_ci95`` ([lo, hi],
       bootstrap over texts of the ratio of summed NLL to token count), when ``judge`` (a Judge or
-      a judge name) is given. Empty texts are not scored.
+      a judge name) is given. Empty texts are not scored: ``n_blank`` counts them (present only when some
+      are) and ``judge_nll`` is None when every text is blank.
     - ``unigram_entropy`` (bits): mean per-sample unigram entropy, over the model's token ids
       when ``sample_ids`` (one id list per sample, padding/special tokens already removed) is
       given, else over each sample's regex word tokens; ``entropy_unit`` is ``"model_token"`` or
@@ -351,8 +352,11 @@ def text_metrics(
 
         j = judge if isinstance(judge, Judge) else get_judge(judge)
         res = j.nll(samples)
-        out["judge_nll"] = res["nll_per_token"]
-        if n_boot:
+        # nothing to score (every sample blank to the judge, e.g. a model that writes only newlines): no figure
+        out["judge_nll"] = res["nll_per_token"] if res["n_tokens"] else None
+        if res["n_empty"]:
+            out["n_blank"] = res["n_empty"]
+        if n_boot and res["n_tokens"]:
             scored = [(s, c) for s, c in zip(res["per_text_nll_sum"], res["per_text_tokens"]) if c > 0]
             out["judge_nll_ci95"] = _ci(
                 bootstrap_ci([s for s, _ in scored], weights=[c for _, c in scored], n_boot=n_boot, seed=seed)
