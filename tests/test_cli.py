@@ -204,3 +204,13 @@ def test_fine_tune_from_a_checkpoint_keeps_its_tokenizer_and_table(tmp_path, tin
     assert not (tmp_path / "x").exists()
     code, _, err = run(["train", "--init", str(base), "--method", "ar", "--out", str(tmp_path / "y")], capsys)
     _one_line_error(code, err, "drop --config, --recipe")
+
+
+def test_eval_estimator_choices_are_the_librarys():
+    """`sedlm eval --estimator` keeps its choices literal (the CLI imports no torch to print --help); they must
+    be the library's list."""
+    from sedlm.eval.likelihood import ESTIMATORS
+
+    sub = build_parser()._subparsers._group_actions[0].choices["eval"]
+    action = next(a for a in sub._actions if "--estimator" in a.option_strings)
+    assert tuple(action.choices) == ESTIMATORS
