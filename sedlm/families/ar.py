@@ -26,6 +26,7 @@ from sedlm.families.base import Callback, Family, Loss, Request, scored_count
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
+from sedlm.sampling.categorical import categorical
 
 
 class ARModel(TokenTransformer):
@@ -54,14 +55,14 @@ def sample_next(
     """Draw one token per row from logits (B, V): greedy at temperature 0, else nucleus sampling."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return categorical(probs, generator)
 
 
 @torch.inference_mode()

@@ -55,6 +55,7 @@ from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
 from sedlm.sampling.blocks import sample_blocks
+from sedlm.sampling.categorical import categorical
 from sedlm.sampling.templates import Layout
 
 
@@ -223,7 +224,7 @@ def mdlm_sample(
         if reveal.any():
             z = z.clone()
             rows = joint[reveal[masked]]  # the revealed positions' rows of the masked ones
-            z[reveal] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)  # draw only where revealed
+            z[reveal] = categorical(rows, generator)  # draw only where revealed
             probs = None  # the input changed: the next step needs a fresh prediction
         if callback is not None:
             callback({"i": i, "t": t, "z": z})

@@ -40,6 +40,7 @@ from sedlm.families.base import Callback, Family, Loss, Request
 from sedlm.losses import token_nll
 from sedlm.model.transformer import TokenTransformer
 from sedlm.options import Option
+from sedlm.sampling.categorical import categorical
 from sedlm.sampling.templates import Layout
 
 
@@ -53,8 +54,7 @@ class SUNDAEModel(TokenTransformer):
 def _draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
     """One token per position from softmax(logits / temperature), drawn in float64 (float32 draws
     lower the entropy of the samples; Zheng et al. 2024). logits: (..., V) -> (...)."""
-    probs = torch.softmax(logits.detach().double() / temperature, dim=-1)
-    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
+    return categorical(torch.softmax(logits.detach().double() / temperature, dim=-1), generator)
 
 
 def sundae_loss(
