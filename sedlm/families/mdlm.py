@@ -184,8 +184,7 @@ def mdlm_sample(
 ) -> tuple[torch.Tensor, int]:
     """Sample (n, length) ids with ``steps`` reveal steps; also return the network calls made.
     A ``layout``'s given tokens are unmasked from the start (infilling); its ``no_pad`` positions
-    never reveal ``pad_id``. Revealed tokens are drawn from softmax(logits / ``temperature``) in
-    float64 (categorical draws in float32 lower the entropy of diffusion samples; Zheng et al. 2024).
+    never reveal ``pad_id``. Revealed tokens are drawn from softmax(logits / ``temperature``) by ``categorical``.
     ``spindle_lambda`` (None: the model's) with a non-zero ``token_info`` reveals by the spindle kernel."""
     device = next(model.parameters()).device
     lam, info = _schedule(model, spindle_lambda)

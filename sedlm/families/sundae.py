@@ -52,8 +52,7 @@ class SUNDAEModel(TokenTransformer):
 
 
 def _draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
-    """One token per position from softmax(logits / temperature), drawn in float64 (float32 draws
-    lower the entropy of the samples; Zheng et al. 2024). logits: (..., V) -> (...)."""
+    """One token per position from softmax(logits / temperature) by ``categorical``. logits: (..., V) -> (...)."""
     return categorical(torch.softmax(logits.detach().double() / temperature, dim=-1), generator)
 
 
