@@ -128,20 +128,25 @@ def test_variants_registry_and_configs():
     assert len(PAPER) >= 8
 
 
-def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
+def _micro(tmp_path, judge_dir, *overrides: str) -> dict:
+    """`ablate` keywords for a micro budget: a few rows of Shakespeare, 4 samples of 2 tokens."""
     over = [
         o for o in TINY if not o.startswith(("train.max_steps", "data.vocab_size", "data.val_fraction", "embed.kind"))
     ]
-    kw = dict(
-        judge_name=str(tiny_judge_dir),
+    return dict(
+        judge_name=str(judge_dir),
         n=4,
         steps=3,
         eval_tokens=2,  # a micro budget pads most of a row
         runs_dir=tmp_path / "runs",
         results_dir=tmp_path / "results",
-        overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", "embed.steps=3"],
+        overrides=[*over, "data.max_chars=60000", "data.vocab_size=300", *overrides],
         log=lambda s: None,
     )
+
+
+def test_bench_ablate_micro_budget(tmp_path, tiny_judge_dir):
+    kw = _micro(tmp_path, tiny_judge_dir, "embed.steps=3")
     rows = ablate("shakespeare", train_steps=4, variants="paper,embed-ppmi,interp-ce,clamp", **kw)
     assert [r["variant"] for r in rows] == ["paper", "embed-ppmi", "interp-ce", "clamp", "ar"]
     payload = json.loads((tmp_path / "results" / "ablation-shakespeare.json").read_text())
@@ -192,3 +197,32 @@ def test_ablation_budget_is_optimiser_steps_by_default(tmp_path, monkeypatch):
     assert ab._train_for(cfg, None, ("minutes", 1.0), tmp_path / "b", print)["train_steps"] == 120 and seen
     with pytest.raises(SedlmError, match="not both"):
         ab.ablate("shakespeare", 1.0, train_steps=10)
+
+
+def test_bench_ablate_seeds_train_each_variant_per_seed(tmp_path, tiny_judge_dir):
+    """With several training seeds every variant and the AR baseline is trained once per seed (the seed
+    reaches the trainer), sampling variants score the model of their own seed, and the -seeds file
+    summarises each variant over its seeds."""
+    kw = _micro(tmp_path, tiny_judge_dir, "embed.steps=3")
+    rows = ablate("shakespeare", train_steps=4, variants="paper,clamp", seeds=(0, 1), **kw)
+    assert [(r["variant"], r["seed"]) for r in rows] == [
+        ("paper", 0),
+        ("paper", 1),
+        ("clamp", 0),
+        ("clamp", 1),
+        ("ar", 0),
+        ("ar", 1),
+    ]
+    for name in ("paper", "paper-seed1", "ar", "ar-seed1", "paper-seed1/eval-clamp"):
+        assert (tmp_path / "runs" / name / "row.json").is_file(), name
+    seed_of = lambda run: json.loads((tmp_path / "runs" / run / "config.json").read_text())["train"]["seed"]  # noqa: E731
+    assert (seed_of("paper"), seed_of("paper-seed1"), seed_of("ar-seed1")) == (0, 1, 1)
+    assert rows[0]["judge_nll"] != rows[1]["judge_nll"]  # another seed, another model
+    summary = json.loads((tmp_path / "results" / "ablation-shakespeare-seeds.json").read_text())["rows"]
+    assert [(r["method"], r["seeds"]) for r in summary] == [("paper", 2), ("clamp", 2), ("ar", 2)]
+    mean = (rows[0]["judge_nll"] + rows[1]["judge_nll"]) / 2
+    assert summary[0]["judge_nll_mean"] == pytest.approx(mean, abs=1e-4) and summary[0]["judge_nll_seed_sd"] > 0
+    with pytest.raises(SedlmError, match="fix their own training seed"):
+        ablate("shakespeare", train_steps=4, variants="paper-seed-1", seeds=(0, 1), **kw)
+    with pytest.raises(SedlmError, match="distinct non-negative"):
+        ablate("shakespeare", train_steps=4, variants="paper", seeds=(1, 1), **kw)

@@ -8,7 +8,9 @@ training only (steps, or CPU minutes on request); building the embedding table (
 reported apart (``table_s``) because a table is built once per tokenizer and reused by every run.
 
 Each finished variant leaves ``row.json`` in its run folder with a fingerprint of everything that
-produced it; a rerun with the same settings reuses it, so variants can be added one at a time.
+produced it; a rerun with the same settings reuses it, so variants can be added one at a time. With several
+training seeds every variant (and the AR baseline) is trained once per seed and ablation-<corpus>-seeds gives
+each one's mean, seed spread and sample-CI width, the noise floor a difference between variants must clear.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from sedlm.api import load_pretrained
-from sedlm.bench.systems import match_width, param_count, seconds_per_step
+from sedlm.bench.seeds import SEED_COLUMNS, check_seeds, seed_summary
+from sedlm.bench.systems import match_width, param_count, run_folder, seconds_per_step
 from sedlm.config import Config, apply_overrides, resolve_config_path
 from sedlm.data.dataset import PreparedData, prepare_data
 from sedlm.devices import resolve_device
@@ -112,6 +115,7 @@ VARIANTS: dict[str, Variant] = {
 }
 COLUMNS = [
     "variant",
+    "seed",
     "group",
     "changes",
     "params",
@@ -149,6 +153,10 @@ def describe(v: Variant) -> str:
     """The variant's changes to the paper recipe, a reused model's training changes included."""
     trained = VARIANTS[v.reuse].overrides if v.reuse and v.reuse in VARIANTS else v.overrides
     return ", ".join([*trained, *(f"sample {k}={x}" for k, x in v.sample.items())]) or "–"
+
+
+def _pins_seed(v: Variant) -> bool:
+    return any(o.startswith("train.seed=") for o in v.overrides)
 
 
 def variant_config(base: Config, v: Variant) -> Config:
@@ -246,10 +254,12 @@ def ablate(
     force: bool = False,
     rescore: tuple[str, ...] = (),
     eval_tokens: int | None = None,
+    seeds: tuple[int, ...] = (0,),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train and score the chosen variants (all by default), the AR baseline and the data row; write
-    ablation-<corpus>.{json,md} after every variant; return the rows. The budget is ``train_steps``
+    """Train and score the chosen variants (all by default), the AR baseline and the data row, once per
+    training seed in ``seeds``; write ablation-<corpus>.{json,md} after every run (and, with several seeds,
+    ablation-<corpus>-seeds.{json,md}: ``seed_summary``); return the rows. The budget is ``train_steps``
     optimiser steps per run (default ``DEFAULT_TRAIN_STEPS``), or ``minutes`` of CPU per run
     (load-dependent). Variants named in ``rescore`` are scored again on their finished, saved model
     without retraining (after a sampling or harness fix)."""
@@ -258,6 +268,11 @@ def ablate(
     start = time.perf_counter()
     runs_dir = Path(runs_dir)
     chosen = get_variants(variants)
+    check_seeds(seeds)
+    if seeds != (0,) and (pinned := [v.name for v in chosen if _pins_seed(v)]):
+        raise SedlmError(
+            f"variants {', '.join(pinned)} fix their own training seed; leave them out of --variants with --seeds"
+        )
     base = load_config(resolve_config_path("tiny"), [f"data.source=corpus:{corpus}", *(overrides or [])])
     data = prepare_data(base.data)
     base.model.vocab_size = data.tokenizer.vocab_size
@@ -267,7 +282,10 @@ def ablate(
     budget = ("minutes", float(minutes)) if minutes is not None else ("steps", train_steps or DEFAULT_TRAIN_STEPS)
     if not budget[1] > 0:
         raise SedlmError(f"the training budget must be positive (got {budget[1]:g} {budget[0]})")
-    log(f"bench ablate on corpus:{corpus}: {len(chosen)} variants, {budget[1]:g} {budget[0]} of training each")
+    log(
+        f"bench ablate on corpus:{corpus}: {len(chosen)} variants, {budget[1]:g} {budget[0]} of training each, "
+        f"training seeds {', '.join(map(str, seeds))}"
+    )
 
     rows: list[dict[str, Any]] = []
     data_row: dict[str, Any] | None = None
@@ -290,8 +308,9 @@ def ablate(
         data_row = data_row or drow
         return row
 
-    def finish_row(row: dict[str, Any], v: Variant | None) -> None:
+    def finish_row(row: dict[str, Any], v: Variant | None, seed: int) -> None:
         row["variant"] = row.pop("method") if v is None else v.name
+        row["seed"] = seed
         row["group"] = "baseline" if v is None else v.group
         rows.append(row)
         log(f"{row['variant']}: {scored(row)}")
@@ -304,6 +323,9 @@ def ablate(
             if ref and r.get("unigram_entropy") is not None:
                 r["entropy_vs_data"] = round(r["unigram_entropy"] / ref - 1, 4)
         write_results(name, command, out, COLUMNS, results_dir)
+        if len(seeds) > 1:
+            summary = seed_summary([{**r, "method": r["variant"]} for r in rows])
+            write_results(f"{name}-seeds", command, summary, SEED_COLUMNS, results_dir)
 
     budget_key = (budget, n, steps, judge_name, eval_tokens, "equal-length")  # the harness rule is part of a row
 
@@ -324,10 +346,12 @@ def ablate(
         )
         return row
 
-    for v in chosen:
+    for v, seed in ((v, s) for v in chosen for s in seeds):
         trained = VARIANTS[v.reuse] if v.reuse else v
         cfg = variant_config(base, trained)
-        run = runs_dir / trained.name
+        if not _pins_seed(trained):
+            cfg.train.seed = seed
+        run = run_folder(runs_dir, trained.name, seed)
         key = _fingerprint(budget_key, v.name, config_key(cfg), v.sample, v.reuse)
 
         def produce(v: Variant = v, cfg: Config = cfg, run: Path = run, key: str = key) -> dict[str, Any]:
@@ -351,21 +375,23 @@ def ablate(
                 }
             return {**evaluate(run, v.name, v.sample), **info, "changes": describe(v)}
 
-        finish_row(run_once(run / ("eval-" + v.name if v.reuse else ""), key, produce, again=v.name in rescore), v)
+        row_dir = run / ("eval-" + v.name if v.reuse else "")
+        finish_row(run_once(row_dir, key, produce, again=v.name in rescore), v, seed)
 
     # The autoregressive baseline: the same budget, its width matched to the paper variant's size.
     paper = variant_config(base, VARIANTS["paper"])
-    ar_cfg = paper.copy()
-    ar_cfg.family = "ar"
-    ar_run = runs_dir / "ar"
+    for seed in seeds:
+        ar_cfg = paper.copy()
+        ar_cfg.family, ar_cfg.train.seed = "ar", seed
+        ar_run = run_folder(runs_dir, "ar", seed)
 
-    def produce_ar() -> dict[str, Any]:
-        params = match_width(ar_cfg, param_count(paper, data), data)
-        log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model})")
-        info = {**_train_for(ar_cfg, data, budget, ar_run, log), "params": params, "table_s": 0.0}
-        return {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
+        def produce_ar(ar_cfg: Config = ar_cfg, ar_run: Path = ar_run) -> dict[str, Any]:
+            params = match_width(ar_cfg, param_count(paper, data), data)
+            log(f"ar: training ({params:,} parameters, width {ar_cfg.model.d_model}, seed {ar_cfg.train.seed})")
+            info = {**_train_for(ar_cfg, data, budget, ar_run, log), "params": params, "table_s": 0.0}
+            return {**evaluate(ar_run, "ar", {}), **info, "changes": "autoregressive baseline, top-p 0.95"}
 
-    finish_row(run_once(ar_run, _fingerprint(budget_key, "ar", config_key(ar_cfg)), produce_ar), None)
+        finish_row(run_once(ar_run, _fingerprint(budget_key, "ar", config_key(ar_cfg)), produce_ar), None, seed)
     log(markdown_table(rows, COLUMNS))
     log(f"wrote {Path(results_dir) / name}.{{json,md}} in {(time.perf_counter() - start) / 60:.1f} min")
     return rows

@@ -16,7 +16,7 @@ from typing import Any
 
 from sedlm.api import load_pretrained
 from sedlm.bench.plots import plot, plot_frontier
-from sedlm.bench.seeds import SEED_COLUMNS, seed_summary
+from sedlm.bench.seeds import SEED_COLUMNS, check_seeds, seed_summary
 from sedlm.bench.systems import prepare_systems, seconds_per_step, train_system
 from sedlm.data.corpora import source_and_tag
 from sedlm.errors import SedlmError
@@ -174,8 +174,7 @@ def compare(
 
     if train_steps is not None and train_steps < 1:
         raise SedlmError(f"--train-steps must be at least 1 (got {train_steps})")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise SedlmError(f"--seeds takes distinct non-negative training seeds, e.g. 0,1,2 (got {seeds})")
+    check_seeds(seeds)
     start = time.perf_counter()
     runs_dir = Path(runs_dir)
     rerun = tuple(rerun or methods)

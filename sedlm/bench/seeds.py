@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from sedlm.errors import SedlmError
+
 SEED_COLUMNS = [
     "method",
     "seeds",
@@ -17,6 +19,12 @@ SEED_COLUMNS = [
     "unigram_entropy_seed_sd",
     "unigram_entropy_seed_range",
 ]
+
+
+def check_seeds(seeds: tuple[int, ...]) -> None:
+    """Training seeds must be distinct and non-negative (a repeated seed would count one run twice)."""
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SedlmError(f"--seeds takes distinct non-negative training seeds, e.g. 0,1,2 (got {seeds})")
 
 
 def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

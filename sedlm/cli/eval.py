@@ -198,6 +198,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         command=_bench_command("ablate"),
         force=args.force,
         rescore=_names(args.rescore),
+        seeds=_seeds(args.seeds),
     )
     return 0
 
@@ -360,11 +361,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
 
     ba = bsub.add_parser(
         "ablate",
-        help="SED design choices, one at a time, at an equal CPU budget",
+        help="SED design choices, one at a time, at an equal budget of optimiser steps",
         description="Train variants of the tiny SED config (embedding space, d_embed, noise schedule, "
-        "self-conditioning, loss, sampling knobs) for the same CPU minutes each, score them "
-        "with the judge next to the AR baseline and real text, and write "
-        "benchmarks/results/ablation-<corpus>.{json,md}. Finished variants are reused on reruns.",
+        "self-conditioning, loss, sampling knobs) for the same number of optimiser steps each (once per "
+        "training seed), score them with the judge next to the AR baseline and real text, and write "
+        "benchmarks/results/ablation-<corpus>.{json,md} (and ablation-<corpus>-seeds.{json,md}, each "
+        "variant's mean and seed spread, with several seeds). Finished variants are reused on reruns.",
     )
     ba.add_argument("--corpus", default="shakespeare", help="bundled corpus (default: shakespeare)")
     ba.add_argument(
@@ -378,6 +380,12 @@ def add_eval_and_bench_parsers(sub: Any) -> None:
         help="instead of --train-steps: CPU minutes per run (the step count then depends on the machine's load)",
     )
     ba.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
+    ba.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated training seeds; several train every variant and the AR baseline once per seed and "
+        "write ablation-<corpus>-seeds with each one's mean and seed spread (default: 0)",
+    )
     ba.add_argument("--list", action="store_true", help="list the variants and exit")
     _add_judge_options(ba, "samples per variant")
     ba.add_argument("--steps", type=count(), default=200, help="sampling steps (default: 200)")
