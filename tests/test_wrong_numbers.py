@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sedlm.cli import add_threads_flag, build_parser, main
+from sedlm.cli import build_parser, main
 from sedlm.cli.flags import Number
 from sedlm.config import Config
 from sedlm.config.loading import _SECTIONS
@@ -33,15 +33,9 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
             yield from _commands(child, (*path, name))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = build_parser()
-    add_threads_flag(p)
-    return p
-
-
 NUMERIC_FLAGS = sorted(
     (words, a.option_strings[0], a.type)
-    for words, p in _commands(_parser())
+    for words, p in _commands(build_parser())
     for a in p._actions
     if isinstance(a.type, Number)
 )
@@ -50,7 +44,7 @@ NUMERIC_FLAGS = sorted(
 def test_every_number_on_the_command_line_goes_through_the_checker():
     bare = [
         (" ".join(words), a.option_strings)
-        for words, p in _commands(_parser())
+        for words, p in _commands(build_parser())
         for a in p._actions
         if a.type in (int, float)
     ]

@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_lm_eval_parser(sub)
     add_eval_and_bench_parsers(sub)
+    add_threads_flag(p)
     return p
 
 
@@ -319,7 +320,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sedlm lm-eval: error: {e}", file=sys.stderr)
             return 2
     parser = build_parser()
-    add_threads_flag(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
