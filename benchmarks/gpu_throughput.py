@@ -21,7 +21,6 @@ Rerun (writes benchmarks/results/gpu-throughput-<config>.{json,md}):
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import time
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import gpu_size_parser, publish, run_main, setup_device  # noqa: E402
 from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
 from sedlm.families import get_family  # noqa: E402
 from sedlm.model.embedding import random_table  # noqa: E402
@@ -140,23 +139,13 @@ def measure(cfg: Config, method: str, compile: bool, args, device: torch.device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Overrides are section.key=value pairs, as for `sedlm train`.",
-    )
-    ap.add_argument("--config", default="sed-s", help="bundled config name or YAML path (default: sed-s)")
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="device (default: cuda)")
+    ap = gpu_size_parser(__doc__)
     ap.add_argument("--batch-size", type=int, default=64, help="rows per step (a micro-batch; default: 64)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per setting (default: 20)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first, compilation included (default: 5)")
     ap.add_argument("--compile", choices=["both", "on", "off"], default="both", help="torch.compile settings to run")
     ap.add_argument("--methods", default="sed,ar", help="comma-separated families (default: sed,ar)")
-    ap.add_argument("--vocab-size", type=int, default=32768, help="vocabulary size (default: 32768, the configs')")
     ap.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s (default: known devices)")
-    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--name", help="results name (default: gpu-throughput-<config>)")
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. data.seq_len=256")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         ap.error("--steps and --batch-size must be >= 1 and --warmup >= 0")

@@ -338,3 +338,40 @@ def test_paper_config_trains_its_global_batch_through_accumulation(tmp_path, cor
     assert result.step == 1 and any(
         "global batch 256 rows = 1 process(es) x 8 micro-batch(es) x 32" in s for s in lines
     )
+
+
+def test_gpu_generation_benchmark_runs_each_point_with_its_own_network_calls(tmp_path):
+    """Every point runs through the family's generate with its own sampler and steps: one untimed warm-up
+    call and ``--repeats`` timed ones, each costing ``steps`` SED calls or L AR calls (prefill + L - 1)."""
+    from benchmarks import gpu_generation
+    from sedlm.families.ar import ARModel
+    from sedlm.model.denoiser import SEDDenoiser
+
+    calls = {"sed": 0, "ar": 0}
+
+    def count(module, args):
+        if isinstance(module, SEDDenoiser):
+            calls["sed"] += 1
+        elif isinstance(module, ARModel):
+            calls["ar"] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        argv = ["--device", "cpu", "--config", "tiny", "--compile", "off", "--sed", "ddim:3", "--batch-sizes", "1", "2"]
+        argv += ["--repeats", "2", "--vocab-size", "300", "--name", str(tmp_path / "gg")]
+        assert gpu_generation.main([*argv, "model.n_layers=1", "data.seq_len=8"]) == 0
+    finally:
+        handle.remove()
+    L, runs = 8, 2 * (1 + 2)  # two batch sizes, each warm-up + 2 timed calls
+    assert calls == {"sed": runs * 3, "ar": runs * L}
+    rows = json.loads((tmp_path / "gg.json").read_text())["rows"]
+    assert [(r["method"], r["batch_size"], r["nfe"]) for r in rows] == [
+        ("ar", 1, L),
+        ("ar", 2, L),
+        ("sed ddim 3", 1, 3),
+        ("sed ddim 3", 2, 3),
+    ]
+    ar = {r["batch_size"]: r["seconds_per_batch"] for r in rows if r["method"] == "ar"}
+    for r in rows:  # the ratio is taken before rounding: compare loosely
+        assert r["tokens_per_s"] > 0
+        assert r["sed_over_ar_latency"] == pytest.approx(r["seconds_per_batch"] / ar[r["batch_size"]], rel=0.02)
