@@ -5,7 +5,8 @@ L = 256, vocabulary 32,768) is built with random weights (latency does not depen
 as a ``PretrainedLM``, so generation runs through each family's own ``generate`` exactly as
 ``sedlm sample`` does: AR decodes token by token with its KV cache (nucleus sampling in float64), SED runs
 its sampler over the whole row (unconditional, so one network call per step). Rows are written to their
-full length. On CUDA everything runs under bf16 autocast; with ``--compile on`` the network is wrapped in
+full length. On CUDA the networks run under bf16 autocast (``sample.precision=auto``, what ``sedlm sample``
+does there; pass ``sample.precision=fp32`` to time fp32); with ``--compile on`` the network is wrapped in
 ``torch.compile(dynamic=True)`` first (the same wrapper for every family; compilation happens in the
 warm-up call, which is not timed).
 
@@ -125,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path = resolve_config_path(args.config)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     start = time.perf_counter()
     rows: list[dict] = []
     for compile in {"both": [False, True], "on": [True], "off": [False]}[args.compile]:
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
 
                 def call(lm=lm, B=B, L=L, opts=opts) -> None:
-                    with autocast:
-                        lm.generate_ids(n=B, seq_len=L, seed=0, **opts)
+                    lm.generate_ids(n=B, seq_len=L, seed=0, **opts)
 
                 sec = timed(call, device, args.repeats)
                 if method == "ar":
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": steps or L,
                     "nfe": steps or L,
                     "compile": compile,
-                    "precision": "bf16" if device.type == "cuda" else "fp32",
+                    "precision": "bf16" if device.type == "cuda" and lm.config.sample.precision != "fp32" else "fp32",
                     "batch_size": B,
                     "seq_len": L,
                     "params": sum(p.numel() for p in lm.model.parameters()),

@@ -13,7 +13,7 @@ from torch import nn
 
 from sedlm.config import Config
 from sedlm.data.tokenizer import Tokenizer
-from sedlm.devices import resolve_device
+from sedlm.devices import generation_autocast, resolve_device
 from sedlm.errors import SedlmError
 from sedlm.families import get_family
 from sedlm.families.base import Family, Request, request_kind
@@ -120,7 +120,13 @@ class PretrainedLM:
     ) -> torch.Tensor:
         """Token ids (n, seq_len), padding included; ``layout`` (``sedlm.sampling.templates``) gives tokens
         to condition on; ``options`` are the family's sampling options (unset ones: ``config.sample``)."""
-        return self.family.generate(self, self.request(n, steps, seed, seq_len, layout, **options), callback)
+        return self.run(self.request(n, steps, seed, seq_len, layout, **options), callback)
+
+    def run(self, request: Request, callback: Callback | None = None) -> torch.Tensor:
+        """The family's generation for a checked ``request``, in the precision ``sample.precision`` names
+        (bf16 autocast on CUDA by default, fp32 elsewhere). (n, seq_len)"""
+        with generation_autocast(self.device, self.config.sample.precision):
+            return self.family.generate(self, request, callback)
 
     @property
     def frontier_knob(self) -> tuple[str, tuple[float, ...]]:

@@ -54,6 +54,11 @@ def sampling_flags(s: argparse.ArgumentParser, n_help: str) -> None:
     s.add_argument("--seed", type=seed(), help="random seed (default: sample.seed)")
     add_option_flags(s)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    s.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 needs CUDA (default: sample.precision, auto)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -64,6 +69,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.ckpt, device=args.device)
     s = model.config.sample
+    if args.precision:
+        s.precision = args.precision
     options = {
         "steps": s.steps if args.steps is None else args.steps,
         "seed": s.seed if args.seed is None else args.seed,

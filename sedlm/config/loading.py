@@ -39,6 +39,7 @@ CHOICES = {
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
     ("sample", "guidance_mode"): ("cond", "self_cond"),
+    ("sample", "precision"): ("auto", "bf16", "fp32"),
 }
 # Defaults of a task where they differ from the shared ones, as dotted keys. The bundled configs (tiny,
 # sed-s, ...) hold values chosen for language modelling; a task's defaults replace them. They apply to

@@ -188,6 +188,7 @@ class SampleConfig:
     score_temp: float = 1.0  # softmax temperature of interp x0 estimates (diffusion.x0_estimate=interp)
     clamp: bool = False  # snap every x0 estimate to its nearest embedding row (Diffusion-LM clamping)
     compile: bool = False  # torch.compile the denoiser for sampling (pays off for long runs on a GPU)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" (CUDA only), "fp32"
     options: dict[str, Any] = field(default_factory=dict)  # declared options of a family or sampler (see above)
 
 

@@ -196,7 +196,7 @@ class SedlmLM(LM):
         layout = Layout(ids, given, torch.zeros(L, dtype=torch.bool)) if any(lengths) else None
         r = self.request_args
         request = lm.request(len(batch), r.steps, r.seed, L, layout, **r.options)
-        generated = lm.family.generate(lm, request).cpu()
+        generated = lm.run(request).cpu()
         texts = []
         for row, k, until, budget in zip(generated.tolist(), lengths, stops, budgets):
             new = []

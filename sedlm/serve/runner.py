@@ -163,7 +163,7 @@ class Runner:
             )
         try:
             start = time.perf_counter()
-            ids = self.model.cap(self.model.family.generate(self.model, r, callback), job.end)
+            ids = self.model.cap(self.model.run(r, callback), job.end)
             seconds = time.perf_counter() - start
         finally:
             self._gate.release()
