@@ -17,6 +17,9 @@ from sedlm.eval.results import markdown_table, write_results
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
+
+    from sedlm.config import Config
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -35,6 +38,39 @@ def setup_device(ap: Any, device: str, threads: int | None) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
     return torch.device(device)
+
+
+class StubTokenizer:
+    """What losses and generation read from a tokenizer when the text does not matter (ids only)."""
+
+    pad_id, eos_id, mask_id, bos_id = 0, 1, 2, None
+
+
+def random_network(cfg: Config, method: str) -> nn.Module:
+    """A freshly initialised network of family ``method`` at ``cfg``'s size, over a random embedding table
+    (timing does not depend on the weights); the same weights on every call."""
+    import torch
+
+    from sedlm.families import get_family
+    from sedlm.model.embedding import random_table
+
+    torch.manual_seed(0)
+    table = random_table(cfg.model.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(1))
+    return get_family(method).build(cfg, StubTokenizer(), table)
+
+
+def timed_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of one ``fn()`` call, the device synchronised before and after."""
+    import time
+
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
 
 
 def gpu_size_parser(doc: str) -> Any:

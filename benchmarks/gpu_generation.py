@@ -17,7 +17,6 @@ measured on CPU-scale models in ``distill-shakespeare``, not here).
 
 Each point: one untimed warm-up call, then the median of ``--repeats`` timed calls (device synchronised).
 ``sed_over_ar_latency`` = the row's seconds per batch / AR's at the same batch size and compile setting.
-``--max-seconds`` stops starting new points once that much time has passed (the rows done are written).
 
 Rerun (writes benchmarks/results/gpu-generation-<config>.{json,md}):
     python benchmarks/gpu_generation.py --device cuda
@@ -28,17 +27,23 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
 import torch  # noqa: E402
 
-from benchmarks.common import gpu_size_parser, publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import (
+    StubTokenizer,
+    gpu_size_parser,
+    publish,
+    random_network,
+    run_main,
+    setup_device,
+    timed_call,
+)  # noqa: E402
 from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
-from sedlm.families import get_family  # noqa: E402
-from sedlm.model.embedding import random_table  # noqa: E402
+from sedlm.devices import generation_autocast  # noqa: E402
 from sedlm.pretrained import PretrainedLM  # noqa: E402
 
 COLUMNS = [
@@ -59,12 +64,6 @@ COLUMNS = [
 ]
 
 
-class _Tok:
-    """What generation reads from a tokenizer (ids only)."""
-
-    pad_id, eos_id, mask_id, bos_id = 0, 1, 2, None
-
-
 def parse_sed(items: list[str]) -> list[tuple[str, int]]:
     """``["ddpm:1000", "ddim:4"]`` -> [("ddpm", 1000), ("ddim", 4)]."""
     out = []
@@ -78,11 +77,9 @@ def parse_sed(items: list[str]) -> list[tuple[str, int]]:
 
 def build_lm(cfg: Config, method: str, device: torch.device, compile: bool) -> PretrainedLM:
     """A randomly initialised network of ``method`` as a PretrainedLM (optionally compiled)."""
-    torch.manual_seed(0)
-    table = random_table(cfg.model.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(1))
-    model = get_family(method).build(cfg, _Tok(), table).to(device).eval()
+    model = random_network(cfg, method).to(device).eval()
     cfg.family = method
-    lm = PretrainedLM(cfg, model, _Tok())
+    lm = PretrainedLM(cfg, model, StubTokenizer())
     if compile:
         lm.model = torch.compile(model, dynamic=True)
     return lm
@@ -90,16 +87,8 @@ def build_lm(cfg: Config, method: str, device: torch.device, compile: bool) -> P
 
 def timed(fn, device: torch.device, repeats: int) -> float:
     """Median wall seconds of ``repeats`` calls after one untimed warm-up call (device synchronised)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    timed_call(fn, device)
+    return statistics.median(timed_call(fn, device) for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--compile", choices=["both", "on", "off"], default="both", help="torch.compile settings to run")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per point; the median is kept (default: 3)")
-    ap.add_argument("--max-seconds", type=float, help="start no new point after this many seconds (default: none)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or min(args.batch_sizes) < 1:
         ap.error("--repeats and --batch-sizes must be >= 1")
@@ -126,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path = resolve_config_path(args.config)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    start = time.perf_counter()
     rows: list[dict] = []
     for compile in {"both": [False, True], "on": [True], "off": [False]}[args.compile]:
         points = [("ar", None, None), *(("sed", s, k) for s, k in sed_points)]
@@ -136,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             if method not in lms:
                 lms[method] = build_lm(load_config(cfg_path, overrides), method, device, compile)
             lm, L = lms[method], lms[method].config.data.seq_len
+            autocast = generation_autocast(device, lm.config.sample.precision)  # what generate_ids runs in
             opts = {} if sampler is None else {"sampler": sampler, "steps": steps}
             for B in args.batch_sizes:
-                if args.max_seconds and time.perf_counter() - start > args.max_seconds:
-                    print(f"--max-seconds {args.max_seconds:g} reached: skipping the rest", file=sys.stderr)
-                    break
 
                 def call(lm=lm, B=B, L=L, opts=opts) -> None:
                     lm.generate_ids(n=B, seq_len=L, seed=0, **opts)
@@ -154,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": steps or L,
                     "nfe": steps or L,
                     "compile": compile,
-                    "precision": "bf16" if device.type == "cuda" and lm.config.sample.precision != "fp32" else "fp32",
+                    "precision": "bf16" if isinstance(autocast, torch.autocast) else "fp32",
                     "batch_size": B,
                     "seq_len": L,
                     "params": sum(p.numel() for p in lm.model.parameters()),

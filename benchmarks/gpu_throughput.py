@@ -32,10 +32,9 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import gpu_size_parser, publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import StubTokenizer, gpu_size_parser, publish, random_network, run_main, setup_device  # noqa: E402
 from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
 from sedlm.families import get_family  # noqa: E402
-from sedlm.model.embedding import random_table  # noqa: E402
 from sedlm.train.distributed import Forward  # noqa: E402
 from sedlm.train.rng import chunk_generator  # noqa: E402
 from sedlm.train.trainer import make_optimizer  # noqa: E402
@@ -57,12 +56,6 @@ COLUMNS = [
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 
-class _Tok:
-    """What the losses read from a tokenizer (ids only)."""
-
-    pad_id, eos_id, mask_id = 0, 1, 2
-
-
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
     if override:
         return override
@@ -73,9 +66,7 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 
 
 def build(cfg: Config, method: str, device: torch.device, compile: bool):
-    torch.manual_seed(0)
-    table = random_table(cfg.model.vocab_size, cfg.model.d_embed, torch.Generator().manual_seed(1))
-    model = get_family(method).build(cfg, _Tok(), table).to(device).train()
+    model = random_network(cfg, method).to(device).train()
     opt = make_optimizer(model, cfg)
     return model, (torch.compile(model) if compile else model), opt
 
@@ -90,7 +81,7 @@ def make_step(cfg: Config, method: str, model, forward, opt, ids: torch.Tensor, 
 
     def step(i: int) -> None:
         with autocast:
-            loss, _ = loss_fn(through, ids, cfg, chunk_generator(device, 0, i, 0), _Tok(), None)
+            loss, _ = loss_fn(through, ids, cfg, chunk_generator(device, 0, i, 0), StubTokenizer(), None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benc
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.common import publish, run_main, setup_device  # noqa: E402
+from benchmarks.common import publish, run_main, setup_device, timed_call  # noqa: E402
 from sedlm.config import load_config, resolve_config_path  # noqa: E402
 from sedlm.model.denoiser import SEDDenoiser  # noqa: E402
 from sedlm.sampling.generate import sample_ids  # noqa: E402
@@ -63,16 +62,6 @@ def steps_per_config(items: list[str], configs: list[str]) -> dict[str, int]:
     if missing:
         raise ValueError(f"no step count for {', '.join(missing)}; add a bare K to --steps")
     return {c: per.get(c, default) for c in configs}
-
-
-def timed_call(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise SedlmError(f"unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto") from None
 
 
+# Precision of training (train.precision) and generation (sample.precision): "auto" is bf16 autocast on CUDA, fp32
+# elsewhere; "bf16" needs CUDA.
 PRECISIONS = ("auto", "bf16", "fp32")
 
 

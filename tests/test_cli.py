@@ -206,6 +206,16 @@ def test_fine_tune_from_a_checkpoint_keeps_its_tokenizer_and_table(tmp_path, tin
     _one_line_error(code, err, "drop --config, --recipe")
 
 
+def test_sample_precision_choices_are_the_librarys():
+    """`sedlm sample --precision` keeps its choices literal too; they must be the config's list."""
+    from sedlm.devices import PRECISIONS
+
+    for command in ("sample", "infill"):
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        action = next(a for a in sub._actions if "--precision" in a.option_strings)
+        assert tuple(action.choices) == PRECISIONS
+
+
 def test_eval_estimator_choices_are_the_librarys():
     """`sedlm eval --estimator` keeps its choices literal (the CLI imports no torch to print --help); they must
     be the library's list."""

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from sedlm.config.sections import TRACKERS, Config
+from sedlm.devices import PRECISIONS
 from sedlm.errors import SedlmError
 from sedlm.ranges import RANGES
 
@@ -36,10 +37,10 @@ CHOICES = {
     ("diffusion", "mse_weighting"): ("x0", "velocity"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
     ("train", "strategy"): ("ddp", "fsdp"),
-    ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("train", "precision"): PRECISIONS,
     ("sample", "time_grid"): ("uniform", "karras", "cosine", "warped"),
     ("sample", "guidance_mode"): ("cond", "self_cond"),
-    ("sample", "precision"): ("auto", "bf16", "fp32"),
+    ("sample", "precision"): PRECISIONS,
 }
 # Defaults of a task where they differ from the shared ones, as dotted keys. The bundled configs (tiny,
 # sed-s, ...) hold values chosen for language modelling; a task's defaults replace them. They apply to
