@@ -335,3 +335,18 @@ def test_quickstart_targets_verdicts():
     missed = {"real_word_share": 0.89, "nll_vs_ar": 1.11, "entropy_vs_data": 0.06}
     assert targets.targets_met(missed) == "real words no, NLL no, entropy no"
     assert targets.targets_met({**met, "entropy_vs_data": -0.12}).endswith("entropy no")  # too repetitive misses too
+
+
+def test_block_speed_counts_calls_and_the_cache_adds_none(tmp_path):
+    """The block speed benchmark measures each point's network calls: one per block for a one-step sampler
+    with and without the cache (a finished block rides in the next block's first call), L for AR."""
+    from benchmarks import block_speed
+
+    argv = ["--steps", "1", "--repeats", "1", "--name", str(tmp_path / "bs")]
+    sizes = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "data.seq_len=16"]
+    assert block_speed.main([*argv, *sizes]) == 0
+    rows = json.loads((tmp_path / "bs.json").read_text())["rows"]
+    sed = {r["cache"]: r for r in rows if r["system"] == "sed"}
+    assert sed[True]["calls_per_row"] == sed[False]["calls_per_row"] == 16 // 4
+    assert [r["calls_per_row"] for r in rows if r["system"] == "ar"] == [16]
+    assert {"cache_speedup_b1", "over_ar_speed_b1"} <= set(sed[True])

@@ -99,12 +99,12 @@ def test_a_block_reads_nothing_of_later_blocks_nor_other_noisy_blocks(k):
 
 def test_a_leaky_mask_is_caught(monkeypatch):
     """The check above turns red for a mask that lets a block see the next block's clean tokens."""
-    import sedlm.model.denoiser as den
+    import sedlm.model.transformer as tr
 
-    def leaky(n_noisy, n_clean, block, offset=0, device=None):
+    def leaky(n_noisy, n_clean, block, offset=0, device=None, clean_start=0):
         return torch.ones(n_noisy + n_clean, n_noisy + n_clean, dtype=torch.bool, device=device)
 
-    monkeypatch.setattr(den, "block_attention_mask", leaky)
+    monkeypatch.setattr(tr, "block_attention_mask", leaky)
     _, model = _model()
     ids, x_t, t = _inputs()
     with torch.no_grad():
@@ -145,20 +145,38 @@ def test_block_training_feeds_each_block_its_own_time_and_the_clean_row():
     assert torch.equal(strata, torch.arange(L // BS).float().expand(3, -1))
 
 
-def test_the_cache_reads_what_the_mask_reads():
+@pytest.mark.parametrize("pending_blocks", [1, 2])
+def test_the_cache_reads_what_the_mask_reads(pending_blocks):
     """A block's output from the KV cache of the clean blocks before it equals the output with those blocks
-    run beside it under the mask (to 1e-5)."""
+    run beside it under the mask (to 1e-5), both in the call that writes the last finished blocks to the
+    cache (``pending``; one or two blocks at a time, as after a prompt) and in the calls that only read it."""
     _, model = _model()
     ids, x_t, _ = _inputs()
     cache = model.new_cache()
     with torch.no_grad():
-        for k in range(L // BS):
+        for k in range(0, L // BS, pending_blocks):
             sl = slice(k * BS, (k + 1) * BS)
             t = torch.full((2,), 0.3 + 0.1 * k)
-            cached = model(x_t[:, sl], t, offset=k * BS, cache=cache)[0]
             masked = model(x_t[:, sl], t, offset=k * BS, clean=ids[:, : k * BS])[0]
-            assert torch.allclose(cached, masked, atol=1e-5), k
-            model.encode_clean(ids[:, sl], cache)
+            pending = ids[:, max(0, k - pending_blocks) * BS : k * BS] if k else None
+            writing = model(x_t[:, sl], t, offset=k * BS, cache=cache, pending=pending)[0]
+            reading = model(x_t[:, sl], t, offset=k * BS, cache=cache)[0]
+            assert torch.allclose(writing, masked, atol=1e-5), k
+            assert torch.allclose(reading, masked, atol=1e-5), k
+            assert cache[0]["k"].shape[2] == k * BS if k else not cache[0], k
+
+
+def test_the_cache_costs_no_extra_call():
+    """With the cache, a finished block is written by the next block's first call: a one-step sampler
+    makes one network call per block, as many as without the cache."""
+    _, model = _model()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    kw = dict(n=2, seq_len=L, block_size=BS, seed=0)
+    for cache in (True, False):
+        calls.clear()
+        sample_blocks(model, _sed_block("ddim", steps=1), use_cache=cache, **kw)
+        assert len(calls) == L // BS, cache
 
 
 def _sed_block(sampler: str = "ddpm", steps: int = 6):
@@ -178,6 +196,26 @@ def test_cached_sampling_equals_uncached(sampler):
     b = sample_blocks(model, _sed_block(sampler), use_cache=False, **kw)
     assert a.shape == (3, L)
     assert torch.equal(a, b)
+
+
+def test_cached_sampling_after_a_prompt_equals_uncached():
+    """Two whole prompt blocks enter the cache together in the first sampled block's first call."""
+    from sedlm.sampling.templates import Layout
+
+    _, model = _model()
+    ids, given = torch.zeros(L, dtype=torch.long), torch.zeros(L, dtype=torch.bool)
+    ids[: 2 * BS + 1], given[: 2 * BS + 1] = torch.arange(3, 4 + 2 * BS), True
+    layout = Layout(ids, given, torch.zeros(L, dtype=torch.bool))
+    kw = dict(n=2, seq_len=L, block_size=BS, seed=3, layout=layout)
+    outputs = []  # every call's estimate: tokens alone are too coarse to show a block missing from the cache
+    model.register_forward_hook(lambda mod, args, out: outputs.append(out[0]))
+    a = sample_blocks(model, _sed_block("ddim", steps=3), use_cache=True, **kw)
+    cached, outputs[:] = list(outputs), []
+    b = sample_blocks(model, _sed_block("ddim", steps=3), use_cache=False, **kw)
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, : 2 * BS + 1], ids[: 2 * BS + 1].expand(2, -1))
+    assert len(cached) == len(outputs)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(cached, outputs, strict=True))
 
 
 def test_a_prompt_fills_the_first_blocks_and_is_kept():

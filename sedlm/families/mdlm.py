@@ -84,10 +84,12 @@ class MDLMModel(TokenTransformer):
         cache: list[dict[str, torch.Tensor]] | None = None,
         *,
         clean: torch.Tensor | None = None,
+        pending: torch.Tensor | None = None,
         offset: int = 0,
     ) -> torch.Tensor:
-        """(B, L) -> (B, L, V); block diffusion reads the finished blocks from ``cache`` or ``clean`` ids."""
-        logits = super().forward(z, cache, clean=clean, offset=offset, block_size=self.block_size)
+        """(B, L) -> (B, L, V); block diffusion reads the finished blocks from ``cache`` (which this call
+        extends by the ``pending`` ones) or ``clean`` ids."""
+        logits = super().forward(z, cache, clean=clean, pending=pending, offset=offset, block_size=self.block_size)
         logits[..., self.mask_id] = float("-inf")
         return logits
 

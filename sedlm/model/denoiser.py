@@ -40,7 +40,7 @@ from sedlm.diffusion.schedules import get_schedule, path_scale
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
-from sedlm.model.transformer import Transformer, block_attention_mask
+from sedlm.model.transformer import Transformer, beside_clean
 
 W_SCALE = 10.0  # guidance weights (~0.5 to 5) enter the sinusoidal features as w / 10, times near [0, 1]
 
@@ -161,39 +161,38 @@ class SEDDenoiser(nn.Module):
         clean: torch.Tensor | None = None,  # (B, P) ids, block diffusion: the clean blocks, read without a cache
         offset: int = 0,  # the row position of x_t's first token (block diffusion)
         cache: list[dict[str, torch.Tensor]] | None = None,  # block diffusion: the clean blocks' keys and values
+        pending: torch.Tensor | None = None,  # (B, P) ids, with cache: finished blocks not in it yet
         w: torch.Tensor | float | None = None,  # (B,) self-conditioning guidance weight (guidance_input); None: 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat (B, L, De), logits (B, L, V)). Block diffusion (``block_size``) reads the clean blocks
         before x_t's in one of two equal ways: ``clean`` runs them beside x_t under the block mask
         (``block_attention_mask``; training feeds the whole clean row), ``cache`` reads their keys and
-        values, written by ``encode_clean``."""
+        values. ``pending`` blocks (the last finished ones, at row positions offset - P..offset - 1) run
+        beside x_t under the same mask and this call appends their keys and values to ``cache``: one pass
+        writes a finished block and denoises the next."""
         h, temb = self._features(x_t, t, self_cond, cond, cond_mask)
         if self.w_mlp is not None:  # w = 1 is the plain self-conditioned estimate
             w = torch.as_tensor(1.0 if w is None else w, device=x_t.device, dtype=torch.float32).expand(x_t.shape[0])
             wemb = self.w_mlp(timestep_embedding(w / W_SCALE, self.cfg.d_model).to(h.dtype))  # (B, D)
             temb = temb + (wemb if temb.dim() == 2 else wemb[:, None])
         L = x_t.shape[1]
-        if clean is not None:  # [noisy ; clean] under the block mask, both with their row positions
-            if clean.shape[0] != x_t.shape[0]:  # a guided call batches its rows twice over one prefix
-                clean = clean.repeat(x_t.shape[0] // clean.shape[0], 1)
-            hc, tc = self._clean_features(self.embed(clean))
-            P, dev = clean.shape[1], x_t.device
+        extra = clean if clean is not None else pending
+        if extra is not None:  # [noisy ; clean] under the block mask, both with their row positions
+            rows, P = extra.shape
+            if rows != x_t.shape[0]:  # a guided call batches its rows twice over one prefix
+                extra = extra.repeat(x_t.shape[0] // rows, 1)
+            hc, tc = self._clean_features(self.embed(extra))
             h = torch.cat([h, hc], dim=1)  # (B, L + P, D)
             temb = torch.cat([temb[:, None].expand(-1, L, -1) if temb.dim() == 2 else temb, tc], dim=1)
-            positions = torch.cat([offset + torch.arange(L, device=dev), torch.arange(P, device=dev)])
-            mask = block_attention_mask(L, P, self.block_size, offset, dev)
-            h = self._backbone(h, temb, mask=mask, positions=positions)[:, :L]
+            start = 0 if clean is not None else offset - P
+            positions, mask = beside_clean(L, P, self.block_size, offset, start, x_t.device)
+            reads = {} if clean is not None else {"cache": cache, "append": False, "tail": (P, rows)}
+            h = self._backbone(h, temb, mask=mask, positions=positions, **reads)[:, :L]
         elif cache is not None:
             h = self._backbone(h, temb, cache=cache, append=False)
         else:
             h = self._backbone(h, temb)
         return self._head(h, score_temp, x_t, t)
-
-    @torch.no_grad()
-    def encode_clean(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
-        """Append the keys and values of finished blocks (B, n) ids to ``cache`` (block diffusion)."""
-        h, temb = self._clean_features(self.embed(ids))
-        self._backbone(h, temb, cache=cache, append=True)
 
     def new_cache(self) -> list[dict[str, torch.Tensor]]:
         return [{} for _ in self.backbone.blocks]

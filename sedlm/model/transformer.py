@@ -46,12 +46,15 @@ class Attention(nn.Module):
         cache: dict[str, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         append: bool = True,
+        tail: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """x: (B, L, D). With ``cache``, keys/values of earlier positions are read from it and, when
         ``append``, this call's are added; cos/sin then cover only this call's positions. A causal model
         decodes one position per call after its prefix; a bidirectional one attends from the whole chunk
-        to every cached position and to the chunk itself (block diffusion). ``mask`` (L, L) bool: True
-        where a query may attend to a key (no cache)."""
+        to every cached position and to the chunk itself (block diffusion). ``mask`` (L, C + L) bool: True
+        where a query may attend to a key (C cached keys first). ``tail`` (n, rows): append only the keys
+        and values of this call's last n positions, first ``rows`` rows (block diffusion writes a finished
+        block while it denoises the next; a guided call's second half repeats the first)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -67,8 +70,11 @@ class Attention(nn.Module):
                 is_causal = False
             if append:
                 cache["k"], cache["v"] = k, v
-            elif "k" not in cache:
-                k, v = new_k, new_v
+            elif tail is not None:
+                n, rows = tail
+                tk, tv = new_k[:rows, :, L - n :], new_v[:rows, :, L - n :]
+                cache["k"] = torch.cat([cache["k"], tk], dim=2) if "k" in cache else tk
+                cache["v"] = torch.cat([cache["v"], tv], dim=2) if "v" in cache else tv
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, L, Dh)
@@ -76,16 +82,34 @@ class Attention(nn.Module):
 
 
 def block_attention_mask(
-    n_noisy: int, n_clean: int, block: int, offset: int = 0, device: torch.device | None = None
+    n_noisy: int,
+    n_clean: int,
+    block: int,
+    offset: int = 0,
+    device: torch.device | None = None,
+    clean_start: int = 0,
 ) -> torch.Tensor:
     """Who attends to whom in [noisy ; clean] (BD3-LM's vectorised form): a noisy position at row position
     offset + i attends to the noisy positions of its own block and to the clean blocks before it; a clean
-    position attends to the clean blocks up to its own. (n_noisy + n_clean, n_noisy + n_clean) bool"""
+    position (row position clean_start + j) attends to the clean blocks up to its own.
+    (n_noisy + n_clean, n_noisy + n_clean) bool"""
     nb = (offset + torch.arange(n_noisy, device=device)) // block  # (N,) block of each noisy position
-    cb = torch.arange(n_clean, device=device) // block  # (P,)
+    cb = (clean_start + torch.arange(n_clean, device=device)) // block  # (P,)
     top = torch.cat([nb[:, None] == nb[None, :], cb[None, :] < nb[:, None]], dim=1)  # (N, N + P)
     bottom = torch.cat([torch.zeros(n_clean, n_noisy, dtype=torch.bool, device=device), cb[None, :] <= cb[:, None]], 1)
     return torch.cat([top, bottom], dim=0)
+
+
+def beside_clean(
+    n_noisy: int, n_clean: int, block: int, offset: int, clean_start: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary positions (N + P,) and ``block_attention_mask`` of noisy positions at row positions offset..
+    and clean ones at clean_start.. run side by side as [noisy ; clean]: block diffusion's training row and
+    its sampling calls."""
+    positions = torch.cat(
+        [offset + torch.arange(n_noisy, device=device), clean_start + torch.arange(n_clean, device=device)]
+    )
+    return positions, block_attention_mask(n_noisy, n_clean, block, offset, device, clean_start)
 
 
 class MLP(nn.Module):
@@ -120,13 +144,14 @@ class Block(nn.Module):
         cache: dict[str, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         append: bool = True,
+        tail: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         if self.modulation is None:
-            x = x + self.attn(self.norm1(x), cos, sin, cache, mask, append)
+            x = x + self.attn(self.norm1(x), cos, sin, cache, mask, append, tail)
             return x + self.mlp(self.norm2(x))
         mod = self.modulation(cond)  # (B, 6D), or (B, L, 6D) for one condition per position
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, None] if mod.dim() == 2 else mod).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache, mask, append)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, cos, sin, cache, mask, append, tail)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
@@ -170,12 +195,17 @@ class Transformer(nn.Module):
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         append: bool = True,
+        tail: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """x: (B, L, D) -> (B, L, D). ``cache``: one dict per block (start with empty dicts) for incremental
         decoding; positions continue from the cached length, and ``append`` False reads the cache without
-        adding this call's keys. ``mask`` (L, L) bool: who attends to whom; ``positions`` (L,): the rotary
-        position of each input (default 0..L-1 after the cache), e.g. a noisy and a clean copy of one row."""
+        adding this call's keys (``tail``: only its last positions', see ``Attention``). ``mask`` (L, L)
+        bool: who attends to whom among this call's positions (every one also attends to every cached
+        position); ``positions`` (L,): the rotary position of each input (default 0..L-1 after the cache),
+        e.g. a noisy and a clean copy of one row."""
         start = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        if mask is not None and start:
+            mask = torch.cat([mask.new_ones(mask.shape[0], start), mask], dim=1)  # (L, C + L)
         if positions is None:
             cos, sin = rope_tables(start + x.shape[1], self.head_dim, x.device)
             cos, sin = cos[start:], sin[start:]
@@ -183,7 +213,7 @@ class Transformer(nn.Module):
             cos, sin = rope_tables(int(positions.max()) + 1, self.head_dim, x.device)
             cos, sin = cos[positions], sin[positions]
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cond, None if cache is None else cache[i], mask, append)
+            x = block(x, cos, sin, cond, None if cache is None else cache[i], mask, append, tail)
         return self.norm(x)
 
 
@@ -204,29 +234,34 @@ class TokenTransformer(nn.Module):
         cache: list[dict[str, torch.Tensor]] | None = None,
         *,
         clean: torch.Tensor | None = None,
+        pending: torch.Tensor | None = None,
         offset: int = 0,
         block_size: int = 0,
     ) -> torch.Tensor:
         """(B, L) -> (B, L, V). ``cache``: keys and values of earlier positions (a causal model appends this
         call's; block diffusion, with ``block_size``, reads finished blocks without adding the noisy one).
-        ``clean`` (B, P): block diffusion without a cache, the finished blocks run beside ``ids`` under
-        ``block_attention_mask``, ``ids`` starting at row position ``offset``."""
+        Block diffusion reads the finished blocks before ``ids`` (at row position ``offset``) beside it under
+        ``block_attention_mask``: all of them as ``clean`` (B, P) without a cache, or with a cache the
+        ``pending`` ones (B, P) not in it yet, whose keys and values this call appends (one pass that
+        writes a finished block and denoises the next)."""
         h = self.tok(ids)  # (B, L, D)
-        if clean is not None:
-            L, P, dev = ids.shape[1], clean.shape[1], ids.device
-            if clean.shape[0] != ids.shape[0]:
-                clean = clean.repeat(ids.shape[0] // clean.shape[0], 1)
-            positions = torch.cat([offset + torch.arange(L, device=dev), torch.arange(P, device=dev)])
-            mask = block_attention_mask(L, P, block_size, offset, dev)
-            h = self.backbone(torch.cat([h, self.tok(clean)], dim=1), mask=mask, positions=positions)[:, :L]
-        else:
+        extra = clean if clean is not None else pending
+        if extra is None:
             h = self.backbone(h, cache=cache, append=not block_size)
+            return h @ self.tok.weight.t()  # (B, L, V)
+        L, (rows, P), dev = ids.shape[1], extra.shape, ids.device
+        if rows != ids.shape[0]:  # a guided call batches its rows twice over one prefix
+            extra = extra.repeat(ids.shape[0] // rows, 1)
+        positions, mask = beside_clean(L, P, block_size, offset, 0 if clean is not None else offset - P, dev)
+        h = self.backbone(
+            torch.cat([h, self.tok(extra)], dim=1),
+            cache=None if clean is not None else cache,
+            mask=mask,
+            positions=positions,
+            append=False,
+            tail=None if clean is not None else (P, rows),
+        )[:, :L]
         return h @ self.tok.weight.t()  # (B, L, V)
 
     def new_cache(self) -> list[dict[str, torch.Tensor]]:
         return [{} for _ in self.backbone.blocks]
-
-    @torch.no_grad()
-    def encode_clean(self, ids: torch.Tensor, cache: list[dict[str, torch.Tensor]]) -> None:
-        """Block diffusion: append the keys and values of finished blocks (B, n) to ``cache``."""
-        self.backbone(self.tok(ids), cache=cache, append=True)

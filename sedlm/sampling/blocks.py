@@ -1,10 +1,13 @@
 """Block diffusion sampling (BD3-LM, Arriola et al. 2025, §3; semi-autoregressive SSD-LM, Han et al. 2022):
 a row of L tokens is written as L / B blocks of B, left to right. Each block is denoised by the family's
-sampler (for SED any registered one) given the finished blocks before it; then one clean pass of the
-finished block writes its keys and values to a KV cache (the model's ``encode_clean``), so later blocks
-read earlier ones without recomputing them. Without the cache (``use_cache=False``) every call runs the
-clean blocks beside the noisy one under the training mask instead (``block_attention_mask``), the same
-function at more cost: a test checks that both give the same tokens.
+sampler (for SED any registered one) given the finished blocks before it, whose keys and values a KV
+cache holds, so later blocks read earlier ones without recomputing them. A finished block enters the cache
+in the first network call of the next block: that call runs it beside the noisy block under the training
+mask (the model's ``pending`` ids) and appends its keys and values, so the cache costs no extra call (a
+separate clean pass per block would double the calls of a one-step student, and at batch 1 a call's cost
+hardly depends on its length). Without the cache (``use_cache=False``) every call runs all the clean
+blocks beside the noisy one under the training mask (``block_attention_mask``), the same function at more
+cost: a test checks that both give the same tokens.
 
 Given tokens (a prompt) fill their blocks: a block wholly given is not sampled, a partly given one is
 sampled around them. A row ends at its first end-of-text token: everything after it becomes padding,
@@ -31,11 +34,14 @@ class _BlockView:
     """The denoiser as a sampler sees it while it writes one block: every call also reads the finished
     blocks before it (``cache`` or ``clean``) and places the block at its row positions (``offset``)."""
 
-    def __init__(self, model: nn.Module, **reads: Any):
-        self._model, self._reads = model, reads
+    def __init__(self, model: nn.Module, pending: torch.Tensor | None = None, **reads: Any):
+        self._model, self._reads, self.pending = model, reads, pending
 
     def __call__(self, *args: Any, **kw: Any) -> Any:
-        return self._model(*args, **kw, **self._reads)
+        if self.pending is None:
+            return self._model(*args, **kw, **self._reads)
+        pending, self.pending = self.pending, None  # the first call writes the finished blocks to the cache
+        return self._model(*args, **kw, **self._reads, pending=pending)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -69,13 +75,14 @@ def sample_blocks(
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` rows of ``seq_len`` ids block by block (module docstring). ``model`` is a block model
-    (``new_cache``, ``encode_clean(ids, cache)``, and calls that take ``offset`` with ``cache`` or ``clean``
-    ids); ``sample_block`` writes one block with the family's sampler through the view it is given. (n, L)"""
+    (``new_cache`` and calls that take ``offset`` with ``cache`` and ``pending`` ids, or with ``clean`` ids);
+    ``sample_block`` writes one block with the family's sampler through the view it is given. (n, L)"""
     device = next(model.parameters()).device
     B = block_size
     out = torch.full((n, seq_len), pad_id, dtype=torch.long, device=device)
     cache = model.new_cache() if use_cache else None
     ended = torch.zeros(n, dtype=torch.bool, device=device)
+    pending = None  # (n, P) finished blocks the cache does not hold yet
     done = 0  # sampler steps so far, over all blocks: a callback's "i"
 
     def step_cb(info: dict[str, Any], k: int, start: int, part: Layout | None) -> None:
@@ -92,13 +99,14 @@ def sample_blocks(
         if part is not None and bool(part.given.all()):  # a wholly given block (a prompt): nothing to sample
             block = part.ids.to(device)
         else:
-            reads = {"cache": cache} if use_cache else {"clean": out[:, :start]}
+            reads = {"cache": cache, "pending": pending} if use_cache else {"clean": out[:, :start]}
             cb = None if callback is None else (lambda info, k=k, start=start, part=part: step_cb(info, k, start, part))
             view = _BlockView(model, offset=start, **reads)
             block = sample_block(view, n, B, (seed * SEED_MIX + k) % (1 << 63), part, cb)
+            pending = view.pending  # None once a call has written them
         out[:, start:end] = block
         if use_cache:
-            model.encode_clean(block, cache)
+            pending = block if pending is None else torch.cat([pending, block], dim=1)
         if eos_id is not None:
             ended |= (block == eos_id).any(-1)
             if bool(ended.all()):
