@@ -26,14 +26,14 @@ Rerun (one thread; 3 repeats of each point at 8 steps per block):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `benchmarks` and `sedlm`
 
-from benchmarks.common import publish, random_network, run_main, setup_device, timed_call  # noqa: E402
+from benchmarks.common import median_time, publish, random_network, run_main, setup_device  # noqa: E402
 from sedlm.devices import PRECISIONS, generation_autocast  # noqa: E402
 
 COLUMNS = [
@@ -117,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     L, B = models["sed"][0].data.seq_len, args.block_size
     rows: list[dict[str, Any]] = []
 
-    def median_seconds(fn: Any) -> float:
+    def speeds(fn: Callable[[int], Any]) -> dict[str, float]:
+        """ms per token writing one row and tokens/s writing 32 (``fn(n)`` writes n rows of L)."""
         with autocast, torch.no_grad():
-            timed_call(fn, device)  # warm-up
-            return statistics.median(timed_call(fn, device) for _ in range(args.repeats))
+            b1, b32 = (median_time(lambda n=n: fn(n), device, args.repeats) for n in (1, 32))
+        return {"ms_per_token_b1": round(1000 * b1 / L, 3), "tokens_per_s_b32": round(32 * L / b32, 1)}
 
     def one_block_fn(name: str, K: int) -> Any:
         def sed_block(view, n, length, seed, part, cb):
@@ -147,46 +148,21 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("sed", "bd3lm"):
             model, one_block = models[name][1], one_block_fn(name, K)
             for cache in (True, False):
-                point, calls = {}, 0
-                for n in (1, 32):
-                    run = lambda n=n: sample_blocks(  # noqa: E731
-                        model, one_block, n=n, seq_len=L, block_size=B, seed=0, use_cache=cache
-                    )
-                    point[n] = median_seconds(run)
-                    if n == 1:
-                        with autocast, torch.no_grad():
-                            calls = _count_calls(model, run)
-                rows.append(
-                    {
-                        **base(name),
-                        "block_size": B,
-                        "steps_per_block": K,
-                        "cache": cache,
-                        "calls_per_row": calls,
-                        "ms_per_token_b1": round(1000 * point[1] / L, 3),
-                        "tokens_per_s_b32": round(32 * L / point[32], 1),
-                    }
-                )
+
+                def run(n: int, model=model, one_block=one_block, cache=cache) -> Any:
+                    return sample_blocks(model, one_block, n=n, seq_len=L, block_size=B, seed=0, use_cache=cache)
+
+                with autocast, torch.no_grad():
+                    calls = _count_calls(model, lambda: run(1))
+                row = {**base(name), "block_size": B, "steps_per_block": K, "cache": cache, "calls_per_row": calls}
+                rows.append({**row, **speeds(run)})
                 print(rows[-1], flush=True)
     ar = models["ar"][1]
-    point = {}
-    for n in (1, 32):
-        start = torch.zeros(n, 1, dtype=torch.long, device=device)
-        point[n] = median_seconds(lambda start=start: ar_generate(ar, start, L, use_cache=True))
-    rows.append(
-        {
-            **base("ar"),
-            "block_size": 1,
-            "steps_per_block": 1,
-            "cache": True,
-            "calls_per_row": L,
-            "ms_per_token_b1": round(1000 * point[1] / L, 3),
-            "tokens_per_s_b32": round(32 * L / point[32], 1),
-        }
-    )
+    ar_speeds = speeds(lambda n: ar_generate(ar, torch.zeros(n, 1, dtype=torch.long, device=device), L))
+    rows.append({**base("ar"), "block_size": 1, "steps_per_block": 1, "cache": True, "calls_per_row": L, **ar_speeds})
     for r in rows:
         if r["system"] != "ar":
-            r["over_ar_speed_b1"] = round(point[1] / L * 1000 / r["ms_per_token_b1"], 2)
+            r["over_ar_speed_b1"] = round(ar_speeds["ms_per_token_b1"] / r["ms_per_token_b1"], 2)
         if r["cache"] and r["system"] != "ar":
             off = next(
                 o

@@ -73,6 +73,14 @@ def timed_call(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls after one untimed warm-up call (device synchronised)."""
+    import statistics
+
+    timed_call(fn, device)
+    return statistics.median(timed_call(fn, device) for _ in range(repeats))
+
+
 def gpu_size_parser(doc: str) -> Any:
     """The parser of a GPU benchmark over one config's network size: --config, --device, --vocab-size,
     --threads, --name and trailing ``section.key=value`` overrides; the script adds its own options."""

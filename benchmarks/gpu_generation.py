@@ -25,7 +25,6 @@ Rerun (writes benchmarks/results/gpu-generation-<config>.{json,md}):
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,11 +35,11 @@ import torch  # noqa: E402
 from benchmarks.common import (
     StubTokenizer,
     gpu_size_parser,
+    median_time,
     publish,
     random_network,
     run_main,
     setup_device,
-    timed_call,
 )  # noqa: E402
 from sedlm.config import Config, load_config, resolve_config_path  # noqa: E402
 from sedlm.devices import generation_autocast  # noqa: E402
@@ -85,12 +84,6 @@ def build_lm(cfg: Config, method: str, device: torch.device, compile: bool) -> P
     return lm
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median wall seconds of ``repeats`` calls after one untimed warm-up call (device synchronised)."""
-    timed_call(fn, device)
-    return statistics.median(timed_call(fn, device) for _ in range(repeats))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = gpu_size_parser(__doc__)
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], help="rows per call (default: 1 32)")
@@ -130,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 def call(lm=lm, B=B, L=L, opts=opts) -> None:
                     lm.generate_ids(n=B, seq_len=L, seed=0, **opts)
 
-                sec = timed(call, device, args.repeats)
+                sec = median_time(call, device, args.repeats)
                 if method == "ar":
                     ar_seconds[B] = sec
                 row = {

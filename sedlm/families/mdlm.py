@@ -78,18 +78,10 @@ class MDLMModel(TokenTransformer):
         self.block_size = block_size  # block diffusion (BD3-LM); 0: the whole row
         self.register_buffer("token_info", torch.zeros(cfg.vocab_size), persistent=mask_schedule == "spindle")
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        cache: list[dict[str, torch.Tensor]] | None = None,
-        *,
-        clean: torch.Tensor | None = None,
-        pending: torch.Tensor | None = None,
-        offset: int = 0,
-    ) -> torch.Tensor:
-        """(B, L) -> (B, L, V); block diffusion reads the finished blocks from ``cache`` (which this call
-        extends by the ``pending`` ones) or ``clean`` ids."""
-        logits = super().forward(z, cache, clean=clean, pending=pending, offset=offset, block_size=self.block_size)
+    def forward(self, z: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None, **reads) -> torch.Tensor:
+        """(B, L) -> (B, L, V); block diffusion's ``reads`` (``clean``, ``pending``, ``offset``) are
+        ``TokenTransformer.forward``'s, with this model's block size."""
+        logits = super().forward(z, cache, block_size=self.block_size, **reads)
         logits[..., self.mask_id] = float("-inf")
         return logits
 

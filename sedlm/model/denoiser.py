@@ -40,7 +40,7 @@ from sedlm.diffusion.schedules import get_schedule, path_scale
 from sedlm.diffusion.timewarp import BINS as WARP_BINS
 from sedlm.diffusion.timewarp import unwarp_rows
 from sedlm.model.embedding import EmbeddingSpace
-from sedlm.model.transformer import Transformer, beside_clean
+from sedlm.model.transformer import Transformer, clean_side
 
 W_SCALE = 10.0  # guidance weights (~0.5 to 5) enter the sinusoidal features as w / 10, times near [0, 1]
 
@@ -176,18 +176,20 @@ class SEDDenoiser(nn.Module):
             wemb = self.w_mlp(timestep_embedding(w / W_SCALE, self.cfg.d_model).to(h.dtype))  # (B, D)
             temb = temb + (wemb if temb.dim() == 2 else wemb[:, None])
         L = x_t.shape[1]
-        extra = clean if clean is not None else pending
-        if extra is not None:  # [noisy ; clean] under the block mask, both with their row positions
-            rows, P = extra.shape
-            if rows != x_t.shape[0]:  # a guided call batches its rows twice over one prefix
-                extra = extra.repeat(x_t.shape[0] // rows, 1)
-            hc, tc = self._clean_features(self.embed(extra))
+        side = clean_side(clean, pending, L, x_t.shape[0], self.block_size, offset)
+        if side is not None:  # [noisy ; clean] under the block mask, both with their row positions
+            hc, tc = self._clean_features(self.embed(side.ids))
             h = torch.cat([h, hc], dim=1)  # (B, L + P, D)
             temb = torch.cat([temb[:, None].expand(-1, L, -1) if temb.dim() == 2 else temb, tc], dim=1)
-            start = 0 if clean is not None else offset - P
-            positions, mask = beside_clean(L, P, self.block_size, offset, start, x_t.device)
-            reads = {} if clean is not None else {"cache": cache, "append": False, "tail": (P, rows)}
-            h = self._backbone(h, temb, mask=mask, positions=positions, **reads)[:, :L]
+            h = self._backbone(
+                h,
+                temb,
+                cache=None if side.tail is None else cache,
+                mask=side.mask,
+                positions=side.positions,
+                append=False,
+                tail=side.tail,
+            )[:, :L]
         elif cache is not None:
             h = self._backbone(h, temb, cache=cache, append=False)
         else:

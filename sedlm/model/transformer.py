@@ -7,6 +7,8 @@ With ``adaln=True`` each block is modulated by a conditioning vector (DiT, Peebl
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,16 +102,35 @@ def block_attention_mask(
     return torch.cat([top, bottom], dim=0)
 
 
-def beside_clean(
-    n_noisy: int, n_clean: int, block: int, offset: int, clean_start: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary positions (N + P,) and ``block_attention_mask`` of noisy positions at row positions offset..
-    and clean ones at clean_start.. run side by side as [noisy ; clean]: block diffusion's training row and
-    its sampling calls."""
-    positions = torch.cat(
-        [offset + torch.arange(n_noisy, device=device), clean_start + torch.arange(n_clean, device=device)]
+class CleanSide(NamedTuple):
+    """Block diffusion's finished blocks as one call runs them beside its noisy positions."""
+
+    ids: torch.Tensor  # (batch, P) the clean ids, repeated to the call's batch
+    positions: torch.Tensor  # (N + P,) rotary positions of [noisy ; clean]
+    mask: torch.Tensor  # (N + P, N + P) ``block_attention_mask``
+    tail: tuple[int, int] | None  # pending blocks: (P, rows) to append to the cache; None for clean ones
+
+
+def clean_side(
+    clean: torch.Tensor | None, pending: torch.Tensor | None, n_noisy: int, batch: int, block: int, offset: int
+) -> CleanSide | None:
+    """The finished blocks a block-diffusion call reads beside its ``n_noisy`` positions (row positions offset..):
+    all of them as ``clean`` ids (row positions 0..; training and uncached sampling), or the ``pending`` ones
+    the cache does not hold yet (the P positions just before offset; their keys and values go to the cache).
+    None when the call reads neither. A guided call batches its rows twice over one prefix: ids repeat to
+    ``batch`` and only the first ``rows`` are appended."""
+    extra = clean if clean is not None else pending
+    if extra is None:
+        return None
+    (rows, P), dev = extra.shape, extra.device
+    start = 0 if clean is not None else offset - P
+    positions = torch.cat([offset + torch.arange(n_noisy, device=dev), start + torch.arange(P, device=dev)])
+    return CleanSide(
+        extra if rows == batch else extra.repeat(batch // rows, 1),
+        positions,
+        block_attention_mask(n_noisy, P, block, offset, dev, start),
+        None if clean is not None else (P, rows),
     )
-    return positions, block_attention_mask(n_noisy, n_clean, block, offset, device, clean_start)
 
 
 class MLP(nn.Module):
@@ -245,22 +266,18 @@ class TokenTransformer(nn.Module):
         ``pending`` ones (B, P) not in it yet, whose keys and values this call appends (one pass that
         writes a finished block and denoises the next)."""
         h = self.tok(ids)  # (B, L, D)
-        extra = clean if clean is not None else pending
-        if extra is None:
+        side = clean_side(clean, pending, ids.shape[1], ids.shape[0], block_size, offset)
+        if side is None:
             h = self.backbone(h, cache=cache, append=not block_size)
-            return h @ self.tok.weight.t()  # (B, L, V)
-        L, (rows, P), dev = ids.shape[1], extra.shape, ids.device
-        if rows != ids.shape[0]:  # a guided call batches its rows twice over one prefix
-            extra = extra.repeat(ids.shape[0] // rows, 1)
-        positions, mask = beside_clean(L, P, block_size, offset, 0 if clean is not None else offset - P, dev)
-        h = self.backbone(
-            torch.cat([h, self.tok(extra)], dim=1),
-            cache=None if clean is not None else cache,
-            mask=mask,
-            positions=positions,
-            append=False,
-            tail=None if clean is not None else (P, rows),
-        )[:, :L]
+        else:
+            h = self.backbone(
+                torch.cat([h, self.tok(side.ids)], dim=1),
+                cache=None if side.tail is None else cache,
+                mask=side.mask,
+                positions=side.positions,
+                append=False,
+                tail=side.tail,
+            )[:, : ids.shape[1]]
         return h @ self.tok.weight.t()  # (B, L, V)
 
     def new_cache(self) -> list[dict[str, torch.Tensor]]:
